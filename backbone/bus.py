@@ -1,0 +1,169 @@
+"""The Kafka side of a service: one broker (producer + subscribers) configured on purpose.
+
+Defaults that are wrong for us and are therefore set here, once:
+* aiokafka's producer defaults to acks=1 without idempotence: we enable idempotence, which
+  also means acks=all and per-partition ordering across retries;
+* faststream's subscribers acknowledge on receipt and aiokafka auto-commits: our subscribers
+  use `AckPolicy.MANUAL`, and the offset that matters is the one in the event store anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from dataclasses import dataclass, field
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from faststream.kafka import KafkaBroker
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+
+from backbone import metrics
+from backbone.logging import get_logger
+from contracts import Message
+
+log = get_logger(__name__)
+
+# Header names carried by every message the relay publishes. The body is authoritative; these
+# let operators and tools filter without decoding, and carry the upstream position.
+H_TYPE = "message-type"
+H_VERSION = "schema-version"
+H_ID = "message-id"
+H_SOURCE = "source"  # the service whose event store the message came from
+H_SOURCE_POSITION = "source-position"  # its notification id there: what copies share
+H_TENANT = "tenant-id"
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message to publish: where, under which key, and with which headers."""
+
+    topic: str
+    message: Message
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        return self.message.model_dump_json().encode()
+
+    def all_headers(self) -> dict[str, str]:
+        return {
+            "content-type": "application/json",
+            H_TYPE: self.message.type_name(),
+            H_VERSION: str(self.message.version()),
+            H_ID: str(self.message.message_id),
+            H_TENANT: self.message.tenant_id,
+            **self.headers,
+        }
+
+
+def make_broker(bootstrap_servers: str, client_id: str) -> KafkaBroker:
+    return KafkaBroker(
+        bootstrap_servers,
+        client_id=client_id,
+        enable_idempotence=True,  # implies acks="all"
+        acks="all",
+        linger_ms=5,
+        request_timeout_ms=30_000,
+        graceful_timeout=15.0,
+        middlewares=[KafkaPrometheusMiddleware(registry=metrics.REGISTRY, app_name=client_id)],
+        logger=logging.getLogger(f"faststream.{client_id}"),  # stdlib: rendered by our handler
+    )
+
+
+@dataclass(frozen=True)
+class Record:
+    """Raw bytes for one topic, as the producer takes them."""
+
+    topic: str
+    value: bytes
+    key: bytes | None
+    headers: dict[str, str]
+    correlation_id: str | None = None
+
+
+async def send(broker: KafkaBroker, records: list[Record]) -> None:
+    """Publish records and return once the broker acknowledged every one of them.
+
+    Sends are pipelined (not awaited one by one); the idempotent producer keeps each
+    partition's order even when it retries.
+    """
+    pending = [
+        await broker.publish(
+            record.value,
+            record.topic,
+            key=record.key,
+            headers=record.headers,
+            correlation_id=record.correlation_id,
+            no_confirm=True,
+        )
+        for record in records
+    ]
+    # The in-memory test broker delivers at once and returns no future.
+    await asyncio.gather(*(p for p in pending if inspect.isawaitable(p)))
+
+
+async def publish(broker: KafkaBroker, outgoing: list[Outgoing]) -> None:
+    """Publish contract messages (see `send`)."""
+    await send(
+        broker,
+        [
+            Record(
+                out.topic,
+                out.encode(),
+                out.message.key.encode(),
+                out.all_headers(),
+                str(out.message.correlation_id),
+            )
+            for out in outgoing
+        ],
+    )
+
+
+async def ensure_topics(
+    bootstrap_servers: str,
+    names: list[str],
+    partitions: int,
+    replication_factor: int = 1,
+    compacted: tuple[str, ...] = (),
+) -> None:
+    """Create the topics a service writes or reads, if missing (idempotent)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=30_000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(
+                name,
+                num_partitions=partitions,
+                replication_factor=replication_factor,
+                topic_configs={"cleanup.policy": "compact"} if name in compacted else {},
+            )
+            for name in names
+            if name not in existing
+        ]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another service was first
+                await admin.create_topics(missing)
+            log.info("topics created", topics=[t.name for t in missing])
+        await _until_led(admin, names)
+    finally:
+        await admin.close()
+
+
+async def _until_led(admin: AIOKafkaAdminClient, names: list[str], patience: float = 30) -> None:
+    """Wait until every partition of the topics has a leader: a consumer subscribing before
+    that only logs errors and retries, a producer fails its first sends."""
+    deadline = asyncio.get_running_loop().time() + patience
+    while True:
+        described = await admin.describe_topics(names)
+        ready = all(
+            topic.get("error_code", 0) == 0
+            and topic.get("partitions")
+            and all(p.get("leader", -1) >= 0 for p in topic["partitions"])
+            for topic in described
+        )
+        if ready or asyncio.get_running_loop().time() > deadline:
+            return
+        await asyncio.sleep(0.1)

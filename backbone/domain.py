@@ -1,0 +1,46 @@
+"""The base of every aggregate in the three services.
+
+It is eventsourcing's `Aggregate` plus one thing: every event carries `meta`, the cause in
+effect when it was triggered (correlation id, causation id, actor), so that audit tooling can
+say who did what and why, and integration events can carry the same ids on the bus.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import eventsourcing.domain as es
+from eventsourcing.domain import event
+
+from backbone import context
+
+__all__ = ["Aggregate", "DomainError", "event"]
+
+
+class DomainError(Exception):
+    """A business rule refused the request. `code` is machine-readable, the text is for humans."""
+
+    code = "rejected"
+    http_status = 409  # what the HTTP edge answers when this reaches it
+
+    def __init__(self, message: str, *, code: str | None = None):
+        super().__init__(message)
+        if code:
+            self.code = code
+
+
+class Aggregate(es.Aggregate):
+    class Event(es.Aggregate.Event):
+        meta: dict[str, Any]
+
+    class Created(Event, es.Aggregate.Created):
+        pass
+
+    def trigger_event(self, event_class: type[Any], **kwargs: Any) -> None:
+        kwargs.setdefault("meta", context.current().as_meta())
+        super().trigger_event(event_class, **kwargs)
+
+    @classmethod
+    def _create(cls, event_class: type[Any], **kwargs: Any) -> Any:
+        kwargs.setdefault("meta", context.current().as_meta())
+        return super()._create(event_class, **kwargs)

@@ -1,0 +1,154 @@
+"""The event store of a service: an eventsourcing `Application` whose saves can carry positions.
+
+Every service stores its own events with the eventsourcing library, in a SQLite file by default
+or in PostgreSQL. What the library does not do out of the box, and what exactly-once needs, is
+to record *several* tracking positions in the same transaction as the events they caused:
+
+* the Kafka position of each partition a batch came from (to resume there after a crash), and
+* the highest notification id seen from each upstream service per partition (to drop the copy
+  an upstream relay re-publishes at a new offset after its own crash).
+
+`save(..., positions=[Tracking(...), ...])` does that. A position is a single-row high-water
+mark (the library's `SINGLE_ROW_TRACKING`): writing one that is not higher than the stored one
+raises `IntegrityError` and nothing of the transaction is kept, which also fences off a
+consumer that lost its partitions but is still writing ("zombie").
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import Application
+from eventsourcing.persistence import Tracking
+from eventsourcing.popo import POPOProcessRecorder
+from eventsourcing.postgres import PostgresProcessRecorder
+from eventsourcing.sqlite import SQLiteProcessRecorder
+
+from backbone.settings import StoreSettings
+
+__all__ = ["ServiceApplication", "Tracking", "store_env"]
+
+
+class _RecordsPositions:
+    """Mixin for the SQLite and PostgreSQL process recorders: insert every position given."""
+
+    def _insert_events(self, c: Any, stored_events: Sequence[Any], **kwargs: Any) -> Any:
+        returning = super()._insert_events(c, stored_events, **kwargs)  # type: ignore[misc]
+        for position in kwargs.get("positions", ()):
+            self._insert_tracking(c, position)  # type: ignore[attr-defined]
+        return returning
+
+
+class SQLiteServiceRecorder(_RecordsPositions, SQLiteProcessRecorder):
+    pass
+
+
+class PostgresServiceRecorder(_RecordsPositions, PostgresProcessRecorder):
+    pass
+
+
+class MemoryServiceRecorder(POPOProcessRecorder):
+    """The in-memory (POPO) recorder, for fast tests; same semantics, different hooks."""
+
+    def _assert_uniqueness(self, stored_events: Sequence[Any], **kwargs: Any) -> None:
+        super()._assert_uniqueness(stored_events, **kwargs)
+        for position in kwargs.get("positions", ()):
+            self._assert_tracking_uniqueness(position)
+
+    def _update_table(self, stored_events: Sequence[Any], **kwargs: Any) -> Any:
+        returning = super()._update_table(stored_events, **kwargs)
+        for position in kwargs.get("positions", ()):
+            self._insert_tracking(position)
+        return returning
+
+
+_RECORDERS = {
+    "sqlite": ("eventsourcing.sqlite", SQLiteServiceRecorder),
+    "postgres": ("eventsourcing.postgres", PostgresServiceRecorder),
+    "memory": ("eventsourcing.popo", MemoryServiceRecorder),
+}
+
+
+def store_env(store: StoreSettings, service: str) -> dict[str, str]:
+    """The eventsourcing environment for one service's event store.
+
+    Everything is given explicitly, so that a stray variable in the process environment (the
+    library also reads `os.environ`) cannot point a service at another service's store.
+    """
+    module, recorder = _RECORDERS[store.kind]
+    env = {
+        "PERSISTENCE_MODULE": module,
+        "PROCESS_RECORDER_TOPIC": f"{recorder.__module__}:{recorder.__qualname__}",
+        "SINGLE_ROW_TRACKING": "y",
+        "CREATE_TABLE": "y",
+        "AGGREGATE_CACHE_MAXSIZE": str(store.aggregate_cache_size),
+        "IS_SNAPSHOTTING_ENABLED": "y",
+    }
+    if store.kind == "sqlite":
+        path = Path(store.data_dir) / f"{service}-events.sqlite3"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        env.update(SQLITE_DBNAME=str(path), SQLITE_LOCK_TIMEOUT="30")
+    elif store.kind == "postgres":
+        env.update(
+            POSTGRES_DBNAME=store.postgres_dbname or service,
+            POSTGRES_HOST=store.postgres_host,
+            POSTGRES_PORT=str(store.postgres_port),
+            POSTGRES_USER=store.postgres_user,
+            POSTGRES_PASSWORD=store.postgres_password.get_secret_value(),
+            POSTGRES_POOL_SIZE="5",
+            POSTGRES_MAX_OVERFLOW="5",
+            POSTGRES_CONNECT_TIMEOUT="10",
+            POSTGRES_PRE_PING="y",
+            POSTGRES_LOCK_TIMEOUT="10",
+            POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT="30",
+        )
+        if store.postgres_schema:
+            env["POSTGRES_SCHEMA"] = store.postgres_schema
+    return env
+
+
+class ServiceApplication(Application[UUID]):
+    """Base of the three services' applications.
+
+    Adds: positions saved atomically with events, and a
+    `wake` hook called after every save, so that the followers of the notification log in the
+    same process (outbox relay, projections) react at once instead of at their next poll.
+    """
+
+    def __init__(self, env: dict[str, str] | None = None):
+        super().__init__(env)
+        self._listeners: list[Callable[[], None]] = []
+        self._listeners_lock = threading.Lock()
+
+    def construct_recorder(self) -> Any:
+        # A process recorder: an application recorder that can also write tracking rows.
+        recorder = self.factory.process_recorder()
+        if isinstance(recorder, POPOProcessRecorder) and not isinstance(recorder, MemoryServiceRecorder):
+            recorder = MemoryServiceRecorder()  # the POPO factory ignores PROCESS_RECORDER_TOPIC
+        return recorder
+
+    def save_with_positions(self, aggregates: Iterable[Any], positions: Sequence[Tracking]) -> Any:
+        return self.save(*aggregates, positions=list(positions))
+
+    def position(self, name: str) -> int | None:
+        """The stored high-water mark of one position, or None if never recorded."""
+        return self.recorder.max_tracking_id(name)
+
+    def record_position(self, position: Tracking) -> None:
+        """Advance one position on its own (no events): e.g. the outbox relay's."""
+        self.recorder.insert_tracking(position)
+
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        with self._listeners_lock:
+            self._listeners.append(listener)
+
+    def _notify(self, recordings: list[Any]) -> None:
+        if recordings:
+            with self._listeners_lock:
+                listeners = list(self._listeners)
+            for listener in listeners:
+                listener()

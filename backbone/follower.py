@@ -1,0 +1,124 @@
+"""Following a service's own notification log from a durable position.
+
+The notification log is the event store's total order of recorded events; eventsourcing keeps
+it gap-free in commit order (SQLite serialises writers, PostgreSQL takes a table lock), so a
+follower that remembers the last id it handled never misses an event. Two kinds of follower
+use this loop: the outbox relay (log -> Kafka) and the projections (log -> read models).
+
+A follower handles a batch, makes its position durable, and only then moves on; if handling
+fails it retries the same batch with a growing pause, so nothing is skipped. It wakes up as
+soon as the application saves something in this process, and polls otherwise (another process,
+or a write that came through another instance).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from backbone.eventstore import ServiceApplication
+from backbone.logging import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One domain event with its position in the notification log."""
+
+    position: int
+    event: Any
+
+
+def read_log(app: ServiceApplication, after: int, limit: int) -> list[Recorded]:
+    """Events recorded after `after`, oldest first (blocking: call it off the event loop)."""
+    notifications = app.recorder.select_notifications(start=after, limit=limit, inclusive_of_start=False)
+    return [Recorded(n.id, app.mapper.to_domain_event(n)) for n in notifications]
+
+
+class Wakeup:
+    """Sleep until a timeout, or until the application saved something in this process."""
+
+    def __init__(self, app: ServiceApplication):
+        self._event = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        app.add_listener(self._set_threadsafe)
+
+    def bind(self) -> None:
+        """Call from the event loop that will sleep (saves happen in worker threads)."""
+        self._loop = asyncio.get_running_loop()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout=seconds)
+        self._event.clear()
+
+    def _set_threadsafe(self) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._event.set)
+
+
+class Follower(ABC):
+    """A loop that hands every recorded event, in order, to `handle` exactly once per position."""
+
+    name: str
+    poll_interval = 0.5
+    max_pause = 30.0
+
+    def __init__(self, app: ServiceApplication, batch_size: int = 500):
+        self.app = app
+        self.batch_size = batch_size
+        self._wakeup = Wakeup(app)
+        self._stopping = asyncio.Event()
+        self.position = 0
+        self.failures = 0
+        self.caught_up = asyncio.Event()
+
+    @abstractmethod
+    def load_position(self) -> int:
+        """The durable position (blocking)."""
+
+    @abstractmethod
+    async def handle(self, batch: Sequence[Recorded]) -> None:
+        """Handle the batch and make `batch[-1].position` durable before returning."""
+
+    async def run(self) -> None:
+        self._wakeup.bind()
+        self.position = await asyncio.to_thread(self.load_position)
+        log.info("follower started", follower=self.name, position=self.position)
+        while not self._stopping.is_set():
+            try:
+                batch = await asyncio.to_thread(read_log, self.app, self.position, self.batch_size)
+                if batch:
+                    self.caught_up.clear()
+                    await self.handle(batch)
+                    self.position = batch[-1].position
+                    self.failures = 0
+                    continue
+                self.caught_up.set()
+                await self._wakeup.sleep(self.poll_interval)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.failures += 1
+                pause = min(self.max_pause, 0.2 * 2**self.failures)
+                log.exception(
+                    "follower failed, retrying the same batch",
+                    follower=self.name,
+                    position=self.position,
+                    attempt=self.failures,
+                    pause_seconds=pause,
+                )
+                await self._wakeup.sleep(pause)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wakeup.set()

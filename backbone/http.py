@@ -1,0 +1,123 @@
+"""The HTTP edge shared by the services: errors as problem+json, correlation ids, health.
+
+Every error a caller can cause gets a 4xx with a sentence saying what is wrong (RFC 9457
+problem details), never a 500: malformed JSON, a schema violation, an oversized body, a
+business rule. A 500 only ever means a bug, and carries the correlation id to find it in logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.base import BaseHTTPMiddleware
+
+from backbone import metrics
+from backbone.domain import DomainError
+from backbone.logging import get_logger
+
+log = get_logger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+MAX_BODY_BYTES = 256 * 1024
+CORRELATION_HEADER = "X-Correlation-Id"
+
+
+class NotFound(Exception):
+    """The thing does not exist *for this caller* (also used to hide others' data: IDOR)."""
+
+
+class Problem(Exception):
+    def __init__(self, status: int, title: str, detail: str, code: str | None = None):
+        super().__init__(detail)
+        self.status, self.title, self.detail, self.code = status, title, detail, code
+
+
+async def run_sync(func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """Run blocking work (the event store) off the event loop."""
+    return await asyncio.to_thread(func, *args, **kwargs)
+
+
+def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    return JSONResponse(body, status_code=status, media_type="application/problem+json")
+
+
+def create_api(title: str, version: str, description: str) -> FastAPI:
+    api = FastAPI(title=title, version=version, description=description)
+    api.add_middleware(_Edge)
+
+    @api.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in error.errors()
+        ]
+        if any(e["type"] == "json_invalid" for e in errors):
+            return problem(400, "Malformed JSON", "The request body is not valid JSON.")
+        summary = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:5])
+        return problem(422, "Invalid request", summary, errors=errors)
+
+    @api.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        titles = {401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Not allowed"}
+        response = problem(error.status_code, titles.get(error.status_code, "Error"), str(error.detail))
+        for key, value in (error.headers or {}).items():
+            response.headers[key] = value
+        return response
+
+    @api.exception_handler(NotFound)
+    async def _not_found(_: Request, error: NotFound) -> JSONResponse:
+        return problem(404, "Not found", str(error) or "No such resource.")
+
+    @api.exception_handler(DomainError)
+    async def _refused(_: Request, error: DomainError) -> JSONResponse:
+        return problem(error.http_status, "Refused", str(error), code=error.code)
+
+    @api.exception_handler(Problem)
+    async def _problem(_: Request, error: Problem) -> JSONResponse:
+        extra = {"code": error.code} if error.code else {}
+        return problem(error.status, error.title, error.detail, **extra)
+
+    @api.get("/health", tags=["ops"], summary="Liveness")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @api.get("/metrics", tags=["ops"], summary="Prometheus metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    return api
+
+
+class _Edge(BaseHTTPMiddleware):
+    """Correlation id in and out, a body size limit, and a safety net for bugs."""
+
+    async def dispatch(self, request: Request, call_next: Any) -> Response:
+        correlation = request.headers.get(CORRELATION_HEADER, "")
+        try:
+            correlation = str(uuid.UUID(correlation))
+        except ValueError:
+            correlation = str(uuid.uuid4())
+        request.state.correlation_id = correlation
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
+            return problem(413, "Payload too large", f"The body must be under {MAX_BODY_BYTES} bytes.")
+        try:
+            response = await call_next(request)
+        except Exception:
+            log.exception("unhandled error", path=request.url.path, correlation_id=correlation)
+            response = problem(
+                500, "Internal error", "Something went wrong on our side.", correlation_id=correlation
+            )
+        response.headers[CORRELATION_HEADER] = correlation
+        return response

@@ -1,0 +1,37 @@
+"""Prometheus metrics of the backbone, exposed by every service at GET /metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+published = Counter(
+    "outbox_published_total",
+    "Integration events the outbox relay published (acknowledged by all in-sync replicas).",
+    ["topic"],
+    registry=REGISTRY,
+)
+outbox_lag = Gauge(
+    "outbox_lag_notifications",
+    "Notifications recorded in the event store but not yet published.",
+    registry=REGISTRY,
+)
+consumed = Counter(
+    "inbox_messages_total",
+    "Messages taken from the bus, by what became of them.",
+    ["consumer", "outcome"],  # applied | duplicate | dead_lettered | redelivered
+    registry=REGISTRY,
+)
+batch_seconds = Histogram(
+    "inbox_batch_seconds",
+    "Time to apply one batch of messages, store transaction included.",
+    ["consumer"],
+    registry=REGISTRY,
+)
+projection_lag = Gauge(
+    "projection_lag_notifications",
+    "Notifications recorded but not yet applied to a read model.",
+    ["projection"],
+    registry=REGISTRY,
+)

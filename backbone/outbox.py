@@ -1,0 +1,101 @@
+"""The outbox relay: publishes a service's integration events from its event store to Kafka.
+
+The event store *is* the outbox (eventsourcing's notification log): a use case records its
+domain events and nothing else, in one transaction; no dual write. The relay follows the log,
+asks the service which integration events each domain event means (`translate`), publishes
+them with the idempotent producer, waits for every acknowledgement, and only then records its
+position. At least once, in order per aggregate.
+
+A crash between the acknowledgement and the position record makes the relay publish the same
+events again after restart, at new offsets. They are the same messages: same `event_id`
+(derived from the stored event, not drawn at random) and the same `source-position` header,
+which is what consumers deduplicate on (see `backbone.inbox`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.persistence import Tracking
+from faststream.kafka import KafkaBroker
+
+from backbone import metrics
+from backbone.bus import H_SOURCE, H_SOURCE_POSITION, Outgoing, publish
+from backbone.context import Cause
+from backbone.eventstore import ServiceApplication
+from backbone.follower import Follower, Recorded
+from backbone.logging import get_logger
+
+log = get_logger(__name__)
+
+Translate = Callable[[Recorded], Iterable[Outgoing]]
+"""Maps one recorded domain event to the integration events it means (often none)."""
+
+_EVENT_IDS = uuid5(NAMESPACE_URL, "urn:booking-accounts:event-ids")
+
+
+def event_id_for(service: str, domain_event: object, index: int = 0) -> UUID:
+    """A stable id for the `index`-th integration event derived from one stored domain event."""
+    originator_id = domain_event.originator_id  # type: ignore[attr-defined]
+    version = domain_event.originator_version  # type: ignore[attr-defined]
+    return uuid5(_EVENT_IDS, f"{service}/{originator_id}/{version}/{index}")
+
+
+def envelope(
+    recorded: Recorded, service: str, index: int = 0, tenant_id: str | None = None
+) -> dict[str, Any]:
+    """The envelope fields of an integration event derived from a recorded domain event: a
+    stable id, when it happened, and the cause (tenant, correlation, causation) it carries."""
+    cause = Cause.from_meta(getattr(recorded.event, "meta", None))
+    return {
+        "event_id": event_id_for(service, recorded.event, index),
+        "occurred_at": recorded.event.timestamp,
+        "tenant_id": tenant_id or cause.tenant_id,
+        "correlation_id": UUID(cause.correlation_id),
+        "causation_id": UUID(cause.causation_id) if cause.causation_id else None,
+    }
+
+
+class OutboxRelay(Follower):
+    def __init__(
+        self,
+        app: ServiceApplication,
+        broker: KafkaBroker,
+        service: str,
+        translate: Translate,
+        batch_size: int = 500,
+        topic_for: Callable[[str], str] = lambda name: name,
+    ):
+        super().__init__(app, batch_size)
+        self.name = f"{service}.outbox"
+        self.service = service
+        self.broker = broker
+        self.translate = translate
+        self.topic_for = topic_for
+
+    def load_position(self) -> int:
+        return self.app.position(self.name) or 0
+
+    def _translate_all(self, batch: Sequence[Recorded]) -> list[Outgoing]:
+        # In a worker thread: a translation may read an aggregate's state from the store.
+        outgoing = []
+        for recorded in batch:
+            source = {H_SOURCE: self.service, H_SOURCE_POSITION: str(recorded.position)}
+            for out in self.translate(recorded):
+                topic = self.topic_for(out.topic)
+                outgoing.append(Outgoing(topic, out.message, {**out.headers, **source}))
+        return outgoing
+
+    async def handle(self, batch: Sequence[Recorded]) -> None:
+        outgoing = await asyncio.to_thread(self._translate_all, batch)
+        if outgoing:
+            await publish(self.broker, outgoing)
+            for out in outgoing:
+                metrics.published.labels(out.topic).inc()
+        await asyncio.to_thread(self.app.record_position, Tracking(self.name, batch[-1].position))
+        head = await asyncio.to_thread(self.app.recorder.max_notification_id) or 0
+        metrics.outbox_lag.set(head - batch[-1].position)
+        log.debug("relayed", relay=self.name, events=len(outgoing), position=batch[-1].position)

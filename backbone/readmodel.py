@@ -1,0 +1,180 @@
+"""Read models: a service's derived state, rebuilt at will from its own event log.
+
+Queries ("my bookings", "accounts of this tenant", "emails due for sending") need tables, which
+an event store does not give. Each service declares its tables (SQLAlchemy Core, so the same
+code runs on SQLite and PostgreSQL) and a `project` function; a `Projection` follows the
+notification log and applies each event to the tables, writing its position in the same
+transaction, so a crash never applies an event twice or skips one.
+
+Nothing in a read model is a source of truth: drop its tables (or its SQLite file) and the
+projection rebuilds it from position 0 with the same answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import StaticPool
+
+from backbone import metrics
+from backbone.eventstore import ServiceApplication
+from backbone.follower import Follower, Recorded
+
+Project = Callable[[Connection, Recorded], None]
+
+
+class UtcDateTime(sa.types.TypeDecorator):
+    """A timestamp stored in UTC and always read back timezone-aware (SQLite keeps none)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.astimezone(UTC).replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def jsonable(value: Any) -> Any:
+    """Event data (Decimal, datetime, UUID inside lists and dicts) as plain JSON values."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, Decimal | UUID):
+        return str(value)
+    return value
+
+
+def positions_table(metadata: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        "projection_positions",
+        metadata,
+        sa.Column("name", sa.String(100), primary_key=True),
+        sa.Column("position", sa.BigInteger, nullable=False),
+    )
+
+
+class ReadModel:
+    """The tables of one service's read models, in their own database (or SQLite file)."""
+
+    def __init__(self, url: str, metadata: sa.MetaData):
+        self.url = url
+        self.metadata = metadata
+        self.positions = metadata.tables.get("projection_positions") or positions_table(metadata)
+        self.engine = _engine(url)
+
+    def create(self) -> None:
+        self.metadata.create_all(self.engine)
+
+    def drop(self) -> None:
+        """Remove every table of the read model: the next projection run rebuilds it."""
+        self.metadata.drop_all(self.engine)
+
+    def position(self, name: str) -> int:
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                sa.select(self.positions.c.position).where(self.positions.c.name == name)
+            ).scalar()
+        return value or 0
+
+    def advance(self, conn: Connection, name: str, position: int) -> None:
+        """Move a projection's position forward inside the caller's transaction.
+
+        Refuses to move it backwards or to the same place, which would mean another instance
+        of the projection got there first (the transaction then rolls back)."""
+        updated = conn.execute(
+            sa.update(self.positions)
+            .where(self.positions.c.name == name, self.positions.c.position < position)
+            .values(position=position)
+        ).rowcount
+        if updated:
+            return
+        exists = conn.execute(
+            sa.select(self.positions.c.position).where(self.positions.c.name == name)
+        ).scalar()
+        if exists is not None:
+            raise PositionConflict(f"{name} is already at {exists}, not below {position}")
+        conn.execute(sa.insert(self.positions).values(name=name, position=position))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+class PositionConflict(Exception):
+    pass
+
+
+def upsert(conn: Connection, table: sa.Table, values: dict[str, Any], keys: Sequence[str]) -> None:
+    """Insert a row, or update it where the key columns match (portable SQLite/PostgreSQL)."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(table).values(**values)
+    update = {k: statement.excluded[k] for k in values if k not in keys}
+    if update:
+        statement = statement.on_conflict_do_update(index_elements=list(keys), set_=update)
+    else:
+        statement = statement.on_conflict_do_nothing(index_elements=list(keys))
+    conn.execute(statement)
+
+
+class Projection(Follower):
+    """Follows the event log and keeps one read model up to date."""
+
+    def __init__(
+        self,
+        app: ServiceApplication,
+        read_model: ReadModel,
+        name: str,
+        project: Project,
+        batch_size: int = 500,
+    ):
+        super().__init__(app, batch_size)
+        self.name = name
+        self.read_model = read_model
+        self.project = project
+
+    def load_position(self) -> int:
+        return self.read_model.position(self.name)
+
+    async def handle(self, batch: Sequence[Recorded]) -> None:
+        await asyncio.to_thread(self.apply, batch)
+        head = await asyncio.to_thread(self.app.recorder.max_notification_id) or 0
+        metrics.projection_lag.labels(self.name).set(head - batch[-1].position)
+
+    def apply(self, batch: Sequence[Recorded]) -> None:
+        with self.read_model.engine.begin() as conn:
+            for recorded in batch:
+                self.project(conn, recorded)
+            self.read_model.advance(conn, self.name, batch[-1].position)
+
+
+def _engine(url: str) -> Engine:
+    if url.startswith("sqlite") and ":memory:" in url:
+        return sa.create_engine(url, connect_args={"check_same_thread": False}, poolclass=StaticPool)
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")  # derived state: rebuildable
+            cursor.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)

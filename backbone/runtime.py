@@ -1,0 +1,116 @@
+"""A running service: its store, bus, background loops and HTTP API, started and stopped as one.
+
+Each service's `bootstrap.py` (the composition root) builds a `Service`; `__main__` serves it.
+The pieces start in dependency order (topics, read models, broker, loops) and stop in reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+from faststream.kafka import KafkaBroker
+
+from backbone import bus
+from backbone.eventstore import ServiceApplication
+from backbone.follower import Follower
+from backbone.inbox import Inbox
+from backbone.logging import configure, get_logger
+from backbone.readmodel import ReadModel
+from backbone.settings import ServiceSettings
+
+log = get_logger(__name__)
+
+
+@dataclass
+class Service:
+    name: str
+    settings: ServiceSettings
+    app: ServiceApplication
+    broker: KafkaBroker
+    api: FastAPI
+    topics: list[str]
+    read_model: ReadModel | None = None
+    followers: list[Follower] = field(default_factory=list)
+    inboxes: list[Inbox] = field(default_factory=list)
+    workers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        settings = self.settings
+        await bus.ensure_topics(
+            settings.kafka_bootstrap_servers,
+            self.topics,
+            settings.topic_partitions,
+            settings.topic_replication_factor,
+        )
+        if self.read_model is not None:
+            await asyncio.to_thread(self.read_model.create)
+        await self.broker.start()
+        for follower in self.followers:
+            self._tasks.append(asyncio.create_task(follower.run(), name=follower.name))
+        for worker in self.workers:
+            self._tasks.append(asyncio.create_task(worker(), name=getattr(worker, "__name__", "worker")))
+        log.info("service started", service=self.name)
+
+    async def stop(self) -> None:
+        for follower in self.followers:
+            follower.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        await self.broker.stop()
+        self.app.close()
+        if self.read_model is not None:
+            self.read_model.close()
+        log.info("service stopped", service=self.name)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    async def ready(self) -> bool:
+        """Started, connected, and every inbox has been given its partitions."""
+        return bool(self._tasks or not (self.followers or self.workers)) and all(
+            inbox.subscriber.consumer is not None and inbox.subscriber.consumer.assignment()
+            for inbox in self.inboxes
+        )
+
+
+def attach(service: Service) -> Service:
+    """Hook the service's start/stop into its FastAPI app, and add GET /ready."""
+    service.api.router.lifespan_context = service.lifespan
+
+    @service.api.get("/ready", tags=["ops"], summary="Readiness: consuming and relaying")
+    async def ready() -> Any:
+        from backbone.http import problem
+
+        if await service.ready():
+            return {"status": "ready"}
+        return problem(503, "Not ready", "Still starting: joining consumer groups.")
+
+    return service
+
+
+def serve(build: Callable[[], Service]) -> None:
+    service = build()
+    configure(service.name, service.settings.log_level, service.settings.log_format)
+    uvicorn.run(
+        service.api,
+        host=service.settings.http_host,
+        port=service.settings.http_port,
+        log_config=None,  # keep our structured logging
+        timeout_graceful_shutdown=10,
+    )

@@ -1,0 +1,88 @@
+"""Settings shared by the three services, read from the environment (12-factor).
+
+Each service subclasses `ServiceSettings` for what only it needs. Names are plain upper-case
+variables (KAFKA_BOOTSTRAP_SERVERS, STORE, DATA_DIR, POSTGRES_HOST, HTTP_PORT, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+StoreKind = Literal["sqlite", "postgres", "memory"]
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    kind: StoreKind = "sqlite"
+    data_dir: Path = Path(".local/data")
+    postgres_host: str = "127.0.0.1"
+    postgres_port: int = 5432
+    postgres_user: str = "postgres"
+    postgres_password: SecretStr = field(default_factory=lambda: SecretStr(""))
+    postgres_dbname: str | None = None
+    postgres_schema: str | None = None
+    aggregate_cache_size: int = 10_000
+
+    def views_url(self, service: str) -> str:
+        """SQLAlchemy URL of the service's read models (its derived, rebuildable state)."""
+        if self.kind == "postgres":
+            password = self.postgres_password.get_secret_value()
+            return (
+                f"postgresql+psycopg://{self.postgres_user}:{password}@{self.postgres_host}:"
+                f"{self.postgres_port}/{self.postgres_dbname or service}"
+            )
+        if self.kind == "memory":
+            return "sqlite+pysqlite:///:memory:"
+        return f"sqlite+pysqlite:///{Path(self.data_dir) / f'{service}-views.sqlite3'}"
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    topic_namespace: str = Field(
+        default="",
+        pattern=r"^[a-z0-9-]*$",
+        description="Prefix of every topic and consumer group: several deployments (or test "
+        "runs) can share one Kafka cluster without seeing each other's messages.",
+    )
+    topic_partitions: int = Field(default=3, ge=1, le=64)
+    topic_replication_factor: int = Field(default=1, ge=1, le=5)
+    consumer_batch_size: int = Field(default=500, ge=1, le=10_000)
+    relay_batch_size: int = Field(default=500, ge=1, le=10_000)
+
+    store: StoreKind = "sqlite"
+    data_dir: Path = Path(".local/data")
+    postgres_host: str = "127.0.0.1"
+    postgres_port: int = 5432
+    postgres_user: str = "postgres"
+    postgres_password: SecretStr = SecretStr("")
+    postgres_dbname: str | None = None
+    postgres_schema: str | None = None
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+
+    log_level: str = "INFO"
+    log_format: Literal["json", "console"] = "json"
+
+    def topic(self, name: str) -> str:
+        """The real name of a topic (or consumer group) of the contracts in this deployment."""
+        return f"{self.topic_namespace}.{name}" if self.topic_namespace else name
+
+    def store_settings(self) -> StoreSettings:
+        return StoreSettings(
+            kind=self.store,
+            data_dir=self.data_dir,
+            postgres_host=self.postgres_host,
+            postgres_port=self.postgres_port,
+            postgres_user=self.postgres_user,
+            postgres_password=self.postgres_password,
+            postgres_dbname=self.postgres_dbname,
+            postgres_schema=self.postgres_schema,
+        )

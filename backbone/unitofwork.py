@@ -1,0 +1,90 @@
+"""The aggregates one batch of messages loads and changes, saved together at the end.
+
+Handlers are plain functions `(message, uow) -> None`: they get aggregates from the unit of
+work, call their methods, and add new ones. Nothing is written until the inbox saves the whole
+batch, with its positions, in one transaction.
+
+`scope()` makes one message's changes all-or-nothing inside the batch: if the handler raises,
+every aggregate it touched is put back as it was before that message (a deep copy taken at
+first touch), so one rejected or failing message never leaves half its changes in the batch.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+
+from backbone.domain import Aggregate, DomainError
+from backbone.eventstore import ServiceApplication
+
+A = TypeVar("A", bound=Aggregate)
+
+
+class IdConflict(DomainError):
+    """The id is taken by an aggregate of another kind (e.g. a sender reusing an id)."""
+
+    code = "id_conflict"
+
+
+_ABSENT = object()
+
+
+class UnitOfWork:
+    def __init__(self, app: ServiceApplication):
+        self.app = app
+        self._aggregates: dict[UUID, Aggregate] = {}
+        self._scopes: list[dict[UUID, object]] = []  # per open scope: id -> backup or _ABSENT
+
+    def get(self, cls: type[A], aggregate_id: UUID) -> A | None:
+        """The aggregate, as changed so far in this unit of work; None if it does not exist."""
+        aggregate = self._aggregates.get(aggregate_id)
+        if aggregate is None:
+            try:
+                aggregate = self.app.repository.get(aggregate_id)
+            except AggregateNotFoundError:
+                return None
+            self._touch(aggregate_id)
+            self._aggregates[aggregate_id] = aggregate
+        else:
+            self._touch(aggregate_id)
+        if not isinstance(aggregate, cls):
+            raise IdConflict(f"{aggregate_id} is already used by something that is not a {cls.__name__}")
+        return aggregate
+
+    def add(self, aggregate: Aggregate) -> None:
+        self._touch(aggregate.id)
+        self._aggregates[aggregate.id] = aggregate
+
+    def changed(self) -> list[Aggregate]:
+        return [a for a in self._aggregates.values() if a.pending_events]
+
+    @contextmanager
+    def scope(self) -> Iterator[None]:
+        self._scopes.append({})
+        try:
+            yield
+        except BaseException:
+            self._restore(self._scopes.pop())
+            raise
+        else:
+            inner = self._scopes.pop()
+            if self._scopes:  # an enclosing scope must still be able to undo these
+                for aggregate_id, backup in inner.items():
+                    self._scopes[-1].setdefault(aggregate_id, backup)
+
+    def _touch(self, aggregate_id: UUID) -> None:
+        if self._scopes and aggregate_id not in self._scopes[-1]:
+            current = self._aggregates.get(aggregate_id)
+            self._scopes[-1][aggregate_id] = _ABSENT if current is None else copy.deepcopy(current)
+
+    def _restore(self, backups: dict[UUID, object]) -> None:
+        for aggregate_id, backup in backups.items():
+            if backup is _ABSENT:
+                self._aggregates.pop(aggregate_id, None)
+            else:
+                self._aggregates[aggregate_id] = backup  # type: ignore[assignment]

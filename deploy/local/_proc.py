@@ -1,0 +1,266 @@
+"""Small process and network helpers shared by LocalKafka, LocalPostgres and the CLI."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import structlog
+
+log = structlog.get_logger("deploy.local")
+
+LOOPBACK = "127.0.0.1"
+
+
+class InfraError(RuntimeError):
+    """A local infrastructure component could not be set up or started."""
+
+
+class ToolMissingError(InfraError):
+    """A required external program (mvn, java, initdb, ...) is not installed."""
+
+
+# --------------------------------------------------------------------------- ports
+
+
+def free_ports(count: int = 1, host: str = LOOPBACK) -> list[int]:
+    """Return ``count`` distinct TCP ports that were free a moment ago.
+
+    All sockets are held open until every port has been chosen, so the ports differ. There is
+    an unavoidable race with other processes between this call and the real bind: callers
+    retry on "Address already in use".
+    """
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def port_is_free(port: int, host: str = LOOPBACK) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def can_connect(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(
+    condition: Callable[[], bool],
+    timeout: float,
+    interval: float = 0.05,
+    what: str = "condition",
+    abort: Callable[[], str | None] | None = None,
+) -> None:
+    """Poll ``condition`` until true; raise TimeoutError after ``timeout`` seconds.
+
+    ``abort`` may return an error message to stop waiting early (e.g. the process died).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if condition():
+            return
+        if abort is not None and (reason := abort()):
+            raise InfraError(reason)
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+# --------------------------------------------------------------------------- watchdog
+
+
+class Watchdog:
+    """Process-wide helper process that kills our children's process groups if we die.
+
+    One per Python process, started on first use. See ``_watchdog.py`` for the protocol and
+    for why this is used instead of ``prctl(PR_SET_PDEATHSIG)``.
+    """
+
+    _instance: Watchdog | None = None
+    _instance_lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        script = Path(__file__).with_name("_watchdog.py")
+        # stdin=PIPE: the write end stays in this process only (non-inheritable fds and
+        # close_fds=True for every other child), so EOF <=> this process is gone.
+        self._proc = subprocess.Popen(  # noqa: S603 - fixed argv
+            [sys.executable, "-I", "-S", str(script)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+        )
+
+    @classmethod
+    def get(cls) -> Watchdog:
+        with cls._instance_lock:
+            inst = cls._instance
+            if inst is None or inst._pid != os.getpid() or inst._proc.poll() is not None:
+                inst = cls._instance = Watchdog()
+            return inst
+
+    def _send(self, line: str) -> None:
+        with self._lock:
+            assert self._proc.stdin is not None
+            try:
+                self._proc.stdin.write(line.encode("utf-8", "surrogateescape") + b"\n")
+                self._proc.stdin.flush()
+            except (BrokenPipeError, ValueError):
+                log.warning("watchdog.gone", pid=self._proc.pid)
+
+    def watch(self, pgid: int, first_signal: int = signal.SIGTERM, grace: float = 5.0) -> None:
+        self._send(f"watch {pgid} {int(first_signal)} {grace}")
+
+    def unwatch(self, pgid: int) -> None:
+        self._send(f"unwatch {pgid}")
+
+    def cleanup_dir(self, path: Path) -> None:
+        """Delete ``path`` too if this process dies (after its process groups are killed)."""
+        self._send(f"cleanup {path}")
+
+    def keep_dir(self, path: Path) -> None:
+        self._send(f"keep {path}")
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    log_file: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    first_signal: int = signal.SIGTERM,
+    grace: float = 5.0,
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in its own process group, stdout+stderr appended to ``log_file``.
+
+    The group is registered with the process-wide :class:`Watchdog`, so it is killed if this
+    Python process dies without stopping it. Call :func:`terminate_group` (or at least
+    ``Watchdog.get().unwatch(proc.pid)`` after the process ended) to stop it.
+    """
+    watchdog = Watchdog.get()  # start it before the child, so there is no unwatched window
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as out:
+        proc = subprocess.Popen(  # noqa: S603 - argv built by the caller from fixed parts
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,  # own session and process group (pgid == pid)
+            close_fds=True,
+        )
+    watchdog.watch(proc.pid, first_signal, grace)
+    return proc
+
+
+def terminate_group(
+    proc: subprocess.Popen[Any],
+    *,
+    sig: int = signal.SIGTERM,
+    timeout: float = 30.0,
+) -> int | None:
+    """Send ``sig`` to the process group of ``proc``; SIGKILL the group after ``timeout``.
+
+    ``sig=SIGKILL`` kills at once. Returns the exit code. Safe to call twice.
+    """
+    pgid = proc.pid
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, sig)
+        try:
+            proc.wait(timeout=timeout if sig != signal.SIGKILL else 10)
+        except subprocess.TimeoutExpired:
+            log.warning("process.kill_after_timeout", pid=proc.pid, timeout_s=timeout)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+            proc.wait()
+    # Leftovers in the group (children of the leader) die with it too.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+    Watchdog.get().unwatch(pgid)
+    return proc.returncode
+
+
+def read_from(path: Path, offset: int) -> str:
+    """The text of ``path`` from byte ``offset`` on ('' if it does not exist)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
+
+
+def tail(path: Path, offset: int = 0, max_chars: int = 4000) -> str:
+    text = read_from(path, offset)
+    return text[-max_chars:]
+
+
+def run_checked(
+    argv: Sequence[str],
+    *,
+    what: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float | None = None,
+    stdout: IO[Any] | int | None = subprocess.PIPE,
+) -> subprocess.CompletedProcess[str]:
+    """Run a short command; raise InfraError with its output if it fails."""
+    try:
+        res = subprocess.run(  # noqa: S603
+            list(argv),
+            env=env,
+            cwd=cwd,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            text=True,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise InfraError(f"{what} timed out after {timeout}s: {' '.join(argv)}") from exc
+    if res.returncode != 0:
+        out = (res.stdout or "")[-4000:]
+        raise InfraError(f"{what} failed (exit {res.returncode}): {' '.join(argv)}\n{out}")
+    return res
+
+
+def elapsed(t0: float) -> float:
+    return round(time.monotonic() - t0, 2)

@@ -1,0 +1,83 @@
+"""The composition root of the bookings service."""
+
+from __future__ import annotations
+
+from backbone import bus
+from backbone.credentials import SessionVerifier, load_verify_key
+from backbone.eventstore import store_env
+from backbone.http import create_api
+from backbone.inbox import Inbox
+from backbone.outbox import OutboxRelay
+from backbone.readmodel import Projection, ReadModel
+from backbone.runtime import Service, attach
+from contracts.catalog import ALL_COMMANDS, ALL_EVENTS, Catalog
+from contracts.topics import (
+    ACCOUNTS_EVENTS,
+    BOOKINGS_COMMAND_OUTCOMES,
+    BOOKINGS_COMMANDS,
+    BOOKINGS_EVENTS,
+    dead_letters,
+)
+from services.bookings import api, views
+from services.bookings.application import Bookings
+from services.bookings.handlers import HANDLERS
+from services.bookings.integration import SERVICE, translator
+from services.bookings.settings import BookingsSettings
+
+
+def bootstrap(settings: BookingsSettings | None = None) -> Service:
+    settings = settings or BookingsSettings()
+    store = settings.store_settings()
+    bookings = Bookings(env=store_env(store, SERVICE))
+    read_model = ReadModel(store.views_url(SERVICE), views.metadata)
+    broker = bus.make_broker(settings.kafka_bootstrap_servers, client_id=SERVICE)
+    inbox = Inbox(
+        service=SERVICE,
+        name=settings.topic(f"{SERVICE}.inbox"),
+        app=bookings,
+        broker=broker,
+        topics=[settings.topic(BOOKINGS_COMMANDS), settings.topic(ACCOUNTS_EVENTS)],
+        catalog=Catalog((*ALL_COMMANDS, *ALL_EVENTS)),
+        handlers=HANDLERS,
+        dead_letter_topic=settings.topic(dead_letters(SERVICE)),
+        batch_size=settings.consumer_batch_size,
+    )
+    http = create_api(
+        title="booking-accounts: bookings",
+        version="1.0.0",
+        description="Bookings: the customer's history and self-service cancellation. Other "
+        "services place and change bookings with commands on the `bookings.commands` topic.",
+    )
+    api.routes(http, bookings, read_model, SessionVerifier(load_verify_key(settings.session_public_key_file)))
+    return attach(
+        Service(
+            name=SERVICE,
+            settings=settings,
+            app=bookings,
+            broker=broker,
+            api=http,
+            topics=[
+                settings.topic(t)
+                for t in (
+                    BOOKINGS_EVENTS,
+                    BOOKINGS_COMMANDS,
+                    BOOKINGS_COMMAND_OUTCOMES,
+                    ACCOUNTS_EVENTS,
+                    dead_letters(SERVICE),
+                )
+            ],
+            read_model=read_model,
+            followers=[
+                OutboxRelay(
+                    bookings,
+                    broker,
+                    SERVICE,
+                    translator(bookings),
+                    settings.relay_batch_size,
+                    topic_for=settings.topic,
+                ),
+                Projection(bookings, read_model, f"{SERVICE}.views", views.apply),
+            ],
+            inboxes=[inbox],
+        )
+    )

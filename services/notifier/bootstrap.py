@@ -1,0 +1,60 @@
+"""The composition root of the notifier service."""
+
+from __future__ import annotations
+
+from backbone import bus
+from backbone.credentials import load_or_create_sealing_keys
+from backbone.eventstore import store_env
+from backbone.http import create_api
+from backbone.inbox import Inbox
+from backbone.readmodel import Projection, ReadModel
+from backbone.runtime import Service, attach
+from contracts.catalog import ALL_EVENTS, Catalog
+from contracts.topics import ACCOUNTS_EVENTS, BOOKINGS_EVENTS, dead_letters
+from services.notifier import views
+from services.notifier.application import Notifier
+from services.notifier.handlers import HANDLERS
+from services.notifier.sender import Sender
+from services.notifier.settings import NotifierSettings
+
+SERVICE = "notifier"
+
+
+def bootstrap(settings: NotifierSettings | None = None) -> Service:
+    settings = settings or NotifierSettings()
+    store = settings.store_settings()
+    notifier = Notifier(env=store_env(store, SERVICE))
+    read_model = ReadModel(store.views_url(SERVICE), views.metadata)
+    private_key, _ = load_or_create_sealing_keys(settings.sealing_key_path())
+    broker = bus.make_broker(settings.kafka_bootstrap_servers, client_id=SERVICE)
+    inbox = Inbox(
+        service=SERVICE,
+        name=settings.topic(f"{SERVICE}.inbox"),
+        app=notifier,
+        broker=broker,
+        topics=[settings.topic(ACCOUNTS_EVENTS), settings.topic(BOOKINGS_EVENTS)],
+        catalog=Catalog(ALL_EVENTS),
+        handlers=HANDLERS,
+        dead_letter_topic=settings.topic(dead_letters(SERVICE)),
+        batch_size=settings.consumer_batch_size,
+    )
+    sender = Sender(notifier, read_model, settings, private_key)
+    http = create_api(
+        title="booking-accounts: notifier",
+        version="1.0.0",
+        description="Emails to customers and staff, each sent exactly once.",
+    )
+    return attach(
+        Service(
+            name=SERVICE,
+            settings=settings,
+            app=notifier,
+            broker=broker,
+            api=http,
+            topics=[settings.topic(t) for t in (ACCOUNTS_EVENTS, BOOKINGS_EVENTS, dead_letters(SERVICE))],
+            read_model=read_model,
+            followers=[Projection(notifier, read_model, f"{SERVICE}.views", views.apply)],
+            inboxes=[inbox],
+            workers=[sender.run],
+        )
+    )

@@ -1,0 +1,380 @@
+"""The three services as real OS processes, for end-to-end, crash and rebuild tests.
+
+A `System` wires accounts, bookings and notifier to one Kafka broker under a topic namespace
+of its own (so tests sharing the session's broker never see each other's messages), to one
+SMTP server, and to SQLite files or PostgreSQL databases of their own. Each service can be
+killed with SIGKILL and started again on the same port and store.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from backbone.credentials import load_or_create_sealing_keys, load_or_create_signing_key, public_path
+from deploy.local._proc import free_ports, spawn, tail, terminate_group
+
+REPO = Path(__file__).resolve().parents[2]
+STAFF_TOKEN = "staff-token-for-tests"
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    env: dict[str, str]
+    port: int
+    log: Path
+    proc: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ServiceProcess:
+        self._log_offset = self.log.stat().st_size if self.log.exists() else 0
+        self.proc = spawn(
+            [sys.executable, "-m", f"services.{self.name}"],
+            log_file=self.log,
+            env={**os.environ, **self.env},
+            cwd=REPO,
+            grace=10,
+        )
+        return self
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n{self.output()}")
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"{self.name} not ready after {timeout}s:\n{self.output()}")
+
+    def kill(self) -> None:
+        """kill -9: no shutdown hook, no flush, nothing."""
+        terminate_group(self.proc, sig=signal.SIGKILL)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            terminate_group(self.proc, sig=signal.SIGTERM, timeout=20)
+
+    def output(self) -> str:
+        return tail(self.log, 0, 6000)
+
+    # The Kafka client logs this at error level while a new broker creates its offsets topic,
+    # and retries on its own: not an error of ours.
+    TRANSIENT = ("GroupCoordinatorNotAvailableError",)
+
+    def errors(self) -> list[str]:
+        """Log lines at error level or above (the services log JSON lines)."""
+        found = []
+        for line in self.log.read_text(errors="replace").splitlines() if self.log.exists() else ():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            transient = any(t in str(entry.get("event")) for t in self.TRANSIENT)
+            if entry.get("level") in ("error", "critical") and not transient:
+                found.append(line)
+        return found
+
+
+@dataclass
+class System:
+    root: Path
+    kafka: str
+    smtp_port: int
+    store: str = "sqlite"
+    postgres: Any = None  # PostgresParams when store == "postgres"
+    namespace: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:10]}")
+    overrides: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        ports = free_ports(3)
+        sealing_key = self.root / "notifier" / "sealing.key"
+        _, notifier_public = load_or_create_sealing_keys(sealing_key)
+        signing_key = self.root / "accounts" / "session-signing-key.pem"
+        load_or_create_signing_key(signing_key)
+        common = {
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka,
+            "TOPIC_NAMESPACE": self.namespace,
+            "LOG_FORMAT": "json",
+            "LOG_LEVEL": "INFO",
+            "STORE": self.store,
+        }
+        specific = {
+            "accounts": {
+                "PUBLIC_BASE_URL": f"http://127.0.0.1:{ports[0]}",
+                "NOTIFIER_PUBLIC_KEY": base64.b64encode(notifier_public).decode(),
+                "STAFF_API_TOKEN": STAFF_TOKEN,
+                "SESSION_SIGNING_KEY_FILE": str(signing_key),
+            },
+            "bookings": {"SESSION_PUBLIC_KEY_FILE": str(public_path(signing_key))},
+            "notifier": {
+                "SMTP_HOST": "127.0.0.1",
+                "SMTP_PORT": str(self.smtp_port),
+                "SEALING_KEY_FILE": str(sealing_key),
+            },
+        }
+        self.services: dict[str, ServiceProcess] = {}
+        for (name, extra), port in zip(specific.items(), ports, strict=True):
+            env = {
+                **common,
+                **extra,
+                "HTTP_PORT": str(port),
+                "DATA_DIR": str(self.root / name),
+                **self.overrides.get(name, {}),
+            }
+            if self.store == "postgres":
+                database = f"{self.namespace}_{name}"
+                self.postgres.create_database(database)
+                env.update(
+                    POSTGRES_HOST=self.postgres.host,
+                    POSTGRES_PORT=str(self.postgres.port),
+                    POSTGRES_USER=self.postgres.user,
+                    POSTGRES_PASSWORD=self.postgres.password,
+                    POSTGRES_DBNAME=database,
+                )
+            self.services[name] = ServiceProcess(name, env, port, self.root / f"{name}.log")
+
+    @property
+    def accounts(self) -> ServiceProcess:
+        return self.services["accounts"]
+
+    @property
+    def bookings(self) -> ServiceProcess:
+        return self.services["bookings"]
+
+    @property
+    def notifier(self) -> ServiceProcess:
+        return self.services["notifier"]
+
+    def topic(self, name: str) -> str:
+        return f"{self.namespace}.{name}"
+
+    def start(self, *names: str) -> System:
+        chosen = [self.services[n] for n in (names or self.services)]
+        for service in chosen:
+            service.start()
+        for service in chosen:
+            service.wait_ready()
+        return self
+
+    def stop(self) -> None:
+        for service in self.services.values():
+            service.stop()
+
+
+# ------------------------------------------------------------------------------ the bus
+
+
+async def publish(kafka: str, topic: str, messages: Iterable[tuple[bytes, bytes, dict[str, str]]]) -> None:
+    """Publish (key, value, headers) records as another service would (idempotent producer)."""
+    producer = AIOKafkaProducer(bootstrap_servers=kafka, enable_idempotence=True, linger_ms=5)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(topic, value, key=key, headers=[(k, v.encode()) for k, v in headers.items()])
+            for key, value, headers in messages
+        ]
+        for future in futures:
+            await future
+    finally:
+        await producer.stop()
+
+
+async def read_topic(kafka: str, topic: str) -> list[Any]:
+    """Every record of a topic, from the beginning to its current end."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        records: list[Any] = []
+
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < ends[tp] for tp in tps])
+
+        while await behind():
+            batch = await consumer.getmany(timeout_ms=1000)
+            for recs in batch.values():
+                records.extend(recs)
+        return records
+    finally:
+        await consumer.stop()
+
+
+def decode(records: Iterable[Any]) -> list[dict[str, Any]]:
+    return [json.loads(r.value) for r in records]
+
+
+def place_booking_command(
+    tenant: str,
+    email: str,
+    *,
+    booking_id: uuid.UUID | None = None,
+    starts_in: timedelta = timedelta(days=7),
+    paid: str = "0.00",
+    status: str = "PEND",
+    command_id: uuid.UUID | None = None,
+    account_id: uuid.UUID | None = None,
+) -> dict[str, Any]:
+    start = datetime.now(UTC) + starts_in
+    booking_id = booking_id or uuid.uuid4()
+    return {
+        "command_type": "PlaceBooking",
+        "schema_version": 1,
+        "command_id": str(command_id or uuid.uuid4()),
+        "issued_at": datetime.now(UTC).isoformat(),
+        "issued_by": "storefront",
+        "tenant_id": tenant,
+        "correlation_id": str(uuid.uuid4()),
+        "booking_id": str(booking_id),
+        "booking_code": f"B-{booking_id.hex[:8].upper()}",
+        "customer": {"email": email, "name": "Test Customer"},
+        "account_id": str(account_id) if account_id else None,
+        "lines": [
+            {
+                "kind": "item",
+                "ref": "kayak-2p",
+                "name": "Kayak for two",
+                "starts_at": start.isoformat(),
+                "ends_at": (start + timedelta(hours=3)).isoformat(),
+                "quantity": 1,
+                "unit_price": "80.00",
+            },
+            {
+                "kind": "product",
+                "ref": "lunch",
+                "name": "Picnic lunch",
+                "starts_at": start.isoformat(),
+                "ends_at": (start + timedelta(hours=1)).isoformat(),
+                "quantity": 2,
+                "unit_price": "12.50",
+            },
+        ],
+        "currency": "EUR",
+        "status": status,
+        "amount_paid": paid,
+    }
+
+
+def command_record(command: dict[str, Any]) -> tuple[bytes, bytes, dict[str, str]]:
+    return (command["booking_id"].encode(), json.dumps(command).encode(), {})
+
+
+def wait_for(predicate: Any, timeout: float = 30, interval: float = 0.2, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def staff_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {STAFF_TOKEN}"}
+
+
+def set_tenant_settings(system: System, tenant: str, **settings: Any) -> dict[str, Any]:
+    response = httpx.patch(
+        f"{system.accounts.url}/v1/staff/tenants/{tenant}/settings",
+        headers=staff_headers(),
+        json=settings,
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def verified_customer(
+    system: System,
+    mail_server: Any,
+    tenant: str,
+    email: str,
+    password: str = "a-long-and-unguessable-passphrase",
+) -> dict[str, str]:
+    """Claim, verify through the emailed link, log in: the customer's Authorization header."""
+    response = httpx.post(
+        f"{system.accounts.url}/v1/tenants/{tenant}/accounts",
+        json={"email": email, "name": "Customer", "password": password},
+        timeout=10,
+    )
+    assert response.status_code == 202, response.text
+    message = mail_server.wait_for(lambda m: email in m.rcpt_tos and "Verify" in m.subject, timeout=30)
+    [link] = [url for url in message.links if "token=" in url]
+    verified = httpx.post(
+        f"{system.accounts.url}/v1/email-verifications",
+        json={"token": link.split("token=", 1)[1]},
+        timeout=10,
+    )
+    assert verified.status_code == 200, verified.text
+    session = httpx.post(
+        f"{system.accounts.url}/v1/tenants/{tenant}/sessions",
+        json={"email": email, "password": password},
+        timeout=10,
+    )
+    assert session.status_code == 200, session.text
+    return {"Authorization": f"Bearer {session.json()['token']}"}
+
+
+def open_store(system: System, name: str) -> Any:
+    """The service's event store, opened from the test (read it after stopping the service)."""
+    from pydantic import SecretStr
+
+    from backbone.eventstore import store_env
+    from backbone.settings import StoreSettings
+
+    apps = {
+        "bookings": ("services.bookings.application", "Bookings"),
+        "notifier": ("services.notifier.application", "Notifier"),
+    }
+    module, cls = apps[name]
+    app_class = getattr(__import__(module, fromlist=[cls]), cls)
+    env = system.services[name].env
+    store = StoreSettings(
+        kind=system.store,
+        data_dir=Path(env["DATA_DIR"]),
+        postgres_host=env.get("POSTGRES_HOST", ""),
+        postgres_port=int(env.get("POSTGRES_PORT", 0)),
+        postgres_user=env.get("POSTGRES_USER", ""),
+        postgres_password=SecretStr(env.get("POSTGRES_PASSWORD", "")),
+        postgres_dbname=env.get("POSTGRES_DBNAME"),
+    )
+    return app_class(env=store_env(store, name))
+
+
+def all_events(app: Any) -> list[Any]:
+    events, start = [], 1
+    while True:
+        page = app.recorder.select_notifications(start=start, limit=1000)
+        events.extend(app.mapper.to_domain_event(n) for n in page)
+        if len(page) < 1000:
+            return events
+        start = page[-1].id + 1

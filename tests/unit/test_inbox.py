@@ -1,0 +1,235 @@
+"""The tracking consumer, in memory: one scenario per guarantee.
+
+Records are built by hand (the in-memory Kafka of faststream gives every record offset 0),
+the event store is eventsourcing's POPO store, dead letters go through faststream's
+TestKafkaBroker. The same guarantees are proven against a real broker in tests/integration.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from aiokafka.structs import ConsumerRecord
+from faststream.kafka import KafkaBroker, TestKafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+
+from backbone.bus import H_SOURCE, H_SOURCE_POSITION
+from backbone.commands import CommandReceipt
+from backbone.eventstore import store_env
+from backbone.inbox import Inbox
+from backbone.settings import StoreSettings
+from contracts.catalog import ALL_COMMANDS, ALL_EVENTS, Catalog
+from services.bookings.application import Bookings
+from services.bookings.domainmodel import Booking, CustomerAccount
+from services.bookings.handlers import HANDLERS
+
+CMDS, EVENTS, DLQ = "bookings.commands", "accounts.events", "bookings.dead-letters"
+
+
+def record(topic, partition, offset, value, headers=()):
+    raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+    return ConsumerRecord(
+        topic,
+        partition,
+        offset,
+        0,
+        0,
+        b"k",
+        raw,
+        None,
+        1,
+        len(raw),
+        tuple((k, v.encode()) for k, v in headers),
+    )
+
+
+def place_booking(booking_id=None, command_id=None, **overrides):
+    start = datetime.now(UTC) + timedelta(days=10)
+    body = {
+        "command_type": "PlaceBooking",
+        "schema_version": 1,
+        "command_id": str(command_id or uuid.uuid4()),
+        "issued_at": datetime.now(UTC).isoformat(),
+        "issued_by": "storefront",
+        "tenant_id": "acme",
+        "correlation_id": str(uuid.uuid4()),
+        "booking_id": str(booking_id or uuid.uuid4()),
+        "booking_code": "ABC-123",
+        "customer": {"email": "jo@example.com", "name": "Jo"},
+        "lines": [
+            {
+                "kind": "item",
+                "ref": "kayak",
+                "name": "Kayak",
+                "starts_at": start.isoformat(),
+                "ends_at": (start + timedelta(hours=2)).isoformat(),
+                "unit_price": "30.00",
+            }
+        ],
+        "currency": "EUR",
+    }
+    body.update(overrides)
+    return body
+
+
+def account_claimed(account_id, event_id=None):
+    return {
+        "event_type": "AccountClaimed",
+        "schema_version": 1,
+        "event_id": str(event_id or uuid.uuid4()),
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "tenant_id": "acme",
+        "correlation_id": str(uuid.uuid4()),
+        "account_id": str(account_id),
+        "email": "jo@example.com",
+        "name": "Jo",
+        "claimed_by": "customer",
+        "verification_link": "A" * 40,
+        "verification_expires_at": datetime.now(UTC).isoformat(),
+    }
+
+
+@pytest.fixture
+async def harness():
+    app = Bookings(env=store_env(StoreSettings(kind="memory"), "bookings"))
+    broker = KafkaBroker()
+    dead = []
+
+    @broker.subscriber(DLQ)
+    async def capture(message: KafkaMessage) -> None:
+        dead.append(message.raw_message)
+
+    def make_inbox():
+        return Inbox(
+            service="bookings",
+            name="bookings.inbox",
+            app=app,
+            broker=broker,
+            topics=[CMDS, EVENTS],
+            catalog=Catalog((*ALL_COMMANDS, *ALL_EVENTS)),
+            handlers=HANDLERS,
+            dead_letter_topic=DLQ,
+        )
+
+    inbox = make_inbox()
+    async with TestKafkaBroker(broker):
+        yield app, inbox, dead, make_inbox
+
+
+def outcomes(app):
+    return [n for n in app.recorder.select_notifications(start=1, limit=1000) if "CommandReceipt" in n.topic]
+
+
+async def test_a_command_is_applied_once_however_often_it_comes(harness):
+    app, inbox, _, _ = harness
+    command = place_booking()
+    await inbox.apply([record(CMDS, 0, 0, command)])
+    booking = app.repository.get(uuid.UUID(command["booking_id"]))
+    assert isinstance(booking, Booking) and booking.total == 30
+
+    # Kafka redelivers the same record (a crash before its offset commit): skipped.
+    await inbox.apply([record(CMDS, 0, 0, command)])
+    assert len(outcomes(app)) == 1
+
+    # The publisher sends the same command twice more (new offsets): one effect, same answers.
+    await inbox.apply([record(CMDS, 0, 1, command), record(CMDS, 0, 2, command)])
+    assert app.repository.get(booking.id).version == 1
+    answers = [app.mapper.to_domain_event(n).outcome for n in outcomes(app)]
+    assert len(answers) == 3 and all(a == answers[0] for a in answers)
+    assert answers[0]["outcome"] == "accepted" and answers[0]["aggregate_version"] == 1
+
+
+async def test_a_reused_command_id_with_another_body_is_rejected(harness):
+    app, inbox, _, _ = harness
+    command_id = uuid.uuid4()
+    await inbox.apply(
+        [
+            record(CMDS, 0, 0, place_booking(command_id=command_id)),
+            record(CMDS, 0, 1, place_booking(command_id=command_id)),
+        ]
+    )
+    answers = [app.mapper.to_domain_event(n).outcome for n in outcomes(app)]
+    assert [a["outcome"] for a in answers] == ["accepted", "rejected"]
+    assert answers[1]["reason_code"] == "command_id_reused"
+
+
+async def test_a_business_rejection_changes_nothing_but_is_answered(harness):
+    app, inbox, _, _ = harness
+    booking_id = uuid.uuid4()
+    await inbox.apply(
+        [record(CMDS, 1, 0, place_booking(booking_id)), record(CMDS, 1, 1, place_booking(booking_id))]
+    )
+    answers = [app.mapper.to_domain_event(n).outcome for n in outcomes(app)]
+    assert answers[1]["reason_code"] == "booking_exists" and answers[1]["final"] is True
+    assert app.repository.get(booking_id).version == 1
+
+
+async def test_an_upstream_copy_at_a_new_offset_is_dropped(harness):
+    app, inbox, _, _ = harness
+    account_id, event_id = uuid.uuid4(), uuid.uuid4()
+    upstream = [(H_SOURCE, "accounts"), (H_SOURCE_POSITION, "7")]
+    await inbox.apply([record(EVENTS, 2, 0, account_claimed(account_id, event_id), upstream)])
+    before = app.recorder.max_notification_id()
+    # The accounts relay crashed after publishing and sent the same event again, at offset 1.
+    await inbox.apply([record(EVENTS, 2, 1, account_claimed(account_id, event_id), upstream)])
+    assert app.recorder.max_notification_id() == before
+    assert app.position("bookings.inbox@accounts.events/2") == 2  # the offset moved on
+    assert isinstance(app.repository.get(CustomerAccount.create_id(account_id)), CustomerAccount)
+
+
+async def test_poison_goes_to_the_dead_letters_and_the_partition_flows_on(harness):
+    app, inbox, dead, _ = harness
+    good = place_booking()
+    invalid = place_booking(currency="euro")
+    await inbox.apply(
+        [
+            record(CMDS, 0, 0, b"{this is not json"),
+            record(CMDS, 0, 1, invalid),
+            record(CMDS, 0, 2, good),
+        ]
+    )
+    reasons = [dict(r.headers)["dlq-reason"].decode() for r in dead]
+    assert reasons == ["malformed_json", "schema_invalid"]
+    assert dict(dead[1].headers)["dlq-original-offset"] == b"1"
+    assert app.repository.get(uuid.UUID(good["booking_id"])).version == 1
+    # The invalid command still got an answer, marked not final: it may be corrected and resent.
+    receipt = app.repository.get(CommandReceipt.create_id(uuid.UUID(invalid["command_id"])))
+    assert receipt.outcome["reason_code"] == "schema_invalid" and not receipt.is_final
+    assert app.position("bookings.inbox@bookings.commands/0") == 3
+
+
+async def test_a_failing_handler_leaves_no_partial_change(harness, monkeypatch):
+    app, inbox, dead, _ = harness
+    first = place_booking()
+
+    def explode(command, uow):
+        booking = uow.get(Booking, uuid.UUID(first["booking_id"]))
+        booking.record_cancellation(
+            status_before="PEND", refund_due=0, reason=None, cancelled_at=datetime.now(UTC)
+        )
+        raise KeyError("a bug after a change")
+
+    await inbox.apply([record(CMDS, 0, 0, first)])
+    from contracts.bookings import PlaceBooking
+
+    monkeypatch.setitem(inbox.handlers, PlaceBooking, lambda c, uow: explode(c, uow))
+    await inbox.apply([record(CMDS, 0, 1, place_booking())])
+    assert app.repository.get(uuid.UUID(first["booking_id"])).status == "PEND"
+    assert [dict(r.headers)["dlq-reason"] for r in dead] == [b"handler_failed"]
+
+
+async def test_a_consumer_that_lost_its_partition_writes_nothing(harness):
+    app, inbox, _, make_inbox = harness
+    other = make_inbox()  # the instance the partition went to, after a rebalance
+    await other.apply([record(CMDS, 0, 0, place_booking())])
+    late = place_booking()
+    inbox._next[(CMDS, 0)] = 0  # the stale instance still believes it is at offset 0
+    await inbox.apply([record(CMDS, 0, 0, late)])
+    assert app.position("bookings.inbox@bookings.commands/0") == 1
+    from eventsourcing.application import AggregateNotFoundError
+
+    with pytest.raises(AggregateNotFoundError):
+        app.repository.get(uuid.UUID(late["booking_id"]))
