@@ -127,6 +127,7 @@ async def ensure_topics(
     partitions: int,
     replication_factor: int = 1,
     compacted: tuple[str, ...] = (),
+    compacted_segment_ms: int = 3_600_000,
 ) -> None:
     """Create the topics a service writes or reads, if missing (idempotent)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=30_000)
@@ -138,7 +139,7 @@ async def ensure_topics(
                 name,
                 num_partitions=partitions,
                 replication_factor=replication_factor,
-                topic_configs={"cleanup.policy": "compact"} if name in compacted else {},
+                topic_configs=_compacted(compacted_segment_ms) if name in compacted else {},
             )
             for name in names
             if name not in existing
@@ -150,6 +151,18 @@ async def ensure_topics(
         await _until_led(admin, names)
     finally:
         await admin.close()
+
+
+def _compacted(segment_ms: int) -> dict[str, str]:
+    # Only the latest record per key is kept; an overwritten one (an erased subject key) is
+    # removed once its segment is closed (segment.ms) and the cleaner has run.
+    return {
+        "cleanup.policy": "compact",
+        "segment.ms": str(segment_ms),
+        "min.cleanable.dirty.ratio": "0.01",
+        "min.compaction.lag.ms": "0",
+        "delete.retention.ms": str(segment_ms),
+    }
 
 
 async def _until_led(admin: AIOKafkaAdminClient, names: list[str], patience: float = 30) -> None:

@@ -23,12 +23,14 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import Application
-from eventsourcing.persistence import Tracking
+from eventsourcing.persistence import JSONTranscoder, Tracking
 from eventsourcing.popo import POPOProcessRecorder
 from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteProcessRecorder
 
+from backbone.personal import Personal, PersonalAsSealed, Vault
 from backbone.settings import StoreSettings
+from contracts.personal import Sealed
 
 __all__ = ["ServiceApplication", "Tracking", "store_env"]
 
@@ -114,15 +116,40 @@ def store_env(store: StoreSettings, service: str) -> dict[str, str]:
 class ServiceApplication(Application[UUID]):
     """Base of the three services' applications.
 
-    Adds: positions saved atomically with events, and a
-    `wake` hook called after every save, so that the followers of the notification log in the
-    same process (outbox relay, projections) react at once instead of at their next poll.
+    Adds: positions saved atomically with events; personal data sealed per subject in the
+    store (`backbone.personal`: give it a `Vault`, and store `Personal` values); and a wake-up
+    hook called after every save, so that the followers of the notification log in the same
+    process (outbox relay, projections) react at once instead of at their next poll.
     """
 
-    def __init__(self, env: dict[str, str] | None = None):
+    def __init__(self, env: dict[str, str] | None = None, vault: Vault | None = None):
+        self.vault = vault or Vault("sqlite+pysqlite:///:memory:", type(self).name)
         super().__init__(env)
         self._listeners: list[Callable[[], None]] = []
         self._listeners_lock = threading.Lock()
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(PersonalAsSealed(self.vault))
+
+    def erase_subject(self, subject_id: UUID) -> None:
+        """Destroy a subject's key here: its data in this store can no longer be read."""
+        self.vault.erase(subject_id)
+        if self.repository.cache is not None:  # cached aggregates hold plain values
+            self.repository.cache = type(self.repository.cache)(**_cache_args(self.repository.cache))
+
+    def sealed(self, value: Personal | None) -> Sealed | None:
+        """A personal value sealed for the bus (with the same subject key). A value whose
+        subject is already erased goes out erased (empty ciphertext), not in the clear."""
+        if value is None:
+            return None
+        if value.value is None or self.vault.is_erased(value.subject_id):
+            return Sealed(subject_id=value.subject_id, ciphertext="")
+        return self.vault.seal(value.subject_id, value.value)
+
+    def close(self) -> None:
+        super().close()
+        self.vault.close()
 
     def construct_recorder(self) -> Any:
         # A process recorder: an application recorder that can also write tracking rows.
@@ -152,3 +179,8 @@ class ServiceApplication(Application[UUID]):
                 listeners = list(self._listeners)
             for listener in listeners:
                 listener()
+
+
+def _cache_args(cache: Any) -> dict[str, Any]:
+    maxsize = getattr(cache, "maxsize", None)
+    return {"maxsize": maxsize} if maxsize is not None else {}

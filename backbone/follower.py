@@ -90,6 +90,9 @@ class Follower(ABC):
     async def handle(self, batch: Sequence[Recorded]) -> None:
         """Handle the batch and make `batch[-1].position` durable before returning."""
 
+    async def idle(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
+        """Called when the follower has caught up (e.g. to flush side work)."""
+
     async def run(self) -> None:
         self._wakeup.bind()
         self.position = await asyncio.to_thread(self.load_position)
@@ -103,6 +106,7 @@ class Follower(ABC):
                     self.position = batch[-1].position
                     self.failures = 0
                     continue
+                await self.idle()
                 self.caught_up.set()
                 await self._wakeup.sleep(self.poll_interval)
             except asyncio.CancelledError:

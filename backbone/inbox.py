@@ -43,6 +43,7 @@ from backbone.commands import CommandHandler, apply_command, record_failure
 from backbone.domain import DomainError
 from backbone.eventstore import ServiceApplication
 from backbone.logging import get_logger
+from backbone.personal import UnknownSubject
 from backbone.unitofwork import UnitOfWork
 from contracts.catalog import Catalog, DecodeError
 from contracts.envelope import Command, Message
@@ -51,8 +52,9 @@ log = get_logger(__name__)
 
 Handler = Callable[[Any, UnitOfWork], Any]
 
-# Errors of the store or the machine: the batch is retried as a whole, never dead-lettered.
-INFRASTRUCTURE_ERRORS = (PersistenceError, OSError, TimeoutError)
+# Errors of the store or the machine, or a subject key that has not arrived yet: the batch is
+# retried as a whole, never dead-lettered.
+INFRASTRUCTURE_ERRORS = (PersistenceError, OSError, TimeoutError, UnknownSubject)
 
 TP = tuple[str, int]
 
@@ -124,12 +126,16 @@ class Inbox:
             try:
                 await self.apply(records, consumer)
                 self._failures = 0
-            except Exception:
+            except Exception as error:
                 # Nothing of the batch was stored: go back to the stored positions and retry
                 # after a pause (a store or broker outage stalls the partition; never skips).
                 self._failures += 1
                 pause = min(30.0, 0.2 * 2**self._failures)
-                log.exception("batch failed; will retry", inbox=self.name, pause_seconds=pause)
+                if isinstance(error, UnknownSubject):  # its key is on the way: not an error
+                    pause = min(pause, 2.0)
+                    log.info("waiting for a subject key", inbox=self.name, detail=str(error))
+                else:
+                    log.exception("batch failed; will retry", inbox=self.name, pause_seconds=pause)
                 self._forget({(r.topic, r.partition) for r in records})
                 await self._seek_to_stored({(r.topic, r.partition) for r in records}, consumer)
                 await asyncio.sleep(pause)

@@ -23,11 +23,12 @@ from eventsourcing.persistence import Tracking
 from faststream.kafka import KafkaBroker
 
 from backbone import metrics
-from backbone.bus import H_SOURCE, H_SOURCE_POSITION, Outgoing, publish
+from backbone.bus import H_SOURCE, H_SOURCE_POSITION, Outgoing, Record, publish, send
 from backbone.context import Cause
 from backbone.eventstore import ServiceApplication
 from backbone.follower import Follower, Recorded
 from backbone.logging import get_logger
+from contracts.personal import subject_keys_topic
 
 log = get_logger(__name__)
 
@@ -79,6 +80,26 @@ class OutboxRelay(Follower):
     def load_position(self) -> int:
         return self.app.position(self.name) or 0
 
+    async def idle(self) -> None:
+        await self.publish_subject_keys()  # erasures happen without new events too
+
+    async def publish_subject_keys(self) -> None:
+        """Publish this service's new subject keys and erasures on its compacted keys topic."""
+        while records := await asyncio.to_thread(self.app.vault.unpublished):
+            await send(
+                self.broker,
+                [
+                    Record(
+                        self.topic_for(subject_keys_topic(self.service)),
+                        r.model_dump_json().encode(),
+                        str(r.subject_id).encode(),
+                        {"content-type": "application/json"},
+                    )
+                    for r in records
+                ],
+            )
+            await asyncio.to_thread(self.app.vault.mark_published, records)
+
     def _translate_all(self, batch: Sequence[Recorded]) -> list[Outgoing]:
         # In a worker thread: a translation may read an aggregate's state from the store.
         outgoing = []
@@ -91,6 +112,8 @@ class OutboxRelay(Follower):
 
     async def handle(self, batch: Sequence[Recorded]) -> None:
         outgoing = await asyncio.to_thread(self._translate_all, batch)
+        # Keys first: no consumer may receive data sealed with a key it cannot get.
+        await self.publish_subject_keys()
         if outgoing:
             await publish(self.broker, outgoing)
             for out in outgoing:

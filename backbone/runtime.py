@@ -23,6 +23,7 @@ from backbone.inbox import Inbox
 from backbone.logging import configure, get_logger
 from backbone.readmodel import ReadModel
 from backbone.settings import ServiceSettings
+from backbone.subjectkeys import SubjectKeyReceiver
 
 log = get_logger(__name__)
 
@@ -35,9 +36,10 @@ class Service:
     broker: KafkaBroker
     api: FastAPI
     topics: list[str]
+    compacted_topics: list[str] = field(default_factory=list)  # e.g. subject keys
     read_model: ReadModel | None = None
     followers: list[Follower] = field(default_factory=list)
-    inboxes: list[Inbox] = field(default_factory=list)
+    consumers: list[Inbox | SubjectKeyReceiver] = field(default_factory=list)
     workers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
@@ -45,9 +47,11 @@ class Service:
         settings = self.settings
         await bus.ensure_topics(
             settings.kafka_bootstrap_servers,
-            self.topics,
+            self.topics + self.compacted_topics,
             settings.topic_partitions,
             settings.topic_replication_factor,
+            compacted=tuple(self.compacted_topics),
+            compacted_segment_ms=settings.subject_keys_segment_ms,
         )
         if self.read_model is not None:
             await asyncio.to_thread(self.read_model.create)
@@ -82,10 +86,10 @@ class Service:
             await self.stop()
 
     async def ready(self) -> bool:
-        """Started, connected, and every inbox has been given its partitions."""
+        """Started, connected, and every consumer has been given its partitions."""
         return bool(self._tasks or not (self.followers or self.workers)) and all(
-            inbox.subscriber.consumer is not None and inbox.subscriber.consumer.assignment()
-            for inbox in self.inboxes
+            consumer.subscriber.consumer is not None and consumer.subscriber.consumer.assignment()
+            for consumer in self.consumers
         )
 
 

@@ -40,6 +40,13 @@ class StoreSettings:
             return "sqlite+pysqlite:///:memory:"
         return f"sqlite+pysqlite:///{Path(self.data_dir) / f'{service}-views.sqlite3'}"
 
+    def vault_url(self, service: str) -> str:
+        """Where the service's subject keys live (see backbone.personal): never in the event
+        store, because deleting a key must really delete it."""
+        if self.kind == "sqlite":
+            return f"sqlite+pysqlite:///{Path(self.data_dir) / f'{service}-keys.sqlite3'}"
+        return self.views_url(service)
+
 
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
@@ -53,6 +60,12 @@ class ServiceSettings(BaseSettings):
     )
     topic_partitions: int = Field(default=3, ge=1, le=64)
     topic_replication_factor: int = Field(default=1, ge=1, le=5)
+    subject_keys_segment_ms: int = Field(
+        default=3_600_000,
+        ge=100,
+        description="Segment age of the compacted subject-keys topics: an erased key leaves Kafka "
+        "within about this long (the log cleaner only compacts closed segments).",
+    )
     consumer_batch_size: int = Field(default=500, ge=1, le=10_000)
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)
 

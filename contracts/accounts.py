@@ -1,4 +1,10 @@
-"""Events published by the accounts service on `accounts.events`."""
+"""Events published by the accounts service on `accounts.events` (Kafka key: account id, or the
+tenant id for settings).
+
+Personal data is `Sealed` with the account's subject key (the subject id is the account id; see
+`contracts.personal`). A link whose holder can act on an account is sealed *for the notifier*
+(`NotifierSealed`): only the notifier can open it, to put it in the email.
+"""
 
 from __future__ import annotations
 
@@ -7,52 +13,150 @@ from uuid import UUID
 
 from pydantic import Field, StringConstraints
 
-from contracts.envelope import Actor, Email, IntegrationEvent, ShortText, UtcDatetime, Value
+from contracts.envelope import Actor, IntegrationEvent, UtcDatetime, Value
+from contracts.personal import Sealed
 
-SealedText = Annotated[
+NotifierSealed = Annotated[
     str,
-    StringConstraints(pattern=r"^[A-Za-z0-9_-]+={0,2}$", min_length=16, max_length=4096),
+    StringConstraints(pattern=r"^[A-Za-z0-9_=-]+$", min_length=16, max_length=4096),
     Field(
         description="A secret sealed for the notifier only (libsodium sealed box with the "
         "notifier's public key, base64url). Nobody else reading the topic can open it."
     ),
 ]
 
+Language = Annotated[
+    str, StringConstraints(pattern=r"^[a-z]{2}(-[A-Z]{2})?$"), Field(description="BCP 47, e.g. en, de")
+]
 
-class AccountClaimed(IntegrationEvent):
-    """A customer account was claimed for an email address, by the customer or by staff.
 
-    The account is unverified until `EmailVerified`. `verification_link` is the link the
-    customer must follow; it is sealed because whoever holds it can verify the account.
-    """
+class _AccountEvent(IntegrationEvent):
+    account_id: UUID
+
+    @property
+    def key(self) -> str:
+        return str(self.account_id)
+
+
+class AccountClaimed(_AccountEvent):
+    """An account was claimed for an email address, by the customer or by staff for them.
+
+    Unverified until `EmailVerified`. `link` is what the customer must follow: a verification
+    link when they claimed it, a set-password link (which also verifies) when staff did."""
 
     event_type: Literal["AccountClaimed"] = "AccountClaimed"
+    schema_version: Literal[2] = 2
+
+    email: Sealed
+    name: Sealed
+    claimed_by: Literal["customer", "staff"]
+    link: NotifierSealed
+    link_expires_at: UtcDatetime
+    language: Language | None = None
+
+
+class VerificationRequested(_AccountEvent):
+    """A new link was issued for an unverified address (a resend, or a changed email); any
+    earlier link of the same purpose stopped working."""
+
+    event_type: Literal["VerificationRequested"] = "VerificationRequested"
     schema_version: Literal[1] = 1
 
-    account_id: UUID
-    email: Email
-    name: ShortText
-    claimed_by: Literal["customer", "staff"]
-    verification_link: SealedText
-    verification_expires_at: UtcDatetime
-
-    @property
-    def key(self) -> str:
-        return str(self.account_id)
+    email: Sealed
+    name: Sealed
+    purpose: Literal["verify_email", "set_password", "verify_new_email"]
+    link: NotifierSealed
+    link_expires_at: UtcDatetime
 
 
-class EmailVerified(IntegrationEvent):
-    """The customer proved they own the email address of their account."""
+class EmailVerified(_AccountEvent):
+    """The customer proved they own `email` (the account's address from now on)."""
 
     event_type: Literal["EmailVerified"] = "EmailVerified"
+    schema_version: Literal[2] = 2
+
+    email: Sealed
+    name: Sealed
+    first_time: bool = Field(description="True the first time the account is verified (welcome).")
+
+
+class MagicLinkRequested(_AccountEvent):
+    """The customer asked to log in by email: a single-use link, valid for minutes."""
+
+    event_type: Literal["MagicLinkRequested"] = "MagicLinkRequested"
     schema_version: Literal[1] = 1
 
-    account_id: UUID
-    email: Email
+    email: Sealed
+    name: Sealed
+    link: NotifierSealed
+    link_expires_at: UtcDatetime
 
-    @property
-    def key(self) -> str:
-        return str(self.account_id)
+
+class PasswordResetRequested(_AccountEvent):
+    event_type: Literal["PasswordResetRequested"] = "PasswordResetRequested"
+    schema_version: Literal[1] = 1
+
+    email: Sealed
+    name: Sealed
+    link: NotifierSealed
+    link_expires_at: UtcDatetime
+
+
+class SessionsRevoked(_AccountEvent):
+    """Every session of the account issued before `revoked_before` is no longer valid
+    (logout, password change, archive): services that check sessions must refuse them."""
+
+    event_type: Literal["SessionsRevoked"] = "SessionsRevoked"
+    schema_version: Literal[1] = 1
+
+    revoked_before: UtcDatetime
+    reason: Literal["logout", "password_changed", "password_reset", "archived", "redacted"]
+
+
+class Address(Value):
+    line1: Sealed
+    line2: Sealed | None = None
+    city: Sealed
+    postal_code: Sealed
+    country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
+
+
+class ProfileChanged(_AccountEvent):
+    """Contact details changed (only the changed ones are given). `source` says whether the
+    customer, staff, or details arriving with a booking (filling empty fields only) did it."""
+
+    event_type: Literal["ProfileChanged"] = "ProfileChanged"
+    schema_version: Literal[1] = 1
+
+    name: Sealed | None = None
+    phone: Sealed | None = None
+    address: Address | None = None
+    language: Language | None = None
+    source: Literal["customer", "staff", "booking"]
+    changed_by: Actor
+
+
+class AccountArchived(_AccountEvent):
+    event_type: Literal["AccountArchived"] = "AccountArchived"
+    schema_version: Literal[1] = 1
+    archived_by: Actor
+
+
+class AccountActivated(_AccountEvent):
+    event_type: Literal["AccountActivated"] = "AccountActivated"
+    schema_version: Literal[1] = 1
+    activated_by: Actor
+
+
+class AccountRedacted(_AccountEvent):
+    """The customer's personal data was erased (their subject key destroyed). Every service
+    must erase what it holds about the account, including the bookings made with its verified
+    email; the bookings and their amounts remain."""
+
+    event_type: Literal["AccountRedacted"] = "AccountRedacted"
+    schema_version: Literal[1] = 1
+
+    redacted_by: Actor
 
 
 CutoffUnit = Literal["days", "hours"]
@@ -68,8 +172,7 @@ class Cutoff(Value):
 class TenantSettingsChanged(IntegrationEvent):
     """The customer-account settings of a tenant, complete, after a change by staff.
 
-    Published whole (not as a diff) so that a consumer needs only the latest one.
-    """
+    Published whole (not as a diff) so that a consumer needs only the latest one."""
 
     event_type: Literal["TenantSettingsChanged"] = "TenantSettingsChanged"
     schema_version: Literal[1] = 1
@@ -91,4 +194,16 @@ class TenantSettingsChanged(IntegrationEvent):
         return self.tenant_id
 
 
-EVENTS = (AccountClaimed, EmailVerified, TenantSettingsChanged)
+EVENTS = (
+    AccountClaimed,
+    VerificationRequested,
+    EmailVerified,
+    MagicLinkRequested,
+    PasswordResetRequested,
+    SessionsRevoked,
+    ProfileChanged,
+    AccountArchived,
+    AccountActivated,
+    AccountRedacted,
+    TenantSettingsChanged,
+)

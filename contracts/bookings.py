@@ -9,6 +9,7 @@ from uuid import UUID
 
 from pydantic import Field, StringConstraints, model_validator
 
+from contracts.accounts import Cutoff
 from contracts.envelope import (
     Actor,
     Command,
@@ -22,6 +23,7 @@ from contracts.envelope import (
     Value,
 )
 from contracts.outcomes import CommandOutcome
+from contracts.personal import Sealed
 
 StatusCode = Annotated[
     str,
@@ -96,49 +98,87 @@ class PlaceBooking(Command):
 # ------------------------------------------------------------------------------------ events
 
 
-class BookingPlaced(IntegrationEvent):
-    """A booking was placed (by another service's command, on behalf of a customer)."""
+class SealedCustomer(Value):
+    """A booking's contact details, sealed with the key of the booking's data subject."""
 
-    event_type: Literal["BookingPlaced"] = "BookingPlaced"
-    schema_version: Literal[1] = 1
+    email: Sealed
+    name: Sealed
+    phone: Sealed | None = None
 
+
+class BookingTerms(Value):
+    """The self-service rules in force when the booking was placed, frozen on it."""
+
+    settings_version: Annotated[int, Field(ge=0)]
+    allow_cancel: bool
+    cancel_cutoff: Cutoff
+    allow_modify: bool
+    modify_cutoff: Cutoff
+    blocking_statuses: tuple[StatusCode, ...]
+    timezone: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class _BookingEvent(IntegrationEvent):
     booking_id: UUID
     booking_code: BookingCode
     account_id: UUID | None
-    customer: Customer
-    lines: tuple[BookingLine, ...]
-    currency: Currency
-    total: Money
-    amount_paid: Money
-    status: StatusCode
-    placed_by: Actor
 
     @property
     def key(self) -> str:
         return str(self.booking_id)
 
 
-class BookingCancelled(IntegrationEvent):
+class BookingPlaced(_BookingEvent):
+    """A booking was placed (by another service's command, on behalf of a customer)."""
+
+    event_type: Literal["BookingPlaced"] = "BookingPlaced"
+    schema_version: Literal[2] = 2
+
+    customer: SealedCustomer
+    lines: tuple[BookingLine, ...]
+    currency: Currency
+    total: Money
+    amount_paid: Money
+    status: StatusCode
+    terms: BookingTerms
+    placed_by: Actor
+
+
+class BookingCancelled(_BookingEvent):
     """A booking was cancelled. No money moves: `refund_due` tells staff what to refund by hand."""
 
     event_type: Literal["BookingCancelled"] = "BookingCancelled"
-    schema_version: Literal[1] = 1
+    schema_version: Literal[2] = 2
 
-    booking_id: UUID
-    booking_code: BookingCode
-    account_id: UUID | None
-    email: Email
+    email: Sealed
+    name: Sealed
     cancelled_by: Actor
     status_before: StatusCode
     amount_paid: Money
     currency: Currency
     refund_due: Money
     reason: LongText | None = None
+    rules_overridden: bool = Field(
+        default=False, description="Staff cancelled although the customer rules would not allow it."
+    )
 
-    @property
-    def key(self) -> str:
-        return str(self.booking_id)
+
+class BookingModified(_BookingEvent):
+    """A booking's lines, dates or details changed; the new total and balance follow."""
+
+    event_type: Literal["BookingModified"] = "BookingModified"
+    schema_version: Literal[1] = 1
+
+    email: Sealed
+    name: Sealed
+    modified_by: Actor
+    changes: tuple[LongText, ...] = Field(description="What changed, one sentence each.")
+    lines: tuple[BookingLine, ...]
+    currency: Currency
+    total: Money
+    amount_paid: Money
+    balance_due: Money
 
 
 COMMANDS = (PlaceBooking,)
-EVENTS = (BookingPlaced, BookingCancelled, CommandOutcome)
+EVENTS = (BookingPlaced, BookingCancelled, BookingModified, CommandOutcome)

@@ -166,8 +166,8 @@ def routes(
         return AccountView(
             account_id=account.id,
             tenant_id=account.tenant_id,
-            email=account.email,
-            name=account.name,
+            email=str(account.email),
+            name=str(account.name),
             verified=account.is_verified,
         )
 

@@ -16,6 +16,7 @@ from eventsourcing.persistence import IntegrityError
 from backbone import credentials
 from backbone.domain import DomainError
 from backbone.eventstore import ServiceApplication
+from backbone.personal import Personal, Vault
 from services.accounts.domainmodel import Account, EmailAddress, TenantSettings, VerificationFailed
 
 Clock = Callable[[], datetime]
@@ -47,8 +48,9 @@ class Accounts(ServiceApplication):
         config: AccountsConfig,
         env: dict[str, str] | None = None,
         clock: Clock = lambda: datetime.now(UTC),
+        vault: Vault | None = None,
     ):
-        super().__init__(env)
+        super().__init__(env, vault)
         self.config = config
         self.clock = clock
         self.passwords = PasswordHasher()
@@ -73,8 +75,8 @@ class Accounts(ServiceApplication):
         link = f"{self.config.public_base_url.rstrip('/')}/verify-email?token={account_id}.{token}"
         account = Account(
             tenant_id=tenant_id,
-            email=email,
-            name=name,
+            email=Personal(account_id, email),
+            name=Personal(account_id, name),
             password_hash=self.passwords.hash(password) if password else None,
             claimed_by=claimed_by,
             verification_hash=credentials.token_hash(token),
@@ -82,7 +84,9 @@ class Accounts(ServiceApplication):
             sealed_verification_link=credentials.seal(self.config.notifier_public_key, link),
             id=account_id,
         )
-        reservation = EmailAddress(tenant_id=tenant_id, email=email, account_id=account.id)
+        reservation = EmailAddress(
+            tenant_id=tenant_id, email=Personal(account_id, email), account_id=account.id
+        )
         try:
             self.save(account, reservation)
         except IntegrityError:

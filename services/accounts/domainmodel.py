@@ -13,6 +13,7 @@ from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from backbone.domain import Aggregate, DomainError, event
+from backbone.personal import Personal
 
 _EMAIL_IDS = uuid5(NAMESPACE_URL, "urn:booking-accounts:accounts:email-addresses")
 _SETTINGS_IDS = uuid5(NAMESPACE_URL, "urn:booking-accounts:accounts:tenant-settings")
@@ -24,14 +25,17 @@ class VerificationFailed(DomainError):
 
 
 class Account(Aggregate):
+    """A customer account. Its id is also the id of the customer as a data subject: every
+    personal value about them is sealed with that subject's key (see backbone.personal)."""
+
     id: UUID  # chosen by the caller: the verification link names the account
 
     @event("Claimed")
     def __init__(
         self,
         tenant_id: str,
-        email: str,
-        name: str,
+        email: Personal,
+        name: Personal,
         password_hash: str | None,
         claimed_by: str,
         verification_hash: str,
@@ -65,7 +69,7 @@ class Account(Aggregate):
         self.record_email_verified(email=self.email, verified_at=now)
 
     @event("EmailVerified")
-    def record_email_verified(self, email: str, verified_at: datetime) -> None:
+    def record_email_verified(self, email: Personal, verified_at: datetime) -> None:
         self.verified_at = verified_at
         self.verification_hash = None  # single use
         self.verification_expires_at = None
@@ -79,7 +83,7 @@ class EmailAddress(Aggregate):
         return uuid5(_EMAIL_IDS, f"{tenant_id}/{email}")
 
     @event("Reserved")
-    def __init__(self, tenant_id: str, email: str, account_id: UUID) -> None:
+    def __init__(self, tenant_id: str, email: Personal, account_id: UUID) -> None:
         self.tenant_id = tenant_id
         self.email = email
         self.account_id = account_id

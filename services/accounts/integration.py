@@ -25,11 +25,11 @@ def translator(app: Accounts):
                 contract.AccountClaimed(
                     **envelope(recorded, SERVICE, tenant_id=event.tenant_id),
                     account_id=event.originator_id,
-                    email=event.email,
-                    name=event.name,
+                    email=app.sealed(event.email),
+                    name=app.sealed(event.name),
                     claimed_by=event.claimed_by,
-                    verification_link=event.sealed_verification_link,
-                    verification_expires_at=event.verification_expires_at,
+                    link=event.sealed_verification_link,
+                    link_expires_at=event.verification_expires_at,
                 ),
             )
         elif isinstance(event, Account.EmailVerified):
@@ -39,7 +39,9 @@ def translator(app: Accounts):
                 contract.EmailVerified(
                     **envelope(recorded, SERVICE, tenant_id=account.tenant_id),
                     account_id=event.originator_id,
-                    email=event.email,
+                    email=app.sealed(event.email),
+                    name=app.sealed(account.name),
+                    first_time=True,
                 ),
             )
         elif isinstance(event, TenantSettings.Initialised | TenantSettings.Changed):

@@ -11,6 +11,7 @@ from eventsourcing.application import AggregateNotFoundError
 
 from backbone.eventstore import ServiceApplication
 from backbone.http import NotFound
+from backbone.personal import Vault
 from services.bookings.domainmodel import Booking, CustomerAccount, TenantPolicy
 
 Clock = Callable[[], datetime]
@@ -24,8 +25,13 @@ class Bookings(ServiceApplication):
     name = "bookings"
     snapshotting_intervals = {Booking: 50}  # noqa: RUF012
 
-    def __init__(self, env: dict[str, str] | None = None, clock: Clock = lambda: datetime.now(UTC)):
-        super().__init__(env)
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        clock: Clock = lambda: datetime.now(UTC),
+        vault: Vault | None = None,
+    ):
+        super().__init__(env, vault)
         self.clock = clock
 
     def customer(self, account_id: UUID, tenant_id: str) -> CustomerAccount:

@@ -8,9 +8,12 @@ from backbone.eventstore import store_env
 from backbone.http import create_api
 from backbone.inbox import Inbox
 from backbone.outbox import OutboxRelay
+from backbone.personal import Vault
 from backbone.readmodel import Projection, ReadModel
 from backbone.runtime import Service, attach
+from backbone.subjectkeys import SubjectKeyReceiver
 from contracts.catalog import ALL_COMMANDS, ALL_EVENTS, Catalog
+from contracts.personal import subject_keys_topic
 from contracts.topics import (
     ACCOUNTS_EVENTS,
     BOOKINGS_COMMAND_OUTCOMES,
@@ -28,7 +31,8 @@ from services.bookings.settings import BookingsSettings
 def bootstrap(settings: BookingsSettings | None = None) -> Service:
     settings = settings or BookingsSettings()
     store = settings.store_settings()
-    bookings = Bookings(env=store_env(store, SERVICE))
+    vault = Vault(store.vault_url(SERVICE), SERVICE)
+    bookings = Bookings(env=store_env(store, SERVICE), vault=vault)
     read_model = ReadModel(store.views_url(SERVICE), views.metadata)
     broker = bus.make_broker(settings.kafka_bootstrap_servers, client_id=SERVICE)
     inbox = Inbox(
@@ -41,6 +45,13 @@ def bootstrap(settings: BookingsSettings | None = None) -> Service:
         handlers=HANDLERS,
         dead_letter_topic=settings.topic(dead_letters(SERVICE)),
         batch_size=settings.consumer_batch_size,
+    )
+    keys = SubjectKeyReceiver(
+        name=settings.topic(f"{SERVICE}.subject-keys"),
+        vault=vault,
+        broker=broker,
+        topics=[settings.topic(subject_keys_topic("accounts"))],
+        dead_letter_topic=settings.topic(dead_letters(SERVICE)),
     )
     http = create_api(
         title="booking-accounts: bookings",
@@ -66,6 +77,7 @@ def bootstrap(settings: BookingsSettings | None = None) -> Service:
                     dead_letters(SERVICE),
                 )
             ],
+            compacted_topics=[settings.topic(subject_keys_topic(s)) for s in (SERVICE, "accounts")],
             read_model=read_model,
             followers=[
                 OutboxRelay(
@@ -78,6 +90,6 @@ def bootstrap(settings: BookingsSettings | None = None) -> Service:
                 ),
                 Projection(bookings, read_model, f"{SERVICE}.views", views.apply),
             ],
-            inboxes=[inbox],
+            consumers=[inbox, keys],
         )
     )

@@ -18,6 +18,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from zoneinfo import ZoneInfo
 
 from backbone.domain import Aggregate, DomainError, event
+from backbone.personal import Personal
 
 _ACCOUNT_IDS = uuid5(NAMESPACE_URL, "urn:booking-accounts:bookings:customer-accounts")
 _POLICY_IDS = uuid5(NAMESPACE_URL, "urn:booking-accounts:bookings:tenant-policies")
@@ -81,6 +82,9 @@ def cancellation_refusal(
 
 
 class Booking(Aggregate):
+    """A booking. Its id is also the id of its customer's details as a data subject: they are
+    sealed with that subject's key, erased when the customer is (see backbone.personal)."""
+
     id: UUID  # chosen by the service that places the booking
 
     @event("Placed")
@@ -88,13 +92,14 @@ class Booking(Aggregate):
         self,
         tenant_id: str,
         code: str,
-        customer: dict[str, Any],
+        customer: dict[str, Personal | None],
         account_id: UUID | None,
         lines: list[dict[str, Any]],
         currency: str,
         status: str,
         amount_paid: Decimal,
         total: Decimal,
+        terms: dict[str, Any],
     ) -> None:
         self.tenant_id = tenant_id
         self.code = code
@@ -105,11 +110,14 @@ class Booking(Aggregate):
         self.status = status
         self.amount_paid = amount_paid
         self.total = total
+        self.terms = terms  # the self-service rules in force when it was placed
         self.cancellation: dict[str, Any] | None = None
 
     @property
-    def email(self) -> str:
-        return str(self.customer["email"])
+    def email(self) -> str | None:
+        """The customer's email address; None once the customer was erased."""
+        email = self.customer.get("email")
+        return email.value if email is not None else None
 
     @property
     def starts_at(self) -> datetime:
@@ -147,15 +155,19 @@ class CustomerAccount(Aggregate):
         return uuid5(_ACCOUNT_IDS, str(account_id))
 
     @event("Learned")
-    def __init__(self, account_id: UUID, tenant_id: str, email: str) -> None:
+    def __init__(self, account_id: UUID, tenant_id: str, email: Personal) -> None:
         self.account_id = account_id
         self.tenant_id = tenant_id
         self.email = email
-        self.verified_email: str | None = None
+        self.verified: Personal | None = None
 
     @event("EmailVerified")
-    def email_verified(self, email: str) -> None:
-        self.verified_email = email
+    def email_verified(self, email: Personal) -> None:
+        self.verified = email
+
+    @property
+    def verified_email(self) -> str | None:
+        return self.verified.value if self.verified is not None else None
 
     def owns(self, booking: Booking) -> bool:
         """A verified customer sees the bookings made under their account, and those made
@@ -208,3 +220,16 @@ class TenantPolicy(Aggregate):
     def cancel_cutoff(self) -> Cutoff:
         raw = self.settings.get("cancel_cutoff") or {"amount": 0, "unit": "days"}
         return Cutoff(int(raw["amount"]), str(raw["unit"]))
+
+    def terms(self) -> dict[str, Any]:
+        """The self-service rules as they stand, to be frozen on a new booking."""
+        zero = {"amount": 0, "unit": "days"}
+        return {
+            "settings_version": self.settings_version,
+            "allow_cancel": self.allow_cancel,
+            "cancel_cutoff": self.settings.get("cancel_cutoff") or zero,
+            "allow_modify": bool(self.settings.get("allow_modify", False)),
+            "modify_cutoff": self.settings.get("modify_cutoff") or zero,
+            "blocking_statuses": sorted(self.blocking_statuses),
+            "timezone": self.timezone,
+        }

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from backbone.commands import Accepted
+from backbone.personal import Personal
 from backbone.unitofwork import UnitOfWork
 from contracts import accounts, bookings
 from services.bookings.domainmodel import Booking, BookingExists, CustomerAccount, TenantPolicy
@@ -14,17 +15,25 @@ def place_booking(command: bookings.PlaceBooking, uow: UnitOfWork) -> Accepted:
         raise BookingExists(f"booking {command.booking_id} already exists")
     lines = [line.model_dump() for line in command.lines]
     total = sum((line.unit_price * line.quantity for line in command.lines), start=0)
+    policy = uow.get(TenantPolicy, TenantPolicy.create_id(command.tenant_id))
+    subject = command.booking_id  # the booking's customer details are their own data subject
+    customer = command.customer
     booking = Booking(
         id=command.booking_id,
         tenant_id=command.tenant_id,
         code=command.booking_code,
-        customer=command.customer.model_dump(),
+        customer={
+            "email": Personal(subject, customer.email),
+            "name": Personal(subject, customer.name),
+            "phone": Personal(subject, customer.phone) if customer.phone else None,
+        },
         account_id=command.account_id,
         lines=lines,
         currency=command.currency,
         status=command.status,
         amount_paid=command.amount_paid,
         total=total,
+        terms=(policy or TenantPolicy.default(command.tenant_id)).terms(),
     )
     uow.add(booking)
     return Accepted(booking.id, booking.version)
@@ -33,15 +42,17 @@ def place_booking(command: bookings.PlaceBooking, uow: UnitOfWork) -> Accepted:
 def when_account_claimed(event: accounts.AccountClaimed, uow: UnitOfWork) -> None:
     account_id = CustomerAccount.create_id(event.account_id)
     if uow.get(CustomerAccount, account_id) is None:
-        uow.add(CustomerAccount(account_id=event.account_id, tenant_id=event.tenant_id, email=event.email))
+        email = uow.app.vault.open(event.email)
+        uow.add(CustomerAccount(account_id=event.account_id, tenant_id=event.tenant_id, email=email))
 
 
 def when_email_verified(event: accounts.EmailVerified, uow: UnitOfWork) -> None:
     account = uow.get(CustomerAccount, CustomerAccount.create_id(event.account_id))
     if account is None:  # the claim is always published first, in the same partition
         raise LookupError(f"EmailVerified for unknown account {event.account_id}")
-    if account.verified_email != event.email:
-        account.email_verified(email=event.email)
+    email = uow.app.vault.open(event.email)
+    if account.verified_email != email.value:
+        account.email_verified(email=email)
 
 
 def when_settings_changed(event: accounts.TenantSettingsChanged, uow: UnitOfWork) -> None:

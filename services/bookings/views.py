@@ -14,7 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from backbone.follower import Recorded
-from backbone.readmodel import UtcDateTime, jsonable, upsert
+from backbone.readmodel import upsert
+from backbone.sqltypes import UtcDateTime, jsonable
 from services.bookings.domainmodel import Booking, CustomerAccount, TenantPolicy
 
 metadata = sa.MetaData()
@@ -26,8 +27,8 @@ bookings = sa.Table(
     sa.Column("tenant_id", sa.String(64), nullable=False),
     sa.Column("code", sa.String(32), nullable=False),
     sa.Column("account_id", sa.String(36), nullable=True),
-    sa.Column("email", sa.String(320), nullable=False),
-    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("email", sa.String(320), nullable=True),
+    sa.Column("name", sa.String(200), nullable=True),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("currency", sa.String(3), nullable=False),
     sa.Column("total", sa.Numeric(14, 2), nullable=False),
@@ -47,7 +48,7 @@ customer_accounts = sa.Table(
     sa.Column("account_id", sa.String(36), primary_key=True),
     sa.Column("aggregate_id", sa.String(36), nullable=False, unique=True),
     sa.Column("tenant_id", sa.String(64), nullable=False),
-    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("email", sa.String(320), nullable=True),
     sa.Column("verified_email", sa.String(320), nullable=True),
 )
 
@@ -77,8 +78,8 @@ def _(event: Booking.Placed, conn: Connection, recorded: Recorded) -> None:
             "tenant_id": event.tenant_id,
             "code": event.code,
             "account_id": str(event.account_id) if event.account_id else None,
-            "email": event.customer["email"],
-            "name": event.customer["name"],
+            "email": event.customer["email"].value,  # None once the customer is erased
+            "name": event.customer["name"].value,
             "status": event.status,
             "currency": event.currency,
             "total": event.total,
@@ -111,7 +112,7 @@ def _(event: CustomerAccount.Learned, conn: Connection, recorded: Recorded) -> N
             "account_id": str(event.account_id),
             "aggregate_id": str(event.originator_id),
             "tenant_id": event.tenant_id,
-            "email": event.email,
+            "email": event.email.value,
             "verified_email": None,
         },
         keys=["account_id"],
@@ -123,7 +124,7 @@ def _(event: CustomerAccount.EmailVerified, conn: Connection, recorded: Recorded
     conn.execute(
         sa.update(customer_accounts)
         .where(customer_accounts.c.aggregate_id == str(event.originator_id))
-        .values(verified_email=event.email)
+        .values(verified_email=event.email.value)
     )
 
 

@@ -10,6 +10,7 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
 from backbone.eventstore import ServiceApplication
+from backbone.personal import Vault
 from services.notifier.domainmodel import Email
 
 Clock = Callable[[], datetime]
@@ -18,8 +19,13 @@ Clock = Callable[[], datetime]
 class Notifier(ServiceApplication):
     name = "notifier"
 
-    def __init__(self, env: dict[str, str] | None = None, clock: Clock = lambda: datetime.now(UTC)):
-        super().__init__(env)
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        clock: Clock = lambda: datetime.now(UTC),
+        vault: Vault | None = None,
+    ):
+        super().__init__(env, vault)
         self.clock = clock
 
     def email(self, email_id: UUID) -> Email | None:

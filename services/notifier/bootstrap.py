@@ -7,9 +7,12 @@ from backbone.credentials import load_or_create_sealing_keys
 from backbone.eventstore import store_env
 from backbone.http import create_api
 from backbone.inbox import Inbox
+from backbone.personal import Vault
 from backbone.readmodel import Projection, ReadModel
 from backbone.runtime import Service, attach
+from backbone.subjectkeys import SubjectKeyReceiver
 from contracts.catalog import ALL_EVENTS, Catalog
+from contracts.personal import subject_keys_topic
 from contracts.topics import ACCOUNTS_EVENTS, BOOKINGS_EVENTS, dead_letters
 from services.notifier import views
 from services.notifier.application import Notifier
@@ -23,7 +26,8 @@ SERVICE = "notifier"
 def bootstrap(settings: NotifierSettings | None = None) -> Service:
     settings = settings or NotifierSettings()
     store = settings.store_settings()
-    notifier = Notifier(env=store_env(store, SERVICE))
+    vault = Vault(store.vault_url(SERVICE), SERVICE)
+    notifier = Notifier(env=store_env(store, SERVICE), vault=vault)
     read_model = ReadModel(store.views_url(SERVICE), views.metadata)
     private_key, _ = load_or_create_sealing_keys(settings.sealing_key_path())
     broker = bus.make_broker(settings.kafka_bootstrap_servers, client_id=SERVICE)
@@ -37,6 +41,13 @@ def bootstrap(settings: NotifierSettings | None = None) -> Service:
         handlers=HANDLERS,
         dead_letter_topic=settings.topic(dead_letters(SERVICE)),
         batch_size=settings.consumer_batch_size,
+    )
+    keys = SubjectKeyReceiver(
+        name=settings.topic(f"{SERVICE}.subject-keys"),
+        vault=vault,
+        broker=broker,
+        topics=[settings.topic(subject_keys_topic(s)) for s in ("accounts", "bookings")],
+        dead_letter_topic=settings.topic(dead_letters(SERVICE)),
     )
     sender = Sender(notifier, read_model, settings, private_key)
     http = create_api(
@@ -52,9 +63,10 @@ def bootstrap(settings: NotifierSettings | None = None) -> Service:
             broker=broker,
             api=http,
             topics=[settings.topic(t) for t in (ACCOUNTS_EVENTS, BOOKINGS_EVENTS, dead_letters(SERVICE))],
+            compacted_topics=[settings.topic(subject_keys_topic(s)) for s in ("accounts", "bookings")],
             read_model=read_model,
             followers=[Projection(notifier, read_model, f"{SERVICE}.views", views.apply)],
-            inboxes=[inbox],
+            consumers=[inbox, keys],
             workers=[sender.run],
         )
     )

@@ -15,6 +15,7 @@ from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from backbone.domain import Aggregate, event
+from backbone.personal import Personal
 
 _EMAIL_IDS = uuid5(NAMESPACE_URL, "urn:booking-accounts:notifier:emails")
 
@@ -43,7 +44,7 @@ class Email(Aggregate):
         source_event_id: UUID,
         template: str,
         tenant_id: str,
-        recipient: str,
+        recipient: Personal,
         language: str,
         data: dict[str, Any],
         about: str,

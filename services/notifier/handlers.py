@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from backbone.personal import Personal
 from backbone.unitofwork import UnitOfWork
 from contracts import accounts, bookings
 from contracts.envelope import IntegrationEvent
@@ -14,7 +15,7 @@ def queue(
     uow: UnitOfWork,
     event: IntegrationEvent,
     template: str,
-    recipient: str,
+    recipient: Personal,
     about: str,
     data: dict[str, Any],
     language: str = "en",
@@ -35,16 +36,17 @@ def queue(
 
 
 def when_account_claimed(event: accounts.AccountClaimed, uow: UnitOfWork) -> None:
+    vault = uow.app.vault
     queue(
         uow,
         event,
         "verify_email",
-        event.email,
+        vault.open(event.email),
         f"account:{event.account_id}",
         {
-            "name": event.name,
-            "sealed_link": event.verification_link,  # opened only when rendering, never stored open
-            "expires_at": event.verification_expires_at.strftime("%Y-%m-%d %H:%M UTC"),
+            "name": vault.open(event.name),
+            "sealed_link": event.link,  # opened only when rendering, never stored open
+            "expires_at": event.link_expires_at.strftime("%Y-%m-%d %H:%M UTC"),
         },
     )
 
@@ -54,7 +56,7 @@ def when_booking_cancelled(event: bookings.BookingCancelled, uow: UnitOfWork) ->
         uow,
         event,
         "booking_cancelled",
-        event.email,
+        uow.app.vault.open(event.email),
         f"booking:{event.booking_id}",
         {
             "booking_code": event.booking_code,

@@ -24,6 +24,7 @@ from backbone.credentials import unseal
 from backbone.follower import Wakeup
 from backbone.http import run_sync
 from backbone.logging import get_logger
+from backbone.personal import Personal
 from backbone.readmodel import ReadModel
 from services.notifier import views
 from services.notifier.application import Notifier
@@ -113,12 +114,15 @@ class Sender:
             return None
 
     async def _send_one(self, smtp: aiosmtplib.SMTP, email: Email) -> None:
+        if email.recipient.erased:  # the customer was erased before we could write to them
+            await self._failed(email, "the recipient's personal data was erased", True)
+            return
         message = render(
             email.template,
             email.language,
             self._open(email.data),
             sender=self.settings.mail_from,
-            recipient=email.recipient,
+            recipient=str(email.recipient),
             message_id=email.message_id,
         )
         try:
@@ -139,7 +143,7 @@ class Sender:
         await run_sync(self.notifier.record_failure, email.id, email.attempts, error, permanent)
 
     def _open(self, data: dict[str, Any]) -> dict[str, Any]:
-        opened = dict(data)
+        opened = {k: str(v) if isinstance(v, Personal) else v for k, v in data.items()}
         if "sealed_link" in opened:
             opened["link"] = unseal(self._key, opened.pop("sealed_link"))
         return opened

@@ -12,7 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from backbone.follower import Recorded
-from backbone.readmodel import UtcDateTime, upsert
+from backbone.readmodel import upsert
+from backbone.sqltypes import UtcDateTime
 from services.notifier.domainmodel import PARKED, QUEUED, RETRYING, SENDING, SENT, Email
 
 metadata = sa.MetaData()
@@ -23,7 +24,7 @@ emails = sa.Table(
     sa.Column("email_id", sa.String(36), primary_key=True),
     sa.Column("tenant_id", sa.String(64), nullable=False),
     sa.Column("template", sa.String(64), nullable=False),
-    sa.Column("recipient", sa.String(320), nullable=False),
+    sa.Column("recipient", sa.String(320), nullable=True),  # None once the subject is erased
     sa.Column("about", sa.String(100), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False),
@@ -50,7 +51,7 @@ def _(event: Email.Queued, conn: Connection) -> None:
             "email_id": str(event.originator_id),
             "tenant_id": event.tenant_id,
             "template": event.template,
-            "recipient": event.recipient,
+            "recipient": event.recipient.value,
             "about": event.about,
             "status": QUEUED,
             "attempts": 0,

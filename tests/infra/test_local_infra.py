@@ -204,7 +204,7 @@ def test_no_orphan_jvm_when_python_is_killed(local_kafka: LocalKafka) -> None:
         "print('READY', k.pid, k.work_dir, flush=True)\n"
         "import time; time.sleep(600)\n"
     )
-    proc = subprocess.Popen(  # noqa: S603
+    proc = subprocess.Popen(
         [sys.executable, "-c", code],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import pytest
 
 from backbone.bus import H_SOURCE, H_SOURCE_POSITION
+from backbone.personal import Vault
 from services.bookings.domainmodel import Booking
 from services.notifier.domainmodel import Email
 from tests.support.system import (
@@ -26,6 +27,7 @@ from tests.support.system import (
     open_store,
     place_booking_command,
     publish,
+    publish_subject_keys,
     read_topic,
     wait_for,
 )
@@ -97,11 +99,13 @@ def test_notifier_killed_while_handling_1000_events(tmp_path, kafka_bootstrap_se
     )
     system.start("notifier")
 
+    bookings_vault = Vault("sqlite+pysqlite:///:memory:", "bookings")  # plays the bookings service
+
     def cancelled(i: int) -> tuple[bytes, bytes, dict[str, str]]:
         booking_id = uuid.uuid4()
         event = {
             "event_type": "BookingCancelled",
-            "schema_version": 1,
+            "schema_version": 2,
             "event_id": str(uuid.uuid4()),
             "occurred_at": datetime.now(UTC).isoformat(),
             "tenant_id": TENANT,
@@ -109,7 +113,8 @@ def test_notifier_killed_while_handling_1000_events(tmp_path, kafka_bootstrap_se
             "booking_id": str(booking_id),
             "booking_code": f"C-{i:05d}",
             "account_id": None,
-            "email": f"guest{i}@example.com",
+            "email": bookings_vault.seal(booking_id, f"guest{i}@example.com").model_dump(mode="json"),
+            "name": bookings_vault.seal(booking_id, f"Guest {i}").model_dump(mode="json"),
             "cancelled_by": {"kind": "staff", "id": "s1"},
             "status_before": "PAID",
             "amount_paid": "10.00",
@@ -124,9 +129,9 @@ def test_notifier_killed_while_handling_1000_events(tmp_path, kafka_bootstrap_se
             {H_SOURCE: "bookings", H_SOURCE_POSITION: str(i + 1)},
         )
 
-    asyncio.run(
-        publish(kafka_bootstrap_servers, system.topic("bookings.events"), [cancelled(i) for i in range(N)])
-    )
+    events = [cancelled(i) for i in range(N)]
+    asyncio.run(publish_subject_keys(kafka_bootstrap_servers, system, bookings_vault))
+    asyncio.run(publish(kafka_bootstrap_servers, system.topic("bookings.events"), events))
     wait_for(lambda: len(mail_server.messages) >= 300, timeout=60, interval=0.05, what="300 emails delivered")
     system.notifier.kill()
     assert len(mail_server.messages) < N, "the kill came too late to prove much"
@@ -147,7 +152,7 @@ def test_notifier_killed_while_handling_1000_events(tmp_path, kafka_bootstrap_se
     # notifier recorded it. Such an email is sent again on restart (same Message-ID); it must
     # be one the notifier itself recorded as interrupted, and there is at most one per kill.
     events = all_events(open_store(system, "notifier"))
-    emails = {e.originator_id: e.recipient for e in events if isinstance(e, Email.Queued)}
+    emails = {e.originator_id: e.recipient.value for e in events if isinstance(e, Email.Queued)}
     interrupted = {
         emails[e.originator_id] for e in events if isinstance(e, Email.AttemptStarted) and e.interrupted
     }

@@ -13,6 +13,8 @@ import uuid
 import httpx
 import pytest
 
+from backbone.personal import Vault
+from contracts.personal import SubjectKey
 from tests.support.system import (
     STAFF_TOKEN,
     System,
@@ -125,7 +127,20 @@ def test_claim_verify_book_see_cancel_and_be_told(system, mail_server, kafka_boo
         return [e for e in events if e["event_type"] == "BookingCancelled"]
 
     [event] = wait_for(cancellation_event, timeout=30, what="BookingCancelled on the topic")
-    assert event["booking_id"] == command["booking_id"] and event["email"] == email
+    assert event["booking_id"] == command["booking_id"]
+    # Personal data travels sealed: the topic holds ciphertext, which the subject's key (on the
+    # compacted keys topic, for the services that need it) opens to the customer's address.
+    raw_topics = b"".join(
+        r.value or b""
+        for name in ("bookings.events", "accounts.events")
+        for r in asyncio.run(read_topic(kafka_bootstrap_servers, system.topic(name)))
+    )
+    assert email.encode() not in raw_topics and b"Ada" not in raw_topics
+    keys = decode(asyncio.run(read_topic(kafka_bootstrap_servers, system.topic("bookings.subject-keys"))))
+    receiver = Vault("sqlite+pysqlite:///:memory:", "test")
+    for key in keys:
+        receiver.accept(SubjectKey.model_validate(key))
+    assert receiver.open(event["email"]).value == email
     assert event["status_before"] == "PEND" and event["amount_paid"] == "30.00"
     assert event["refund_due"] == "30.00" and event["currency"] == "EUR"
     assert event["cancelled_by"]["kind"] == "customer" and event["reason"] == "weather"

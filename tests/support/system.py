@@ -349,6 +349,7 @@ def open_store(system: System, name: str) -> Any:
     from pydantic import SecretStr
 
     from backbone.eventstore import store_env
+    from backbone.personal import Vault
     from backbone.settings import StoreSettings
 
     apps = {
@@ -367,7 +368,7 @@ def open_store(system: System, name: str) -> Any:
         postgres_password=SecretStr(env.get("POSTGRES_PASSWORD", "")),
         postgres_dbname=env.get("POSTGRES_DBNAME"),
     )
-    return app_class(env=store_env(store, name))
+    return app_class(env=store_env(store, name), vault=Vault(store.vault_url(name), name))
 
 
 def all_events(app: Any) -> list[Any]:
@@ -378,3 +379,14 @@ def all_events(app: Any) -> list[Any]:
         if len(page) < 1000:
             return events
         start = page[-1].id + 1
+
+
+async def publish_subject_keys(kafka: str, system: System, vault: Any) -> None:
+    """Publish a vault's unpublished keys on its owner's keys topic, as a relay does."""
+    while records := vault.unpublished():
+        await publish(
+            kafka,
+            system.topic(f"{vault.service}.subject-keys"),
+            [(str(r.subject_id).encode(), r.model_dump_json().encode(), {}) for r in records],
+        )
+        vault.mark_published(records)

@@ -1,0 +1,74 @@
+"""Receiving other services' subject keys (and erasures) from their compacted keys topics.
+
+Keys are not effects in the event store, so no exactly-once machinery is needed here: applying
+a record twice changes nothing (`Vault.accept` is idempotent and an erasure is final). Offsets
+are committed after the vault has the records; a malformed record is dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from pydantic import ValidationError
+
+from backbone import deadletters
+from backbone.logging import get_logger
+from backbone.personal import Vault
+from contracts.personal import SubjectKey
+
+log = get_logger(__name__)
+
+
+class SubjectKeyReceiver:
+    def __init__(
+        self,
+        *,
+        name: str,
+        vault: Vault,
+        broker: KafkaBroker,
+        topics: Sequence[str],
+        dead_letter_topic: str,
+    ):
+        self.name = name
+        self.vault = vault
+        self.broker = broker
+        self.dead_letter_topic = dead_letter_topic
+        self.subscriber = broker.subscriber(
+            *topics,
+            group_id=name,
+            batch=True,
+            max_records=1000,
+            batch_timeout_ms=200,
+            ack_policy=AckPolicy.MANUAL,
+            auto_offset_reset="earliest",
+            decoder=lambda _: None,
+            title=name,
+            description="Subject keys and erasures of the services whose personal data we read.",
+        )
+        self.subscriber(self._receive)
+
+    async def _receive(self, message: KafkaMessage) -> None:
+        records = message.raw_message if isinstance(message.raw_message, tuple) else (message.raw_message,)
+        try:
+            dead = await asyncio.to_thread(self.apply, records)
+            if dead:
+                await deadletters.send(self.broker, self.dead_letter_topic, self.name, dead)
+            await message.ack()
+        except Exception:
+            log.exception("could not store subject keys; will retry", receiver=self.name)
+            await message.nack()
+            await asyncio.sleep(1)
+
+    def apply(self, records: Sequence[Any]) -> list[deadletters.DeadLetter]:
+        dead = []
+        for record in records:
+            try:
+                self.vault.accept(SubjectKey.model_validate_json(record.value or b""))
+            except ValidationError as error:
+                dead.append(deadletters.DeadLetter(record, "schema_invalid", str(error)[:2000]))
+        return dead

@@ -1,0 +1,40 @@
+"""Personal data on the bus: sealed per data subject, erasable by destroying the subject's key.
+
+Every personal value in a message (email, name, phone, address) is a `Sealed` value: AES-256-GCM
+ciphertext under the key of the person it is about (the *subject*), with the subject id as
+associated data. The owner of a subject publishes its key on its compacted
+`<service>.subject-keys` topic (Kafka key = subject id) before any message sealed with it;
+when the subject is erased, a `SubjectKey` with `key: null` replaces it there, and every
+service drops its copy. The ciphertext stays in the logs; nobody can open it any more.
+
+Ciphertext format: base64url (no padding) of nonce (12 bytes) || ciphertext || tag (16 bytes).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import Field, StringConstraints
+
+from contracts.envelope import UtcDatetime, Value
+
+
+class Sealed(Value):
+    subject_id: UUID = Field(description="Whom the value is about: whose key opens it.")
+    ciphertext: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]*$", max_length=8192)]
+
+
+class SubjectKey(Value):
+    """A record of a `<service>.subject-keys` topic: a subject's key, or its erasure."""
+
+    subject_id: UUID
+    owner: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    key: Annotated[str, StringConstraints(min_length=40, max_length=64)] | None = Field(
+        description="base64 of the 32-byte AES key; null once the subject is erased."
+    )
+    erased_at: UtcDatetime | None = None
+
+
+def subject_keys_topic(service: str) -> str:
+    return f"{service}.subject-keys"
