@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +39,7 @@ from backbone.sqltypes import UtcDateTime
 from contracts.personal import Sealed, SubjectKey
 
 ERASED_TEXT = "[erased]"
+CACHE_SIZE = 100_000  # keys kept in memory (32 bytes each); the rest are read from the vault
 
 
 class UnknownSubject(Exception):
@@ -78,7 +80,7 @@ class Vault:
         self.service = service
         self.engine = _engine(url)
         metadata.create_all(self.engine)
-        self._cache: dict[UUID, bytes | None] = {}
+        self._cache: OrderedDict[UUID, bytes | None] = OrderedDict()  # most recent last
         self._lock = threading.Lock()
 
     # --------------------------------------------------------------------- keys
@@ -237,6 +239,9 @@ class Vault:
     def _remember(self, subject_id: UUID, key: bytes | None) -> bytes | None:
         with self._lock:
             self._cache[subject_id] = key
+            self._cache.move_to_end(subject_id)
+            while len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
         return key
 
     def _erase_in(self, conn: Any, subject_id: UUID, owner: str, *, published: bool) -> None:
@@ -284,7 +289,12 @@ class PersonalAsSealed(Transcoding):
     def encode(self, obj: Personal) -> dict[str, str]:
         if obj.value is None:
             return {"s": str(obj.subject_id), "c": ""}
-        sealed = self.vault.seal(obj.subject_id, obj.value)
+        try:
+            sealed = self.vault.seal(obj.subject_id, obj.value)
+        except KeyError:
+            # The subject was erased meanwhile: what arrives about them now is stored erased,
+            # rather than failing the save (and stalling whoever is saving) forever.
+            return {"s": str(obj.subject_id), "c": ""}
         return {"s": str(obj.subject_id), "c": sealed.ciphertext}
 
     def decode(self, data: dict[str, str]) -> Personal:
