@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import SecretStr
@@ -36,3 +38,53 @@ def routes(
     pages.routes(api, accounts, signer, limits)
     staff.routes(api, accounts, read_model)
     admin.routes(api, accounts, read_model, admin_token)
+    document_problems(api)
+
+
+PROBLEM = {
+    "title": "Problem",
+    "description": "RFC 9457 problem details: what went wrong, in a sentence.",
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "code": {"type": "string", "description": "Machine-readable reason, e.g. weak_password"},
+        "errors": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+
+def document_problems(api: FastAPI) -> None:
+    """Say in the OpenAPI document what every error really is (backbone.http): a problem+json
+    body, also for invalid requests (400 malformed JSON, 422 schema), never FastAPI's default."""
+    generate = api.openapi
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema:
+            return api.openapi_schema
+        schema = generate()
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+        schemas["Problem"] = PROBLEM
+        content = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                if "requestBody" in operation:
+                    responses.setdefault("400", {"description": "Malformed JSON"})
+                if "security" in operation:
+                    responses.setdefault("401", {"description": "Credentials missing, invalid or ended"})
+                for status, response in responses.items():
+                    if status.startswith("4"):
+                        response["content"] = content
+                        response.setdefault("description", "Refused")
+                        if not response["description"]:
+                            response["description"] = "Refused"
+        api.openapi_schema = schema
+        return schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
