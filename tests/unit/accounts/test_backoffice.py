@@ -59,7 +59,6 @@ def test_resend_archive_and_activate(world):
     with pytest.raises(NothingToVerify):
         world.app.resend_verification(TENANT, account_id)
 
-    account = world.app.account(account_id)
     session = Session(account_id, TENANT, "s", world.clock.now, world.clock.now + timedelta(hours=1))
     world.clock.advance(seconds=1)
     world.app.archive(TENANT, account_id)
