@@ -11,7 +11,7 @@ from backbone.credentials import new_token
 from backbone.domain import DomainError
 
 MIN_SCORE = 3  # zxcvbn: 3 = "safely unguessable: moderate protection from offline attacks"
-MAX_LENGTH = 128  # zxcvbn's matching is quadratic in the length; argon2 does not care
+MAX_LENGTH = 72  # zxcvbn refuses longer ones (its matching is quadratic); argon2 does not care
 
 
 class WeakPassword(DomainError):

@@ -17,7 +17,7 @@ class AccountsSettings(ServiceSettings):
     admin_api_token: SecretStr | None = Field(
         default=None, description="The platform operator's token: adds and removes staff members."
     )
-    # How long links and sessions last (seconds, or ISO 8601 durations such as PT10M).
+    # How long links and sessions last: ISO 8601 durations, e.g. PT10M, PT24H, P3D.
     verification_ttl: timedelta = timedelta(hours=24)
     invitation_ttl: timedelta = timedelta(hours=72)
     magic_link_ttl: timedelta = timedelta(minutes=10)

@@ -78,6 +78,14 @@ def document_problems(api: FastAPI) -> None:
                     responses.setdefault("400", {"description": "Malformed JSON"})
                 if "security" in operation:
                     responses.setdefault("401", {"description": "Credentials missing, invalid or ended"})
+                    responses.setdefault(
+                        "403",
+                        {"description": "Credentials of another business, or customer accounts are off"},
+                    )
+                if any(
+                    p["in"] == "path" and p["name"] != "tenant_id" for p in operation.get("parameters", [])
+                ):
+                    responses.setdefault("404", {"description": "No such thing for this caller"})
                 for status, response in responses.items():
                     if status.startswith("4"):
                         response["content"] = content

@@ -212,3 +212,8 @@ def test_login_failures_read_the_same(world):
             world.app.log_in(TENANT, email, password)
         refusals.add((refused.value.code, str(refused.value)))
     assert len(refusals) == 1
+
+
+def test_an_overlong_password_is_refused_clearly(world):
+    with pytest.raises(WeakPassword, match="at most 72"):
+        world.app.passwords.check_strength("x" * 73)
