@@ -20,6 +20,7 @@ from contracts.personal import SubjectKey
 from tests.support.system import (
     System,
     decode,
+    open_store,
     read_topic,
     set_tenant_settings,
     staff_headers,
@@ -193,3 +194,19 @@ def test_a_redacted_customer_cannot_be_found_anywhere_and_a_replay_brings_nothin
     assert neighbour_page.json()["total"] == 1
     assert traces(system, secrets) == []
     api.close()
+
+    # The event store itself, opened as an operator would: the account's events read as erased,
+    # and the address's reservation cannot be found from the address without the vault's secret.
+    system.accounts.stop()
+    store = open_store(system, "accounts")
+    try:
+        claimed = next(e for e in store.repository.event_store.get(uuid.UUID(account_id)))
+        assert claimed.email.value is None and claimed.name.value is None
+        unkeyed = uuid.uuid5(
+            uuid.uuid5(uuid.NAMESPACE_URL, "urn:booking-accounts:accounts:email-addresses"),
+            f"{TENANT}/{email}",
+        )
+        assert uuid.UUID(account_id) in store.repository and unkeyed not in store.repository
+        assert store.index.address_id(TENANT, email) in store.repository  # released, for a new claim
+    finally:
+        store.close()

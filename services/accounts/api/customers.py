@@ -132,7 +132,12 @@ def routes(
         response_model=Verified,
         tags=["customers"],
         summary="Verify an email address with the token of the emailed link",
-        responses={400: {"description": "The link is invalid, used, replaced or expired"}},
+        responses={
+            400: {"description": "The link is invalid, used, replaced or expired"},
+            403: {"description": "Customer accounts are off for this business"},
+            409: {"description": "The new address was taken by another account meanwhile"},
+            429: {},
+        },
     )
     async def verify(body: TokenRequest, request: Request) -> Verified:
         account = await redeeming(request, accounts.verify_email, body.token)
@@ -143,7 +148,7 @@ def routes(
         response_model=PasswordSet,
         tags=["customers"],
         summary="Choose a password with the token of an invitation or reset link",
-        responses={400: {}, 422: {"description": "The password is too weak"}},
+        responses={400: {}, 403: {}, 422: {"description": "The password is too weak"}, 429: {}},
     )
     async def new_password(body: NewPasswordRequest, request: Request) -> PasswordSet:
         account = await redeeming(request, accounts.set_password, body.token, body.password)
@@ -154,7 +159,7 @@ def routes(
         response_model=SessionToken,
         tags=["customers"],
         summary="Log in with the token of an emailed login link (single use)",
-        responses={400: {}},
+        responses={400: {}, 403: {}, 429: {}},
     )
     async def magic_session(body: TokenRequest, request: Request) -> SessionToken:
         try:

@@ -125,7 +125,17 @@ def routes(api: FastAPI, accounts: Accounts, read_model: ReadModel) -> None:
 
         return await run_sync(read)
 
-    @api.patch(ACCOUNT, response_model=AccountSummary, tags=["staff"], summary="Edit contact details")
+    @api.patch(
+        ACCOUNT,
+        response_model=AccountSummary,
+        tags=["staff"],
+        summary="Edit contact details",
+        responses={
+            409: {
+                "description": "The address is another account's or blocklisted; or the account is not active"
+            }
+        },
+    )
     async def edit(
         tenant_id: Tenant,
         account_id: UUID,
