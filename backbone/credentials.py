@@ -72,7 +72,9 @@ class SessionSigner:
             "sub": str(account_id),
             "tid": tenant_id,
             "sid": session.session_id,
-            "iat": int(now.timestamp()),
+            # To the microsecond (JWT allows a fractional NumericDate): a session issued right
+            # after a revocation (`SessionsRevoked.revoked_before`) must compare as later.
+            "iat": now.timestamp(),
             "exp": int(session.expires_at.timestamp()),
         }
         return jwt.encode(claims, self._key, algorithm="EdDSA"), session

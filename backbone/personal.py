@@ -71,6 +71,12 @@ subject_keys = sa.Table(
     sa.Column("erased_at", UtcDateTime, nullable=True),
     sa.Column("published", sa.Boolean, nullable=False, default=False),  # on the keys topic
 )
+service_secrets = sa.Table(
+    "service_secrets",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.LargeBinary, nullable=False),
+)
 
 
 class Vault:
@@ -161,6 +167,23 @@ class Vault:
             return self.key(subject_id) is None
         except UnknownSubject:
             return False
+
+    def secret(self, name: str) -> bytes:
+        """A random 256-bit secret of this service, created on first use and kept here, never
+        published. For keyed hashes over personal data (e.g. an id derived from an email
+        address): whoever holds only the event store or a topic cannot recompute them, and the
+        secret is backed up, restored and deleted together with the keys."""
+        query = sa.select(service_secrets.c.value).where(service_secrets.c.name == name)
+        try:
+            with self.engine.begin() as conn:
+                value = conn.execute(query).scalar()
+                if value is None:
+                    value = os.urandom(32)
+                    conn.execute(sa.insert(service_secrets).values(name=name, value=value))
+                return value
+        except sa.exc.IntegrityError:  # another instance created it at the same moment
+            with self.engine.connect() as conn:
+                return conn.execute(query).scalar_one()
 
     # -------------------------------------------------------------- publication
 

@@ -8,11 +8,18 @@ transaction, so a crash never applies an event twice or skips one.
 
 Nothing in a read model is a source of truth: drop its tables (or its SQLite file) and the
 projection rebuilds it from position 0 with the same answers.
+
+Read models hold derived personal data in the clear (to search and list it). When a subject is
+erased its rows are scrubbed, and `purge()` then makes the old contents unrecoverable from the
+files: SQLite runs with `secure_delete` (freed space is overwritten with zeros) and its
+write-ahead log is checkpointed and truncated; PostgreSQL tables are vacuumed. A `Projection`
+given `erases=` purges after every batch that contained such an event.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -43,7 +50,8 @@ class ReadModel:
     def __init__(self, url: str, metadata: sa.MetaData):
         self.url = url
         self.metadata = metadata
-        self.positions = metadata.tables.get("projection_positions") or positions_table(metadata)
+        existing = metadata.tables.get("projection_positions")  # a second ReadModel on it
+        self.positions = existing if existing is not None else positions_table(metadata)
         self.engine = _engine(url)
 
     def create(self) -> None:
@@ -79,6 +87,24 @@ class ReadModel:
             raise PositionConflict(f"{name} is already at {exists}, not below {position}")
         conn.execute(sa.insert(self.positions).values(name=name, position=position))
 
+    def purge(self, attempts: int = 20) -> bool:
+        """Make rows deleted or overwritten so far unrecoverable from the database files (see
+        the module docstring). Returns False if readers kept the SQLite log busy throughout."""
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                for table in self.metadata.sorted_tables:
+                    conn.execute(sa.text(f'VACUUM "{table.name}"'))
+            return True
+        if self.engine.dialect.name != "sqlite" or ":memory:" in self.url:
+            return True
+        for _ in range(attempts):
+            with self.engine.connect() as conn:
+                busy = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").first()
+            if busy is None or not busy[0]:
+                return True
+            time.sleep(0.05)  # a reader holds an older snapshot: let it finish
+        return False
+
     def close(self) -> None:
         self.engine.dispose()
 
@@ -100,7 +126,10 @@ def upsert(conn: Connection, table: sa.Table, values: dict[str, Any], keys: Sequ
 
 
 class Projection(Follower):
-    """Follows the event log and keeps one read model up to date."""
+    """Follows the event log and keeps one read model up to date.
+
+    `erases(event)` says which events scrub personal data from the tables: after a batch with
+    one of them, the read model is purged (see `ReadModel.purge`)."""
 
     def __init__(
         self,
@@ -109,11 +138,14 @@ class Projection(Follower):
         name: str,
         project: Project,
         batch_size: int = 500,
+        erases: Callable[[Any], bool] | None = None,
     ):
         super().__init__(app, batch_size)
         self.name = name
         self.read_model = read_model
         self.project = project
+        self.erases = erases
+        self._purge_due = False
 
     def load_position(self) -> int:
         return self.read_model.position(self.name)
@@ -128,6 +160,14 @@ class Projection(Follower):
             for recorded in batch:
                 self.project(conn, recorded)
             self.read_model.advance(conn, self.name, batch[-1].position)
+        if self.erases is not None and any(self.erases(r.event) for r in batch):
+            self._purge_due = True
+        if self._purge_due:
+            self._purge_due = not self.read_model.purge()
+
+    async def idle(self) -> None:
+        if self._purge_due:  # readers kept the log busy last time: try again
+            self._purge_due = not await asyncio.to_thread(self.read_model.purge)
 
 
 def _engine(url: str) -> Engine:
@@ -141,6 +181,7 @@ def _engine(url: str) -> Engine:
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")  # derived state: rebuildable
+            cursor.execute("PRAGMA secure_delete=ON")  # scrubbed personal data: zeroed, not freed
             cursor.close()
 
         return engine

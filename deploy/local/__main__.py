@@ -250,8 +250,8 @@ class _Service:
             self._pump.join(timeout=2)
 
 
-STAFF_TOKEN_ENV = "BOOKING_ACCOUNTS_STAFF_TOKEN"  # noqa: S105 - a variable name
-DEFAULT_LOCAL_STAFF_TOKEN = "local-staff-token"  # noqa: S105 - local development only
+ADMIN_TOKEN_ENV = "BOOKING_ACCOUNTS_ADMIN_TOKEN"  # noqa: S105 - a variable name
+DEFAULT_LOCAL_ADMIN_TOKEN = "local-admin-token"  # noqa: S105 - local development only
 
 
 def local_secrets() -> tuple[dict[str, dict[str, str]], list[str]]:
@@ -277,17 +277,21 @@ def local_secrets() -> tuple[dict[str, dict[str, str]], list[str]]:
         load_or_create_signing_key(signing_key)
     except Exception as exc:  # e.g. an unreadable key file: start anyway, say why
         return {}, [f"no service keys generated ({exc!r})"]
-    staff_token = os.environ.get(STAFF_TOKEN_ENV, DEFAULT_LOCAL_STAFF_TOKEN)
+    admin_token = os.environ.get(ADMIN_TOKEN_ENV, DEFAULT_LOCAL_ADMIN_TOKEN)
     extra = {
         "accounts": {
             "NOTIFIER_PUBLIC_KEY": base64.b64encode(notifier_public).decode(),
-            "STAFF_API_TOKEN": staff_token,
+            "ADMIN_API_TOKEN": admin_token,
             "SESSION_SIGNING_KEY_FILE": str(signing_key),
         },
         "bookings": {"SESSION_PUBLIC_KEY_FILE": str(public_path(signing_key))},
         "notifier": {"SEALING_KEY_FILE": str(sealing_key)},
     }
-    return extra, [f"staff API token: {staff_token}  (Authorization: Bearer ...; {STAFF_TOKEN_ENV})"]
+    return extra, [
+        f"admin API token: {admin_token}  ({ADMIN_TOKEN_ENV}); it adds staff members, e.g.:",
+        f"  curl -s -X POST http://127.0.0.1:8001/v1/admin/tenants/demo/staff -H 'Authorization: Bearer "
+        f"{admin_token}' -H 'Content-Type: application/json' -d '{{\"label\": \"front desk\"}}'",
+    ]
 
 
 def service_env(spec: ServiceSpec, bootstrap: str) -> dict[str, str]:

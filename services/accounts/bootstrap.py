@@ -3,52 +3,83 @@
 from __future__ import annotations
 
 from backbone import bus
-from backbone.credentials import (
-    SessionSigner,
-    SessionVerifier,
-    load_or_create_signing_key,
-)
+from backbone.credentials import SessionSigner, SessionVerifier, load_or_create_signing_key
 from backbone.eventstore import store_env
 from backbone.http import create_api
+from backbone.inbox import Inbox
 from backbone.outbox import OutboxRelay
 from backbone.personal import Vault
+from backbone.readmodel import Projection, ReadModel
 from backbone.runtime import Service, attach
+from backbone.subjectkeys import SubjectKeyReceiver
+from contracts.catalog import ALL_EVENTS, Catalog
 from contracts.personal import subject_keys_topic
-from contracts.topics import ACCOUNTS_EVENTS, dead_letters
-from services.accounts import api
+from contracts.topics import ACCOUNTS_EVENTS, BOOKINGS_EVENTS, dead_letters
+from services.accounts import api, views
 from services.accounts.application import Accounts, AccountsConfig
+from services.accounts.deferred import Deferred
+from services.accounts.erasure import Erasures
+from services.accounts.handlers import HANDLERS
 from services.accounts.integration import SERVICE, translator
+from services.accounts.ratelimits import RateLimits
 from services.accounts.settings import AccountsSettings
 
 
 def bootstrap(settings: AccountsSettings | None = None) -> Service:
     settings = settings or AccountsSettings()
     store = settings.store_settings()
+    vault = Vault(store.vault_url(SERVICE), SERVICE)
     accounts = Accounts(
         AccountsConfig(
             public_base_url=settings.public_base_url,
             notifier_public_key=settings.notifier_key(),
             verification_ttl=settings.verification_ttl,
+            invitation_ttl=settings.invitation_ttl,
+            magic_link_ttl=settings.magic_link_ttl,
+            password_reset_ttl=settings.password_reset_ttl,
         ),
         env=store_env(store, SERVICE),
-        vault=Vault(store.vault_url(SERVICE), SERVICE),
+        vault=vault,
     )
+    read_model = ReadModel(store.views_url(SERVICE), views.metadata)
     signing_key = load_or_create_signing_key(settings.signing_key_path())
     broker = bus.make_broker(settings.kafka_bootstrap_servers, client_id=SERVICE)
+    # Bookings' events bring customer details to merge into profiles (handlers.py), sealed
+    # with the bookings' subject keys: those arrive on bookings' keys topic.
+    inbox = Inbox(
+        service=SERVICE,
+        name=settings.topic(f"{SERVICE}.inbox"),
+        app=accounts,
+        broker=broker,
+        topics=[settings.topic(BOOKINGS_EVENTS)],
+        catalog=Catalog(ALL_EVENTS),
+        handlers=HANDLERS,
+        dead_letter_topic=settings.topic(dead_letters(SERVICE)),
+        batch_size=settings.consumer_batch_size,
+    )
+    keys = SubjectKeyReceiver(
+        name=settings.topic(f"{SERVICE}.subject-keys"),
+        vault=vault,
+        broker=broker,
+        topics=[settings.topic(subject_keys_topic("bookings"))],
+        dead_letter_topic=settings.topic(dead_letters(SERVICE)),
+    )
+    deferred = Deferred(settings.deferred_capacity)
     http = create_api(
         title="booking-accounts: accounts",
         version="1.0.0",
-        description="Customer accounts: claim, email verification, login, tenant settings.",
+        description="Customer accounts: claim, email verification, login (password or emailed link), "
+        "profile; the tenant's settings; the staff directory; erasure.",
     )
     api.routes(
         http,
         accounts,
-        SessionSigner(signing_key),
+        read_model,
+        SessionSigner(signing_key, lifetime=settings.session_ttl),
         SessionVerifier(signing_key.public_key()),
-        settings.staff_api_token,
-    )
-    relay = OutboxRelay(
-        accounts, broker, SERVICE, translator(accounts), settings.relay_batch_size, topic_for=settings.topic
+        RateLimits(accounts.index.pseudonym, settings.rate_limits, settings.rate_limit_storage),
+        deferred,
+        settings.admin_api_token,
     )
     return attach(
         Service(
@@ -57,8 +88,22 @@ def bootstrap(settings: AccountsSettings | None = None) -> Service:
             app=accounts,
             broker=broker,
             api=http,
-            topics=[settings.topic(t) for t in (ACCOUNTS_EVENTS, dead_letters(SERVICE))],
-            compacted_topics=[settings.topic(subject_keys_topic(SERVICE))],
-            followers=[relay],
+            topics=[settings.topic(t) for t in (ACCOUNTS_EVENTS, BOOKINGS_EVENTS, dead_letters(SERVICE))],
+            compacted_topics=[settings.topic(subject_keys_topic(s)) for s in (SERVICE, "bookings")],
+            read_model=read_model,
+            followers=[
+                OutboxRelay(
+                    accounts,
+                    broker,
+                    SERVICE,
+                    translator(accounts),
+                    settings.relay_batch_size,
+                    topic_for=settings.topic,
+                ),
+                Projection(accounts, read_model, f"{SERVICE}.views", views.apply, erases=views.erases),
+                Erasures(accounts, SERVICE, settings.relay_batch_size),
+            ],
+            consumers=[inbox, keys],
+            workers=[deferred.run],
         )
     )

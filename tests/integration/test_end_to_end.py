@@ -16,13 +16,13 @@ import pytest
 from backbone.personal import Vault
 from contracts.personal import SubjectKey
 from tests.support.system import (
-    STAFF_TOKEN,
     System,
     command_record,
     decode,
     place_booking_command,
     publish,
     read_topic,
+    staff_headers,
     wait_for,
 )
 
@@ -46,7 +46,7 @@ def system(request, tmp_path, kafka_bootstrap_servers, mail_server):
 def test_claim_verify_book_see_cancel_and_be_told(system, mail_server, kafka_bootstrap_servers):
     accounts = httpx.Client(base_url=system.accounts.url)
     bookings = httpx.Client(base_url=system.bookings.url)
-    staff = {"Authorization": f"Bearer {STAFF_TOKEN}"}
+    staff = staff_headers(system, TENANT)
 
     # Staff turn customer accounts on, and allow cancelling up to 2 days before the start.
     response = accounts.patch(

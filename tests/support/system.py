@@ -8,6 +8,7 @@ killed with SIGKILL and started again on the same port and store.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -28,7 +29,15 @@ from backbone.credentials import load_or_create_sealing_keys, load_or_create_sig
 from deploy.local._proc import free_ports, spawn, tail, terminate_group
 
 REPO = Path(__file__).resolve().parents[2]
-STAFF_TOKEN = "staff-token-for-tests"
+ADMIN_TOKEN = "admin-token-for-tests"
+# Every test talks to the services from 127.0.0.1: the per-client rate limits are raised so
+# that they do not add up across tests (tests of the limits set their own).
+GENEROUS_CLIENT_LIMITS = json.dumps(
+    {
+        f"{action}.client": "100000/hour"
+        for action in ("claim", "verification", "magic_link", "password_reset", "login", "link")
+    }
+)
 
 
 @dataclass
@@ -123,7 +132,8 @@ class System:
             "accounts": {
                 "PUBLIC_BASE_URL": f"http://127.0.0.1:{ports[0]}",
                 "NOTIFIER_PUBLIC_KEY": base64.b64encode(notifier_public).decode(),
-                "STAFF_API_TOKEN": STAFF_TOKEN,
+                "ADMIN_API_TOKEN": ADMIN_TOKEN,
+                "RATE_LIMITS": GENEROUS_CLIENT_LIMITS,
                 "SESSION_SIGNING_KEY_FILE": str(signing_key),
             },
             "bookings": {"SESSION_PUBLIC_KEY_FILE": str(public_path(signing_key))},
@@ -134,6 +144,7 @@ class System:
             },
         }
         self.services: dict[str, ServiceProcess] = {}
+        self.staff_keys: dict[str, str] = {}  # tenant -> API key of a staff member
         for (name, extra), port in zip(specific.items(), ports, strict=True):
             env = {
                 **common,
@@ -298,19 +309,94 @@ def wait_for(predicate: Any, timeout: float = 30, interval: float = 0.2, what: s
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
-def staff_headers() -> dict[str, str]:
-    return {"Authorization": f"Bearer {STAFF_TOKEN}"}
+def admin_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def staff_headers(system: System, tenant: str) -> dict[str, str]:
+    """The Authorization header of a staff member of `tenant` (added once per System)."""
+    if tenant not in system.staff_keys:
+        response = httpx.post(
+            f"{system.accounts.url}/v1/admin/tenants/{tenant}/staff",
+            headers=admin_headers(),
+            json={"label": "tests"},
+            timeout=10,
+        )
+        assert response.status_code == 201, response.text
+        system.staff_keys[tenant] = response.json()["api_key"]
+    return {"Authorization": f"Bearer {system.staff_keys[tenant]}"}
 
 
 def set_tenant_settings(system: System, tenant: str, **settings: Any) -> dict[str, Any]:
     response = httpx.patch(
         f"{system.accounts.url}/v1/staff/tenants/{tenant}/settings",
-        headers=staff_headers(),
+        headers=staff_headers(system, tenant),
         json=settings,
         timeout=10,
     )
     assert response.status_code == 200, response.text
     return response.json()
+
+
+@dataclass(frozen=True)
+class Link:
+    """A link the accounts service asked the notifier to email, opened as the notifier would."""
+
+    event_type: str
+    purpose: str
+    url: str
+    account_id: str
+    email: str | None  # the address it goes to; None if its subject is erased
+
+    @property
+    def token(self) -> str:
+        return self.url.split("token=", 1)[1]
+
+
+def emailed_links(system: System, email: str | None = None) -> list[Link]:
+    """Every link published on accounts.events (oldest first), opened with the notifier's
+    sealing key and the accounts subject keys: what the customer at `email` was sent."""
+    from backbone.credentials import unseal
+    from backbone.personal import UnknownSubject, Vault
+    from contracts.personal import SubjectKey
+
+    private_key, _ = load_or_create_sealing_keys(system.root / "notifier" / "sealing.key")
+    vault = Vault("sqlite+pysqlite:///:memory:", "test")
+    for record in asyncio.run(read_topic(system.kafka, system.topic("accounts.subject-keys"))):
+        vault.accept(SubjectKey.model_validate_json(record.value))
+    links = []
+    for event in decode(asyncio.run(read_topic(system.kafka, system.topic("accounts.events")))):
+        if "link" not in event:
+            continue
+        try:
+            to = vault.open(event["email"])
+        except (UnknownSubject, ValueError):  # its key is not on the topic (yet)
+            to = None
+        address = to.value if to is not None else None
+        if email is None or address == email:
+            purpose = (
+                event.get("purpose")
+                or {
+                    "AccountClaimed": "verify_email"
+                    if event.get("claimed_by") == "customer"
+                    else "set_password",
+                    "MagicLinkRequested": "magic_link",
+                    "PasswordResetRequested": "password_reset",
+                }[event["event_type"]]
+            )
+            url = unseal(private_key, event["link"])
+            links.append(Link(event["event_type"], purpose, url, event["account_id"], address))
+    return links
+
+
+def wait_for_link(system: System, email: str, purpose: str, after: int = 0, timeout: float = 30) -> Link:
+    """The newest link of `purpose` sent to `email`, once more than `after` of them exist."""
+
+    def found() -> list[Link]:
+        links = [link for link in emailed_links(system, email) if link.purpose == purpose]
+        return links if len(links) > after else []
+
+    return wait_for(found, timeout=timeout, what=f"a {purpose} link for {email}")[-1]
 
 
 def verified_customer(
@@ -320,19 +406,18 @@ def verified_customer(
     email: str,
     password: str = "a-long-and-unguessable-passphrase",
 ) -> dict[str, str]:
-    """Claim, verify through the emailed link, log in: the customer's Authorization header."""
+    """Claim, verify through the link sent for the email, log in: the customer's Authorization
+    header. (The link is read from the bus, opened with the notifier's key, so this does not
+    depend on the notifier running; `mail_server` is kept for callers that pass it.)"""
     response = httpx.post(
         f"{system.accounts.url}/v1/tenants/{tenant}/accounts",
         json={"email": email, "name": "Customer", "password": password},
         timeout=10,
     )
     assert response.status_code == 202, response.text
-    message = mail_server.wait_for(lambda m: email in m.rcpt_tos and "Verify" in m.subject, timeout=30)
-    [link] = [url for url in message.links if "token=" in url]
+    link = wait_for_link(system, email, "verify_email")
     verified = httpx.post(
-        f"{system.accounts.url}/v1/email-verifications",
-        json={"token": link.split("token=", 1)[1]},
-        timeout=10,
+        f"{system.accounts.url}/v1/email-verifications", json={"token": link.token}, timeout=10
     )
     assert verified.status_code == 200, verified.text
     session = httpx.post(
@@ -346,20 +431,28 @@ def verified_customer(
 
 def open_store(system: System, name: str) -> Any:
     """The service's event store, opened from the test (read it after stopping the service)."""
-    from pydantic import SecretStr
-
     from backbone.eventstore import store_env
     from backbone.personal import Vault
-    from backbone.settings import StoreSettings
 
     apps = {
         "bookings": ("services.bookings.application", "Bookings"),
         "notifier": ("services.notifier.application", "Notifier"),
     }
+    env = system.services[name].env
+    if name == "accounts":
+        return _open_accounts(system, env)
     module, cls = apps[name]
     app_class = getattr(__import__(module, fromlist=[cls]), cls)
-    env = system.services[name].env
-    store = StoreSettings(
+    store = _store_settings(system, env)
+    return app_class(env=store_env(store, name), vault=Vault(store.vault_url(name), name))
+
+
+def _store_settings(system: System, env: dict[str, str]) -> Any:
+    from pydantic import SecretStr
+
+    from backbone.settings import StoreSettings
+
+    return StoreSettings(
         kind=system.store,
         data_dir=Path(env["DATA_DIR"]),
         postgres_host=env.get("POSTGRES_HOST", ""),
@@ -368,7 +461,18 @@ def open_store(system: System, name: str) -> Any:
         postgres_password=SecretStr(env.get("POSTGRES_PASSWORD", "")),
         postgres_dbname=env.get("POSTGRES_DBNAME"),
     )
-    return app_class(env=store_env(store, name), vault=Vault(store.vault_url(name), name))
+
+
+def _open_accounts(system: System, env: dict[str, str]) -> Any:
+    from backbone.eventstore import store_env
+    from backbone.personal import Vault
+    from services.accounts.application import Accounts, AccountsConfig
+
+    store = _store_settings(system, env)
+    config = AccountsConfig(env["PUBLIC_BASE_URL"], base64.b64decode(env["NOTIFIER_PUBLIC_KEY"]))
+    return Accounts(
+        config, env=store_env(store, "accounts"), vault=Vault(store.vault_url("accounts"), "accounts")
+    )
 
 
 def all_events(app: Any) -> list[Any]:

@@ -1,0 +1,120 @@
+"""The pages emailed links open (PUBLIC_BASE_URL + /verify-email, /set-password, /reset-password,
+/magic-link), for a deployment without a customer portal of its own.
+
+Opening a link (GET) never uses its token up: mail scanners prefetch links. The page shows a
+form that posts the token (and a new password) back, and the POST does the work. A portal that
+serves these paths itself calls the JSON API instead (`/v1/email-verifications`,
+`/v1/new-passwords`, `/v1/magic-link-sessions`).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Form, Request
+from fastapi.responses import HTMLResponse
+
+from backbone.credentials import SessionSigner
+from backbone.domain import DomainError
+from backbone.http import run_sync
+from services.accounts.api import auth
+from services.accounts.application import Accounts
+from services.accounts.ratelimits import RateLimited, RateLimits
+
+HEADERS = {
+    "Referrer-Policy": "no-referrer",  # the token must not leak to other sites
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; form-action 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    document = (
+        f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title></head>'
+        f"<body><h1>{html.escape(title)}</h1>{body}</body></html>"
+    )
+    return HTMLResponse(document, status_code=status, headers=HEADERS)
+
+
+def form(path: str, token: str, button: str, password: bool = False) -> str:
+    field = '<p><label>New password <input type="password" name="password" required></label></p>'
+    return (
+        f'<form method="post" action="{path}">'
+        f'<input type="hidden" name="token" value="{html.escape(token, quote=True)}">'
+        f'{field if password else ""}<button type="submit">{html.escape(button)}</button></form>'
+    )
+
+
+def routes(api: FastAPI, accounts: Accounts, signer: SessionSigner, limits: RateLimits) -> None:
+    async def attempt(
+        request: Request, title: str, work: Callable[[], Any], done: Callable[[Any], str]
+    ) -> HTMLResponse:
+        client = auth.client_of(request)
+        try:
+            await limits.check("link", "", "", client)
+            with auth.cause(request, "customer:anonymous", None):
+                result = await run_sync(work)
+        except RateLimited as limited:
+            return page(title, f"<p>{html.escape(str(limited))}</p>", 429)
+        except DomainError as refused:
+            if refused.code == "link_invalid":
+                await limits.count("link", "", "", client)
+            return page(title, f"<p>{html.escape(str(refused))}</p>", refused.http_status)
+        return page(title, done(result))
+
+    def landing(path: str, title: str, button: str, password: bool = False) -> None:
+        @api.get(path, response_class=HTMLResponse, tags=["pages"], summary=f"The page a link opens: {title}")
+        async def show(token: str = "") -> HTMLResponse:
+            return page(title, form(path, token, button, password))
+
+    landing("/verify-email", "Verify your email address", "Verify my email address")
+    landing("/set-password", "Choose your password", "Save my password", password=True)
+    landing("/reset-password", "Choose a new password", "Save my new password", password=True)
+    landing("/magic-link", "Log in", "Log me in")
+
+    @api.post("/verify-email", response_class=HTMLResponse, include_in_schema=False)
+    async def verify(request: Request, token: Annotated[str, Form(max_length=200)]) -> HTMLResponse:
+        return await attempt(
+            request,
+            "Verify your email address",
+            lambda: accounts.verify_email(token),
+            lambda _: "<p>Your email address is verified. You can now log in.</p>",
+        )
+
+    async def choose_password(request: Request, title: str, token: str, password: str) -> HTMLResponse:
+        return await attempt(
+            request,
+            title,
+            lambda: accounts.set_password(token, password),
+            lambda _: "<p>Your password is saved. You can now log in with it.</p>",
+        )
+
+    @api.post("/set-password", response_class=HTMLResponse, include_in_schema=False)
+    async def set_password(
+        request: Request,
+        token: Annotated[str, Form(max_length=200)],
+        password: Annotated[str, Form(max_length=128)],
+    ) -> HTMLResponse:
+        return await choose_password(request, "Choose your password", token, password)
+
+    @api.post("/reset-password", response_class=HTMLResponse, include_in_schema=False)
+    async def reset_password(
+        request: Request,
+        token: Annotated[str, Form(max_length=200)],
+        password: Annotated[str, Form(max_length=128)],
+    ) -> HTMLResponse:
+        return await choose_password(request, "Choose a new password", token, password)
+
+    @api.post("/magic-link", response_class=HTMLResponse, include_in_schema=False)
+    async def magic_link(request: Request, token: Annotated[str, Form(max_length=200)]) -> HTMLResponse:
+        def session(account: Any) -> str:
+            bearer, issued = signer.issue(account.id, account.tenant_id, now=accounts.clock())
+            return (
+                "<p>You are logged in. Your session (use it as <code>Authorization: Bearer</code>) "
+                f"lasts until {issued.expires_at:%Y-%m-%d %H:%M} UTC:</p><pre>{html.escape(bearer)}</pre>"
+            )
+
+        return await attempt(request, "Log in", lambda: accounts.log_in_by_link(token), session)

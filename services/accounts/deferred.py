@@ -1,0 +1,65 @@
+"""Work asked for by anonymous requests about an email address, done after the answer left.
+
+Claim, resend, magic-link and reset requests must answer the same, in the same time, whether or
+not the address has an account: the work behind them differs (a new account, a link for an
+existing one, nothing at all) and so does its cost (hashing, writing). So the HTTP handler
+checks what does not depend on the address (the body, the tenant's settings, rate limits),
+queues the work here and answers 202 at once; one worker does the work in order.
+
+The queue is bounded (a full queue answers 503, whatever the address). On shutdown the worker
+finishes what was accepted. A process killed with work still queued loses those requests (a
+few milliseconds' worth): nothing was recorded, nothing was sent, and the customer asks again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from backbone import context
+from backbone.http import Problem, run_sync
+from backbone.logging import get_logger
+from services.accounts import metrics
+
+log = get_logger(__name__)
+
+
+class Deferred:
+    def __init__(self, capacity: int = 1000):
+        self.queue: asyncio.Queue[tuple[context.Cause, str, Callable[[], object]]] = asyncio.Queue(capacity)
+
+    def submit(self, what: str, work: Callable[[], object]) -> None:
+        try:
+            self.queue.put_nowait((context.current(), what, work))
+        except asyncio.QueueFull:
+            raise Problem(
+                503, "Busy", "Too many requests are waiting right now; try again in a minute.", code="busy"
+            ) from None
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await self._do(*await self.queue.get())
+        except asyncio.CancelledError:
+            while not self.queue.empty():  # stopping: finish what was accepted
+                await self._do(*self.queue.get_nowait())
+            raise
+
+    async def join(self) -> None:
+        """Until everything submitted so far is done (for tests and benchmarks)."""
+        await self.queue.join()
+
+    async def _do(self, cause: context.Cause, what: str, work: Callable[[], object]) -> None:
+        try:
+            await run_sync(_within, cause, work)
+            metrics.deferred.labels(what, "done").inc()
+        except Exception as error:  # one request's failure must not stop the others
+            metrics.deferred.labels(what, "failed").inc()
+            log.warning("deferred request failed", request=what, error=f"{type(error).__name__}: {error}")
+        finally:
+            self.queue.task_done()
+
+
+def _within(cause: context.Cause, work: Callable[[], object]) -> object:
+    with context.caused_by(cause.actor, cause.tenant_id, cause.correlation_id, cause.causation_id):
+        return work()

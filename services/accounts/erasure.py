@@ -1,0 +1,41 @@
+"""Making sure a decided redaction destroys the subject's key, whatever happens meanwhile.
+
+`Accounts.redact` records `Account.Redacted` and then erases the key at once. A process killed
+between the two leaves a recorded decision and a live key; this follower reads every
+`Redacted` event of the log and erases the key (again: erasing is idempotent), and moves its
+position only after that, so the key is gone by the time it has caught up, retrying as long as
+the vault refuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from eventsourcing.persistence import Tracking
+
+from backbone.eventstore import ServiceApplication
+from backbone.follower import Follower, Recorded
+from backbone.logging import get_logger
+from services.accounts.domainmodel import Account
+
+log = get_logger(__name__)
+
+
+class Erasures(Follower):
+    def __init__(self, app: ServiceApplication, service: str, batch_size: int = 500):
+        super().__init__(app, batch_size)
+        self.name = f"{service}.erasures"
+
+    def load_position(self) -> int:
+        return self.app.position(self.name) or 0
+
+    async def handle(self, batch: Sequence[Recorded]) -> None:
+        await asyncio.to_thread(self.apply, batch)
+
+    def apply(self, batch: Sequence[Recorded]) -> None:
+        for recorded in batch:
+            if isinstance(recorded.event, Account.Redacted):
+                self.app.erase_subject(recorded.event.originator_id)
+                log.info("subject erased", subject_id=str(recorded.event.originator_id))
+        self.app.record_position(Tracking(self.name, batch[-1].position))
