@@ -62,7 +62,7 @@ class Eligibility(BaseModel):
     allowed: bool
     reason_code: str | None = None
     reason: str | None = None
-    until: datetime | None = Field(default=None, description="The last moment it is allowed online.")
+    until: datetime | None = Field(default=None, description="Allowed online before this instant.")
 
 
 class Line(BaseModel):

@@ -43,7 +43,8 @@ class Cutoff:
     unit: str  # "days" | "hours"
 
     def deadline(self, starts_at: datetime, timezone: str) -> datetime:
-        """The last instant a customer may act on a booking that starts at `starts_at`."""
+        """The instant from which a customer may no longer act on a booking that starts at
+        `starts_at` (they may act before it)."""
         if self.unit == "hours":
             return starts_at - timedelta(hours=self.amount)
         local = zone(timezone)
@@ -137,7 +138,7 @@ class Rule:
             )
         if now >= starts_at:
             return NotEligible("already_started", "This booking has already started.")
-        if now > self.deadline(starts_at):
+        if now >= self.deadline(starts_at):
             return NotEligible(
                 "cutoff_passed", f"It is too late to {verb} this booking online; please contact the business."
             )
