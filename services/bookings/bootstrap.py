@@ -25,7 +25,7 @@ from services.bookings import api, views
 from services.bookings.application import Bookings
 from services.bookings.erasure import Eraser
 from services.bookings.handlers import HANDLERS
-from services.bookings.integration import SERVICE, translator
+from services.bookings.integration import SERVICE, declare_publications, translator
 from services.bookings.settings import BookingsSettings
 
 
@@ -48,6 +48,7 @@ def bootstrap(settings: BookingsSettings | None = None) -> Service:
         dead_letter_topic=settings.topic(dead_letters(SERVICE)),
         batch_size=settings.consumer_batch_size,
     )
+    declare_publications(broker, settings.topic)
     keys = SubjectKeyReceiver(
         name=settings.topic(f"{SERVICE}.subject-keys"),
         vault=vault,

@@ -8,7 +8,9 @@ the booking's subject key; a booking whose customer was erased goes out erased.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Union
+
+from faststream.kafka import KafkaBroker
 
 from backbone.bus import Outgoing
 from backbone.commands import outcome_messages
@@ -17,7 +19,9 @@ from backbone.follower import Recorded
 from backbone.outbox import envelope
 from contracts import bookings as contract
 from contracts.envelope import Actor
-from contracts.topics import BOOKINGS_COMMAND_OUTCOMES, BOOKINGS_EVENTS
+from contracts.outcomes import CommandOutcome
+from contracts.personal import SubjectKey, subject_keys_topic
+from contracts.topics import BOOKINGS_COMMAND_OUTCOMES, BOOKINGS_EVENTS, dead_letters
 from services.bookings.application import Bookings
 from services.bookings.domainmodel import Booking
 from services.bookings.tenants import TenantStatuses
@@ -170,3 +174,39 @@ def _event(message: Any) -> Outgoing:
 
 def _actor(event: object) -> Actor:
     return Actor.parse(Cause.from_meta(getattr(event, "meta", None)).actor)
+
+
+def declare_publications(broker: KafkaBroker, topic_for: Any = lambda name: name) -> None:
+    """Describe what this service publishes, for its AsyncAPI document. The outbox relay sends
+    through the broker directly; these publishers only carry the documentation."""
+    events = tuple(m for m in contract.EVENTS if m is not CommandOutcome)
+    broker.publisher(
+        topic_for(BOOKINGS_EVENTS),
+        title=f"{BOOKINGS_EVENTS}:publish",
+        description="Every change of a booking, and of a tenant's custom statuses, once each, in "
+        "order per booking (key: booking id; tenant id for custom statuses). Personal data is "
+        "sealed per subject (keys on bookings.subject-keys). Headers: message-type, "
+        "schema-version, message-id, source, source-position (deduplicate on it), tenant-id.",
+        schema=Union[events],  # noqa: UP007 - a runtime tuple of models
+    )
+    broker.publisher(
+        topic_for(BOOKINGS_COMMAND_OUTCOMES),
+        title=f"{BOOKINGS_COMMAND_OUTCOMES}:publish",
+        description="One outcome per command received, correlated by command_id (key: the booking "
+        "id, or the command id). A repeated command_id gets the same outcome again.",
+        schema=CommandOutcome,
+    )
+    broker.publisher(
+        topic_for(subject_keys_topic(SERVICE)),
+        title=f"{subject_keys_topic(SERVICE)}:publish",
+        description="Compacted. The key of each booking's customer data (subject id = booking id), "
+        "published before any message sealed with it; key: null once the customer is erased.",
+        schema=SubjectKey,
+    )
+    broker.publisher(
+        topic_for(dead_letters(SERVICE)),
+        title=f"{dead_letters(SERVICE)}:publish",
+        description="What this service could not decode or apply: the original record (same key, "
+        "bytes and headers) plus dlq-reason, dlq-detail, dlq-original-topic, "
+        "dlq-original-partition, dlq-original-offset, dlq-consumer, dlq-at headers.",
+    )
