@@ -116,7 +116,12 @@ def _fill_inbox_payloads(document: dict[str, Any]) -> None:
                 "$ref": REFS.format(model=f"{name}:Payload")
             }
     schemas.pop("EmptyPayload", None)
-    document["components"]["schemas"] = dict(sorted(schemas.items()))
+    # faststream keeps publishers in no stable order: sort, so that the file only changes with
+    # the service.
+    for section in (document, document["components"]):
+        for key in ("channels", "operations", "messages", "schemas"):
+            if key in section:
+                section[key] = dict(sorted(section[key].items()))
 
 
 def main(argv: list[str]) -> int:
