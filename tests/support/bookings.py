@@ -6,6 +6,7 @@ signed with the accounts signing key the test `System` created.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -206,3 +207,58 @@ def session_token(
     signer = SessionSigner(load_or_create_signing_key(signing_key_file))
     token, _ = signer.issue(account_id, tenant, issued_at)
     return {"Authorization": f"Bearer {token}"}
+
+
+@dataclass
+class BookingsBus:
+    """Talks to a running bookings service over the real broker, as other services do."""
+
+    kafka: str
+    system: Any  # tests.support.system.System
+    accounts: AccountsFeed
+
+    def topic(self, name: str) -> str:
+        return self.system.topic(name)
+
+    def send(self, *bodies: dict) -> None:
+        from tests.support.system import publish
+
+        asyncio.run(publish(self.kafka, self.topic("bookings.commands"), [record(b) for b in bodies]))
+
+    def hear(self, *records: Record) -> None:
+        """Accounts events, its keys published first (as its relay does)."""
+        from tests.support.system import publish, publish_subject_keys
+
+        asyncio.run(publish_subject_keys(self.kafka, self.system, self.accounts.vault))
+        asyncio.run(publish(self.kafka, self.topic("accounts.events"), records))
+
+    def read(self, name: str) -> list[dict[str, Any]]:
+        from tests.support.system import decode, read_topic
+
+        return decode(asyncio.run(read_topic(self.kafka, self.topic(name))))
+
+    def outcomes(self) -> dict[str, list[dict[str, Any]]]:
+        answers: dict[str, list[dict[str, Any]]] = {}
+        for outcome in self.read("bookings.command-outcomes"):
+            answers.setdefault(outcome["command_id"], []).append(outcome)
+        return answers
+
+    def answered(self, *bodies: dict, times: int = 1, timeout: float = 60) -> list[dict[str, Any]]:
+        """Wait until each command has `times` outcomes; the last outcome of each."""
+        from tests.support.system import wait_for
+
+        def done() -> Any:
+            answers = self.outcomes()
+            if all(len(answers.get(b["command_id"], ())) >= times for b in bodies):
+                return [answers[b["command_id"]][-1] for b in bodies]
+            return None
+
+        return wait_for(done, timeout=timeout, what=f"{len(bodies)} command(s) answered {times}x")
+
+    def events(self, *types: str, booking_id: Any = None) -> list[dict[str, Any]]:
+        return [
+            e
+            for e in self.read("bookings.events")
+            if (not types or e["event_type"] in types)
+            and (booking_id is None or e.get("booking_id") == str(booking_id))
+        ]
