@@ -110,14 +110,16 @@ class AccountsFeed:
     position: int = 0
     settings_version: int = 0
 
-    def _event(self, event_type: str, version: int, key: str, **fields: Any) -> Record:
-        self.position += 1
+    def _event(
+        self, event_type: str, version: int, key: str, tenant: str | None = None, **fields: Any
+    ) -> Record:
+        self.position += 1  # one upstream log: positions only grow
         body = {
             "event_type": event_type,
             "schema_version": version,
             "event_id": str(uuid.uuid4()),
             "occurred_at": datetime.now(UTC).isoformat(),
-            "tenant_id": self.tenant,
+            "tenant_id": tenant or self.tenant,
             "correlation_id": str(uuid.uuid4()),
             **fields,
         }
@@ -127,7 +129,7 @@ class AccountsFeed:
     def _sealed(self, account_id: uuid.UUID, text: str) -> dict:
         return self.vault.seal(account_id, text).model_dump(mode="json")
 
-    def settings(self, **settings: Any) -> Record:
+    def settings(self, tenant: str | None = None, **settings: Any) -> Record:
         self.settings_version += 1
         fields = {
             "customer_logins_enabled": True,
@@ -144,19 +146,23 @@ class AccountsFeed:
         return self._event(
             "TenantSettingsChanged",
             1,
-            self.tenant,
+            tenant or self.tenant,
+            tenant=tenant,
             settings_version=self.settings_version,
             changed_by={"kind": "staff", "id": "s1"},
             **fields,
         )
 
-    def claimed_and_verified(self, account_id: uuid.UUID, email: str) -> list[Record]:
+    def claimed_and_verified(
+        self, account_id: uuid.UUID, email: str, tenant: str | None = None
+    ) -> list[Record]:
         key = str(account_id)
         return [
             self._event(
                 "AccountClaimed",
                 2,
                 key,
+                tenant,
                 account_id=key,
                 email=self._sealed(account_id, email),
                 name=self._sealed(account_id, "Customer"),
@@ -168,6 +174,7 @@ class AccountsFeed:
                 "EmailVerified",
                 2,
                 key,
+                tenant,
                 account_id=key,
                 email=self._sealed(account_id, email),
                 name=self._sealed(account_id, "Customer"),
@@ -175,28 +182,36 @@ class AccountsFeed:
             ),
         ]
 
-    def sessions_revoked(self, account_id: uuid.UUID, before: datetime, reason: str = "logout") -> Record:
+    def sessions_revoked(
+        self, account_id: uuid.UUID, before: datetime, reason: str = "logout", tenant: str | None = None
+    ) -> Record:
         key = str(account_id)
         return self._event(
-            "SessionsRevoked", 1, key, account_id=key, revoked_before=before.isoformat(), reason=reason
+            "SessionsRevoked",
+            1,
+            key,
+            tenant,
+            account_id=key,
+            revoked_before=before.isoformat(),
+            reason=reason,
         )
 
-    def archived(self, account_id: uuid.UUID) -> Record:
+    def archived(self, account_id: uuid.UUID, tenant: str | None = None) -> Record:
         key = str(account_id)
         return self._event(
-            "AccountArchived", 1, key, account_id=key, archived_by={"kind": "staff", "id": "s1"}
+            "AccountArchived", 1, key, tenant, account_id=key, archived_by={"kind": "staff", "id": "s1"}
         )
 
-    def activated(self, account_id: uuid.UUID) -> Record:
+    def activated(self, account_id: uuid.UUID, tenant: str | None = None) -> Record:
         key = str(account_id)
         return self._event(
-            "AccountActivated", 1, key, account_id=key, activated_by={"kind": "staff", "id": "s1"}
+            "AccountActivated", 1, key, tenant, account_id=key, activated_by={"kind": "staff", "id": "s1"}
         )
 
-    def redacted(self, account_id: uuid.UUID) -> Record:
+    def redacted(self, account_id: uuid.UUID, tenant: str | None = None) -> Record:
         key = str(account_id)
         return self._event(
-            "AccountRedacted", 1, key, account_id=key, redacted_by={"kind": "staff", "id": "s1"}
+            "AccountRedacted", 1, key, tenant, account_id=key, redacted_by={"kind": "staff", "id": "s1"}
         )
 
 
