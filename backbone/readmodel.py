@@ -142,6 +142,9 @@ def _engine(url: str) -> Engine:
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")  # derived state: rebuildable
+            # Read models hold derived personal data: a scrubbed value must not linger in
+            # free space of the file.
+            cursor.execute("PRAGMA secure_delete=ON")
             cursor.close()
 
         return engine
