@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from backbone.credentials import load_or_create_sealing_keys
 from tests.support.bookings import AccountsFeed, BookingsBus, place, session_token
 from tests.support.system import System, publish_subject_keys, wait_for
 
@@ -29,7 +30,8 @@ def rows(path, query):
 
 def test_a_redacted_customer_is_erased_and_the_books_remain(tmp_path, kafka_bootstrap_servers, mail_server):
     system = System(tmp_path, kafka_bootstrap_servers, mail_server.port).start("bookings", "notifier")
-    bus = BookingsBus(kafka_bootstrap_servers, system, AccountsFeed(TENANT))
+    _, notifier_key = load_or_create_sealing_keys(tmp_path / "notifier" / "sealing.key")
+    bus = BookingsBus(kafka_bootstrap_servers, system, AccountsFeed(TENANT, notifier_public_key=notifier_key))
     start = datetime.now(UTC) + timedelta(days=6)
     bus.hear(bus.accounts.settings(allow_cancel=True))
     guest = place(TENANT, "ada@example.com", starts_at=start)  # before the account existed

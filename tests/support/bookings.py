@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from backbone.bus import H_SOURCE, H_SOURCE_POSITION
-from backbone.credentials import SessionSigner, load_or_create_signing_key
+from backbone.credentials import SessionSigner, load_or_create_signing_key, seal
 from backbone.personal import Vault
 
 Record = tuple[bytes, bytes, dict[str, str]]
@@ -109,6 +109,14 @@ class AccountsFeed:
     vault: Vault = field(default_factory=lambda: Vault("sqlite+pysqlite:///:memory:", "accounts"))
     position: int = 0
     settings_version: int = 0
+    notifier_public_key: bytes | None = None  # to seal links the notifier (if running) can open
+
+    def _link(self) -> str:
+        if self.notifier_public_key is None:
+            return "A" * 40
+        return seal(
+            self.notifier_public_key, f"https://accounts.example/verify-email?token={uuid.uuid4().hex}"
+        )
 
     def _event(
         self, event_type: str, version: int, key: str, tenant: str | None = None, **fields: Any
@@ -167,7 +175,7 @@ class AccountsFeed:
                 email=self._sealed(account_id, email),
                 name=self._sealed(account_id, "Customer"),
                 claimed_by="customer",
-                link="A" * 40,
+                link=self._link(),
                 link_expires_at=datetime.now(UTC).isoformat(),
             ),
             self._event(
