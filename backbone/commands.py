@@ -118,7 +118,7 @@ def apply_command(command: Command, uow: UnitOfWork, handler: CommandHandler) ->
             aggregate_version=accepted.aggregate_version,
         )
     except DomainError as rejection:
-        outcome = Outcome.rejected(rejection.code, str(rejection))
+        outcome = Outcome.rejected(rejection.code, str(rejection), final=rejection.final)
     _record(
         uow,
         receipt,

@@ -18,15 +18,21 @@ __all__ = ["Aggregate", "DomainError", "event"]
 
 
 class DomainError(Exception):
-    """A business rule refused the request. `code` is machine-readable, the text is for humans."""
+    """A business rule refused the request. `code` is machine-readable, the text is for humans.
+
+    `final` is False when the refusal may go away by itself (e.g. a fact the rule needs has not
+    arrived yet): a command refused that way may be sent again with the same command_id."""
 
     code = "rejected"
     http_status = 409  # what the HTTP edge answers when this reaches it
+    final = True
 
-    def __init__(self, message: str, *, code: str | None = None):
+    def __init__(self, message: str, *, code: str | None = None, final: bool | None = None):
         super().__init__(message)
         if code:
             self.code = code
+        if final is not None:
+            self.final = final
 
 
 class Aggregate(es.Aggregate):

@@ -28,7 +28,7 @@ from eventsourcing.popo import POPOProcessRecorder
 from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteProcessRecorder
 
-from backbone.personal import Personal, PersonalAsSealed, Vault
+from backbone.personal import Personal, PersonalAsSealed, Vault, subjects_in
 from backbone.settings import StoreSettings
 from contracts.personal import Sealed
 
@@ -131,6 +131,12 @@ class ServiceApplication(Application[UUID]):
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
         transcoder.register(PersonalAsSealed(self.vault))
+
+    def save(self, *objs: Any, **kwargs: Any) -> Any:
+        # New subjects' keys in one vault transaction, rather than one each while sealing.
+        events = [e for obj in objs for e in getattr(obj, "pending_events", (obj,))]
+        self.vault.create_keys({s for e in events for s in subjects_in(vars(e))})
+        return super().save(*objs, **kwargs)
 
     def erase_subject(self, subject_id: UUID) -> None:
         """Destroy a subject's key here: its data in this store can no longer be read."""

@@ -1,13 +1,18 @@
 """The bookings service's contract: its events on `bookings.events`, the commands other services
 publish on `bookings.commands`, and the outcome of each command on `bookings.command-outcomes`.
+
+The guide for the teams that publish commands is docs/publishing-booking-commands.md; the
+channels are described in docs/asyncapi/bookings.yaml (generated: `python -m
+services.bookings.asyncapi --write`).
 """
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, PlainSerializer, StringConstraints, model_validator
 
 from contracts.accounts import Cutoff
 from contracts.envelope import (
@@ -69,6 +74,46 @@ class BookingLine(Value):
         return self
 
 
+FormKey = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$"),
+    Field(description="A question of the tenant's booking form, e.g. dietary_needs, pickup_hotel."),
+]
+
+FormAnswers = Annotated[
+    dict[FormKey, LongText],
+    Field(
+        max_length=50,
+        description="Answers to the tenant's booking form. They may be personal (a hotel, a diet): "
+        "the bookings service stores them sealed, like the contact details.",
+    ),
+]
+
+Phone = Annotated[str, StringConstraints(pattern=r"^\+?[0-9 ()-]{5,25}$")]
+
+PositiveMoney = Annotated[
+    Decimal,
+    Field(max_digits=14, decimal_places=2, gt=0, description="An amount above zero, as a decimal string."),
+    PlainSerializer(lambda value: f"{value:.2f}", return_type=str, when_used="json"),
+]
+
+Version = Annotated[
+    int, Field(ge=1, description="A booking's version, as the last outcome or event gave it.")
+]
+
+
+class CustomerChange(Value):
+    """New contact details of a booking; a field left out stays as it is."""
+
+    email: Email | None = Field(
+        default=None,
+        description="Only staff (or a service acting on its own) may change a booking's email: it "
+        "decides which customer account sees the booking.",
+    )
+    name: ShortText | None = None
+    phone: Phone | None = None
+
+
 # ---------------------------------------------------------------------------------- commands
 
 
@@ -93,6 +138,171 @@ class PlaceBooking(Command):
     @property
     def key(self) -> str:
         return str(self.booking_id)
+
+
+class _BookingCommand(Command):
+    booking_id: UUID
+    on_behalf_of: Actor | None = Field(
+        default=None,
+        description="The person the publishing service acts for: a staff member (staff:<id>) or "
+        "the logged-in customer (customer:<account id>). Recorded as who did it; a customer is held "
+        "to the customer rules of the booking.",
+    )
+
+    @property
+    def key(self) -> str:
+        return str(self.booking_id)
+
+
+class PlaceBookingV2(Command):
+    """Place a new booking (v2: adds the answers to the booking form). The sender chooses the
+    booking's id, so that follow-up commands can name it before the outcome arrives; placing
+    the same booking_id twice is rejected. `quantity` counts what a line books: people for a
+    per-person product or item, units otherwise."""
+
+    command_type: Literal["PlaceBooking"] = "PlaceBooking"
+    schema_version: Literal[2] = 2
+
+    booking_id: UUID
+    booking_code: BookingCode
+    customer: Customer
+    account_id: UUID | None = Field(
+        default=None,
+        description="The verified customer account the booking is made under, if any. Required "
+        "when the tenant requires a login to book.",
+    )
+    lines: Annotated[tuple[BookingLine, ...], Field(min_length=1, max_length=100)]
+    currency: Currency
+    status: StatusCode = Field(
+        default="PEND",
+        description="The starting status: PRE, PEND, HOLD, WAIT, an active custom status, or PART / "
+        "PAID when amount_paid says so.",
+    )
+    amount_paid: Money = Field(default=0, description="Already paid when the booking is placed.")
+    form: FormAnswers = Field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return str(self.booking_id)
+
+
+class RecordPayment(_BookingCommand):
+    """A payment was taken for a booking (by the payment service). The status follows from the
+    amounts: PART (deposit) while something is still due, PAID once the total is covered."""
+
+    command_type: Literal["RecordPayment"] = "RecordPayment"
+    schema_version: Literal[1] = 1
+
+    payment_id: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
+        description="The payment's id in the payment system: the same payment is never counted twice."
+    )
+    amount: PositiveMoney
+    currency: Currency = Field(description="Must be the booking's currency.")
+    method: Annotated[str, StringConstraints(min_length=1, max_length=32)] | None = Field(
+        default=None, description="How it was paid, e.g. card, cash, transfer."
+    )
+
+
+class ChangeBookingStatus(_BookingCommand):
+    """Move a booking to another status, along the allowed transitions (see the publisher guide).
+    PART and PAID follow from the amounts; cancelling and voiding have their own commands."""
+
+    command_type: Literal["ChangeBookingStatus"] = "ChangeBookingStatus"
+    schema_version: Literal[1] = 1
+
+    status: StatusCode
+    reason: LongText | None = None
+
+
+class ModifyBooking(_BookingCommand):
+    """Change a booking's contact details, booking-form answers, or lines (dates, quantities,
+    prices, lines added or removed). The total is recomputed; the balance due follows."""
+
+    command_type: Literal["ModifyBooking"] = "ModifyBooking"
+    schema_version: Literal[1] = 1
+
+    expected_version: Version | None = Field(
+        default=None,
+        description="Refuse (booking_changed) if the booking is no longer at this version.",
+    )
+    customer: CustomerChange | None = None
+    lines: Annotated[tuple[BookingLine, ...], Field(min_length=1, max_length=100)] | None = Field(
+        default=None, description="The complete new list of lines, if they change."
+    )
+    form: dict[FormKey, LongText | None] | None = Field(
+        default=None,
+        max_length=50,
+        description="Answers to set; a null answer removes the question's answer.",
+    )
+    reason: LongText | None = None
+    override_customer_rules: bool = Field(
+        default=False,
+        description="Staff only: modify even where the customer rules (cut-off, blocking status, "
+        "setting off) would not let the customer.",
+    )
+
+
+class CancelBooking(_BookingCommand):
+    """Cancel a booking (staff, or a service on the customer's behalf). No money moves: the
+    `BookingCancelled` event tells staff what to refund by hand."""
+
+    command_type: Literal["CancelBooking"] = "CancelBooking"
+    schema_version: Literal[1] = 1
+
+    reason: LongText | None = None
+    refund_due: Money | None = Field(
+        default=None,
+        description="What the business will refund; at most what was paid. Default: everything paid.",
+    )
+    override_customer_rules: bool = Field(
+        default=False,
+        description="Staff only: cancel even where the customer rules would not let the customer "
+        "(recorded on the cancellation). Without it, the customer rules are checked.",
+    )
+
+
+class VoidBooking(_BookingCommand):
+    """Void a booking that was made in error. Only a booking with nothing paid can be voided;
+    cancel one that has payments."""
+
+    command_type: Literal["VoidBooking"] = "VoidBooking"
+    schema_version: Literal[1] = 1
+
+    reason: LongText | None = None
+
+
+CustomStatusCode = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Z][A-Z0-9_]{1,15}$"),
+    Field(description="A tenant's own status id, e.g. POSTPONED; not one of the system statuses."),
+]
+
+
+class _StatusCommand(Command):
+    status: CustomStatusCode
+    on_behalf_of: Actor | None = None
+
+    @property
+    def key(self) -> str:
+        return self.tenant_id
+
+
+class DefineCustomStatus(_StatusCommand):
+    """Create a tenant's custom status, or change its label or inventory lock (or bring back a
+    retired one). A custom status that does not lock inventory releases it, e.g. POSTPONED."""
+
+    command_type: Literal["DefineCustomStatus"] = "DefineCustomStatus"
+    schema_version: Literal[1] = 1
+
+    label: ShortText
+    locks_inventory: bool
+
+
+class RetireCustomStatus(_StatusCommand):
+    """No booking may enter this custom status any more; bookings already in it keep it."""
+
+    command_type: Literal["RetireCustomStatus"] = "RetireCustomStatus"
+    schema_version: Literal[1] = 1
 
 
 # ------------------------------------------------------------------------------------ events
@@ -180,5 +390,96 @@ class BookingModified(_BookingEvent):
     balance_due: Money
 
 
-COMMANDS = (PlaceBooking,)
-EVENTS = (BookingPlaced, BookingCancelled, BookingModified, CommandOutcome)
+class BookingPaymentRecorded(_BookingEvent):
+    """A payment was recorded. When it moved the status (PART, PAID), a `BookingStatusChanged`
+    with cause "payment" follows."""
+
+    event_type: Literal["BookingPaymentRecorded"] = "BookingPaymentRecorded"
+    schema_version: Literal[1] = 1
+
+    payment_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    amount: PositiveMoney
+    method: Annotated[str, StringConstraints(min_length=1, max_length=32)] | None = None
+    currency: Currency
+    total: Money
+    amount_paid: Money
+    balance_due: Money
+    recorded_by: Actor
+
+
+class BookingStatusChanged(_BookingEvent):
+    """A booking's status changed, other than by a cancellation (`BookingCancelled`) or a void
+    (`BookingVoided`). `locks_inventory` says whether the new status holds the booked items."""
+
+    event_type: Literal["BookingStatusChanged"] = "BookingStatusChanged"
+    schema_version: Literal[1] = 1
+
+    status_before: StatusCode
+    status: StatusCode
+    locks_inventory: bool
+    cause: Literal["command", "payment", "modification"] = Field(
+        description="An explicit change, or one that followed from the amounts."
+    )
+    changed_by: Actor
+    reason: LongText | None = None
+
+
+class BookingVoided(_BookingEvent):
+    """A booking made in error was voided (nothing had been paid). Its inventory is released."""
+
+    event_type: Literal["BookingVoided"] = "BookingVoided"
+    schema_version: Literal[1] = 1
+
+    status_before: StatusCode
+    voided_by: Actor
+    reason: LongText | None = None
+
+
+class _TenantStatusEvent(IntegrationEvent):
+    status: CustomStatusCode
+
+    @property
+    def key(self) -> str:
+        return self.tenant_id
+
+
+class CustomStatusDefined(_TenantStatusEvent):
+    """A tenant's custom status was created, changed, or brought back."""
+
+    event_type: Literal["CustomStatusDefined"] = "CustomStatusDefined"
+    schema_version: Literal[1] = 1
+
+    label: ShortText
+    locks_inventory: bool
+    defined_by: Actor
+
+
+class CustomStatusRetired(_TenantStatusEvent):
+    event_type: Literal["CustomStatusRetired"] = "CustomStatusRetired"
+    schema_version: Literal[1] = 1
+
+    retired_by: Actor
+
+
+COMMANDS = (
+    PlaceBooking,
+    PlaceBookingV2,
+    RecordPayment,
+    ChangeBookingStatus,
+    ModifyBooking,
+    CancelBooking,
+    VoidBooking,
+    DefineCustomStatus,
+    RetireCustomStatus,
+)
+EVENTS = (
+    BookingPlaced,
+    BookingPaymentRecorded,
+    BookingStatusChanged,
+    BookingModified,
+    BookingCancelled,
+    BookingVoided,
+    CustomStatusDefined,
+    CustomStatusRetired,
+    CommandOutcome,
+)

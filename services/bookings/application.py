@@ -1,24 +1,86 @@
 """The bookings service's use cases for customers (commands from other services arrive
-through `handlers`)."""
+through `handlers`).
+
+Every customer request names the booking version the customer was shown (from the listing,
+a quote or a preview). Acting on another version is refused (`booking_changed`): whatever
+changed meanwhile (a payment, staff moving it) the customer must see before confirming. The
+same request sent twice (a double click, a retry after a timeout) gets the first answer again.
+"""
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError
 
+from backbone.context import Cause
+from backbone.credentials import Session
 from backbone.eventstore import ServiceApplication
 from backbone.http import NotFound
 from backbone.personal import Vault
-from services.bookings.domainmodel import Booking, CustomerAccount, TenantPolicy
+from services.bookings import lines as booking_lines
+from services.bookings.customers import CustomerAccount
+from services.bookings.domainmodel import Booking
+from services.bookings.errors import Refused
+from services.bookings.statuses import PRE
+from services.bookings.tenants import TenantPolicy, TenantStatuses
+from services.bookings.terms import Action, Rule, applicable_rule
 
 Clock = Callable[[], datetime]
+A = TypeVar("A")
 
 
-class NotVerified(Exception):
-    """The session's account is unknown here or its email is not verified (yet)."""
+class CustomerRefused(Exception):
+    """The session's customer may not use the customer endpoints now (HTTP status, code)."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+class ChangedMeanwhile(Exception):
+    """The booking kept changing while a request was applied: look at it again."""
+
+
+@dataclass(frozen=True)
+class CustomerChanges:
+    """What a customer asks to change (see `lines.revise` for the line changes)."""
+
+    contact: dict[str, str] = field(default_factory=dict)  # name, phone
+    form: dict[str, str | None] = field(default_factory=dict)
+    line_changes: tuple[booking_lines.LineChange, ...] = ()
+    extra_lines: tuple[booking_lines.ExtraLine, ...] = ()
+    remove_lines: tuple[int, ...] = ()
+
+    def fingerprint(self) -> str:
+        body = json.dumps(asdict(self), sort_keys=True, default=str).encode()
+        return hashlib.sha256(body).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Quote:
+    """What a customer is shown before confirming a cancellation."""
+
+    booking: Booking
+    rule: Rule
+    deadline: datetime
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A booking as it would be after a customer's changes (nothing saved)."""
+
+    booking: Booking
+    changes: list[str]
+    rule: Rule
 
 
 class Bookings(ServiceApplication):
@@ -34,33 +96,163 @@ class Bookings(ServiceApplication):
         super().__init__(env, vault)
         self.clock = clock
 
-    def customer(self, account_id: UUID, tenant_id: str) -> CustomerAccount:
-        account = self._get(CustomerAccount, CustomerAccount.create_id(account_id))
-        if account is None or account.tenant_id != tenant_id or account.verified_email is None:
-            raise NotVerified("This account is not verified yet.")
+    # ----------------------------------------------------------------- who is asking
+
+    def customer(self, session: Session) -> CustomerAccount:
+        """The customer behind a valid session token, if they may use the customer endpoints
+        now: known and verified here, not archived, the session not revoked, logins on."""
+        account = self._get(CustomerAccount, CustomerAccount.create_id(session.account_id))
+        if account is None or account.tenant_id != session.tenant_id or account.verified is None:
+            raise CustomerRefused(403, "not_verified", "Verify your email address to see your bookings.")
+        if account.redacted or account.session_revoked(session.issued_at):
+            raise CustomerRefused(401, "session_revoked", "This session has ended; please log in again.")
+        if account.archived:
+            raise CustomerRefused(403, "account_archived", "This account is archived; contact the business.")
+        if not self.policy(session.tenant_id).customer_logins_enabled:
+            raise CustomerRefused(403, "logins_disabled", "This business has customer accounts turned off.")
         return account
 
     def policy(self, tenant_id: str) -> TenantPolicy:
         return self._get(TenantPolicy, TenantPolicy.create_id(tenant_id)) or TenantPolicy.default(tenant_id)
 
-    def customer_booking(self, account_id: UUID, tenant_id: str, booking_id: UUID) -> Booking:
+    def custom_statuses(self, tenant_id: str) -> dict[str, Any]:
+        statuses = self._get(TenantStatuses, TenantStatuses.create_id(tenant_id))
+        return statuses.custom if statuses is not None else {}
+
+    def customer_booking(self, session: Session, booking_id: UUID) -> Booking:
         """A booking the customer may see; NotFound otherwise (never "forbidden": whether
         someone else's booking exists is not theirs to learn)."""
-        customer = self.customer(account_id, tenant_id)
+        account = self.customer(session)
         booking = self._get(Booking, booking_id)
-        if booking is None or not customer.owns(booking):
+        if booking is None or not account.owns(booking):
+            raise NotFound("No such booking.")
+        if booking.status == PRE and not self.policy(session.tenant_id).show_pre_bookings:
             raise NotFound("No such booking.")
         return booking
 
-    def cancel_by_customer(
-        self, account_id: UUID, tenant_id: str, booking_id: UUID, reason: str | None
-    ) -> Booking:
-        booking = self.customer_booking(account_id, tenant_id, booking_id)
-        booking.cancel_by_customer(self.policy(tenant_id), self.clock(), reason)
-        self.save(booking)  # a concurrent change makes this fail: the caller may retry
-        return booking
+    def rule(self, action: Action, booking: Booking) -> Rule:
+        return applicable_rule(action, booking.frozen_terms, self.policy(booking.tenant_id).terms())
 
-    def _get(self, cls: type, aggregate_id: UUID):
+    # ----------------------------------------------------------------- cancel: ask, confirm
+
+    def cancellation_quote(self, session: Session, booking_id: UUID) -> Quote:
+        booking = self.customer_booking(session, booking_id)
+        rule = self.rule("cancel", booking)
+        refusal = rule.refusal(booking.status, booking.starts_at, self.clock())
+        if refusal is not None:
+            raise refusal
+        return Quote(booking, rule, rule.deadline(booking.starts_at))
+
+    def cancel_by_customer(
+        self, session: Session, booking_id: UUID, booking_version: int, reason: str | None
+    ) -> Booking:
+        """Confirm a quote: the rules are checked again, now."""
+
+        def attempt() -> Booking:
+            booking = self.customer_booking(session, booking_id)
+            if self._already_done(booking, booking_version, session, Booking.Cancelled):
+                return booking
+            self._same_version(booking, booking_version)
+            booking.cancel(now=self.clock(), rule=self.rule("cancel", booking), reason=reason)
+            self.save(booking)
+            return booking
+
+        return self._retrying(attempt)
+
+    # ----------------------------------------------------------------- modify: preview, confirm
+
+    def modification_preview(self, session: Session, booking_id: UUID, changes: CustomerChanges) -> Preview:
+        booking = copy.deepcopy(self.customer_booking(session, booking_id))
+        rule = self.rule("modify", booking)
+        described = self._modify(booking, rule, changes)
+        return Preview(booking, described, rule)
+
+    def modify_by_customer(
+        self, session: Session, booking_id: UUID, booking_version: int, changes: CustomerChanges
+    ) -> Preview:
+        def attempt() -> Preview:
+            booking = self.customer_booking(session, booking_id)
+            done = self._already_done(
+                booking, booking_version, session, Booking.Modified, changes.fingerprint()
+            )
+            if done is not None:
+                return Preview(booking, list(done.changes), self.rule("modify", booking))
+            self._same_version(booking, booking_version)
+            rule = self.rule("modify", booking)
+            described = self._modify(booking, rule, changes)
+            self.save(booking)
+            return Preview(booking, described, rule)
+
+        return self._retrying(attempt)
+
+    def _modify(self, booking: Booking, rule: Rule, changes: CustomerChanges) -> list[str]:
+        now = self.clock()
+        refusal = rule.refusal(booking.status, booking.starts_at, now)
+        if refusal is not None:
+            raise refusal
+        lines = None
+        if changes.line_changes or changes.extra_lines or changes.remove_lines:
+            lines = booking_lines.revise(
+                booking.lines, changes.line_changes, changes.extra_lines, changes.remove_lines, now=now
+            )
+        described = booking.modify(
+            now=now,
+            rule=rule,
+            customer=changes.contact or None,
+            lines=lines,
+            form=changes.form or None,
+            request=changes.fingerprint(),
+        )
+        if not described:
+            raise Refused("nothing_to_change", "These changes would leave the booking as it is.")
+        return described
+
+    # ----------------------------------------------------------------- history
+
+    def booking_events(self, booking_id: UUID) -> list[Any]:
+        return list(self.events.get(booking_id))
+
+    # ----------------------------------------------------------------- helpers
+
+    def _already_done(
+        self,
+        booking: Booking,
+        version: int,
+        session: Session,
+        kind: type,
+        request: str | None = None,
+    ) -> Any:
+        """The event this customer's same request already recorded, if this is a repeat."""
+        if booking.version <= version:
+            return None
+        following = next(iter(self.events.get(booking.id, gt=version, limit=1)), None)
+        if not isinstance(following, kind):
+            return None
+        if Cause.from_meta(following.meta).actor != f"customer:{session.account_id}":
+            return None
+        if request is not None and getattr(following, "request", None) != request:
+            return None
+        return following
+
+    @staticmethod
+    def _same_version(booking: Booking, version: int) -> None:
+        if booking.version != version:
+            raise Refused(
+                "booking_changed",
+                "The booking changed since you looked at it (e.g. a payment or a change by the "
+                "business); please look at it again.",
+            )
+
+    @staticmethod
+    def _retrying(attempt: Callable[[], A]) -> A:
+        for _ in range(3):  # a concurrent save (e.g. a command): read again, check again
+            try:
+                return attempt()
+            except IntegrityError:
+                continue
+        raise ChangedMeanwhile("The booking kept changing; please look at it again.")
+
+    def _get(self, cls: type[A], aggregate_id: UUID) -> A | None:
         try:
             aggregate = self.repository.get(aggregate_id)
         except AggregateNotFoundError:

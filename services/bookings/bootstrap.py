@@ -23,8 +23,9 @@ from contracts.topics import (
 )
 from services.bookings import api, views
 from services.bookings.application import Bookings
+from services.bookings.erasure import Eraser
 from services.bookings.handlers import HANDLERS
-from services.bookings.integration import SERVICE, translator
+from services.bookings.integration import SERVICE, declare_publications, translator
 from services.bookings.settings import BookingsSettings
 
 
@@ -34,6 +35,7 @@ def bootstrap(settings: BookingsSettings | None = None) -> Service:
     vault = Vault(store.vault_url(SERVICE), SERVICE)
     bookings = Bookings(env=store_env(store, SERVICE), vault=vault)
     read_model = ReadModel(store.views_url(SERVICE), views.metadata)
+    projection = Projection(bookings, read_model, f"{SERVICE}.views", views.apply)
     broker = bus.make_broker(settings.kafka_bootstrap_servers, client_id=SERVICE)
     inbox = Inbox(
         service=SERVICE,
@@ -46,6 +48,7 @@ def bootstrap(settings: BookingsSettings | None = None) -> Service:
         dead_letter_topic=settings.topic(dead_letters(SERVICE)),
         batch_size=settings.consumer_batch_size,
     )
+    declare_publications(broker, settings.topic)
     keys = SubjectKeyReceiver(
         name=settings.topic(f"{SERVICE}.subject-keys"),
         vault=vault,
@@ -56,8 +59,9 @@ def bootstrap(settings: BookingsSettings | None = None) -> Service:
     http = create_api(
         title="booking-accounts: bookings",
         version="1.0.0",
-        description="Bookings: the customer's history and self-service cancellation. Other "
-        "services place and change bookings with commands on the `bookings.commands` topic.",
+        description="Bookings: the customer's history, and self-service cancelling and "
+        "modifying within the business's rules. Other services place and change bookings with "
+        "commands on the `bookings.commands` topic (docs/publishing-booking-commands.md).",
     )
     api.routes(http, bookings, read_model, SessionVerifier(load_verify_key(settings.session_public_key_file)))
     return attach(
@@ -88,7 +92,8 @@ def bootstrap(settings: BookingsSettings | None = None) -> Service:
                     settings.relay_batch_size,
                     topic_for=settings.topic,
                 ),
-                Projection(bookings, read_model, f"{SERVICE}.views", views.apply),
+                projection,
+                Eraser(bookings, read_model, projection.name),
             ],
             consumers=[inbox, keys],
         )

@@ -1,84 +1,38 @@
-"""Bookings, and what the bookings service knows of accounts and of each tenant's rules.
+"""Bookings, and what the bookings service knows of customer accounts and of each tenant.
 
 A `Booking` is placed by another service's command, with lines of classic *items* or new
-*products*. Customers may cancel their own bookings when the tenant's rules allow it; no money
-ever moves here: a cancellation states what was paid and what staff must refund by hand.
+*products*, and lives through payments, status changes, modifications and a cancellation or a
+void (`statuses.py` has the transition table, `terms.py` the customer rules). No money ever
+moves here: a cancellation states what was paid and what staff must refund by hand.
 
-`CustomerAccount` and `TenantPolicy` are this service's own copies of facts published by the
-accounts service (consumed from the bus and recorded here, exactly once).
+What the service knows of customer accounts (`customers.CustomerAccount`) and of each tenant
+(`tenants.TenantPolicy`, `tenants.TenantStatuses`) lives beside it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from collections.abc import Mapping
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
-from uuid import NAMESPACE_URL, UUID, uuid5
-from zoneinfo import ZoneInfo
+from uuid import UUID
 
-from backbone.domain import Aggregate, DomainError, event
+from backbone.domain import Aggregate, event
 from backbone.personal import Personal
+from services.bookings import lines as booking_lines
+from services.bookings import statuses
+from services.bookings.errors import Refused
+from services.bookings.statuses import (
+    CLOSED,
+    STOP,
+    VOID,
+    CustomStatus,
+    check_transition,
+    status_for_amounts,
+)
+from services.bookings.terms import Rule, Terms
 
-_ACCOUNT_IDS = uuid5(NAMESPACE_URL, "urn:booking-accounts:bookings:customer-accounts")
-_POLICY_IDS = uuid5(NAMESPACE_URL, "urn:booking-accounts:bookings:tenant-policies")
-
-CANCELLED = "STOP"
-VOID = "VOID"
-CLOSED_STATUSES = frozenset({CANCELLED, VOID})
-
-
-class BookingExists(DomainError):
-    code = "booking_exists"
-
-
-class CannotCancel(DomainError):
-    """Why a customer may not cancel: `code` is one of setting_off, status_blocks,
-    cutoff_passed, already_closed, already_started."""
-
-    http_status = 409
-
-
-@dataclass(frozen=True)
-class Cutoff:
-    amount: int
-    unit: str  # "days" | "hours"
-
-    def deadline(self, starts_at: datetime, timezone: str) -> datetime:
-        """The last instant a customer may act on a booking that starts at `starts_at`.
-
-        Hours count back from the start itself. Days count calendar days in the tenant's time
-        zone: with 2 days, a booking starting on the 25th may be changed until the end of the
-        23rd, local time (and never after it started)."""
-        if self.unit == "hours":
-            return starts_at - timedelta(hours=self.amount)
-        zone = ZoneInfo(timezone)
-        last_day = starts_at.astimezone(zone).date() - timedelta(days=self.amount)
-        end_of_day = datetime.combine(last_day + timedelta(days=1), time(0), zone)
-        return min(end_of_day, starts_at)
-
-
-def cancellation_refusal(
-    status: str, starts_at: datetime, policy: TenantPolicy, now: datetime
-) -> CannotCancel | None:
-    """None if a customer may cancel a booking in `status` starting at `starts_at` now, else
-    the reason they may not (the first that applies, in the order a customer would ask)."""
-    if status in CLOSED_STATUSES:
-        return CannotCancel("This booking is already cancelled.", code="already_closed")
-    if not policy.allow_cancel:
-        return CannotCancel("This business does not let customers cancel online.", code="setting_off")
-    if status in policy.blocking_statuses:
-        return CannotCancel(
-            "Bookings in this status cannot be cancelled online; please contact the business.",
-            code="status_blocks",
-        )
-    if now >= starts_at:
-        return CannotCancel("This booking has already started.", code="already_started")
-    if now > policy.cancel_cutoff.deadline(starts_at, policy.timezone):
-        return CannotCancel(
-            "It is too late to cancel this booking online; please contact the business.", code="cutoff_passed"
-        )
-    return None
+Customer = dict[str, Personal | None]  # email, name, phone: about the booking's own data subject
 
 
 class Booking(Aggregate):
@@ -92,7 +46,7 @@ class Booking(Aggregate):
         self,
         tenant_id: str,
         code: str,
-        customer: dict[str, Personal | None],
+        customer: Customer,
         account_id: UUID | None,
         lines: list[dict[str, Any]],
         currency: str,
@@ -100,6 +54,7 @@ class Booking(Aggregate):
         amount_paid: Decimal,
         total: Decimal,
         terms: dict[str, Any],
+        form: dict[str, Personal] | None = None,
     ) -> None:
         self.tenant_id = tenant_id
         self.code = code
@@ -111,7 +66,12 @@ class Booking(Aggregate):
         self.amount_paid = amount_paid
         self.total = total
         self.terms = terms  # the self-service rules in force when it was placed
+        self.form = form or {}
+        self.payments: dict[str, Decimal] = {}
         self.cancellation: dict[str, Any] | None = None
+        self.customer_erased = False
+
+    # ------------------------------------------------------------------ what it is
 
     @property
     def email(self) -> str | None:
@@ -123,113 +83,245 @@ class Booking(Aggregate):
     def starts_at(self) -> datetime:
         return min(line["starts_at"] for line in self.lines)
 
-    def customer_cancellation_refusal(self, policy: TenantPolicy, now: datetime) -> CannotCancel | None:
-        return cancellation_refusal(self.status, self.starts_at, policy, now)
+    @property
+    def ends_at(self) -> datetime:
+        return max(line["ends_at"] for line in self.lines)
 
-    def cancel_by_customer(self, policy: TenantPolicy, now: datetime, reason: str | None) -> None:
-        refusal = self.customer_cancellation_refusal(policy, now)
-        if refusal is not None:
+    @property
+    def balance_due(self) -> Decimal:
+        return max(Decimal(0), self.total - self.amount_paid)
+
+    @property
+    def frozen_terms(self) -> Terms:
+        return Terms.from_dict(self.terms)
+
+    # ------------------------------------------------------------------ payments and status
+
+    def record_payment(self, payment_id: str, amount: Decimal, currency: str, method: str | None) -> None:
+        if payment_id in self.payments:
+            if self.payments[payment_id] == amount:
+                return  # the payment system told us twice: counted once
+            raise Refused(
+                "payment_already_recorded", f"Payment {payment_id} was recorded with another amount."
+            )
+        self._refuse_if_closed()
+        if currency != self.currency:
+            raise Refused("currency_mismatch", f"The booking is in {self.currency}, not {currency}.")
+        self._payment_recorded(payment_id=payment_id, amount=amount, method=method)
+        self._follow_amounts("payment")
+
+    @event("PaymentRecorded")
+    def _payment_recorded(self, payment_id: str, amount: Decimal, method: str | None) -> None:
+        self.payments[payment_id] = amount
+        self.amount_paid += amount
+
+    def change_status(self, status: str, reason: str | None, custom: Mapping[str, CustomStatus]) -> None:
+        if status == self.status:
+            return
+        if status == STOP:
+            raise Refused("use_cancel", "Use CancelBooking to cancel: it records the refund due.")
+        if status == VOID:
+            raise Refused("use_void", "Use VoidBooking to void a booking.")
+        check_transition(self.status, status, self.amount_paid, self.total, custom)
+        self._status_changed(
+            status_before=self.status,
+            status=status,
+            reason=reason,
+            cause="command",
+            locks_inventory=statuses.locks_inventory(status, custom),
+        )
+
+    @event("StatusChanged")
+    def _status_changed(
+        self, status_before: str, status: str, reason: str | None, cause: str, locks_inventory: bool
+    ) -> None:
+        self.status = status
+
+    def _follow_amounts(self, cause: str) -> None:
+        status = status_for_amounts(self.status, self.amount_paid, self.total)
+        if status != self.status:  # always PART or PAID: system statuses that lock inventory
+            self._status_changed(
+                status_before=self.status, status=status, reason=None, cause=cause, locks_inventory=True
+            )
+
+    # ------------------------------------------------------------------ modify
+
+    def modify(
+        self,
+        *,
+        now: datetime,
+        rule: Rule,
+        customer: Mapping[str, str] | None = None,
+        lines: list[dict[str, Any]] | None = None,
+        form: Mapping[str, str | None] | None = None,
+        reason: str | None = None,
+        override: bool = False,
+        request: str | None = None,
+    ) -> list[str]:
+        """Apply the changes that differ from what the booking has; returns them in words
+        (nothing is recorded when nothing differs). Without `override`, the customer rule must
+        allow it. `request` identifies a customer's request, to answer a repeat of it."""
+        refusal = rule.refusal(self.status, self.starts_at, now)
+        if refusal is not None and not override:
             raise refusal
+        self._refuse_if_closed()
+        subject = self.id
+        changes: list[str] = []
+        new_customer = None
+        if customer:
+            if self.customer_erased:
+                raise Refused("customer_erased", "The customer details of this booking were erased.")
+            current = {k: (v.value if v is not None else None) for k, v in self.customer.items()}
+            changed = {k: v for k, v in customer.items() if v is not None and current.get(k) != v}
+            if changed:
+                new_customer = {**self.customer, **{k: Personal(subject, v) for k, v in changed.items()}}
+                changes += [f"{field.capitalize()} changed." for field in sorted(changed)]
+        new_form = None
+        if form:
+            if self.customer_erased:
+                raise Refused("customer_erased", "The customer details of this booking were erased.")
+            current_form = {k: v.value for k, v in self.form.items()}
+            wanted = {**current_form, **form}
+            wanted = {k: v for k, v in wanted.items() if v is not None}
+            if wanted != current_form:
+                new_form = {
+                    k: self.form[k] if current_form.get(k) == v else Personal(subject, v)
+                    for k, v in wanted.items()
+                }
+                changes.append("Booking form answers changed.")
+        new_total = None
+        if lines is not None and lines != self.lines:
+            new_total = booking_lines.total(lines)
+            changes += booking_lines.describe(self.lines, lines, self.frozen_terms.timezone)
+            if new_total != self.total:
+                changes.append(f"Total {self.total:.2f} to {new_total:.2f} {self.currency}.")
+        if not changes:
+            return []
+        self._modified(
+            customer=new_customer,
+            lines=lines if new_total is not None else None,
+            form=new_form,
+            total=new_total,
+            changes=changes,
+            reason=reason,
+            rules_overridden=refusal is not None,
+            rule=rule.describe(),
+            based_on_version=self.version,
+            request=request,
+        )
+        self._follow_amounts("modification")
+        return changes
+
+    @event("Modified")
+    def _modified(
+        self,
+        customer: Customer | None,
+        lines: list[dict[str, Any]] | None,
+        form: dict[str, Personal] | None,
+        total: Decimal | None,
+        changes: list[str],
+        reason: str | None,
+        rules_overridden: bool,
+        rule: dict[str, Any],
+        based_on_version: int,
+        request: str | None,
+    ) -> None:
+        if customer is not None:
+            self.customer = customer
+        if lines is not None:
+            self.lines = lines
+        if form is not None:
+            self.form = form
+        if total is not None:
+            self.total = total
+
+    # ------------------------------------------------------------------ cancel, void
+
+    def cancel(
+        self,
+        *,
+        now: datetime,
+        rule: Rule,
+        reason: str | None,
+        override: bool = False,
+        refund_due: Decimal | None = None,
+    ) -> None:
+        """Cancel; without `override`, only when the customer rule allows it. The refund due
+        is what was paid unless staff say less; nothing is refunded here."""
+        refusal = rule.refusal(self.status, self.starts_at, now)
+        if refusal is not None and not override:
+            raise refusal
+        self._refuse_if_closed()
+        refund = self.amount_paid if refund_due is None else refund_due
+        if refund > self.amount_paid:
+            raise Refused("refund_exceeds_paid", f"Only {self.amount_paid:.2f} {self.currency} was paid.")
         self.record_cancellation(
-            status_before=self.status, refund_due=self.amount_paid, reason=reason, cancelled_at=now
+            status_before=self.status,
+            refund_due=refund,
+            reason=reason,
+            cancelled_at=now,
+            rules_overridden=refusal is not None,
+            rule=rule.describe(),
+            based_on_version=self.version,
         )
 
     @event("Cancelled")
     def record_cancellation(
-        self, status_before: str, refund_due: Decimal, reason: str | None, cancelled_at: datetime
+        self,
+        status_before: str,
+        refund_due: Decimal,
+        reason: str | None,
+        cancelled_at: datetime,
+        rules_overridden: bool = False,
+        rule: dict[str, Any] | None = None,
+        based_on_version: int | None = None,
     ) -> None:
-        self.status = CANCELLED
+        self.status = STOP
         self.cancellation = {
             "status_before": status_before,
             "refund_due": refund_due,
             "reason": reason,
             "cancelled_at": cancelled_at,
+            "rules_overridden": rules_overridden,
+            "based_on_version": based_on_version,
         }
 
+    def void(self, reason: str | None) -> None:
+        if self.status == VOID:
+            return
+        if self.amount_paid > 0:
+            raise Refused("void_with_payments", "A booking with payments cannot be voided; cancel it.")
+        check_transition(self.status, VOID, self.amount_paid, self.total, {})
+        self._voided(status_before=self.status, reason=reason)
 
-class CustomerAccount(Aggregate):
-    """What bookings knows of a customer account (from the accounts service's events)."""
+    @event("Voided")
+    def _voided(self, status_before: str, reason: str | None) -> None:
+        self.status = VOID
 
-    @staticmethod
-    def create_id(account_id: UUID) -> UUID:
-        return uuid5(_ACCOUNT_IDS, str(account_id))
+    # ------------------------------------------------------------------ erasure
 
-    @event("Learned")
-    def __init__(self, account_id: UUID, tenant_id: str, email: Personal) -> None:
-        self.account_id = account_id
-        self.tenant_id = tenant_id
-        self.email = email
-        self.verified: Personal | None = None
+    def erase_customer(self) -> None:
+        """Record that the customer details are erased (their subject key is deleted after)."""
+        if not self.customer_erased:
+            self._customer_erased()
 
-    @event("EmailVerified")
-    def email_verified(self, email: Personal) -> None:
-        self.verified = email
+    @event("CustomerErased")
+    def _customer_erased(self) -> None:
+        self.customer_erased = True
+        self.customer = {k: Personal(v.subject_id, None) if v else None for k, v in self.customer.items()}
+        self.form = {k: Personal(v.subject_id, None) for k, v in self.form.items()}
 
-    @property
-    def verified_email(self) -> str | None:
-        return self.verified.value if self.verified is not None else None
+    def _refuse_if_closed(self) -> None:
+        if self.status in CLOSED:
+            raise self._closed()
 
-    def owns(self, booking: Booking) -> bool:
-        """A verified customer sees the bookings made under their account, and those made
-        with their verified email address (also before the account existed)."""
-        if booking.tenant_id != self.tenant_id or self.verified_email is None:
-            return False
-        return booking.account_id == self.account_id or booking.email == self.verified_email
+    def _closed(self) -> Refused:
+        word = "cancelled" if self.status == STOP else "void"
+        return Refused("booking_closed", f"The booking is {word}: nothing more can change.")
 
 
-class TenantPolicy(Aggregate):
-    """The tenant's customer-account rules, as last published by the accounts service."""
+# Aggregates that lived in this module: their stored events name it (eventsourcing topics).
+from services.bookings.customers import CustomerAccount  # noqa: E402
+from services.bookings.tenants import TenantPolicy, TenantStatuses  # noqa: E402
 
-    @staticmethod
-    def create_id(tenant_id: str) -> UUID:
-        return uuid5(_POLICY_IDS, tenant_id)
-
-    @event("Adopted")
-    def __init__(self, tenant_id: str, settings_version: int, settings: dict[str, Any]) -> None:
-        self.tenant_id = tenant_id
-        self.settings_version = settings_version
-        self.settings = settings
-
-    def adopt(self, settings_version: int, settings: dict[str, Any]) -> None:
-        if settings_version > self.settings_version:  # ignore stale or repeated versions
-            self.record_adoption(settings_version=settings_version, settings=settings)
-
-    @event("Updated")
-    def record_adoption(self, settings_version: int, settings: dict[str, Any]) -> None:
-        self.settings_version = settings_version
-        self.settings = settings
-
-    @classmethod
-    def default(cls, tenant_id: str) -> TenantPolicy:
-        """Rules of a tenant nothing was heard of: everything off (the product's default)."""
-        return cls(tenant_id=tenant_id, settings_version=0, settings={})
-
-    @property
-    def allow_cancel(self) -> bool:
-        return bool(self.settings.get("allow_cancel", False))
-
-    @property
-    def blocking_statuses(self) -> frozenset[str]:
-        return frozenset(self.settings.get("blocking_statuses", ()))
-
-    @property
-    def timezone(self) -> str:
-        return str(self.settings.get("timezone", "UTC"))
-
-    @property
-    def cancel_cutoff(self) -> Cutoff:
-        raw = self.settings.get("cancel_cutoff") or {"amount": 0, "unit": "days"}
-        return Cutoff(int(raw["amount"]), str(raw["unit"]))
-
-    def terms(self) -> dict[str, Any]:
-        """The self-service rules as they stand, to be frozen on a new booking."""
-        zero = {"amount": 0, "unit": "days"}
-        return {
-            "settings_version": self.settings_version,
-            "allow_cancel": self.allow_cancel,
-            "cancel_cutoff": self.settings.get("cancel_cutoff") or zero,
-            "allow_modify": bool(self.settings.get("allow_modify", False)),
-            "modify_cutoff": self.settings.get("modify_cutoff") or zero,
-            "blocking_statuses": sorted(self.blocking_statuses),
-            "timezone": self.timezone,
-        }
+__all__ = ["Booking", "CustomerAccount", "TenantPolicy", "TenantStatuses"]

@@ -114,9 +114,13 @@ def test_claim_verify_book_see_cancel_and_be_told(system, mail_server, kafka_boo
     )
     assert [(o["command_id"], o["outcome"]) for o in outcomes] == [(command["command_id"], "accepted")]
 
-    # The customer cancels; no refund happens, the answer says what staff will refund.
+    # The customer asks to cancel and is told what it means; then confirms. No refund happens,
+    # the answer says what staff will refund.
+    quote = bookings.get(f"/v1/me/bookings/{command['booking_id']}/cancellation-quote", headers=customer)
+    assert quote.status_code == 200 and "not automatic" in quote.json()["refund_note"], quote.text
+    confirm = quote.json()["confirm"]
     cancelled = bookings.post(
-        f"/v1/me/bookings/{command['booking_id']}/cancellation", headers=customer, json={"reason": "weather"}
+        confirm["href"], headers=customer, json={**confirm["body"], "reason": "weather"}
     )
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["status"] == "STOP" and cancelled.json()["refund_due"] == "30.00"

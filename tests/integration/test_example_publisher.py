@@ -1,5 +1,5 @@
-"""The example publisher that the README points other teams to works, and a command sent three
-times is applied once and answered three times the same."""
+"""The example publisher that the publisher guide points other teams to works for every command,
+and a command sent three times is applied once and answered three times the same."""
 
 from __future__ import annotations
 
@@ -15,29 +15,35 @@ pytestmark = pytest.mark.integration
 
 def test_example_publisher_gets_three_identical_outcomes(tmp_path, kafka_bootstrap_servers, mail_server):
     system = System(tmp_path, kafka_bootstrap_servers, mail_server.port).start("bookings")
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "examples.publish_booking",
-            "--kafka",
-            kafka_bootstrap_servers,
-            "--namespace",
-            system.namespace,
-            "--tenant",
-            "demo",
-            "--email",
-            "ada@example.com",
-            "--repeat",
-            "3",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    common = ["--kafka", kafka_bootstrap_servers, "--namespace", system.namespace, "--tenant", "demo"]
+
+    def example(*args: str, exit_code: int = 0) -> list[str]:
+        run = subprocess.run(
+            [sys.executable, "-m", "examples.publish_booking", *args, *common],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert run.returncode == exit_code, run.stdout + run.stderr  # 1: the command was rejected
+        return run.stdout.splitlines()
+
+    def outcomes(lines: list[str]) -> list[str]:
+        return [line.split(": ", 1)[1] for line in lines if line.startswith("outcome")]
+
+    # Its first form (no sub-command) still places a booking.
+    placed = example("--email", "ada@example.com", "--repeat", "3")
+    assert outcomes(placed) == ["accepted version=1 reason=None"] * 3
+    booking_id = placed[0].rsplit("(key ", 1)[1].rstrip(")")
+    paid = example("pay", "--booking", booking_id, "--amount", "20.00", "--repeat", "3")
+    assert outcomes(paid) == ["accepted version=3 reason=None"] * 3  # the payment, then PART
+    status = example("status", "--booking", booking_id, "--status", "PAID", "--repeat", "3", exit_code=1)
+    assert [o.split(" (")[0] for o in outcomes(status)] == [
+        "rejected version=None reason=status_follows_payments"
+    ] * 3
+
+    lifecycle = example("lifecycle", "--email", "eve@example.com", "--staff", "anna")
+    assert [o.split(" ")[0] for o in outcomes(lifecycle)] == ["accepted"] * 5
     system.stop()
-    assert run.returncode == 0, run.stderr
-    outcomes = [line.split(": ", 1)[1] for line in run.stdout.splitlines() if line.startswith("outcome")]
-    assert outcomes == ["accepted version=1 reason=None"] * 3
+    assert system.bookings.errors() == []

@@ -60,7 +60,7 @@ def test_bookings_rebuilt_from_its_event_log_answer_the_same(
     cancelled = httpx.post(
         f"{system.bookings.url}/v1/me/bookings/{commands[0]['booking_id']}/cancellation",
         headers=customer,
-        json={},
+        json={"booking_version": 1},
     )
     assert cancelled.status_code == 200
     wait_for(lambda: any(b["status"] == "STOP" for b in listing()), what="the cancellation listed")
@@ -74,7 +74,13 @@ def test_bookings_rebuilt_from_its_event_log_answer_the_same(
     else:
         engine = sa.create_engine(postgres.sqlalchemy_url(system.bookings.env["POSTGRES_DBNAME"]))
         with engine.begin() as conn:
-            for table in ("bookings", "customer_accounts", "tenant_policies", "projection_positions"):
+            for table in (
+                "bookings",
+                "customer_accounts",
+                "tenant_policies",
+                "custom_statuses",
+                "projection_positions",
+            ):
                 conn.execute(sa.text(f"DROP TABLE {table}"))
         engine.dispose()
     system.bookings.start().wait_ready()

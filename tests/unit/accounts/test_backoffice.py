@@ -148,7 +148,8 @@ def test_staff_keys_work_for_their_tenant_until_removed(world):
     member = world.app.staff_member_for_key(key)
     assert member.id == staff_id and member.tenant_id == TENANT
     prefix, secret = key.split(".")
-    for forged in (f"{prefix}.{secret[:-1]}A", prefix, f"staff_{uuid.uuid4().hex}.{secret}", "", "staff_."):
+    altered = secret[:-1] + ("B" if secret.endswith("A") else "A")  # one character off
+    for forged in (f"{prefix}.{altered}", prefix, f"staff_{uuid.uuid4().hex}.{secret}", "", "staff_."):
         assert world.app.staff_member_for_key(forged) is None
     with pytest.raises(NotFound):
         world.app.remove_staff_member("other", staff_id)
