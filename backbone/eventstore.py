@@ -135,7 +135,12 @@ class ServiceApplication(Application[UUID]):
     def erase_subject(self, subject_id: UUID) -> None:
         """Destroy a subject's key here: its data in this store can no longer be read."""
         self.vault.erase(subject_id)
-        if self.repository.cache is not None:  # cached aggregates hold plain values
+        self.forget_erased([subject_id])
+
+    def forget_erased(self, subject_ids: Iterable[UUID]) -> None:
+        """Subjects erased here or by their owner (keys topic): cached aggregates may still
+        hold their plain values, so the cache starts afresh."""
+        if list(subject_ids) and self.repository.cache is not None:
             self.repository.cache = type(self.repository.cache)(**_cache_args(self.repository.cache))
 
     def sealed(self, value: Personal | None) -> Sealed | None:

@@ -43,7 +43,8 @@ class ReadModel:
     def __init__(self, url: str, metadata: sa.MetaData):
         self.url = url
         self.metadata = metadata
-        self.positions = metadata.tables.get("projection_positions") or positions_table(metadata)
+        existing = metadata.tables.get("projection_positions")  # a second ReadModel, same tables
+        self.positions = existing if existing is not None else positions_table(metadata)
         self.engine = _engine(url)
 
     def create(self) -> None:
