@@ -285,7 +285,7 @@ def local_secrets() -> tuple[dict[str, dict[str, str]], list[str]]:
             "SESSION_SIGNING_KEY_FILE": str(signing_key),
         },
         "bookings": {"SESSION_PUBLIC_KEY_FILE": str(public_path(signing_key))},
-        "notifier": {"SEALING_KEY_FILE": str(sealing_key)},
+        "notifier": {"SEALING_KEY_FILE": str(sealing_key), "STAFF_API_TOKEN": staff_token},
     }
     return extra, [f"staff API token: {staff_token}  (Authorization: Bearer ...; {STAFF_TOKEN_ENV})"]
 

@@ -125,10 +125,10 @@ class Renderer:
         message["Subject"] = subject
         message["Message-ID"] = message_id
         message["Date"] = format_datetime(date.astimezone(UTC))
-        message["Content-Language"] = language
         message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies to this
         message.set_content(text, cte="quoted-printable")  # 7-bit safe for any server
         message.add_alternative(html, subtype="html", cte="quoted-printable")
+        message["Content-Language"] = language  # after the parts: Content-* would move into them
         utf8 = not recipient.isascii()
         raw = message.as_bytes(policy=policy.SMTPUTF8 if utf8 else policy.SMTP)
         return Rendered(subject, message, raw, utf8)

@@ -131,6 +131,7 @@ class System:
                 "SMTP_HOST": "127.0.0.1",
                 "SMTP_PORT": str(self.smtp_port),
                 "SEALING_KEY_FILE": str(sealing_key),
+                "STAFF_API_TOKEN": STAFF_TOKEN,
             },
         }
         self.services: dict[str, ServiceProcess] = {}
