@@ -107,11 +107,14 @@ class Notifier(ServiceApplication):
                 continue
         return []
 
-    def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
+    def record_outcomes(
+        self, outcomes: Sequence[Outcome], attempted: dict[UUID, Email] | None = None
+    ) -> None:
         """Record the results of attempts, in one transaction (each on its own if another
-        sender changed one of the emails meanwhile)."""
+        sender changed one of the emails meanwhile). `attempted`: the emails as returned by
+        `start_attempts`, which spares loading them again."""
         try:
-            self._apply_outcomes(outcomes)
+            self._apply_outcomes(outcomes, attempted or {})
         except IntegrityError:
             for outcome in outcomes:
                 try:
@@ -119,11 +122,13 @@ class Notifier(ServiceApplication):
                 except IntegrityError:
                     log.warning("result not recorded: email changed", email_id=str(outcome.email_id))
 
-    def _apply_outcomes(self, outcomes: Sequence[Outcome]) -> None:
+    def _apply_outcomes(
+        self, outcomes: Sequence[Outcome], attempted: dict[UUID, Email] | None = None
+    ) -> None:
         now = self.clock()
         changed = []
         for outcome in outcomes:
-            email = self.email(outcome.email_id)
+            email = (attempted or {}).pop(outcome.email_id, None) or self.email(outcome.email_id)
             if email is not None:
                 outcome.apply(email, now, self.policy)
                 changed.append(email)

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from email import policy
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.utils import format_datetime, parseaddr
+from email.charset import QP, Charset
+from email.header import Header
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.utils import format_datetime, formataddr, parseaddr
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -64,10 +66,12 @@ class Branding:
 @dataclass(frozen=True)
 class Rendered:
     subject: str
-    message: EmailMessage
     raw: bytes  # as it goes on the wire: 7-bit safe, except for a non-ASCII address...
     smtputf8: bool  # ...which needs the server's SMTPUTF8 extension
 
+
+_UTF8_QP = Charset("utf-8")
+_UTF8_QP.body_encoding = QP
 
 _MONTHS = {
     "en": "January February March April May June July August September October November December",
@@ -116,22 +120,23 @@ class Renderer:
         text = text_template.render(context)
         html = self._env.get_template(f"{language}/{kind}.html.j2").render(context)
 
-        message = EmailMessage()
-        sender_name = _one_line(branding.business_name)
-        message["From"] = Address(display_name=sender_name, addr_spec=self.sender_address)
-        message["To"] = recipient
+        # The classic (compat32) MIME classes: several times faster than EmailMessage, which
+        # matters at hundreds of emails a second. Every header value is one line (no injection).
+        message = MIMEMultipart("alternative")
+        message["From"] = formataddr((_one_line(branding.business_name), self.sender_address), "utf-8")
+        message["To"] = _one_line(recipient)
         if branding.reply_to:
-            message["Reply-To"] = branding.reply_to
-        message["Subject"] = subject
-        message["Message-ID"] = message_id
+            message["Reply-To"] = _one_line(branding.reply_to)
+        message["Subject"] = subject if subject.isascii() else Header(subject, "utf-8").encode()
+        message["Message-ID"] = _one_line(message_id)
         message["Date"] = format_datetime(date.astimezone(UTC))
+        message["Content-Language"] = language
         message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies to this
-        message.set_content(text, cte="quoted-printable")  # 7-bit safe for any server
-        message.add_alternative(html, subtype="html", cte="quoted-printable")
-        message["Content-Language"] = language  # after the parts: Content-* would move into them
+        message.attach(MIMEText(text, "plain", _UTF8_QP))  # quoted-printable: 7-bit safe anywhere
+        message.attach(MIMEText(html, "html", _UTF8_QP))
         utf8 = not recipient.isascii()
-        raw = message.as_bytes(policy=policy.SMTPUTF8 if utf8 else policy.SMTP)
-        return Rendered(subject, message, raw, utf8)
+        raw = message.as_bytes(policy=policy.SMTPUTF8) if utf8 else message.as_bytes()
+        return Rendered(subject, raw, utf8)
 
 
 def _one_line(text: str) -> str:

@@ -138,7 +138,8 @@ class Sender:
                 work.put_nowait(item)
             else:
                 results.put_nowait(item)
-        recorder = asyncio.create_task(self._record(results))
+        attempted = {email.id: email for email in emails}  # recorded results reuse these
+        recorder = asyncio.create_task(self._record(results, attempted))
         workers = [
             asyncio.create_task(self._work(work, results, batch))
             for _ in range(min(self.connections, work.qsize()))
@@ -206,7 +207,7 @@ class Sender:
         finally:
             await self.mailer.close(smtp)
 
-    async def _record(self, results: asyncio.Queue[Outcome | None]) -> None:
+    async def _record(self, results: asyncio.Queue[Outcome | None], attempted: dict[UUID, Email]) -> None:
         finished = False
         while not finished:
             group = [await results.get()]
@@ -215,12 +216,12 @@ class Sender:
             finished = group[-1] is None
             outcomes = [o for o in group if o is not None]
             if outcomes:
-                await self._commit(outcomes)
+                await self._commit(outcomes, attempted)
 
-    async def _commit(self, outcomes: list[Outcome]) -> None:
+    async def _commit(self, outcomes: list[Outcome], attempted: dict[UUID, Email]) -> None:
         for attempt in range(1, 1_000_000):
             try:
-                await run_sync(self.notifier.record_outcomes, outcomes)
+                await run_sync(self.notifier.record_outcomes, outcomes, attempted)
                 break
             except Exception:  # the store is down: keep the answers, try again
                 pause = min(30.0, 0.2 * 2**attempt)
