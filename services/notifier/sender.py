@@ -4,7 +4,8 @@ One batch at a time:
 
 1. the due emails (read model) get an attempt each, recorded in ONE transaction before any of
    them is sent (`Notifier.start_attempts`);
-2. they are sent over a few SMTP connections in parallel (`SMTP_CONNECTIONS`), each rendered
+2. they are sent over a few SMTP connections in parallel (`SMTP_CONNECTIONS`; kept open from
+   one batch to the next while there is work), each rendered
    in a worker thread just before its transaction (rendering overlaps the others' network
    waits);
 3. each server answer is recorded as soon as it comes: a recorder task commits whatever
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+import aiosmtplib
 from prometheus_client import Counter, Gauge, Histogram
 
 from backbone import metrics
@@ -107,17 +109,22 @@ class Sender:
         self._key = sealing_private_key
         self._wakeup = Wakeup(notifier)
         self._templates: dict[UUID, str] = {}  # of the batch in flight, for the metrics
+        self._idle: list[aiosmtplib.SMTP] = []  # open connections kept between batches
 
     async def run(self) -> None:
         self._wakeup.bind()
         while True:
+            _raise_if_cancelled()
             try:
                 await self._read_model_caught_up()
                 due = await run_sync(self._due)
                 if due and await self.send(due):
                     continue
+                await self._close_idle()  # nothing to send: no connection kept open
                 await run_sync(self._count)
             except asyncio.CancelledError:
+                for smtp in self._idle:
+                    smtp.close()
                 raise
             except Exception:
                 log.exception("sender cycle failed; retrying shortly")
@@ -164,9 +171,11 @@ class Sender:
     # ------------------------------------------------------------------- the SMTP side
 
     async def _work(self, work: asyncio.Queue[_Ready], results: asyncio.Queue[Any], batch: _Batch) -> None:
-        smtp = None
+        smtp = await self._reuse()
+        keep = False
         try:
             while not work.empty():
+                _raise_if_cancelled()
                 item = work.get_nowait()
                 email = item.email
                 if batch.unreachable is not None:
@@ -204,8 +213,24 @@ class Sender:
                         permanent=answer.permanent,
                     )
                     results.put_nowait(NotDelivered(email.id, email.attempts, answer.reply, answer.permanent))
+            keep = True
         finally:
-            await self.mailer.close(smtp)
+            if keep and smtp is not None and smtp.is_connected:
+                self._idle.append(smtp)
+            else:
+                await self.mailer.close(smtp)
+
+    async def _reuse(self) -> aiosmtplib.SMTP | None:
+        """A connection left open by the last batch, if the server still answers on it."""
+        while self._idle:
+            smtp = self._idle.pop()
+            if await self.mailer.still_open(smtp):
+                return smtp
+        return None
+
+    async def _close_idle(self) -> None:
+        while self._idle:
+            await self.mailer.close(self._idle.pop())
 
     async def _record(self, results: asyncio.Queue[Outcome | None], attempted: dict[UUID, Email]) -> None:
         finished = False
@@ -296,6 +321,15 @@ class Sender:
         if "sealed_link" in opened:
             opened["link"] = unseal(self._key, opened.pop("sealed_link"))
         return opened
+
+
+def _raise_if_cancelled() -> None:
+    """On Python 3.11, `asyncio.wait_for` (which aiosmtplib uses for every command) swallows a
+    cancellation that arrives just as the awaited reply does; the task would then go on
+    forever and never let the service stop. Its cancellation request is still recorded."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _label(outcome: Outcome) -> str:

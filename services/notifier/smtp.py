@@ -90,6 +90,19 @@ class Mailer:
         return Answer(True, without_addresses(reply))
 
     @staticmethod
+    async def still_open(smtp: aiosmtplib.SMTP) -> bool:
+        """Whether a connection kept from an earlier batch still works (servers close idle
+        ones): a NOOP, so that no email's attempt is spent finding out."""
+        if not smtp.is_connected:
+            return False
+        try:
+            await smtp.noop()
+            return True
+        except (aiosmtplib.SMTPException, OSError):
+            smtp.close()
+            return False
+
+    @staticmethod
     async def close(smtp: aiosmtplib.SMTP | None) -> None:
         if smtp is None or not smtp.is_connected:
             return
