@@ -17,6 +17,7 @@ consumer that lost its partitions but is still writing ("zombie").
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -141,7 +142,12 @@ class ServiceApplication(Application[UUID]):
     def erase_subject(self, subject_id: UUID) -> None:
         """Destroy a subject's key here: its data in this store can no longer be read."""
         self.vault.erase(subject_id)
-        if self.repository.cache is not None:  # cached aggregates hold plain values
+        self.forget_erased([subject_id])
+
+    def forget_erased(self, subject_ids: Iterable[UUID]) -> None:
+        """Subjects erased here or by their owner (keys topic): cached aggregates may still
+        hold their plain values, so the cache starts afresh."""
+        if list(subject_ids) and self.repository.cache is not None:
             self.repository.cache = type(self.repository.cache)(**_cache_args(self.repository.cache))
 
     def sealed(self, value: Personal | None) -> Sealed | None:
@@ -154,8 +160,18 @@ class ServiceApplication(Application[UUID]):
         return self.vault.seal(value.subject_id, value.value)
 
     def close(self) -> None:
+        self._until_store_idle()
         super().close()
         self.vault.close()
+
+    def _until_store_idle(self, patience: float = 10.0) -> None:
+        """Wait (a little) for statements still running in worker threads: a task cancelled
+        at shutdown cannot stop the thread it handed work to (`asyncio.to_thread`), and closing
+        a SQLite connection under a running statement can crash the process."""
+        pool = getattr(getattr(self.recorder, "datastore", None), "pool", None)
+        deadline = time.monotonic() + patience
+        while getattr(pool, "num_in_use", 0) and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def construct_recorder(self) -> Any:
         # A process recorder: an application recorder that can also write tracking rows.

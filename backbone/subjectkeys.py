@@ -3,13 +3,18 @@
 Keys are not effects in the event store, so no exactly-once machinery is needed here: applying
 a record twice changes nothing (`Vault.accept` is idempotent and an erasure is final). Offsets
 are committed after the vault has the records; a malformed record is dead-lettered.
+
+A service that keeps derived plaintext (a read model) gives `on_erased`, called with the
+erased subjects after the vault has dropped their keys and before the offsets are committed:
+at least once per erasure, so it must be idempotent.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
+from uuid import UUID
 
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
@@ -33,9 +38,11 @@ class SubjectKeyReceiver:
         broker: KafkaBroker,
         topics: Sequence[str],
         dead_letter_topic: str,
+        on_erased: Callable[[list[UUID]], None] | None = None,
     ):
         self.name = name
         self.vault = vault
+        self.on_erased = on_erased
         self.broker = broker
         self.dead_letter_topic = dead_letter_topic
         self.subscriber = broker.subscriber(
@@ -65,10 +72,16 @@ class SubjectKeyReceiver:
             await asyncio.sleep(1)
 
     def apply(self, records: Sequence[Any]) -> list[deadletters.DeadLetter]:
-        dead = []
+        dead, erased = [], []
         for record in records:
             try:
-                self.vault.accept(SubjectKey.model_validate_json(record.value or b""))
+                key = SubjectKey.model_validate_json(record.value or b"")
             except ValidationError as error:
                 dead.append(deadletters.DeadLetter(record, "schema_invalid", str(error)[:2000]))
+                continue
+            self.vault.accept(key)
+            if key.key is None:
+                erased.append(key.subject_id)
+        if erased and self.on_erased is not None:
+            self.on_erased(erased)
         return dead

@@ -8,6 +8,8 @@ Tests:
     msg.subject, msg.text, msg.html, msg.links
     mail.fail_recipient("bob@example.com", temporary=True)   # 451 for bob
     mail.stop(); ...; mail.start()                            # "SMTP down for a while"
+    MailCatcher(tls=server_ssl_context)                       # STARTTLS offered and required
+    MailCatcher(tls=server_ssl_context, implicit_tls=True)    # TLS from the first byte (465)
 
 People running the system locally: ``python -m deploy.local mailcatcher`` (SMTP 1025, web UI
 http://127.0.0.1:8025, JSON at /api/messages).
@@ -21,6 +23,7 @@ import email.policy
 import html
 import itertools
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -204,11 +207,15 @@ class MailCatcher:
         host: str = LOOPBACK,
         directory: Path | str | None = None,
         hostname: str = "mailcatcher.local",
+        tls: ssl.SSLContext | None = None,
+        implicit_tls: bool = False,
     ) -> None:
         self.host = host
         self.port = port
         self.directory = Path(directory) if directory else None
         self.hostname = hostname
+        self.tls = tls  # a server context: STARTTLS required, or (implicit_tls) TLS at once
+        self.implicit_tls = implicit_tls
         self._lock = threading.Condition()
         self._state = _State()
         self._ids = itertools.count(1)
@@ -226,6 +233,11 @@ class MailCatcher:
         attempts = 5 if self.port == 0 else 1
         for attempt in range(1, attempts + 1):
             port = self.port or free_ports(1, self.host)[0]
+            tls: dict[str, Any] = {}
+            if self.tls is not None and self.implicit_tls:
+                tls = {"ssl_context": self.tls}
+            elif self.tls is not None:
+                tls = {"tls_context": self.tls, "require_starttls": True}
             controller = _Controller(
                 _Handler(self),
                 hostname=self.host,
@@ -234,6 +246,7 @@ class MailCatcher:
                 ident="booking-accounts mailcatcher",
                 authenticator=_accept_any_login,
                 auth_require_tls=False,
+                **tls,
             )
             try:
                 controller.start()

@@ -1,19 +1,69 @@
-"""The notifier's use cases around one email's delivery (queuing happens in `handlers`)."""
+"""The notifier's use cases: delivering emails (for the sender), retrying parked ones and
+setting a tenant's branding (for staff and operators). Queuing happens in `handlers`.
+
+The sender records the attempts of a whole batch in one transaction before any of them is
+sent, and the results in one transaction per group of results as they come: two or three
+commits per batch instead of two per email, and never a result held back longer than one
+commit takes (see `sender`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
 from backbone.eventstore import ServiceApplication
+from backbone.http import NotFound
+from backbone.logging import get_logger
 from backbone.personal import Vault
-from services.notifier.domainmodel import Email
+from services.notifier.directory import Tenant
+from services.notifier.domainmodel import STAFF, DeliveryPolicy, Email
+from services.notifier.handlers import staff_address
+from services.notifier.rendering import Branding
+
+log = get_logger(__name__)
 
 Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True)
+class Delivered:
+    email_id: UUID
+    attempt: int
+    server_reply: str
+    subject: str
+
+    def apply(self, email: Email, now: datetime, policy: DeliveryPolicy) -> None:
+        email.mark_sent(self.attempt, self.server_reply, self.subject)
+
+
+@dataclass(frozen=True)
+class NotDelivered:
+    email_id: UUID
+    attempt: int
+    error: str
+    permanent: bool
+
+    def apply(self, email: Email, now: datetime, policy: DeliveryPolicy) -> None:
+        email.fail(self.attempt, self.error, self.permanent, now, policy)
+
+
+@dataclass(frozen=True)
+class Withdrawn:
+    email_id: UUID
+    reason: str
+
+    def apply(self, email: Email, now: datetime, policy: DeliveryPolicy) -> None:
+        email.withdraw(self.reason)
+
+
+Outcome = Delivered | NotDelivered | Withdrawn
 
 
 class Notifier(ServiceApplication):
@@ -24,36 +74,115 @@ class Notifier(ServiceApplication):
         env: dict[str, str] | None = None,
         clock: Clock = lambda: datetime.now(UTC),
         vault: Vault | None = None,
+        policy: DeliveryPolicy | None = None,
+        default_language: str = "en",
+        default_business_name: str = "Bookings",
     ):
         super().__init__(env, vault)
         self.clock = clock
+        self.policy = policy or DeliveryPolicy()
+        self.default_language = default_language
+        self.default_business_name = default_business_name
+
+    # ---------------------------------------------------------------------- delivery
 
     def email(self, email_id: UUID) -> Email | None:
+        return self._get(Email, email_id)
+
+    def start_attempts(self, email_ids: Iterable[UUID]) -> list[Email]:
+        """Record, in one transaction, an attempt for each of these emails that is due; return
+        them. Another sender that got there first makes us look again without them."""
+        ids = list(email_ids)
+        for _ in range(3):
+            now = self.clock()
+            due = [e for e in map(self.email, ids) if e is not None and e.is_due(now)]
+            for email in due:
+                email.start_attempt(now, self.policy)
+            if not due:
+                return []
+            try:
+                self.save(*due)
+                return due
+            except IntegrityError:
+                continue
+        return []
+
+    def record_outcomes(
+        self, outcomes: Sequence[Outcome], attempted: dict[UUID, Email] | None = None
+    ) -> None:
+        """Record the results of attempts, in one transaction (each on its own if another
+        sender changed one of the emails meanwhile). `attempted`: the emails as returned by
+        `start_attempts`, which spares loading them again."""
         try:
-            email = self.repository.get(email_id)
+            self._apply_outcomes(outcomes, attempted or {})
+        except IntegrityError:
+            for outcome in outcomes:
+                try:
+                    self._apply_outcomes([outcome])
+                except IntegrityError:
+                    log.warning("result not recorded: email changed", email_id=str(outcome.email_id))
+
+    def _apply_outcomes(
+        self, outcomes: Sequence[Outcome], attempted: dict[UUID, Email] | None = None
+    ) -> None:
+        now = self.clock()
+        changed = []
+        for outcome in outcomes:
+            email = (attempted or {}).pop(outcome.email_id, None) or self.email(outcome.email_id)
+            if email is not None:
+                outcome.apply(email, now, self.policy)
+                changed.append(email)
+        self.save(*changed)
+
+    # --------------------------------------------------------------------- operators
+
+    def retry(self, email_id: UUID, by: str, tenant_id: str | None = None) -> Email:
+        """Send a parked email again. With `tenant_id`, only an email of that tenant (anything
+        else is "not found": staff of one tenant never learn about another's emails)."""
+        for _ in range(3):
+            email = self.email(email_id)
+            if email is None or (tenant_id is not None and email.tenant_id != tenant_id):
+                raise NotFound("No such email.")
+            recipient = None
+            if email.audience == STAFF and email.recipient is None:
+                recipient = staff_address(self.vault, self.tenant(email.tenant_id))
+            email.retry(by, recipient)
+            try:
+                self.save(email)
+                return email
+            except IntegrityError:
+                continue
+        raise IntegrityError(f"email {email_id} kept changing while it was being retried")
+
+    # ----------------------------------------------------------------------- tenants
+
+    def tenant(self, tenant_id: str) -> Tenant:
+        """The tenant as the notifier knows it (defaults for one it has never heard of)."""
+        return self._get(Tenant, Tenant.create_id(tenant_id)) or Tenant(tenant_id=tenant_id)
+
+    def change_branding(self, tenant_id: str, changes: dict[str, str | None], by: str) -> Tenant:
+        for _ in range(3):  # the inbox may change the tenant (its time zone) at the same time
+            tenant = self.tenant(tenant_id)
+            tenant.change_branding(changes, by)
+            try:
+                self.save(tenant)
+                return tenant
+            except IntegrityError:
+                continue
+        raise IntegrityError(f"tenant {tenant_id} kept changing while its branding was being set")
+
+    def branding(self, tenant: Tenant) -> Branding:
+        settings = tenant.branding
+        return Branding(
+            business_name=settings.get("business_name") or self.default_business_name,
+            reply_to=settings.get("reply_to"),
+            footer=settings.get("footer"),
+            timezone=tenant.timezone,
+        )
+
+    def _get(self, cls: type[Any], aggregate_id: UUID) -> Any:
+        try:
+            aggregate = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
-        return email if isinstance(email, Email) else None
-
-    def start_attempt(self, email_id: UUID) -> Email | None:
-        """Record that we are about to send; None if the email is not due (any more), or if
-        another sender took it first."""
-        email = self.email(email_id)
-        if email is None or not email.is_due(self.clock()):
-            return None
-        email.start_attempt(self.clock())
-        try:
-            self.save(email)
-        except IntegrityError:
-            return None
-        return email
-
-    def record_sent(self, email_id: UUID, attempt: int, server_reply: str) -> None:
-        email = self.repository.get(email_id)
-        email.mark_sent(attempt=attempt, server_reply=server_reply[:500])
-        self.save(email)
-
-    def record_failure(self, email_id: UUID, attempt: int, error: str, permanent: bool) -> None:
-        email = self.repository.get(email_id)
-        email.fail(attempt, error[:1000], permanent, self.clock())
-        self.save(email)
+        return aggregate if isinstance(aggregate, cls) else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from backbone import bus
+from backbone.auth import staff
 from backbone.credentials import load_or_create_sealing_keys
 from backbone.eventstore import store_env
 from backbone.http import create_api
@@ -14,11 +15,14 @@ from backbone.subjectkeys import SubjectKeyReceiver
 from contracts.catalog import ALL_EVENTS, Catalog
 from contracts.personal import subject_keys_topic
 from contracts.topics import ACCOUNTS_EVENTS, BOOKINGS_EVENTS, dead_letters
-from services.notifier import views
+from services.notifier import api, views
 from services.notifier.application import Notifier
+from services.notifier.eraser import Eraser
 from services.notifier.handlers import HANDLERS
+from services.notifier.rendering import Renderer
 from services.notifier.sender import Sender
 from services.notifier.settings import NotifierSettings
+from services.notifier.smtp import Mailer
 
 SERVICE = "notifier"
 
@@ -27,8 +31,17 @@ def bootstrap(settings: NotifierSettings | None = None) -> Service:
     settings = settings or NotifierSettings()
     store = settings.store_settings()
     vault = Vault(store.vault_url(SERVICE), SERVICE)
-    notifier = Notifier(env=store_env(store, SERVICE), vault=vault)
+    renderer = Renderer(settings.mail_from)
+    notifier = Notifier(
+        env=store_env(store, SERVICE),
+        vault=vault,
+        policy=settings.delivery_policy(),
+        default_language=settings.default_language,
+        default_business_name=renderer.default_name,
+    )
     read_model = ReadModel(store.views_url(SERVICE), views.metadata)
+    projection = Projection(notifier, read_model, f"{SERVICE}.views", views.projector(vault))
+    eraser = Eraser(notifier, read_model)
     private_key, _ = load_or_create_sealing_keys(settings.sealing_key_path())
     broker = bus.make_broker(settings.kafka_bootstrap_servers, client_id=SERVICE)
     inbox = Inbox(
@@ -48,13 +61,27 @@ def bootstrap(settings: NotifierSettings | None = None) -> Service:
         broker=broker,
         topics=[settings.topic(subject_keys_topic(s)) for s in ("accounts", "bookings")],
         dead_letter_topic=settings.topic(dead_letters(SERVICE)),
+        on_erased=eraser.subjects_erased,
     )
-    sender = Sender(notifier, read_model, settings, private_key)
+    sender = Sender(
+        notifier,
+        read_model,
+        projection,
+        Mailer(settings),
+        renderer,
+        private_key,
+        batch_size=settings.send_batch_size,
+        connections=settings.smtp_connections,
+    )
     http = create_api(
         title="booking-accounts: notifier",
         version="1.0.0",
-        description="Emails to customers and staff, each sent exactly once.",
+        description="Emails to customers and staff, each sent exactly once; the delivery log.",
     )
+    # Staff authentication, in this one place: the shared staff token for now. When accounts
+    # has per-tenant staff authentication, use its dependency here (it returns the actor).
+    as_staff = staff(settings.staff_api_token)
+    api.routes(http, notifier, read_model, as_staff)
     return attach(
         Service(
             name=SERVICE,
@@ -65,7 +92,7 @@ def bootstrap(settings: NotifierSettings | None = None) -> Service:
             topics=[settings.topic(t) for t in (ACCOUNTS_EVENTS, BOOKINGS_EVENTS, dead_letters(SERVICE))],
             compacted_topics=[settings.topic(subject_keys_topic(s)) for s in ("accounts", "bookings")],
             read_model=read_model,
-            followers=[Projection(notifier, read_model, f"{SERVICE}.views", views.apply)],
+            followers=[projection, eraser],
             consumers=[inbox, keys],
             workers=[sender.run],
         )

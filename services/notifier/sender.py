@@ -1,38 +1,88 @@
 """Delivering queued emails over SMTP, each exactly once as far as SMTP allows.
 
-For every due email: record the attempt (durable), run the SMTP transaction, record the result
-(durable). What remains is the protocol's own window: if the process dies after the server
-accepted the message (its 250 reply to the end of DATA) and before the "sent" record commits,
-the email is found "interrupted" at restart and sent again, with the same Message-ID, so that
-the receiving side can recognise the copy. Nothing else can produce a second copy: a replayed
-or redelivered event finds its email already queued (see `handlers.queue`).
+One batch at a time:
 
-A 5xx reply (permanent) parks the email at once; a 4xx reply or a connection problem is
-retried with exponential backoff (see `domainmodel.retry_delay`), so an SMTP server that is
-down for minutes loses nothing.
+1. the due emails (read model) get an attempt each, recorded in ONE transaction before any of
+   them is sent (`Notifier.start_attempts`);
+2. they are sent over a few SMTP connections in parallel (`SMTP_CONNECTIONS`; kept open from
+   one batch to the next while there is work), each rendered
+   in a worker thread just before its transaction (rendering overlaps the others' network
+   waits);
+3. each server answer is recorded as soon as it comes: a recorder task commits whatever
+   answers have arrived since its last commit (group commit), so no answer waits longer than
+   one commit, however many emails are in flight.
+
+What remains is the protocol's own window: if the process dies after the server accepted a
+message (its 250 reply to the end of DATA) and before that answer's commit, the email is found
+"interrupted" (an attempt without a result) and, once the attempt's lease has run out, sent
+again with the same Message-ID, so that the receiving side can recognise the copy. Emails
+whose attempt was recorded but whose transaction had not reached the end of DATA are sent
+again too, but were never delivered: no copy. Nothing else can produce a second copy: a
+replayed or redelivered event finds its email already queued (see `handlers.queue`).
+
+A 5xx reply parks the email at once; a 4xx reply or a connection problem is retried with
+exponential backoff (`DeliveryPolicy`), so an SMTP server that is down for minutes loses
+nothing. When the server cannot be reached, the rest of the batch waits for the next retry
+instead of trying to connect once per email.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ssl
+import time
+from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 import aiosmtplib
+from prometheus_client import Counter, Gauge, Histogram
 
+from backbone import metrics
 from backbone.credentials import unseal
 from backbone.follower import Wakeup
 from backbone.http import run_sync
 from backbone.logging import get_logger
 from backbone.personal import Personal
-from backbone.readmodel import ReadModel
+from backbone.readmodel import Projection, ReadModel
 from services.notifier import views
-from services.notifier.application import Notifier
+from services.notifier.application import Delivered, NotDelivered, Notifier, Outcome, Withdrawn
 from services.notifier.domainmodel import Email
-from services.notifier.rendering import render
-from services.notifier.settings import NotifierSettings
+from services.notifier.rendering import Branding, Rendered, Renderer
+from services.notifier.smtp import ConnectFailed, Mailer, without_addresses
 
 log = get_logger(__name__)
+
+emails_total = Counter(
+    "notifier_emails_total",
+    "Results of delivery attempts, by kind of email.",
+    ["template", "outcome"],  # sent | failed | refused | withdrawn
+    registry=metrics.REGISTRY,
+)
+smtp_seconds = Histogram(
+    "notifier_smtp_transaction_seconds",
+    "Time of one SMTP mail transaction.",
+    registry=metrics.REGISTRY,
+)
+emails_by_status = Gauge(
+    "notifier_emails_in_log",
+    "Emails in the delivery log, by status (parked ones need an operator).",
+    ["status"],
+    registry=metrics.REGISTRY,
+)
+
+
+@dataclass
+class _Ready:
+    """An email to render and send."""
+
+    email: Email
+    branding: Branding
+
+
+@dataclass
+class _Batch:
+    deadline: float  # monotonic: no transaction starts after it (the attempts' lease runs out)
+    unreachable: str | None = None  # set once the server could not be reached
 
 
 class Sender:
@@ -42,108 +92,249 @@ class Sender:
         self,
         notifier: Notifier,
         read_model: ReadModel,
-        settings: NotifierSettings,
+        projection: Projection,
+        mailer: Mailer,
+        renderer: Renderer,
         sealing_private_key: bytes,
+        batch_size: int = 100,
+        connections: int = 4,
     ):
         self.notifier = notifier
         self.read_model = read_model
-        self.settings = settings
+        self.projection = projection
+        self.mailer = mailer
+        self.renderer = renderer
+        self.batch_size = batch_size
+        self.connections = connections
         self._key = sealing_private_key
         self._wakeup = Wakeup(notifier)
+        self._templates: dict[UUID, str] = {}  # of the batch in flight, for the metrics
+        self._idle: list[aiosmtplib.SMTP] = []  # open connections kept between batches
 
     async def run(self) -> None:
         self._wakeup.bind()
         while True:
+            _raise_if_cancelled()
             try:
+                await self._read_model_caught_up()
                 due = await run_sync(self._due)
-                if due:
-                    await self._send_all(due)
+                if due and await self.send(due):
                     continue
+                await self._close_idle()  # nothing to send: no connection kept open
+                await run_sync(self._count)
             except asyncio.CancelledError:
+                for smtp in self._idle:
+                    smtp.close()
                 raise
             except Exception:
                 log.exception("sender cycle failed; retrying shortly")
             await self._wakeup.sleep(1.0)
 
-    def _due(self) -> list[Any]:
-        with self.read_model.engine.connect() as conn:
-            return views.due(conn, self.notifier.clock(), self.settings.send_batch_size)
-
-    async def _send_all(self, due: list[Any]) -> None:
-        smtp: aiosmtplib.SMTP | None = None
+    async def send(self, email_ids: list[UUID]) -> bool:
+        """Deliver these emails (those still due); False if none was."""
+        emails = await run_sync(self.notifier.start_attempts, email_ids)
+        if not emails:
+            return False
+        started = time.monotonic()
+        batch = _Batch(deadline=started + self.notifier.policy.lease.total_seconds() / 2)
+        prepared = await run_sync(self._prepare, emails)
+        results: asyncio.Queue[Outcome | None] = asyncio.Queue()
+        work: asyncio.Queue[_Ready] = asyncio.Queue()
+        for item in prepared:
+            if isinstance(item, _Ready):
+                work.put_nowait(item)
+            else:
+                results.put_nowait(item)
+        attempted = {email.id: email for email in emails}  # recorded results reuse these
+        recorder = asyncio.create_task(self._record(results, attempted))
+        workers = [
+            asyncio.create_task(self._work(work, results, batch))
+            for _ in range(min(self.connections, work.qsize()))
+        ]
         try:
-            for email_id in due:
-                email = await run_sync(self.notifier.start_attempt, email_id)
-                if email is None:
+            await asyncio.gather(*workers)
+        finally:
+            for worker in workers:
+                worker.cancel()
+            results.put_nowait(None)
+            # Answers already received are recorded even when we are being stopped: each one
+            # recorded is one email that will not be sent again after the restart.
+            await asyncio.shield(recorder)
+        log.info(
+            "batch delivered",
+            emails=len(emails),
+            seconds=round(time.monotonic() - started, 3),
+            unreachable=batch.unreachable is not None,
+        )
+        return True
+
+    # ------------------------------------------------------------------- the SMTP side
+
+    async def _work(self, work: asyncio.Queue[_Ready], results: asyncio.Queue[Any], batch: _Batch) -> None:
+        smtp = await self._reuse()
+        keep = False
+        try:
+            while not work.empty():
+                _raise_if_cancelled()
+                item = work.get_nowait()
+                email = item.email
+                if batch.unreachable is not None:
+                    results.put_nowait(NotDelivered(email.id, email.attempts, batch.unreachable, False))
+                    continue
+                if time.monotonic() > batch.deadline:
+                    error = "not sent in time (the SMTP server is slow); will retry"
+                    results.put_nowait(NotDelivered(email.id, email.attempts, error, False))
+                    continue
+                rendered = await run_sync(self._render, item)
+                if not isinstance(rendered, Rendered):
+                    results.put_nowait(rendered)
                     continue
                 if smtp is None or not smtp.is_connected:
-                    smtp = await self._connect(email)
-                    if smtp is None:
+                    try:
+                        smtp = await self.mailer.connect()
+                    except ConnectFailed as error:
+                        batch.unreachable = str(error)
+                        log.warning("SMTP server unreachable; the batch waits", error=str(error))
+                        results.put_nowait(NotDelivered(email.id, email.attempts, str(error), False))
                         continue
-                await self._send_one(smtp, email)
+                began = time.perf_counter()
+                answer = await self.mailer.send(
+                    smtp, self.renderer.sender_address, str(email.recipient), rendered.raw, rendered.smtputf8
+                )
+                smtp_seconds.observe(time.perf_counter() - began)
+                if answer.accepted:
+                    results.put_nowait(Delivered(email.id, email.attempts, answer.reply, rendered.subject))
+                else:
+                    log.warning(
+                        "email refused",
+                        email_id=str(email.id),
+                        template=email.template,
+                        reply=answer.reply,
+                        permanent=answer.permanent,
+                    )
+                    results.put_nowait(NotDelivered(email.id, email.attempts, answer.reply, answer.permanent))
+            keep = True
         finally:
-            if smtp is not None and smtp.is_connected:
-                try:
-                    await smtp.quit()
-                except aiosmtplib.SMTPException:
-                    smtp.close()
+            if keep and smtp is not None and smtp.is_connected:
+                self._idle.append(smtp)
+            else:
+                await self.mailer.close(smtp)
 
-    async def _connect(self, email: Email) -> aiosmtplib.SMTP | None:
-        s = self.settings
-        smtp = aiosmtplib.SMTP(
-            hostname=s.smtp_host,
-            port=s.smtp_port,
-            timeout=s.smtp_timeout_seconds,
-            use_tls=s.smtp_tls == "tls",
-            start_tls=s.smtp_tls == "starttls",
-            tls_context=ssl.create_default_context() if s.smtp_tls != "none" else None,
-            username=s.smtp_username,
-            password=s.smtp_password.get_secret_value() if s.smtp_password else None,
-        )
+    async def _reuse(self) -> aiosmtplib.SMTP | None:
+        """A connection left open by the last batch, if the server still answers on it."""
+        while self._idle:
+            smtp = self._idle.pop()
+            if await self.mailer.still_open(smtp):
+                return smtp
+        return None
+
+    async def _close_idle(self) -> None:
+        while self._idle:
+            await self.mailer.close(self._idle.pop())
+
+    async def _record(self, results: asyncio.Queue[Outcome | None], attempted: dict[UUID, Email]) -> None:
+        finished = False
+        while not finished:
+            group = [await results.get()]
+            while not results.empty():
+                group.append(results.get_nowait())
+            finished = group[-1] is None
+            outcomes = [o for o in group if o is not None]
+            if outcomes:
+                await self._commit(outcomes, attempted)
+
+    async def _commit(self, outcomes: list[Outcome], attempted: dict[UUID, Email]) -> None:
+        for attempt in range(1, 1_000_000):
+            try:
+                await run_sync(self.notifier.record_outcomes, outcomes, attempted)
+                break
+            except Exception:  # the store is down: keep the answers, try again
+                pause = min(30.0, 0.2 * 2**attempt)
+                log.exception("cannot record delivery results; retrying", pause_seconds=pause)
+                await asyncio.sleep(pause)
+        for outcome in outcomes:
+            template = self._templates.get(outcome.email_id, "unknown")
+            emails_total.labels(template, _label(outcome)).inc()
+
+    # ------------------------------------------------------------------- the store side
+
+    def _due(self) -> list[UUID]:
+        with self.read_model.engine.connect() as conn:
+            return views.due(conn, self.notifier.clock(), self.batch_size)
+
+    def _count(self) -> None:
+        with self.read_model.engine.connect() as conn:
+            for status, count in views.count_by_status(conn).items():
+                emails_by_status.labels(status).set(count)
+
+    async def _read_model_caught_up(self, patience: float = 10.0) -> None:
+        """Wait until the read model shows everything stored so far (our own last results
+        included), so that `due` does not offer what was just sent."""
+        head = await run_sync(self.notifier.recorder.max_notification_id) or 0
+        deadline = time.monotonic() + patience
+        while self.projection.position < head and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)  # the projection moves in another task; a poll is enough
+
+    def _prepare(self, emails: list[Email]) -> list[_Ready | Outcome]:
+        """Each email with its tenant's branding, or why it will not be sent (in a thread)."""
+        self._templates = {email.id: email.template for email in emails}
+        now = self.notifier.clock()
+        brandings: dict[str, Any] = {}
+        prepared: list[_Ready | Outcome] = []
+        for email in emails:
+            if email.recipient is None:
+                error = "the tenant has no staff notification address: set one, then retry this email"
+                prepared.append(NotDelivered(email.id, email.attempts, error, True))
+                continue
+            if email.recipient.erased:
+                prepared.append(Withdrawn(email.id, "the recipient's personal data was erased"))
+                continue
+            expires_at = email.data.get("expires_at")
+            if "sealed_link" in email.data and expires_at is not None and now >= expires_at:
+                prepared.append(Withdrawn(email.id, "the link expired before the email could be sent"))
+                continue
+            if email.tenant_id not in brandings:
+                brandings[email.tenant_id] = self.notifier.branding(self.notifier.tenant(email.tenant_id))
+            prepared.append(_Ready(email, brandings[email.tenant_id]))
+        return prepared
+
+    def _render(self, item: _Ready) -> Rendered | Outcome:
+        """The message as it goes on the wire (in a worker thread)."""
+        email = item.email
         try:
-            await smtp.connect()
-            return smtp
-        except (aiosmtplib.SMTPException, OSError) as error:
-            await run_sync(
-                self.notifier.record_failure,
-                email.id,
-                email.attempts,
-                f"cannot connect to the SMTP server: {error}",
-                False,
+            return self.renderer.render(
+                kind=email.template,
+                language=email.language,
+                data=self._open(email.data),
+                branding=item.branding,
+                recipient=str(email.recipient),
+                message_id=email.message_id,
+                date=email.queued_at,
             )
-            return None
-
-    async def _send_one(self, smtp: aiosmtplib.SMTP, email: Email) -> None:
-        if email.recipient.erased:  # the customer was erased before we could write to them
-            await self._failed(email, "the recipient's personal data was erased", True)
-            return
-        message = render(
-            email.template,
-            email.language,
-            self._open(email.data),
-            sender=self.settings.mail_from,
-            recipient=str(email.recipient),
-            message_id=email.message_id,
-        )
-        try:
-            _, reply = await smtp.send_message(message)
-        except aiosmtplib.SMTPRecipientsRefused as error:
-            permanent = all(r.code >= 500 for r in error.recipients)
-            await self._failed(email, f"recipient refused: {error}", permanent)
-        except aiosmtplib.SMTPResponseException as error:
-            await self._failed(email, f"{error.code} {error.message}", error.code >= 500)
-        except (aiosmtplib.SMTPException, OSError) as error:
-            await self._failed(email, f"SMTP transaction failed: {error}", False)
-            smtp.close()
-        else:
-            await run_sync(self.notifier.record_sent, email.id, email.attempts, reply)
-
-    async def _failed(self, email: Email, error: str, permanent: bool) -> None:
-        log.warning("email not delivered", email_id=str(email.id), error=error, permanent=permanent)
-        await run_sync(self.notifier.record_failure, email.id, email.attempts, error, permanent)
+        except Exception as error:  # a bug in a template or bad data: an operator looks
+            log.exception("cannot render email", email_id=str(email.id), template=email.template)
+            detail = without_addresses(f"cannot render the email: {type(error).__name__}: {error}")
+            return NotDelivered(email.id, email.attempts, detail, True)
 
     def _open(self, data: dict[str, Any]) -> dict[str, Any]:
         opened = {k: str(v) if isinstance(v, Personal) else v for k, v in data.items()}
         if "sealed_link" in opened:
             opened["link"] = unseal(self._key, opened.pop("sealed_link"))
         return opened
+
+
+def _raise_if_cancelled() -> None:
+    """On Python 3.11, `asyncio.wait_for` (which aiosmtplib uses for every command) swallows a
+    cancellation that arrives just as the awaited reply does; the task would then go on
+    forever and never let the service stop. Its cancellation request is still recorded."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+def _label(outcome: Outcome) -> str:
+    if isinstance(outcome, Delivered):
+        return "sent"
+    if isinstance(outcome, Withdrawn):
+        return "withdrawn"
+    return "refused" if outcome.permanent else "failed"

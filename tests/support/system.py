@@ -30,6 +30,7 @@ from deploy.local._proc import free_ports, spawn, tail, terminate_group
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "admin-token-for-tests"
+STAFF_TOKEN = "staff-token-for-tests"  # the notifier's staff API
 # Every test talks to the services from 127.0.0.1: the per-client rate limits are raised so
 # that they do not add up across tests (tests of the limits set their own).
 GENEROUS_CLIENT_LIMITS = json.dumps(
@@ -141,6 +142,7 @@ class System:
                 "SMTP_HOST": "127.0.0.1",
                 "SMTP_PORT": str(self.smtp_port),
                 "SEALING_KEY_FILE": str(sealing_key),
+                "STAFF_API_TOKEN": STAFF_TOKEN,
             },
         }
         self.services: dict[str, ServiceProcess] = {}
@@ -307,6 +309,10 @@ def wait_for(predicate: Any, timeout: float = 30, interval: float = 0.2, what: s
             return value
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def notifier_staff_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {STAFF_TOKEN}"}
 
 
 def admin_headers() -> dict[str, str]:

@@ -1,0 +1,70 @@
+"""Erasing what the notifier holds about a subject, once the decision is in the event log.
+
+Two kinds of recorded decisions mean "destroy a key here":
+
+* `Customer.Redacted`: the account was redacted; its subject's key (our copy of the accounts
+  service's key) goes at once;
+* `Email.RecipientErasureDue`: an email that needed the notifier's own copy of an address (the
+  redaction confirmation) is done with it (sent, parked or withdrawn); that copy's key goes.
+
+The eraser follows the notification log like the outbox relay does: it destroys the keys,
+scrubs the read model, and only then records its position. A crash in between repeats the
+erasures, which are idempotent; nothing is skipped.
+
+Erasures decided elsewhere (another service erasing its subject, on its keys topic) reach the
+vault through `SubjectKeyReceiver`, which calls `subjects_erased` for the same scrubbing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from uuid import UUID
+
+from eventsourcing.persistence import Tracking
+
+from backbone.follower import Follower, Recorded
+from backbone.logging import get_logger
+from backbone.readmodel import ReadModel
+from services.notifier import views
+from services.notifier.application import Notifier
+from services.notifier.directory import Customer
+from services.notifier.domainmodel import Email
+
+log = get_logger(__name__)
+
+
+class Eraser(Follower):
+    def __init__(self, notifier: Notifier, read_model: ReadModel, batch_size: int = 500):
+        super().__init__(notifier, batch_size)
+        self.name = "notifier.eraser"
+        self.notifier = notifier
+        self.read_model = read_model
+
+    def load_position(self) -> int:
+        return self.app.position(self.name) or 0
+
+    async def handle(self, batch: Sequence[Recorded]) -> None:
+        subjects = [s for recorded in batch for s in erasures(recorded.event)]
+        await asyncio.to_thread(self._erase, subjects, batch[-1].position)
+
+    def _erase(self, subjects: list[UUID], position: int) -> None:
+        for subject_id in subjects:
+            self.notifier.erase_subject(subject_id)
+        views.scrub(self.read_model, subjects)
+        self.app.record_position(Tracking(self.name, position))
+        if subjects:
+            log.info("subjects erased", subjects=len(subjects))
+
+    def subjects_erased(self, subject_ids: Iterable[UUID]) -> None:
+        """Erased by their owners (keys topics): forget what the read model and the
+        aggregate cache hold about them."""
+        ids = list(subject_ids)
+        self.notifier.forget_erased(ids)
+        views.scrub(self.read_model, ids)
+
+
+def erasures(event: object) -> list[UUID]:
+    if isinstance(event, Customer.Redacted | Email.RecipientErasureDue):
+        return [event.subject_id]
+    return []
