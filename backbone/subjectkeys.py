@@ -35,6 +35,7 @@ class SubjectKeyReceiver:
         dead_letter_topic: str,
     ):
         self.name = name
+        self.topics = list(topics)
         self.vault = vault
         self.broker = broker
         self.dead_letter_topic = dead_letter_topic
