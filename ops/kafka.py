@@ -36,26 +36,35 @@ class Kafka:
             max_poll_records=max_records,
             request_timeout_ms=30_000,
         )
-        self._topics: set[str] = set()
+        self.admin = AIOKafkaAdminClient(
+            bootstrap_servers=bootstrap_servers, client_id=CLIENT_ID, request_timeout_ms=30_000
+        )
+        self._partitions: dict[str, list[int]] = {}
 
     async def __aenter__(self) -> Kafka:
         try:
             await self.consumer.start()
-            self._topics = await self.consumer.topics()
+            await self.admin.start()
+            described = await self.admin.describe_topics(list(await self.admin.list_topics()))
         except (KafkaConnectionError, KafkaError, OSError) as error:
-            with contextlib.suppress(Exception):
-                await self.consumer.stop()
+            await self.__aexit__()
             raise OpsError(f"cannot reach Kafka at {self.bootstrap_servers}: {error}") from None
+        self._partitions = {
+            t["topic"]: sorted(p["partition"] for p in t.get("partitions", ()))
+            for t in described
+            if not t.get("error_code")
+        }
         return self
 
     async def __aexit__(self, *_: Any) -> None:
-        await self.consumer.stop()
+        with contextlib.suppress(Exception):
+            await self.admin.close()
+        with contextlib.suppress(Exception):
+            await self.consumer.stop()
 
     def partitions(self, topic: str) -> list[TP]:
         """The partitions of a topic; empty if the topic does not exist."""
-        if topic not in self._topics:
-            return []
-        return [(topic, p) for p in sorted(self.consumer.partitions_for_topic(topic) or ())]
+        return [(topic, p) for p in self._partitions.get(topic, ())]
 
     async def ends(self, tps: Iterable[TP]) -> dict[TP, int]:
         """The next offset each partition will be written at."""
@@ -78,12 +87,7 @@ class Kafka:
 
     async def committed(self, group: str, tps: Iterable[TP]) -> dict[TP, int | None]:
         """A consumer group's committed offsets (None where it committed nothing)."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, client_id=CLIENT_ID)
-        await admin.start()
-        try:
-            found = await admin.list_consumer_group_offsets(group)
-        finally:
-            await admin.close()
+        found = await self.admin.list_consumer_group_offsets(group)
         offsets = {(tp.topic, tp.partition): meta.offset for tp, meta in found.items()}
         return {tp: (offsets[tp] if offsets.get(tp, -1) >= 0 else None) for tp in tps}
 

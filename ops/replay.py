@@ -207,18 +207,35 @@ async def _through_receiver(
     broker: KafkaBroker | None,
     dry_run: bool,
 ) -> None:
+    known = await asyncio.to_thread(_already_held, receiver, batch)
+    dead = []
     if dry_run:
-        invalid = 0
-        for record in batch:
-            try:
-                SubjectKey.model_validate_json(record.value or b"")
-            except ValidationError:
-                invalid += 1
-        report.applied += len(batch) - invalid
-        report.dead_lettered += invalid
-        return
-    dead = await asyncio.to_thread(receiver.apply, batch)  # idempotent: keys and erasures
-    if dead and broker is not None:
-        await deadletters.send(broker, receiver.dead_letter_topic, receiver.name, dead)
-    report.applied += len(batch) - len(dead)
+        dead = [r for r in batch if _invalid_key(r)]
+    else:
+        dead = await asyncio.to_thread(receiver.apply, batch)  # idempotent: keys and erasures
+        if dead and broker is not None:
+            await deadletters.send(broker, receiver.dead_letter_topic, receiver.name, dead)
+    report.redelivered += known
     report.dead_lettered += len(dead)
+    report.applied += len(batch) - known - len(dead)
+
+
+def _already_held(receiver: SubjectKeyReceiver, batch: list[Any]) -> int:
+    """How many of these records the vault holds already (the key, or the erasure)."""
+    held = 0
+    for record in batch:
+        try:
+            key = SubjectKey.model_validate_json(record.value or b"")
+            stored = receiver.vault.key(key.subject_id)
+        except (ValidationError, UnknownSubject):
+            continue
+        held += stored is None or key.key is not None  # an erasure is final; a key, a key
+    return held
+
+
+def _invalid_key(record: Any) -> bool:
+    try:
+        SubjectKey.model_validate_json(record.value or b"")
+    except ValidationError:
+        return True
+    return False
