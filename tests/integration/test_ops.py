@@ -10,11 +10,17 @@ import uuid
 import httpx
 import pytest
 
+from backbone import context
+from ops import registry
+from ops.config import Deployment
+from services.accounts.domainmodel import TenantSettings
 from tests.support.ops import Ops
 from tests.support.system import (
     System,
+    all_events,
     command_record,
     decode,
+    open_store,
     place_booking_command,
     publish,
     read_topic,
@@ -30,18 +36,20 @@ AUDIT_TOKEN = "audit-token-for-tests"
 
 
 @pytest.fixture
-def system(tmp_path, kafka_bootstrap_servers, mail_server):
+def stopped_system(tmp_path, kafka_bootstrap_servers, mail_server):
+    """The three services with the audit API on, not started yet."""
     audit = {"AUDIT_API_TOKEN": AUDIT_TOKEN}
-    system = System(
-        tmp_path,
-        kafka_bootstrap_servers,
-        mail_server.port,
-        overrides={n: audit for n in ("accounts", "bookings", "notifier")},
-    ).start()
+    overrides = {name: audit for name in ("accounts", "bookings", "notifier")}
+    system = System(tmp_path, kafka_bootstrap_servers, mail_server.port, overrides=overrides)
     yield system
     system.stop()
     for service in system.services.values():
         assert service.errors() == [], f"{service.name} logged errors"
+
+
+@pytest.fixture
+def system(stopped_system):
+    return stopped_system.start()
 
 
 def caught_up(statuses) -> bool:
@@ -223,3 +231,53 @@ def test_dead_letters_are_listed_retried_when_fixed_and_discarded_on_record(
     assert shown[drop["id"]]["actions"][0]["reason"] == "sender is on v1 now"
     assert ops.run("dlq", "retry", "bookings", drop["id"], check=False).returncode == 1
     assert ops.json("dlq", "list", "bookings", "--open") == []
+
+
+def test_republishing_ten_thousand_events_changes_nothing_downstream(stopped_system, tmp_path):
+    """10,000 events of accounts go out, bookings turns them into 10,000 events of its own;
+    the operator republishes all 10,000: same ids, same upstream positions, so the consumers
+    read every copy and apply none."""
+    system = stopped_system  # the history is written first, through the service's own save path
+    accounts = registry.build("accounts", Deployment(services={n: s.env for n, s in system.services.items()}))
+    try:
+        for first in range(0, 1000, 100):
+            batch = []
+            for n in range(first, first + 100):
+                with context.caused_by("staff:load-test", f"tenant-{n}"):
+                    settings = TenantSettings(tenant_id=f"tenant-{n}")  # 1 event
+                    for change in range(9):  # + 9
+                        settings.change({"allow_cancel": change % 2 == 0})
+                batch.append(settings)
+            accounts.app.save(*batch)
+        assert accounts.app.recorder.max_notification_id() == 10_000
+    finally:
+        accounts.close()
+    system.start()
+    ops = Ops(system, tmp_path)
+
+    def settled(expected_end: int):
+        statuses = ops.json("status")
+        ends = sum(
+            p["end"]
+            for s in statuses
+            if s["service"] == "bookings"
+            for c in s["consumers"]
+            for p in c["partitions"]
+            if p["topic"] == system.topic("accounts.events")
+        )
+        return caught_up(statuses) and ends >= expected_end and {s["service"]: s["events"] for s in statuses}
+
+    before = wait_for(lambda: settled(10_000), timeout=240, interval=2, what="bookings applied all 10,000")
+    assert before["accounts"] == 10_000 and before["bookings"] == 10_000  # one adoption per settings event
+
+    report = ops.json("republish", "accounts", "--from", "1", "--to", "10000")
+    assert report["events"] == 10_000 and report["messages"] == {system.topic("accounts.events"): 10_000}
+
+    after = wait_for(lambda: settled(20_000), timeout=240, interval=2, what="the copies consumed")
+    assert after == before  # bookings and notifier read 10,000 copies and recorded nothing
+    bookings = open_store(system, "bookings")
+    try:
+        policies = [e for e in all_events(bookings) if type(e).__qualname__.startswith("TenantPolicy.")]
+    finally:
+        bookings.close()
+    assert len(policies) == 10_000
