@@ -25,10 +25,11 @@ can check any record against the store even though the rendering redacts.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -69,7 +70,9 @@ class AuditRecord:
     stored_sha256: str
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow on purpose: `data` is built fresh for each record (asdict's deep copy would be
+        # half the cost of an export).
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 class AuditLog:
@@ -166,8 +169,13 @@ def _sealed_mapper(app: ServiceApplication) -> Mapper:
     return Mapper(transcoder, compressor=app.mapper.compressor, cipher=app.mapper.cipher)
 
 
+@functools.lru_cache(maxsize=1024)
+def _secret(key: str) -> bool:
+    return bool(_SECRET_FIELDS.search(key))
+
+
 def _render(value: Any, key: str = "") -> Any:
-    if key and value is not None and _SECRET_FIELDS.search(key):
+    if key and value is not None and _secret(key):
         return REDACTED
     if isinstance(value, SealedValue):
         marker = "erased" if value.erased else "sealed"

@@ -66,10 +66,11 @@ class SubjectKeyReceiver:
             await asyncio.sleep(1)
 
     def apply(self, records: Sequence[Any]) -> list[deadletters.DeadLetter]:
-        dead = []
+        dead, keys = [], []
         for record in records:
             try:
-                self.vault.accept(SubjectKey.model_validate_json(record.value or b""))
+                keys.append(SubjectKey.model_validate_json(record.value or b""))
             except ValidationError as error:
                 dead.append(deadletters.DeadLetter(record, "schema_invalid", str(error)[:2000]))
+        self.vault.accept_all(keys)  # one transaction for the batch
         return dead

@@ -86,6 +86,8 @@ class Rebuild:
         return ", ".join(self.names)
 
     def live_position(self) -> int:
+        if not sa.inspect(self.live.engine).has_table(self.live.positions.name):
+            return 0  # the service never started: its tables are not there yet
         return min((self.live.position(name) for name in self.names), default=0)
 
     def shadow_position(self) -> int | None:
@@ -117,6 +119,7 @@ class Rebuild:
         """Build (or resume) the shadow up to the head, then switch it in unless told not to.
         `progress(done, total)` is called after every batch."""
         started = time.perf_counter()
+        self.live.create()  # as the service does when it starts (idempotent)
         if fresh and self.shadow.exists():
             self.shadow.drop()
         report = Report(self.label, 0, self.live_position(), self.shadow_position())
