@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
+from faststream.kafka import KafkaBroker
 from typer.testing import CliRunner
 
+from backbone.eventstore import store_env
+from backbone.inbox import Inbox
 from backbone.readmodel import PositionConflict, ReadModel
+from backbone.settings import StoreSettings
+from contracts.catalog import ALL_COMMANDS, Catalog
 from ops import registry
 from ops.cli import app
 from ops.config import Deployment, OpsError
+from ops.replay import ReplayReport, _starts
+from services.bookings.application import Bookings
+from services.bookings.handlers import HANDLERS
 from services.bookings.settings import BookingsSettings
 
 CONFIG = """
@@ -79,3 +87,40 @@ def test_a_projection_position_moves_only_from_where_its_batch_started():
     with read_model.engine.begin() as conn:
         read_model.advance(conn, "views", 20, previous=10)
     assert read_model.position("views") == 20
+
+
+@pytest.fixture
+def inbox():
+    app = Bookings(env=store_env(StoreSettings(kind="memory"), "bookings"))
+    yield Inbox(
+        service="bookings",
+        name="bookings.inbox",
+        app=app,
+        broker=KafkaBroker(),
+        topics=["bookings.commands"],
+        catalog=Catalog(ALL_COMMANDS),
+        handlers=HANDLERS,
+        dead_letter_topic="bookings.dead-letters",
+    )
+    app.close()
+
+
+def test_a_replay_never_makes_a_consumer_skip_what_it_has_not_applied(inbox):
+    tps = [("bookings.commands", p) for p in range(3)]
+    inbox.start_at("bookings.commands", 0, 5)  # applied up to offset 4
+    inbox.start_at("bookings.commands", 2, 30)  # applied up to offset 29
+    report = ReplayReport("bookings.inbox", "inbox", dry_run=False)
+    begins = dict.fromkeys(tps, 0)
+    starts = _starts(inbox, tps, begins, dict.fromkeys(tps, 10), report, dry_run=False)
+    assert starts[tps[0]] == 5  # not yet applied from 5: replayed from there, not from 10
+    assert starts[tps[1]] == 10  # never applied anything here: starts where asked ...
+    assert inbox.stored_position(*tps[1]) == 10  # ... and the service goes on from there
+    assert starts[tps[2]] == 10  # applied already up to 29: re-read, skipped as redelivered
+    assert len(report.notes) == 2
+
+
+def test_a_dry_run_replay_records_no_position(inbox):
+    tp = ("bookings.commands", 1)
+    report = ReplayReport("bookings.inbox", "inbox", dry_run=True)
+    assert _starts(inbox, [tp], {tp: 0}, {tp: 7}, report, dry_run=True) == {tp: 7}
+    assert inbox.stored_position(*tp) == 0 and "left out" in report.notes[0]
