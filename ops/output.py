@@ -4,6 +4,7 @@ else (progress bars, notes, errors) on stderr, so that `--json` output can be pi
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -26,7 +27,8 @@ from rich.text import Text
 
 from ops.config import OpsError
 
-out = Console(highlight=False, soft_wrap=True, markup=False)  # data is shown as it is
+# Data is shown as it is (no markup); piped, tables are not squeezed into 80 columns.
+out = Console(highlight=False, soft_wrap=True, markup=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, markup=False)
 
 

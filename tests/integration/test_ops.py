@@ -95,6 +95,17 @@ def test_an_operator_rebuilds_replays_and_audits_a_live_system(
     assert by_service["bookings"]["events"] > 0 and by_service["bookings"]["dead_letters"][0]["size"] == 0
     assert {c["kind"] for c in by_service["notifier"]["consumers"]} == {"inbox", "subject keys"}
 
+    assert "bookings.views" in ops.run("status").stdout.decode()  # the tables for humans
+
+    # Dry runs say what would happen and change nothing.
+    [plan] = ops.json("rebuild", "bookings", "--dry-run")
+    assert plan["resumed_from"] is None and "would apply events 1.." in plan["notes"][0]
+    resend = ops.json("republish", "bookings", "--dry-run")
+    assert (
+        resend["dry_run"] and resend["messages"][system.topic("bookings.events")] == 4
+    )  # 3 placed, 1 cancelled
+    assert ops.json("status", "bookings")[0]["events"] == by_service["bookings"]["events"]
+
     # Rebuild while serving: build the shadow, let more happen, resume it and switch it in.
     [prepared] = ops.json("rebuild", "bookings", "--prepare-only")
     assert not prepared["switched"] and prepared["applied"] == prepared["head"] > 0
