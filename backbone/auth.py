@@ -37,3 +37,17 @@ def staff(token: SecretStr) -> Callable[..., str]:
         return "staff:api"
 
     return dependency
+
+
+def auditor(token: SecretStr | None) -> Callable[..., str]:
+    """The read-only audit API's bearer token (AUDIT_API_TOKEN); unset, nobody gets in."""
+
+    def dependency(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> str:
+        expected = token.get_secret_value() if token is not None else ""
+        if not expected:
+            raise _unauthorized("The audit API is not enabled on this instance (no AUDIT_API_TOKEN).")
+        if credentials is None or not same(credentials.credentials, expected):
+            raise _unauthorized("A valid audit API token is required (Authorization: Bearer).")
+        return "auditor"
+
+    return dependency

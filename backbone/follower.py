@@ -26,6 +26,12 @@ from backbone.logging import get_logger
 log = get_logger(__name__)
 
 
+class PositionMoved(Exception):
+    """The durable position is not where this follower left it: something else moved it (an
+    operator's rebuild that switched a read model's tables, or a second instance of the same
+    follower). Not an error: the follower resumes from the durable position."""
+
+
 @dataclass(frozen=True)
 class Recorded:
     """One domain event with its position in the notification log."""
@@ -97,8 +103,12 @@ class Follower(ABC):
         self._wakeup.bind()
         self.position = await asyncio.to_thread(self.load_position)
         log.info("follower started", follower=self.name, position=self.position)
+        reload = False
         while not self._stopping.is_set():
             try:
+                if reload:
+                    self.position = await asyncio.to_thread(self.load_position)
+                    reload = False
                 batch = await asyncio.to_thread(read_log, self.app, self.position, self.batch_size)
                 if batch:
                     self.caught_up.clear()
@@ -111,6 +121,11 @@ class Follower(ABC):
                 await self._wakeup.sleep(self.poll_interval)
             except asyncio.CancelledError:
                 raise
+            except PositionMoved as moved:
+                log.info(
+                    "position moved; resuming from the stored one", follower=self.name, detail=str(moved)
+                )
+                reload = True
             except Exception:
                 self.failures += 1
                 pause = min(self.max_pause, 0.2 * 2**self.failures)

@@ -72,6 +72,18 @@ class _Plan:
     redelivered: int = 0
 
 
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What became of one batch: counts by outcome. `stored` is False when nothing was made
+    durable (a dry run, or another consumer stored these partitions' positions first)."""
+
+    applied: int
+    duplicates: int
+    redelivered: int
+    dead_lettered: int
+    stored: bool = True
+
+
 class Inbox:
     """One consumer group of one service over some topics, with its handlers."""
 
@@ -140,12 +152,22 @@ class Inbox:
                 await self._seek_to_stored({(r.topic, r.partition) for r in records}, consumer)
                 await asyncio.sleep(pause)
 
-    async def apply(self, records: Sequence[Any], consumer: Any = None) -> None:
-        """Apply one batch of consumer records exactly once (see the module docstring)."""
+    async def apply(
+        self, records: Sequence[Any], consumer: Any = None, dry_run: bool = False
+    ) -> BatchOutcome:
+        """Apply one batch of consumer records exactly once (see the module docstring).
+
+        With `dry_run`, the handlers run on a throw-away unit of work and nothing is stored or
+        dead-lettered: the outcome says what applying the batch would do (operators' replays).
+        """
         started = time.perf_counter()
         sent: set[tuple[str, int, int]] = set()
         for attempt in range(1, 6):
             plan = await asyncio.to_thread(self._prepare, records)
+            if dry_run:
+                self._next.update(plan.positions)  # the next batch of the dry run follows this one
+                self._sources.update(plan.sources)
+                return _outcome(plan, stored=False)
             letters = [d for d in plan.dead if _coords(d.record) not in sent]
             if letters:
                 await deadletters.send(self.broker, self.dead_letter_topic, self.name, letters)
@@ -158,7 +180,7 @@ class Inbox:
                     log.warning("another consumer stored these positions first", inbox=self.name)
                     self._forget(set(plan.positions))
                     await self._seek_to_stored(set(plan.positions), consumer)
-                    return
+                    return _outcome(plan, stored=False)
                 log.info("concurrent change of an aggregate; reapplying batch", attempt=attempt)
         else:
             raise RuntimeError(f"{self.name}: batch kept conflicting with concurrent writes")
@@ -169,6 +191,18 @@ class Inbox:
             metrics.consumed.labels(self.name, outcome).inc(getattr(plan, outcome))
         metrics.consumed.labels(self.name, "dead_lettered").inc(len(plan.dead))
         await self._commit_hint(plan.positions, consumer)
+        return _outcome(plan, stored=True)
+
+    def stored_position(self, topic: str, partition: int) -> int:
+        """The next offset to apply in a partition, as stored with the effects (blocking)."""
+        return self.app.position(self._offset_key((topic, partition))) or 0
+
+    def start_at(self, topic: str, partition: int, offset: int) -> None:
+        """Make this consumer start at `offset` in a partition where it has applied nothing
+        (an operator's replay from a point in time). Like any position, it only moves forward:
+        IntegrityError if the consumer is already there or further (blocking)."""
+        self.app.record_position(Tracking(self._offset_key((topic, partition)), offset))
+        self._forget({(topic, partition)})
 
     async def on_assigned(self, assigned: set[TopicPartition], consumer: Any) -> None:
         tps = {(tp.topic, tp.partition) for tp in assigned}
@@ -320,6 +354,10 @@ class _SeekToStoredPositions(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self.inbox.on_assigned(assigned, self.inbox.subscriber.consumer)
+
+
+def _outcome(plan: _Plan, stored: bool) -> BatchOutcome:
+    return BatchOutcome(plan.applied, plan.duplicates, plan.redelivered, len(plan.dead), stored)
 
 
 def _undecoded(message: Any) -> None:

@@ -100,6 +100,11 @@ class OutboxRelay(Follower):
             )
             await asyncio.to_thread(self.app.vault.mark_published, records)
 
+    def messages(self, batch: Sequence[Recorded]) -> list[Outgoing]:
+        """The messages a batch of recorded events means, as the relay publishes them: same
+        `event_id`s, same `source-position` headers (blocking; operators' republish uses it)."""
+        return self._translate_all(batch)
+
     def _translate_all(self, batch: Sequence[Recorded]) -> list[Outgoing]:
         # In a worker thread: a translation may read an aggregate's state from the store.
         outgoing = []

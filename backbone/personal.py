@@ -24,7 +24,7 @@ import base64
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -160,25 +160,31 @@ class Vault:
     def accept(self, record: SubjectKey) -> None:
         """Take a key (or an erasure) published by the subject's owner. Idempotent; an
         erasure is final: a late copy of the key never brings it back."""
+        self.accept_all([record])
+
+    def accept_all(self, records: Sequence[SubjectKey]) -> None:
+        """`accept` for many records, in one transaction (a batch from a keys topic)."""
         with self.engine.begin() as conn:
-            row = conn.execute(
-                sa.select(subject_keys.c.key, subject_keys.c.erased_at).where(
-                    subject_keys.c.subject_id == str(record.subject_id)
-                )
-            ).first()
-            if record.key is None:
-                self._erase_in(conn, record.subject_id, record.owner, published=True)
-            elif row is None:
-                conn.execute(
-                    sa.insert(subject_keys).values(
-                        subject_id=str(record.subject_id),
-                        owner=record.owner,
-                        key=base64.b64decode(record.key),
-                        published=True,
+            for record in records:
+                row = conn.execute(
+                    sa.select(subject_keys.c.key, subject_keys.c.erased_at).where(
+                        subject_keys.c.subject_id == str(record.subject_id)
                     )
-                )
+                ).first()
+                if record.key is None:
+                    self._erase_in(conn, record.subject_id, record.owner, published=True)
+                elif row is None:
+                    conn.execute(
+                        sa.insert(subject_keys).values(
+                            subject_id=str(record.subject_id),
+                            owner=record.owner,
+                            key=base64.b64decode(record.key),
+                            published=True,
+                        )
+                    )
         with self._lock:
-            self._cache.pop(record.subject_id, None)
+            for record in records:
+                self._cache.pop(record.subject_id, None)
 
     def erase(self, subject_id: UUID) -> None:
         """Destroy a subject's key here. Idempotent."""

@@ -19,6 +19,7 @@ given `erases=` purges after every batch that contained such an event.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -30,7 +31,7 @@ from sqlalchemy.pool import StaticPool
 
 from backbone import metrics
 from backbone.eventstore import ServiceApplication
-from backbone.follower import Follower, Recorded
+from backbone.follower import Follower, PositionMoved, Recorded
 
 Project = Callable[[Connection, Recorded], None]
 
@@ -68,23 +69,31 @@ class ReadModel:
             ).scalar()
         return value or 0
 
-    def advance(self, conn: Connection, name: str, position: int) -> None:
+    def advance(self, conn: Connection, name: str, position: int, previous: int | None = None) -> None:
         """Move a projection's position forward inside the caller's transaction.
 
-        Refuses to move it backwards or to the same place, which would mean another instance
-        of the projection got there first (the transaction then rolls back)."""
+        With `previous` (where the batch started), refuses unless the stored position is still
+        exactly there: another instance of the projection, or an operator's rebuild that
+        switched the tables (`ops rebuild`), moved it since. Without it, refuses only to move
+        it backwards or to the same place. Either way the transaction then rolls back, and the
+        projection resumes from the stored position (`PositionMoved`)."""
+        where = (
+            self.positions.c.position == previous
+            if previous is not None
+            else self.positions.c.position < position
+        )
         updated = conn.execute(
-            sa.update(self.positions)
-            .where(self.positions.c.name == name, self.positions.c.position < position)
-            .values(position=position)
+            sa.update(self.positions).where(self.positions.c.name == name, where).values(position=position)
         ).rowcount
         if updated:
             return
         exists = conn.execute(
             sa.select(self.positions.c.position).where(self.positions.c.name == name)
         ).scalar()
-        if exists is not None:
+        if previous is None and exists is not None:
             raise PositionConflict(f"{name} is already at {exists}, not below {position}")
+        if previous is not None and (exists or 0) != previous:
+            raise PositionConflict(f"{name} is at {exists or 0}, not at {previous} where this batch started")
         conn.execute(sa.insert(self.positions).values(name=name, position=position))
 
     def purge(self, attempts: int = 20) -> bool:
@@ -109,20 +118,27 @@ class ReadModel:
         self.engine.dispose()
 
 
-class PositionConflict(Exception):
-    pass
+class PositionConflict(PositionMoved):
+    """The stored position of a projection is not where this batch started."""
 
 
 def upsert(conn: Connection, table: sa.Table, values: dict[str, Any], keys: Sequence[str]) -> None:
     """Insert a row, or update it where the key columns match (portable SQLite/PostgreSQL)."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(table).values(**values)
-    update = {k: statement.excluded[k] for k in values if k not in keys}
+    conn.execute(_upsert_statement(conn.dialect.name, table, tuple(values), tuple(keys)), values)
+
+
+@functools.lru_cache(maxsize=256)
+def _upsert_statement(
+    dialect_name: str, table: sa.Table, columns: tuple[str, ...], keys: tuple[str, ...]
+) -> Any:
+    # Built once per shape and reused with new values: building it is most of an upsert's cost
+    # (rebuilds and replays run millions of them).
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    statement = dialect.insert(table)
+    update = {k: statement.excluded[k] for k in columns if k not in keys}
     if update:
-        statement = statement.on_conflict_do_update(index_elements=list(keys), set_=update)
-    else:
-        statement = statement.on_conflict_do_nothing(index_elements=list(keys))
-    conn.execute(statement)
+        return statement.on_conflict_do_update(index_elements=list(keys), set_=update)
+    return statement.on_conflict_do_nothing(index_elements=list(keys))
 
 
 class Projection(Follower):
@@ -151,15 +167,17 @@ class Projection(Follower):
         return self.read_model.position(self.name)
 
     async def handle(self, batch: Sequence[Recorded]) -> None:
-        await asyncio.to_thread(self.apply, batch)
+        await asyncio.to_thread(self.apply, batch, self.position)
         head = await asyncio.to_thread(self.app.recorder.max_notification_id) or 0
         metrics.projection_lag.labels(self.name).set(head - batch[-1].position)
 
-    def apply(self, batch: Sequence[Recorded]) -> None:
+    def apply(self, batch: Sequence[Recorded], previous: int | None = None) -> None:
+        """Project a batch. The running follower passes `previous`, where it believes the
+        batch starts (see `ReadModel.advance`); a one-off caller need not."""
         with self.read_model.engine.begin() as conn:
             for recorded in batch:
                 self.project(conn, recorded)
-            self.read_model.advance(conn, self.name, batch[-1].position)
+            self.read_model.advance(conn, self.name, batch[-1].position, previous=previous)
         if self.erases is not None and any(self.erases(r.event) for r in batch):
             self._purge_due = True
         if self._purge_due:

@@ -16,7 +16,7 @@ import uvicorn
 from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 
-from backbone import bus
+from backbone import auditapi, bus
 from backbone.eventstore import ServiceApplication
 from backbone.follower import Follower
 from backbone.inbox import Inbox
@@ -94,8 +94,10 @@ class Service:
 
 
 def attach(service: Service) -> Service:
-    """Hook the service's start/stop into its FastAPI app, and add GET /ready."""
+    """Hook the service's start/stop into its FastAPI app, and add GET /ready and the
+    read-only audit API (/v1/audit/..., see backbone.auditapi)."""
     service.api.router.lifespan_context = service.lifespan
+    auditapi.routes(service.api, service.app, service.name, service.settings.audit_api_token)
 
     @service.api.get("/ready", tags=["ops"], summary="Readiness: consuming and relaying")
     async def ready() -> Any:

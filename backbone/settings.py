@@ -84,6 +84,11 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
 
+    audit_api_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token of the read-only audit API (/v1/audit/...); unset, it answers 401.",
+    )
+
     def topic(self, name: str) -> str:
         """The real name of a topic (or consumer group) of the contracts in this deployment."""
         return f"{self.topic_namespace}.{name}" if self.topic_namespace else name

@@ -41,6 +41,7 @@ class SubjectKeyReceiver:
         on_erased: Callable[[list[UUID]], None] | None = None,
     ):
         self.name = name
+        self.topics = list(topics)
         self.vault = vault
         self.on_erased = on_erased
         self.broker = broker
@@ -72,16 +73,14 @@ class SubjectKeyReceiver:
             await asyncio.sleep(1)
 
     def apply(self, records: Sequence[Any]) -> list[deadletters.DeadLetter]:
-        dead, erased = [], []
+        dead, keys = [], []
         for record in records:
             try:
-                key = SubjectKey.model_validate_json(record.value or b"")
+                keys.append(SubjectKey.model_validate_json(record.value or b""))
             except ValidationError as error:
                 dead.append(deadletters.DeadLetter(record, "schema_invalid", str(error)[:2000]))
-                continue
-            self.vault.accept(key)
-            if key.key is None:
-                erased.append(key.subject_id)
+        self.vault.accept_all(keys)  # one transaction for the batch
+        erased = [key.subject_id for key in keys if key.key is None]
         if erased and self.on_erased is not None:
             self.on_erased(erased)
         return dead

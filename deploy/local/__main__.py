@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -297,6 +298,25 @@ def local_secrets() -> tuple[dict[str, dict[str, str]], list[str]]:
     ]
 
 
+OPS_CONFIG = LOCAL_DIR / "ops.toml"
+_NOT_SETTINGS = {"KAFKA_BOOTSTRAP_SERVERS", "PYTHONUNBUFFERED"}  # shared, or not a service setting
+
+
+def write_ops_config(bootstrap: str, envs: dict[str, dict[str, str]]) -> Path:
+    """The operator tool's view of this local deployment (`booking-accounts -c .local/ops.toml`):
+    what ``up`` gives each service beyond the caller's environment."""
+    lines = ["# Written by ./deploy/up: booking-accounts --config .local/ops.toml status", "", "[env]"]
+    lines.append(f"KAFKA_BOOTSTRAP_SERVERS = {json.dumps(bootstrap)}")
+    for name, env in envs.items():
+        lines += ["", f"[services.{name}.env]"]
+        lines += [
+            f"{key} = {json.dumps(value)}" for key, value in sorted(env.items()) if key not in _NOT_SETTINGS
+        ]
+    OPS_CONFIG.write_text("\n".join(lines) + "\n")
+    OPS_CONFIG.chmod(0o600)  # it names the staff token
+    return OPS_CONFIG
+
+
 def service_env(spec: ServiceSpec, bootstrap: str) -> dict[str, str]:
     data_dir = LOCAL_DIR / "data" / spec.name
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -351,12 +371,14 @@ def up(
                 f"Mail (web UI)  {ui.url}",
             ]
             secrets, notes = local_secrets()
+            ops_envs: dict[str, dict[str, str]] = {}
             for spec in SERVICES:
                 env = service_env(spec, bootstrap)
                 for key, value in secrets.get(spec.name, {}).items():
                     env.setdefault(key, value)  # the caller's environment wins
                 if spec.name == "notifier":
                     env["SMTP_PORT"] = str(catcher.port)
+                ops_envs[spec.name] = {k: v for k, v in env.items() if os.environ.get(k) != v}
                 svc = _Service(spec, env)
                 why_not = svc.runnable()
                 if why_not:
@@ -367,6 +389,9 @@ def up(
                 services.append(svc)
                 lines.append(f"{spec.name:<14} http://127.0.0.1:{spec.http_port}/docs")
             lines += notes
+            lines.append(
+                f"operator tool: booking-accounts --config {write_ops_config(bootstrap, ops_envs)} status"
+            )
             _echo("\n".join(["", "Running:", *("  " + s for s in lines), ""]), color="green")
             if not services:
                 _echo("No service could be started; Kafka and the mail catcher keep running.")

@@ -1,0 +1,365 @@
+"""Rebuilding a service's read models from its own event log, while the service keeps serving.
+
+The live tables keep answering while a *shadow* copy is built beside them: the same tables in
+another schema (PostgreSQL) or another file (SQLite), filled by the service's own projection
+functions from the event log in batches, each batch together with the shadow's position. An
+interrupted rebuild therefore resumes where it stopped.
+
+When the shadow has caught up, one short transaction *switches*: it takes the write lock on the
+live tables, puts the shadow's tables in their place (PostgreSQL: moves the tables between
+schemas; SQLite: copies them in), applies the few events recorded meanwhile, and leaves the
+positions at the head. Readers see the old tables or the new ones, never a mix. The service's
+own projection then finds that its position moved (`backbone.follower.PositionMoved`), reloads
+it and carries on from there.
+
+A shadow remembers a fingerprint of the tables it was built for: after a deployment that
+changed them, a half-built shadow is refused (start again with `fresh=True`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from backbone.eventstore import ServiceApplication
+from backbone.follower import Recorded, read_log
+from backbone.readmodel import Projection, ReadModel
+from ops.config import OpsError
+
+_state = sa.MetaData()
+rebuild_state = sa.Table(
+    "rebuild_state",
+    _state,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+
+@dataclass
+class Report:
+    read_model: str  # the projections' names
+    head: int  # the last event of the log when the rebuild started
+    live_position: int
+    resumed_from: int | None = None  # the shadow's position when an earlier run left it
+    applied: int = 0  # events applied to the shadow by this run
+    switched: bool = False
+    switched_at: int | None = None  # the position of the read model after the switch
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def events_per_second(self) -> float:
+        return self.applied / self.seconds if self.seconds else 0.0
+
+
+class Rebuild:
+    """The rebuild of one read model (with the projections that write it)."""
+
+    def __init__(
+        self,
+        app: ServiceApplication,
+        read_model: ReadModel,
+        projections: Sequence[Projection],
+        batch_size: int = 2000,
+    ):
+        self.app = app
+        self.live = read_model
+        self.projections = list(projections)
+        self.names = [p.name for p in self.projections]
+        self.batch_size = batch_size
+        self.shadow = _shadow_for(read_model, "_".join(self.names))
+
+    @property
+    def label(self) -> str:
+        return ", ".join(self.names)
+
+    def live_position(self) -> int:
+        if not sa.inspect(self.live.engine).has_table(self.live.positions.name):
+            return 0  # the service never started: its tables are not there yet
+        return min((self.live.position(name) for name in self.names), default=0)
+
+    def shadow_position(self) -> int | None:
+        """Where an unfinished rebuild stopped; None if there is none."""
+        if not self.shadow.exists():
+            return None
+        return min(self.shadow.read_model.position(name) for name in self.names)
+
+    def plan(self) -> Report:
+        """What a rebuild would do now (a dry run changes nothing)."""
+        head = self.app.recorder.max_notification_id() or 0
+        report = Report(self.label, head, self.live_position(), self.shadow_position())
+        start = report.resumed_from or 0
+        report.notes.append(
+            f"would apply events {start + 1}..{head} to a shadow of {len(self.live.metadata.tables)} "
+            f"tables ({self.shadow.where}), then switch it in"
+            if head > start
+            else "would switch the shadow in"
+        )
+        return report
+
+    def run(
+        self,
+        *,
+        fresh: bool = False,
+        switch: bool = True,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Report:
+        """Build (or resume) the shadow up to the head, then switch it in unless told not to.
+        `progress(done, total)` is called after every batch."""
+        started = time.perf_counter()
+        self.live.create()  # as the service does when it starts (idempotent)
+        if fresh and self.shadow.exists():
+            self.shadow.drop()
+        report = Report(self.label, 0, self.live_position(), self.shadow_position())
+        if report.resumed_from is None:
+            self.shadow.create(self._fingerprint())
+            position = 0
+        else:
+            self._check_fingerprint()
+            position = report.resumed_from
+        report.head = self.app.recorder.max_notification_id() or 0
+        total, target = max(report.head - position, 0), report.head
+        # Catch up until what is left is small enough for the switch's short write lock.
+        while batch := read_log(self.app, position, self.batch_size):
+            self._apply_to_shadow(batch, position)
+            report.applied += len(batch)
+            position = batch[-1].position
+            if progress is not None:
+                progress(report.applied, max(total, report.applied))
+            if position >= target:
+                if not switch:
+                    break
+                target = self.app.recorder.max_notification_id() or 0
+                if target - position <= self.batch_size:
+                    break
+        if switch:
+            report.switched_at = self._switch(position)
+            report.switched = True
+            self.shadow.drop()
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def discard(self) -> bool:
+        """Throw away an unfinished rebuild. Returns whether there was one."""
+        if not self.shadow.exists():
+            return False
+        self.shadow.drop()
+        return True
+
+    # ------------------------------------------------------------------ internals
+
+    def _apply_to_shadow(self, batch: Sequence[Recorded], previous: int) -> None:
+        shadow = self.shadow.read_model
+        with shadow.engine.begin() as conn:
+            self._project(conn, batch)
+            for name in self.names:
+                shadow.advance(conn, name, batch[-1].position, previous=previous)
+
+    def _switch(self, position: int) -> int:
+        with self.shadow.switching() as conn:
+            self.shadow.swap(conn)
+            # The events recorded since the last batch, straight into the switched tables.
+            tail = position
+            while batch := read_log(self.app, tail, self.batch_size):
+                self._project(conn, batch)
+                tail = batch[-1].position
+            if tail > position:
+                for name in self.names:
+                    self.live.advance(conn, name, tail, previous=position)
+        return tail
+
+    def _project(self, conn: Connection, batch: Sequence[Recorded]) -> None:
+        for recorded in batch:
+            for projection in self.projections:
+                projection.project(conn, recorded)
+
+    def _fingerprint(self) -> str:
+        dialect = self.live.engine.dialect
+        ddl = [str(CreateTable(t).compile(dialect=dialect)) for t in self.live.metadata.sorted_tables]
+        ddl += [
+            str(CreateIndex(i).compile(dialect=dialect))
+            for t in self.live.metadata.sorted_tables
+            for i in sorted(t.indexes, key=lambda i: i.name or "")
+        ]
+        return hashlib.sha256("\n".join(ddl).encode()).hexdigest()
+
+    def _check_fingerprint(self) -> None:
+        if self.shadow.state().get("fingerprint") != self._fingerprint():
+            raise OpsError(
+                f"the unfinished rebuild of {self.label} was started for other tables (the code "
+                "changed since): start again with --fresh"
+            )
+
+
+# ------------------------------------------------------------------------------ shadows
+
+
+class Shadow(ABC):
+    """Where a read model is rebuilt, and how it is switched in."""
+
+    where: str
+
+    def __init__(self, live: ReadModel, label: str):
+        self.live = live
+        self.label = label
+        self.read_model = self._open()
+
+    @abstractmethod
+    def _open(self) -> ReadModel: ...
+
+    @abstractmethod
+    def exists(self) -> bool: ...
+
+    @abstractmethod
+    def drop(self) -> None: ...
+
+    @abstractmethod
+    def switching(self) -> contextlib.AbstractContextManager[Connection]:
+        """A transaction on the live database that holds the write lock on its tables."""
+
+    @abstractmethod
+    def swap(self, conn: Connection) -> None:
+        """Inside `switching()`: put the shadow's tables in place of the live ones."""
+
+    def create(self, fingerprint: str) -> None:
+        self.read_model.create()
+        _state.create_all(self.read_model.engine)
+        with self.read_model.engine.begin() as conn:
+            conn.execute(sa.delete(rebuild_state))
+            conn.execute(
+                sa.insert(rebuild_state),
+                [
+                    {"key": "fingerprint", "value": fingerprint},
+                    {"key": "started_at", "value": datetime.now(UTC).isoformat()},
+                ],
+            )
+
+    def state(self) -> dict[str, str]:
+        with self.read_model.engine.connect() as conn:
+            return {row.key: row.value for row in conn.execute(sa.select(rebuild_state))}
+
+
+class SQLiteShadow(Shadow):
+    """A second SQLite file beside the live one; switched in by copying, under the file's
+    write lock (readers go on reading the old content until the commit)."""
+
+    def _open(self) -> ReadModel:
+        live = Path(sa.engine.make_url(self.live.url).database or "")
+        self.path = live.with_name(live.name + ".rebuild")
+        self.where = str(self.path)
+        return ReadModel(f"sqlite+pysqlite:///{self.path}", self.live.metadata)
+
+    def exists(self) -> bool:
+        if not self.path.exists():
+            return False
+        return sa.inspect(self.read_model.engine).has_table(rebuild_state.name)
+
+    def drop(self) -> None:
+        self.read_model.close()
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
+        self.read_model = self._open()
+
+    @contextlib.contextmanager
+    def switching(self) -> Iterator[Connection]:
+        engine = sa.create_engine(self.live.url, connect_args={"timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _attach(dbapi_conn: Any, _: Any) -> None:
+            dbapi_conn.isolation_level = None  # we say BEGIN ourselves (below)
+            dbapi_conn.execute("ATTACH DATABASE ? AS shadow", (str(self.path),))
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock, now: no other writer
+
+        try:
+            with engine.begin() as conn:
+                yield conn
+        finally:
+            engine.dispose()
+
+    def swap(self, conn: Connection) -> None:
+        # Unqualified names are the live file's ("main" comes before attached databases).
+        copies = sa.MetaData()
+        for table in self.live.metadata.sorted_tables:
+            shadow = table.to_metadata(copies, schema="shadow")
+            table.drop(conn, checkfirst=True)
+            table.create(conn)  # with its indexes, as the code defines them now
+            conn.execute(sa.insert(table).from_select(list(table.columns.keys()), sa.select(*shadow.columns)))
+
+
+class PostgresShadow(Shadow):
+    """A schema of its own in the service's database; switched in by moving tables between
+    schemas (instant, whatever the size), under an exclusive lock on the live tables."""
+
+    def _open(self) -> ReadModel:
+        with self.live.engine.connect() as conn:
+            self.schema = conn.exec_driver_sql("SELECT current_schema()").scalar() or "public"
+        slug = re.sub(r"[^a-z0-9_]", "_", self.label.lower())[:40]
+        self.shadow_schema, self.retired_schema = f"rebuild_{slug}", f"retired_{slug}"
+        self.where = f"schema {self.shadow_schema}"
+        shadow = ReadModel(self.live.url, self.live.metadata)
+        self._engine = shadow.engine
+        shadow.engine = shadow.engine.execution_options(schema_translate_map={None: self.shadow_schema})
+        return shadow
+
+    def exists(self) -> bool:
+        return sa.inspect(self._engine).has_table(rebuild_state.name, schema=self.shadow_schema)
+
+    def create(self, fingerprint: str) -> None:
+        with self._engine.begin() as conn:
+            conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{self.shadow_schema}"')
+        super().create(fingerprint)
+
+    def drop(self) -> None:
+        with self._engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{self.shadow_schema}" CASCADE')
+
+    @contextlib.contextmanager
+    def switching(self) -> Iterator[Connection]:
+        tables = [t.name for t in self.live.metadata.sorted_tables]
+        with self._engine.begin() as conn:
+            conn.exec_driver_sql("SET LOCAL lock_timeout = '30s'")
+            live = [t for t in tables if sa.inspect(conn).has_table(t, schema=self.schema)]
+            if live:
+                names = ", ".join(f'"{self.schema}"."{t}"' for t in live)
+                conn.exec_driver_sql(f"LOCK TABLE {names} IN ACCESS EXCLUSIVE MODE")
+            yield conn
+        with self._engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{self.retired_schema}" CASCADE')
+
+    def swap(self, conn: Connection) -> None:
+        conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{self.retired_schema}" CASCADE')
+        conn.exec_driver_sql(f'CREATE SCHEMA "{self.retired_schema}"')
+        for table in self.live.metadata.sorted_tables:
+            if sa.inspect(conn).has_table(table.name, schema=self.schema):
+                conn.exec_driver_sql(
+                    f'ALTER TABLE "{self.schema}"."{table.name}" SET SCHEMA "{self.retired_schema}"'
+                )
+            conn.exec_driver_sql(
+                f'ALTER TABLE "{self.shadow_schema}"."{table.name}" SET SCHEMA "{self.schema}"'
+            )
+
+
+def _shadow_for(read_model: ReadModel, label: str) -> Shadow:
+    dialect = read_model.engine.dialect.name
+    if dialect == "sqlite":
+        if ":memory:" in read_model.url:
+            raise OpsError("an in-memory read model cannot be rebuilt from another process")
+        return SQLiteShadow(read_model, label)
+    if dialect == "postgresql":
+        return PostgresShadow(read_model, label)
+    raise OpsError(f"cannot rebuild a read model on {dialect}")
