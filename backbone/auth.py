@@ -1,14 +1,17 @@
-"""Who is calling: FastAPI dependencies for customer sessions and the staff API token."""
+"""Who is calling: FastAPI dependencies for customer sessions, staff API keys and the auditor."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+from uuid import UUID
 
-from fastapi import Depends, HTTPException
+from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
-from backbone.credentials import InvalidSession, Session, SessionVerifier, same
+from backbone.credentials import InvalidSession, Session, SessionVerifier, parse_staff_api_key, same
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -29,12 +32,30 @@ def customer_session(verifier: SessionVerifier) -> Callable[..., Session]:
     return dependency
 
 
-def staff(token: SecretStr) -> Callable[..., str]:
-    def dependency(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> str:
-        expected = token.get_secret_value()
-        if credentials is None or not expected or not same(credentials.credentials, expected):
-            raise _unauthorized("A valid staff API token is required (Authorization: Bearer).")
-        return "staff:api"
+class StaffKeyHolder(Protocol):
+    id: UUID
+    tenant_id: str
+
+    def admits(self, key_hash: str) -> bool: ...
+
+
+def staff_member(find: Callable[[UUID], StaffKeyHolder | None]) -> Callable[..., Awaitable[str]]:
+    """A staff member's API key (issued by accounts, see `backbone.credentials`), for the
+    tenant in the path only. `find` looks the member up by id (blocking: run in a thread).
+    Gives the actor `staff:<id>` that their changes are recorded with."""
+
+    async def dependency(
+        request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+    ) -> str:
+        # From the path as the route declares (and validates) it: every staff route has one.
+        tenant_id = request.path_params["tenant_id"]
+        parsed = parse_staff_api_key(credentials.credentials) if credentials else None
+        member = await asyncio.to_thread(find, parsed[0]) if parsed else None
+        if parsed is None or member is None or not member.admits(parsed[1]):
+            raise _unauthorized("A valid staff API key is required (Authorization: Bearer).")
+        if member.tenant_id != tenant_id:
+            raise HTTPException(403, "This staff API key belongs to another business.")
+        return f"staff:{member.id}"
 
     return dependency
 

@@ -42,6 +42,29 @@ def same(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 
 
+# ----------------------------------------------------------------------------- staff keys
+
+STAFF_KEY_PREFIX = "staff_"
+
+
+def staff_api_key(staff_id: UUID, secret: str) -> str:
+    """A staff member's API key: it names its staff member, so that a service looks up one
+    hash instead of comparing against every key of the tenant."""
+    return f"{STAFF_KEY_PREFIX}{staff_id.hex}.{secret}"
+
+
+def parse_staff_api_key(api_key: str) -> tuple[UUID, str] | None:
+    """(staff id, hash of the secret) of a well-formed key; None otherwise."""
+    if not api_key.startswith(STAFF_KEY_PREFIX):
+        return None
+    reference, _, secret = api_key.removeprefix(STAFF_KEY_PREFIX).partition(".")
+    try:
+        staff_id = UUID(hex=reference)
+    except ValueError:
+        return None
+    return (staff_id, token_hash(secret)) if secret else None
+
+
 # ------------------------------------------------------------------------------- sessions
 
 

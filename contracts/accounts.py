@@ -1,5 +1,5 @@
-"""Events published by the accounts service on `accounts.events` (Kafka key: account id, or the
-tenant id for settings).
+"""Events published by the accounts service on `accounts.events` (Kafka key: account id, the
+tenant id for settings, the staff member's id for staff keys).
 
 Personal data is `Sealed` with the account's subject key (the subject id is the account id; see
 `contracts.personal`). A link whose holder can act on an account is sealed *for the notifier*
@@ -194,6 +194,44 @@ class TenantSettingsChanged(IntegrationEvent):
         return self.tenant_id
 
 
+StaffKeyHash = Annotated[
+    str,
+    StringConstraints(pattern=r"^[0-9a-f]{64}$"),
+    Field(
+        description="SHA-256 (hex) of the secret part of the staff member's API key. The secret "
+        "is 256 random bits: the hash lets a service check a key, never recover it."
+    ),
+]
+
+
+class StaffMemberAdded(IntegrationEvent):
+    """A staff member of the tenant got an API key (`staff_<id hex>.<secret>`). Every service
+    with a staff API accepts the key for this tenant from now on, with the actor `staff:<id>`."""
+
+    event_type: Literal["StaffMemberAdded"] = "StaffMemberAdded"
+    schema_version: Literal[1] = 1
+
+    staff_id: UUID
+    key_hash: StaffKeyHash
+
+    @property
+    def key(self) -> str:
+        return str(self.staff_id)
+
+
+class StaffMemberRemoved(IntegrationEvent):
+    """The staff member's API key no longer opens anything."""
+
+    event_type: Literal["StaffMemberRemoved"] = "StaffMemberRemoved"
+    schema_version: Literal[1] = 1
+
+    staff_id: UUID
+
+    @property
+    def key(self) -> str:
+        return str(self.staff_id)
+
+
 EVENTS = (
     AccountClaimed,
     VerificationRequested,
@@ -206,4 +244,6 @@ EVENTS = (
     AccountActivated,
     AccountRedacted,
     TenantSettingsChanged,
+    StaffMemberAdded,
+    StaffMemberRemoved,
 )

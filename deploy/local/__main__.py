@@ -253,8 +253,6 @@ class _Service:
 
 ADMIN_TOKEN_ENV = "BOOKING_ACCOUNTS_ADMIN_TOKEN"  # noqa: S105 - a variable name
 DEFAULT_LOCAL_ADMIN_TOKEN = "local-admin-token"  # noqa: S105 - local development only
-STAFF_TOKEN_ENV = "BOOKING_ACCOUNTS_STAFF_TOKEN"  # noqa: S105 - a variable name
-DEFAULT_LOCAL_STAFF_TOKEN = "local-staff-token"  # noqa: S105 - local development only
 
 
 def local_secrets() -> tuple[dict[str, dict[str, str]], list[str]]:
@@ -281,7 +279,6 @@ def local_secrets() -> tuple[dict[str, dict[str, str]], list[str]]:
     except Exception as exc:  # e.g. an unreadable key file: start anyway, say why
         return {}, [f"no service keys generated ({exc!r})"]
     admin_token = os.environ.get(ADMIN_TOKEN_ENV, DEFAULT_LOCAL_ADMIN_TOKEN)
-    staff_token = os.environ.get(STAFF_TOKEN_ENV, DEFAULT_LOCAL_STAFF_TOKEN)
     extra = {
         "accounts": {
             "NOTIFIER_PUBLIC_KEY": base64.b64encode(notifier_public).decode(),
@@ -289,7 +286,7 @@ def local_secrets() -> tuple[dict[str, dict[str, str]], list[str]]:
             "SESSION_SIGNING_KEY_FILE": str(signing_key),
         },
         "bookings": {"SESSION_PUBLIC_KEY_FILE": str(public_path(signing_key))},
-        "notifier": {"SEALING_KEY_FILE": str(sealing_key), "STAFF_API_TOKEN": staff_token},
+        "notifier": {"SEALING_KEY_FILE": str(sealing_key)},
     }
     return extra, [
         f"admin API token: {admin_token}  ({ADMIN_TOKEN_ENV}); it adds staff members, e.g.:",

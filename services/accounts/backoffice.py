@@ -17,8 +17,6 @@ from services.accounts.customers import AddressTaken, CustomerCases, personal
 from services.accounts.domainmodel import Account, NothingToVerify
 from services.accounts.tenants import StaffMember, TenantSettings
 
-STAFF_KEY_PREFIX = "staff_"
-
 
 class EmailBlocked(DomainError):
     code = "email_blocked"
@@ -200,7 +198,7 @@ class StaffCases(CustomerCases):
                 id=staff_id, tenant_id=tenant_id, label=label, key_hash=credentials.token_hash(secret)
             )
         )
-        return staff_id, f"{STAFF_KEY_PREFIX}{staff_id.hex}.{secret}"
+        return staff_id, credentials.staff_api_key(staff_id, secret)
 
     def remove_staff_member(self, tenant_id: str, staff_id: UUID) -> None:
         member = self.get(StaffMember, staff_id)
@@ -209,12 +207,13 @@ class StaffCases(CustomerCases):
         member.remove()
         self.save(member)
 
+    def staff_member(self, staff_id: UUID) -> StaffMember | None:
+        member = self.get(StaffMember, staff_id)
+        return member if member is not None and member.active else None
+
     def staff_member_for_key(self, api_key: str) -> StaffMember | None:
-        reference, _, secret = api_key.removeprefix(STAFF_KEY_PREFIX).partition(".")
-        try:
-            member = self.get(StaffMember, UUID(hex=reference))
-        except ValueError:
-            member = None
-        if member is None or not secret or not member.admits(credentials.token_hash(secret)):
+        parsed = credentials.parse_staff_api_key(api_key)
+        member = self.staff_member(parsed[0]) if parsed else None
+        if parsed is None or member is None or not member.admits(parsed[1]):
             return None
         return member

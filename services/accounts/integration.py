@@ -16,7 +16,7 @@ from contracts.envelope import Actor
 from contracts.topics import ACCOUNTS_EVENTS
 from services.accounts.application import Accounts
 from services.accounts.domainmodel import Account
-from services.accounts.tenants import TenantSettings
+from services.accounts.tenants import StaffMember, TenantSettings
 
 SERVICE = "accounts"
 
@@ -26,6 +26,9 @@ def translator(app: Accounts):
         event = recorded.event
         if isinstance(event, TenantSettings.Initialised | TenantSettings.Changed):
             yield _settings(app, recorded)
+            return
+        if isinstance(event, StaffMember.Added | StaffMember.Removed):
+            yield _staff(app, recorded)
             return
         if not isinstance(event, Account.Event):
             return
@@ -128,6 +131,16 @@ def _settings(app: Accounts, recorded: Recorded) -> Outgoing:
             **settings.values,
         ),
     )
+
+
+def _staff(app: Accounts, recorded: Recorded) -> Outgoing:
+    """The other services' staff APIs accept the same keys: only the hash travels."""
+    event = recorded.event
+    member = app.repository.get(event.originator_id, version=event.originator_version)
+    base = {**envelope(recorded, SERVICE, tenant_id=member.tenant_id), "staff_id": member.id}
+    if isinstance(event, StaffMember.Added):
+        return Outgoing(ACCOUNTS_EVENTS, contract.StaffMemberAdded(**base, key_hash=event.key_hash))
+    return Outgoing(ACCOUNTS_EVENTS, contract.StaffMemberRemoved(**base))
 
 
 def _actor(event: Any) -> Actor:

@@ -221,6 +221,11 @@ def _(event: CustomerAccount.Erased, conn: Connection, recorded: Recorded) -> No
     _update_account(conn, event, email=None, verified_email=None)
 
 
+def erases(event: Any) -> bool:
+    """Events after which scrubbed personal data must be purged from the files."""
+    return isinstance(event, Booking.CustomerErased | CustomerAccount.Erased)
+
+
 def _update_account(conn: Connection, event: Any, **values: Any) -> None:
     conn.execute(
         sa.update(customer_accounts)

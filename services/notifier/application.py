@@ -22,7 +22,7 @@ from backbone.eventstore import ServiceApplication
 from backbone.http import NotFound
 from backbone.logging import get_logger
 from backbone.personal import Vault
-from services.notifier.directory import Tenant
+from services.notifier.directory import StaffKey, Tenant
 from services.notifier.domainmodel import STAFF, DeliveryPolicy, Email
 from services.notifier.handlers import staff_address
 from services.notifier.rendering import Branding
@@ -179,6 +179,10 @@ class Notifier(ServiceApplication):
             footer=settings.get("footer"),
             timezone=tenant.timezone,
         )
+
+    def staff_key(self, staff_id: UUID) -> StaffKey | None:
+        """A staff member's API key, as accounts announced it (see backbone.auth)."""
+        return self._get(StaffKey, staff_id)
 
     def _get(self, cls: type[Any], aggregate_id: UUID) -> Any:
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from backbone import bus
-from backbone.auth import staff
+from backbone.auth import staff_member
 from backbone.credentials import load_or_create_sealing_keys
 from backbone.eventstore import store_env
 from backbone.http import create_api
@@ -78,9 +78,9 @@ def bootstrap(settings: NotifierSettings | None = None) -> Service:
         version="1.0.0",
         description="Emails to customers and staff, each sent exactly once; the delivery log.",
     )
-    # Staff authentication, in this one place: the shared staff token for now. When accounts
-    # has per-tenant staff authentication, use its dependency here (it returns the actor).
-    as_staff = staff(settings.staff_api_token)
+    # Staff members use the API keys that accounts issued; accounts announces them (their
+    # hashes) on its topic, the inbox keeps them (StaffKey).
+    as_staff = staff_member(notifier.staff_key)
     api.routes(http, notifier, read_model, as_staff)
     return attach(
         Service(

@@ -6,11 +6,13 @@ not say which language the customer reads. These aggregates keep that, fed by th
 
 * `Customer`: an account's address and language;
 * `Booking`: what a booking is for (its lines), to say what was cancelled or changed;
-* `Tenant`: the business's branding (set by its staff) and time zone (from its settings).
+* `Tenant`: the business's branding (set by its staff) and time zone (from its settings);
+* `StaffKey`: a staff member's API key (its hash), issued by accounts, for the staff API.
 """
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -162,3 +164,28 @@ class Tenant(Aggregate):
     @event("TimezoneAdopted")
     def _record_timezone(self, timezone: str) -> None:
         self.timezone = timezone
+
+
+class StaffKey(Aggregate):
+    """A staff member's API key, as accounts announced it: the hash of its secret and the
+    tenant it opens. Its id is the staff member's id (the key names it)."""
+
+    id: UUID
+
+    @event("Accepted")
+    def __init__(self, tenant_id: str, key_hash: str):
+        self.tenant_id = tenant_id
+        self.key_hash = key_hash
+        self.active = True
+
+    def admits(self, key_hash: str) -> bool:
+        return self.active and hmac.compare_digest(self.key_hash, key_hash)
+
+    def revoke(self) -> None:
+        if self.active:
+            self._record_revocation()
+
+    @event("Revoked")
+    def _record_revocation(self) -> None:
+        self.active = False
+        self.key_hash = ""

@@ -15,7 +15,7 @@ from backbone.personal import Personal
 from backbone.unitofwork import UnitOfWork
 from contracts import accounts, bookings
 from contracts.envelope import IntegrationEvent
-from services.notifier.directory import Booking, Customer, Tenant
+from services.notifier.directory import Booking, Customer, StaffKey, Tenant
 from services.notifier.domainmodel import CUSTOMER, STAFF, Email
 from services.notifier.rendering import supported_language
 
@@ -195,6 +195,17 @@ def when_booking_modified(event: bookings.BookingModified, uow: UnitOfWork) -> N
     )
 
 
+def when_staff_member_added(event: accounts.StaffMemberAdded, uow: UnitOfWork) -> None:
+    if uow.get(StaffKey, event.staff_id) is None:
+        uow.add(StaffKey(id=event.staff_id, tenant_id=event.tenant_id, key_hash=event.key_hash))
+
+
+def when_staff_member_removed(event: accounts.StaffMemberRemoved, uow: UnitOfWork) -> None:
+    key = uow.get(StaffKey, event.staff_id)
+    if key is not None:
+        key.revoke()
+
+
 HANDLERS = {
     accounts.AccountClaimed: when_account_claimed,
     accounts.VerificationRequested: when_verification_requested,
@@ -204,6 +215,8 @@ HANDLERS = {
     accounts.ProfileChanged: when_profile_changed,
     accounts.AccountRedacted: when_account_redacted,
     accounts.TenantSettingsChanged: when_tenant_settings_changed,
+    accounts.StaffMemberAdded: when_staff_member_added,
+    accounts.StaffMemberRemoved: when_staff_member_removed,
     bookings.BookingPlaced: when_booking_placed,
     bookings.BookingCancelled: when_booking_cancelled,
     bookings.BookingModified: when_booking_modified,

@@ -28,7 +28,6 @@ class NotifierSettings(ServiceSettings):
     default_language: str = Field(default="en", pattern=r"^[a-z]{2}$")
 
     sealing_key_file: Path | None = None  # default <DATA_DIR>/sealing.key (created if missing)
-    staff_api_token: SecretStr = SecretStr("")  # empty: the staff API answers 401 to everyone
 
     # Delivery: batches, backoff, parking.
     send_batch_size: int = Field(default=100, ge=1, le=1000)

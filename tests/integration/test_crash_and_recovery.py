@@ -20,12 +20,12 @@ from backbone.bus import H_SOURCE, H_SOURCE_POSITION
 from backbone.personal import Vault
 from services.bookings.domainmodel import Booking
 from services.notifier.domainmodel import Email
+from tests.support.producers import Producer
 from tests.support.system import (
     System,
     all_events,
     command_record,
     decode,
-    notifier_staff_headers,
     open_store,
     place_booking_command,
     publish,
@@ -110,7 +110,7 @@ def test_notifier_killed_while_handling_1000_events(tmp_path, kafka_bootstrap_se
     system.start("notifier")
     staff = httpx.patch(
         f"{system.notifier.url}/v1/staff/tenants/{TENANT}/branding",
-        headers=notifier_staff_headers(),
+        headers=Producer(system, kafka_bootstrap_servers, "accounts").announce_staff_member(TENANT),
         json={"staff_email": "desk@crash-test.example"},
     )
     assert staff.status_code == 200, staff.text

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from contracts import accounts as acc
 from services.notifier.domainmodel import Email
 from tests.support.producers import Producer
-from tests.support.system import System, all_events, notifier_staff_headers, open_store, read_topic, wait_for
+from tests.support.system import System, all_events, open_store, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -42,8 +42,9 @@ def test_down_then_back_refused_then_retried_and_replayed_from_offset_0_without_
         mail_server.port,
         overrides={"notifier": {"RETRY_BASE_SECONDS": "1", "RETRY_MAX_SECONDS": "2"}},
     ).start("notifier")
-    api = httpx.Client(base_url=system.notifier.url, headers=notifier_staff_headers(), timeout=10)
     accounts = Producer(system, kafka_bootstrap_servers, "accounts")
+    staff = accounts.announce_staff_member(TENANT)
+    api = httpx.Client(base_url=system.notifier.url, headers=staff, timeout=10)
 
     def log(**params):
         return api.get(f"/v1/staff/tenants/{TENANT}/emails", params={"limit": 500, **params}).json()["emails"]

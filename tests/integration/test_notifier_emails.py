@@ -16,6 +16,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
+from backbone.credentials import parse_staff_api_key
 from contracts import accounts as acc
 from contracts import bookings as bk
 from contracts.accounts import Cutoff
@@ -23,6 +24,7 @@ from contracts.envelope import Actor
 from tests.support.producers import Producer
 from tests.support.system import (
     System,
+    admin_headers,
     command_record,
     notifier_staff_headers,
     place_booking_command,
@@ -44,6 +46,10 @@ def system(tmp_path, kafka_bootstrap_servers, mail_server):
     yield system
     system.stop()
     assert system.notifier.errors() == [], "the notifier logged errors"
+
+
+def lake_staff_id(headers):
+    return parse_staff_api_key(headers["Authorization"].removeprefix("Bearer "))[0]
 
 
 def one(mail_server, to, subject_part, timeout=60):
@@ -143,7 +149,13 @@ def booking_events(producer, tenant, booking_id, account_id, address):
 def test_every_email_in_the_customers_language_with_the_tenants_branding(
     system, mail_server, kafka_bootstrap_servers
 ):
-    api = httpx.Client(base_url=system.notifier.url, headers=notifier_staff_headers(), timeout=10)
+    accounts = Producer(system, kafka_bootstrap_servers, "accounts")
+    # A staff member for each business, announced by accounts; each key opens its own only.
+    api = httpx.Client(
+        base_url=system.notifier.url, headers=accounts.announce_staff_member(ALPEN), timeout=10
+    )
+    lake = accounts.announce_staff_member(LAKE)
+    assert api.get(f"/v1/staff/tenants/{LAKE}/branding").status_code == 403
 
     # Staff set the branding of one tenant; the other keeps the defaults.
     branding = {
@@ -165,7 +177,6 @@ def test_every_email_in_the_customers_language_with_the_tenants_branding(
         refused = api.patch(f"/v1/staff/tenants/{ALPEN}/branding", json=bad)
         assert refused.status_code == 422 and refused.headers["content-type"] == "application/problem+json"
 
-    accounts = Producer(system, kafka_bootstrap_servers, "accounts")
     bookings = Producer(system, kafka_bootstrap_servers, "bookings")
     a1, a2, a3, b1, b2 = (uuid.uuid4() for _ in range(5))
     url = "https://accounts.alpen.example"
@@ -307,23 +318,30 @@ def test_every_email_in_the_customers_language_with_the_tenants_branding(
     per_booking = api.get(f"/v1/staff/tenants/{ALPEN}/emails", params={"booking_id": str(b1)}).json()
     assert len(per_booking["emails"]) == 3 and per_booking["next_before"] is None
     email_id = by_kind["welcome"]["email_id"]
-    assert api.get(f"/v1/staff/tenants/{LAKE}/emails/{email_id}").status_code == 404  # not theirs
+    assert api.get(f"/v1/staff/tenants/{LAKE}/emails/{email_id}", headers=lake).status_code == 404
     assert httpx.get(f"{system.notifier.url}/v1/staff/tenants/{ALPEN}/emails").status_code == 401
 
     # Lakeside has no staff address: its notice waits, parked with the reason, until one is set.
     def parked():
-        emails = api.get(f"/v1/staff/tenants/{LAKE}/emails", params={"status": "parked"}).json()["emails"]
-        return emails
+        emails = api.get(f"/v1/staff/tenants/{LAKE}/emails", params={"status": "parked"}, headers=lake)
+        return emails.json()["emails"]
 
     [waiting] = wait_for(parked, timeout=30, what="the staff notice parked")
     assert waiting["kind"] == "booking_cancelled_staff" and waiting["to"] is None
     assert "no staff notification address" in waiting["last_error"]
-    api.patch(f"/v1/staff/tenants/{LAKE}/branding", json={"staff_email": "desk@lakeside.example"})
-    retried = api.post(f"/v1/staff/tenants/{LAKE}/parked-emails/retry")
+    api.patch(
+        f"/v1/staff/tenants/{LAKE}/branding", json={"staff_email": "desk@lakeside.example"}, headers=lake
+    )
+    retried = api.post(f"/v1/staff/tenants/{LAKE}/parked-emails/retry", headers=lake)
     assert retried.status_code == 200 and retried.json()["retried"] == [waiting["email_id"]]
     lake_notice = one(mail_server, "desk@lakeside.example", "Booking LAKE-7 cancelled: refund due 80.00 EUR")
     assert "Cancelled by: the customer" in lake_notice.text
-    detail = api.get(f"/v1/staff/tenants/{LAKE}/emails/{waiting['email_id']}").json()
+
+    def recorded_as_sent():  # the server has it; the notifier records that a moment later
+        detail = api.get(f"/v1/staff/tenants/{LAKE}/emails/{waiting['email_id']}", headers=lake).json()
+        return detail["status"] == "sent" and detail
+
+    detail = wait_for(recorded_as_sent, timeout=30, what="the notice recorded as sent")
     assert [h["what"] for h in detail["history"]] == [
         "Queued",
         "AttemptStarted",
@@ -332,8 +350,9 @@ def test_every_email_in_the_customers_language_with_the_tenants_branding(
         "AttemptStarted",
         "Sent",
     ]
-    assert detail["history"][3]["by"] == "staff:api" and detail["to"] == "desk@lakeside.example"
-    again = api.post(f"/v1/staff/tenants/{LAKE}/emails/{waiting['email_id']}/retry")
+    assert detail["history"][3]["by"] == f"staff:{lake_staff_id(lake)}"  # who asked for it
+    assert detail["to"] == "desk@lakeside.example"
+    again = api.post(f"/v1/staff/tenants/{LAKE}/emails/{waiting['email_id']}/retry", headers=lake)
     assert again.status_code == 409 and again.json()["code"] == "not_parked"
 
 
@@ -344,7 +363,7 @@ def test_links_work_against_the_real_accounts_service(tmp_path, kafka_bootstrap_
         set_tenant_settings(system, tenant, customer_logins_enabled=True, allow_cancel=True)
         response = httpx.patch(
             f"{system.notifier.url}/v1/staff/tenants/{tenant}/branding",
-            headers=notifier_staff_headers(),
+            headers=notifier_staff_headers(system, tenant),
             json={"business_name": "Riverside Tours", "staff_email": "office@riverside.example"},
         )
         assert response.status_code == 200, response.text
@@ -388,6 +407,20 @@ def test_links_work_against_the_real_accounts_service(tmp_path, kafka_bootstrap_
         notice = one(mail_server, "office@riverside.example", f"Booking {command['booking_code']} cancelled")
         assert f"<{address}>" in notice.text and "Cancelled by: the customer" in notice.text
         assert "Refund due: 40.00 EUR" in notice.text and "Reason given: plans changed" in notice.text
+
+        # The operator removes the staff member in accounts: the key stops opening the notifier.
+        staff = notifier_staff_headers(system, tenant)
+        staff_id = parse_staff_api_key(staff["Authorization"].removeprefix("Bearer "))[0]
+        removed = httpx.delete(
+            f"{system.accounts.url}/v1/admin/tenants/{tenant}/staff/{staff_id}", headers=admin_headers()
+        )
+        assert removed.status_code in (200, 204), removed.text
+        branding = f"{system.notifier.url}/v1/staff/tenants/{tenant}/branding"
+        wait_for(
+            lambda: httpx.get(branding, headers=staff).status_code == 401,
+            timeout=30,
+            what="the removed key refused by the notifier",
+        )
     finally:
         system.stop()
     for service in system.services.values():

@@ -23,7 +23,7 @@ from contracts import bookings as bk
 from contracts.envelope import Actor
 from services.notifier.directory import Customer
 from tests.support.producers import Producer
-from tests.support.system import System, notifier_staff_headers, wait_for
+from tests.support.system import System, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -43,8 +43,9 @@ def test_the_confirmation_of_a_redaction_arrives_and_then_the_address_is_gone_ev
         mail_server.port,
         overrides={"notifier": {"RETRY_BASE_SECONDS": "1", "RETRY_MAX_SECONDS": "1"}},
     ).start("notifier")
-    api = httpx.Client(base_url=system.notifier.url, headers=notifier_staff_headers(), timeout=10)
     accounts = Producer(system, kafka_bootstrap_servers, "accounts")
+    staff = accounts.announce_staff_member(TENANT)
+    api = httpx.Client(base_url=system.notifier.url, headers=staff, timeout=10)
     bookings = Producer(system, kafka_bootstrap_servers, "bookings")
 
     def log(**params):

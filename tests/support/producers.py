@@ -15,6 +15,7 @@ publishes the way `backbone.outbox.OutboxRelay` does: new subject keys (and eras
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import UTC, datetime
@@ -22,11 +23,12 @@ from typing import Any
 from uuid import UUID
 
 from backbone.bus import H_SOURCE, H_SOURCE_POSITION
-from backbone.credentials import load_or_create_sealing_keys, seal
+from backbone.credentials import load_or_create_sealing_keys, new_token, seal, staff_api_key, token_hash
 from backbone.personal import Vault
+from contracts.accounts import StaffMemberAdded
 from contracts.envelope import IntegrationEvent
 from contracts.personal import Sealed
-from tests.support.system import System, publish, publish_subject_keys
+from tests.support.system import System, admitted_by_notifier, publish, publish_subject_keys
 
 
 class Producer:
@@ -70,6 +72,15 @@ class Producer:
             records.append((event.key.encode(), event.model_dump_json().encode(), headers))
         await publish(self.kafka, self.system.topic(topic or f"{self.service}.events"), records)
         return list(events)
+
+    def announce_staff_member(self, tenant_id: str) -> dict[str, str]:
+        """As accounts: a staff member of the tenant gets an API key. Returns their headers
+        once the notifier accepts them."""
+        staff_id, secret = uuid.uuid4(), new_token()
+        added = StaffMemberAdded(**self.envelope(tenant_id), staff_id=staff_id, key_hash=token_hash(secret))
+        asyncio.run(self.publish(added))
+        headers = {"Authorization": f"Bearer {staff_api_key(staff_id, secret)}"}
+        return admitted_by_notifier(self.system, tenant_id, headers)
 
     async def republish(self, event: IntegrationEvent, position: int) -> None:
         """The same event again at a new offset, as a relay that crashed before recording its

@@ -30,7 +30,6 @@ from deploy.local._proc import free_ports, spawn, tail, terminate_group
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "admin-token-for-tests"
-STAFF_TOKEN = "staff-token-for-tests"  # the notifier's staff API
 # Every test talks to the services from 127.0.0.1: the per-client rate limits are raised so
 # that they do not add up across tests (tests of the limits set their own).
 GENEROUS_CLIENT_LIMITS = json.dumps(
@@ -142,7 +141,6 @@ class System:
                 "SMTP_HOST": "127.0.0.1",
                 "SMTP_PORT": str(self.smtp_port),
                 "SEALING_KEY_FILE": str(sealing_key),
-                "STAFF_API_TOKEN": STAFF_TOKEN,
             },
         }
         self.services: dict[str, ServiceProcess] = {}
@@ -311,8 +309,21 @@ def wait_for(predicate: Any, timeout: float = 30, interval: float = 0.2, what: s
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
-def notifier_staff_headers() -> dict[str, str]:
-    return {"Authorization": f"Bearer {STAFF_TOKEN}"}
+def notifier_staff_headers(system: System, tenant: str) -> dict[str, str]:
+    """`staff_headers`, once the notifier has heard of the key from accounts."""
+    return admitted_by_notifier(system, tenant, staff_headers(system, tenant))
+
+
+def admitted_by_notifier(system: System, tenant: str, headers: dict[str, str]) -> dict[str, str]:
+    """Wait until the notifier accepts a staff key that accounts announced (on the bus: a
+    moment after accounts issued it)."""
+
+    def admitted() -> bool:
+        url = f"{system.notifier.url}/v1/staff/tenants/{tenant}/branding"
+        return httpx.get(url, headers=headers, timeout=10).status_code == 200
+
+    wait_for(admitted, timeout=30, what="the notifier to accept the staff key")
+    return headers
 
 
 def admin_headers() -> dict[str, str]:

@@ -6,9 +6,13 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import httpx
 import pytest
 
+from backbone.auth import staff_member
+from backbone.credentials import new_token, staff_api_key, token_hash
 from backbone.eventstore import store_env
+from backbone.http import create_api
 from backbone.personal import Vault
 from backbone.settings import StoreSettings
 from backbone.unitofwork import UnitOfWork
@@ -16,6 +20,7 @@ from contracts import accounts as acc
 from contracts import bookings as bk
 from contracts.accounts import Cutoff
 from contracts.envelope import Actor
+from services.notifier.api import routes
 from services.notifier.application import Notifier
 from services.notifier.directory import Customer, Tenant
 from services.notifier.domainmodel import STAFF, Email
@@ -334,3 +339,31 @@ def test_a_redaction_of_an_account_we_never_heard_of_only_records_the_erasure(no
     handle(notifier, redacted)
     assert emails(notifier, redacted) == []
     assert notifier.repository.get(Customer.create_id(account)).redacted
+
+
+async def test_staff_keys_announced_by_accounts_open_the_staff_api_of_their_tenant_until_removed(
+    notifier, producer
+):
+    staff_id, secret = uuid.uuid4(), new_token()
+    key = {"Authorization": f"Bearer {staff_api_key(staff_id, secret)}"}
+    api = create_api("notifier", "1", "test")
+    routes(api, notifier, None, staff_member(notifier.staff_key))  # the branding routes need no read model
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://test")
+
+    async def branding(tenant=TENANT, headers=key):
+        return (await client.get(f"/v1/staff/tenants/{tenant}/branding", headers=headers)).status_code
+
+    assert await branding() == 401  # not announced yet
+    added = acc.StaffMemberAdded(**producer.envelope(), staff_id=staff_id, key_hash=token_hash(secret))
+    handle(notifier, added, added)  # seen twice: one key
+    assert await branding() == 200
+    assert await branding("hilltop") == 403  # another business
+    forged = {"Authorization": f"Bearer {staff_api_key(staff_id, new_token())}"}
+    assert await branding(headers=forged) == 401
+    assert await branding(headers={"Authorization": f"Bearer {staff_api_key(uuid.uuid4(), secret)}"}) == 401
+    assert await branding(headers={"Authorization": "Bearer staff_nonsense"}) == 401
+
+    handle(notifier, acc.StaffMemberRemoved(**producer.envelope(), staff_id=staff_id))
+    assert await branding() == 401
+    handle(notifier, added)  # a late copy of the announcement does not bring it back
+    assert await branding() == 401

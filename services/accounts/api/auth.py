@@ -11,10 +11,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
 from backbone import context
-from backbone.auth import customer_session
+from backbone.auth import customer_session, staff_member
 from backbone.credentials import Session, SessionVerifier, same
 from backbone.http import run_sync
-from services.accounts.api.models import Tenant
 from services.accounts.application import Accounts
 from services.accounts.customers import SessionEnded
 
@@ -42,22 +41,8 @@ def customer(accounts: Accounts, verifier: SessionVerifier) -> Callable[..., Any
 
 
 def staff(accounts: Accounts) -> Callable[..., Any]:
-    """A staff member's API key, for the tenant in the path only; gives the actor
-    `staff:<id>` that every change they make is recorded with."""
-
-    async def dependency(
-        tenant_id: Tenant, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
-    ) -> str:
-        member = (
-            await run_sync(accounts.staff_member_for_key, credentials.credentials) if credentials else None
-        )
-        if member is None:
-            raise unauthorized("A valid staff API key is required (Authorization: Bearer).")
-        if member.tenant_id != tenant_id:
-            raise HTTPException(403, "This staff API key belongs to another business.")
-        return f"staff:{member.id}"
-
-    return dependency
+    """A staff member's API key, for the tenant in the path only (see backbone.auth)."""
+    return staff_member(accounts.staff_member)
 
 
 def admin(token: SecretStr | None) -> Callable[..., Any]:
