@@ -24,6 +24,7 @@ from ops.rebuild import Rebuild
 from ops.replay import replay as run_replay
 from ops.republish import republish as run_republish
 from ops.status import ServiceStatus, kafka_status, store_status
+from services.notifier.cli import cli as emails
 
 app = typer.Typer(
     name="booking-accounts",
@@ -260,6 +261,7 @@ def republish(
 
 
 app.add_typer(dlq, name="dlq")
+app.add_typer(emails, name="emails", help="The notifier's delivery log; send parked emails again.")
 for audit_command in (cli_audit.history, cli_audit.export, cli_audit.verify):
     app.command()(audit_command)
 

@@ -1,11 +1,12 @@
 """The notifier's operator commands: read the delivery log, send parked emails again.
 
-    python -m services.notifier.cli log --tenant lakeside --account <id> [--json]
-    python -m services.notifier.cli retry --by alice --all-parked [--tenant lakeside] [--dry-run]
-    python -m services.notifier.cli retry --by alice --email <id> --email <id>
+    booking-accounts emails log --tenant lakeside --account <id> [--json]
+    booking-accounts emails retry --by alice --all-parked [--tenant lakeside] [--dry-run]
+    booking-accounts emails retry --by alice --email <id> --email <id>
 
-It opens the notifier's own store with the same environment as the service (STORE, DATA_DIR,
-POSTGRES_*), so point it at a deployment the way the service is pointed at it. It may run
+(also `python -m services.notifier.cli ...`). It opens the notifier's own store with the same
+settings as the service: under `booking-accounts`, those of its --config file and environment
+(docs/operations.md); alone, the environment (STORE, DATA_DIR, POSTGRES_*). It may run
 while the service runs: a retry is an event in the store, which the running service's sender
 picks up within a second. Staff of one tenant use the HTTP API instead (`/docs`).
 """
@@ -37,8 +38,14 @@ cli = typer.Typer(help=__doc__.split("\n")[0], no_args_is_help=True, add_complet
 console = Console()
 
 
-def _open() -> tuple[Notifier, ReadModel]:
-    settings = NotifierSettings()
+def _open(ctx: typer.Context) -> tuple[Notifier, ReadModel]:
+    # Under the ops CLI, ctx.obj is its Deployment (settings from its config file as well).
+    settings_of = getattr(ctx.find_root().obj, "settings", None)
+    try:
+        settings = settings_of(SERVICE, NotifierSettings) if settings_of else NotifierSettings()
+    except Exception as error:  # incomplete or invalid settings: say which, no traceback
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
     store = settings.store_settings()
     notifier = Notifier(
         env=store_env(store, SERVICE),
@@ -51,6 +58,7 @@ def _open() -> tuple[Notifier, ReadModel]:
 
 @cli.command("log")
 def delivery_log(
+    ctx: typer.Context,
     tenant: Annotated[str, typer.Option(help="The tenant id.")],
     account: Annotated[UUID | None, typer.Option(help="Only emails about this account.")] = None,
     booking: Annotated[UUID | None, typer.Option(help="Only emails about this booking.")] = None,
@@ -62,7 +70,7 @@ def delivery_log(
 ) -> None:
     """What was sent, when, to whom, and how it went (newest first). Erased recipients show
     as "[erased]"."""
-    notifier, read_model = _open()
+    notifier, read_model = _open(ctx)
     try:
         with read_model.engine.connect() as conn:
             rows = views.delivery_log(
@@ -105,6 +113,7 @@ def delivery_log(
 
 @cli.command()
 def retry(
+    ctx: typer.Context,
     by: Annotated[str, typer.Option(help="Who is retrying (recorded with each retry).")],
     email: Annotated[list[UUID] | None, typer.Option(help="A parked email's id (repeatable).")] = None,
     all_parked: Annotated[bool, typer.Option("--all-parked", help="Every parked email.")] = False,
@@ -114,7 +123,7 @@ def retry(
     """Send parked emails again, each with a fresh budget of attempts."""
     if not email and not all_parked:
         raise typer.BadParameter("give --email ID (repeatable) or --all-parked")
-    notifier, read_model = _open()
+    notifier, read_model = _open(ctx)
     failed = 0
     try:
         ids = list(email or [])

@@ -12,6 +12,7 @@ from backbone.follower import read_log
 from backbone.personal import Personal, Vault
 from backbone.readmodel import Projection, ReadModel
 from backbone.settings import StoreSettings
+from ops.cli import app as ops
 from services.notifier import views
 from services.notifier.application import NotDelivered, Notifier
 from services.notifier.cli import cli
@@ -60,6 +61,18 @@ def test_operators_read_the_log_and_retry_parked_emails(tmp_path, monkeypatch):
         ("p0@example.com", "parked"),
     ]
     assert runner.invoke(cli, ["log", "--tenant", "other", "--json"]).output == ""
+
+    # The same, as part of the one ops CLI, with the store named in its config file.
+    monkeypatch.delenv("DATA_DIR")
+    config = tmp_path / "ops.toml"
+    config.write_text(f'[services.notifier.env]\nDATA_DIR = "{tmp_path}"\nSTORE = "sqlite"\n')
+    via_ops = runner.invoke(ops, ["--config", str(config), "emails", "log", "--tenant", "acme", "--json"])
+    assert via_ops.exit_code == 0, via_ops.output
+    assert sorted(json.loads(line)["status"] for line in via_ops.output.splitlines()) == ["parked"] * 2
+    config.write_text('[services.notifier.env]\nSTORE = "cassandra"\n')
+    refused = runner.invoke(ops, ["--config", str(config), "emails", "log", "--tenant", "acme"])
+    assert refused.exit_code == 2 and "STORE" in refused.output
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
 
     dry = runner.invoke(cli, ["retry", "--by", "alice", "--all-parked", "--dry-run"])
     assert dry.exit_code == 0 and "2 of 2 to retry" in dry.output
