@@ -139,7 +139,9 @@ def test_claim_verify_book_see_cancel_and_be_told(system, mail_server, kafka_boo
         for name in ("bookings.events", "accounts.events")
         for r in asyncio.run(read_topic(kafka_bootstrap_servers, system.topic(name)))
     )
-    assert email.encode() not in raw_topics and b"Ada" not in raw_topics
+    # (b'"Ada', a JSON string starting with the name: the three letters alone turn up by chance
+    # in base64 ciphertext about once in twelve runs.)
+    assert email.encode() not in raw_topics and b'"Ada' not in raw_topics
     keys = decode(asyncio.run(read_topic(kafka_bootstrap_servers, system.topic("bookings.subject-keys"))))
     receiver = Vault("sqlite+pysqlite:///:memory:", "test")
     for key in keys:
