@@ -57,14 +57,9 @@ def routes(
 
     async def redeeming(request: Request, use: object, *args: object) -> Account:
         """Follow an emailed link; failures count against the client (token guessing)."""
-        client = auth.client_of(request)
-        await limits.check("link", "", "", client)
-        try:
+        async with limits.attempt("link", "", "", auth.client_of(request), failure=LinkRefused):
             with auth.cause(request, "customer:anonymous", None):
                 return await run_sync(use, *args)  # type: ignore[arg-type]
-        except LinkRefused:
-            await limits.count("link", "", "", client)
-            raise
 
     # -------------------------------------------------------------- about an address
 
@@ -179,13 +174,13 @@ def routes(
         responses={401: {}, 403: {}, 429: {}},
     )
     async def log_in(tenant_id: Tenant, body: LoginRequest, request: Request) -> SessionToken:
-        client = auth.client_of(request)
-        await limits.check("login", tenant_id, body.email, client)
         try:
-            account = await run_sync(accounts.log_in, tenant_id, body.email, body.password)
+            async with limits.attempt(
+                "login", tenant_id, body.email, auth.client_of(request), failure=InvalidCredentials
+            ):
+                account = await run_sync(accounts.log_in, tenant_id, body.email, body.password)
         except InvalidCredentials:
             metrics.logins.labels("password", "refused").inc()
-            await limits.count("login", tenant_id, body.email, client)
             raise
         metrics.logins.labels("password", "ok").inc()
         return issue_session(account)
