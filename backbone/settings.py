@@ -66,6 +66,12 @@ class ServiceSettings(BaseSettings):
         description="Segment age of the compacted subject-keys topics: an erased key leaves Kafka "
         "within about this long (the log cleaner only compacts closed segments).",
     )
+    dead_letter_retention_ms: int = Field(
+        default=7 * 24 * 3_600_000,
+        ge=60_000,
+        description="How long a dead-letter topic keeps a letter (its retention.ms, set at every "
+        "start): dead letters are raw messages that an erasure cannot reach.",
+    )
     consumer_batch_size: int = Field(default=500, ge=1, le=10_000)
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)
 
