@@ -28,7 +28,7 @@ from typing import Annotated
 
 import typer
 
-from deploy.local._proc import InfraError, Watchdog, terminate_group
+from deploy.local._proc import InfraError, Watchdog, terminate_group, write_private
 from deploy.local.kafka import LocalKafka
 from deploy.local.mailcatcher import MailCatcher, MailCatcherUI
 from deploy.local.postgres import LocalPostgres
@@ -309,8 +309,7 @@ def write_ops_config(bootstrap: str, envs: dict[str, dict[str, str]]) -> Path:
         lines += [
             f"{key} = {json.dumps(value)}" for key, value in sorted(env.items()) if key not in _NOT_SETTINGS
         ]
-    OPS_CONFIG.write_text("\n".join(lines) + "\n")
-    OPS_CONFIG.chmod(0o600)  # it names the staff token
+    write_private(OPS_CONFIG, "\n".join(lines) + "\n")  # it names the staff token
     return OPS_CONFIG
 
 
