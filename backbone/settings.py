@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 StoreKind = Literal["sqlite", "postgres", "memory"]
@@ -46,6 +46,16 @@ class StoreSettings:
         if self.kind == "sqlite":
             return f"sqlite+pysqlite:///{Path(self.data_dir) / f'{service}-keys.sqlite3'}"
         return self.views_url(service)
+
+
+MIN_TOKEN_LENGTH = 32  # operator tokens (admin, audit): e.g. `openssl rand -base64 32`
+
+
+def long_enough(token: SecretStr | None, name: str) -> SecretStr | None:
+    """Refuse to start with a guessable operator token (empty means unset: the API is off)."""
+    if token is not None and 0 < len(token.get_secret_value()) < MIN_TOKEN_LENGTH:
+        raise ValueError(f"{name} must be at least {MIN_TOKEN_LENGTH} characters (or unset)")
+    return token
 
 
 class ServiceSettings(BaseSettings):
@@ -94,6 +104,11 @@ class ServiceSettings(BaseSettings):
         default=None,
         description="Bearer token of the read-only audit API (/v1/audit/...); unset, it answers 401.",
     )
+
+    @field_validator("audit_api_token")
+    @classmethod
+    def _audit_token_long_enough(cls, token: SecretStr | None) -> SecretStr | None:
+        return long_enough(token, "AUDIT_API_TOKEN")
 
     def topic(self, name: str) -> str:
         """The real name of a topic (or consumer group) of the contracts in this deployment."""

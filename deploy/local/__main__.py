@@ -252,7 +252,7 @@ class _Service:
 
 
 ADMIN_TOKEN_ENV = "BOOKING_ACCOUNTS_ADMIN_TOKEN"  # noqa: S105 - a variable name
-DEFAULT_LOCAL_ADMIN_TOKEN = "local-admin-token"  # noqa: S105 - local development only
+DEFAULT_LOCAL_ADMIN_TOKEN = "local-admin-token-for-development-only"  # noqa: S105 - local development only
 
 
 def local_secrets() -> tuple[dict[str, dict[str, str]], list[str]]:

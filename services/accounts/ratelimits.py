@@ -19,7 +19,6 @@ when several instances serve the same tenants.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -30,6 +29,7 @@ from limits import RateLimitItem, parse
 from limits.aio.strategies import FixedWindowRateLimiter
 from limits.storage import storage_from_string
 
+from backbone.auth import client_network
 from services.accounts import metrics
 
 DEFAULTS: dict[str, str] = {
@@ -47,8 +47,6 @@ DEFAULTS: dict[str, str] = {
     # Logged in: guessing the current password, and mail sent to addresses of one's choosing.
     "password_change.account": "10/15 minutes",  # failed attempts
     "email_change.account": "5/hour",
-    # The operator's tokens (admin, audit): failed attempts per client.
-    "operator_token.client": "20/15 minutes",
 }
 
 
@@ -135,16 +133,3 @@ class RateLimits:
         if f"{action}.client" in self.items:
             keys.append(("client", client_network(client)))
         return keys
-
-
-def client_network(client: str) -> str:
-    """The bucket a client address counts in: an IPv6 /64, or the IPv4 address itself."""
-    try:
-        address = ipaddress.ip_address(client)
-    except ValueError:
-        return client  # "unknown", or a name from a test client
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    if isinstance(address, ipaddress.IPv6Address):
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return str(address)

@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from services.accounts.ratelimits import RateLimited, RateLimits, client_network
+from backbone.auth import client_network
+from services.accounts.ratelimits import RateLimited, RateLimits
 
 
 class WrongPassword(Exception):
