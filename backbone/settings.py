@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 StoreKind = Literal["sqlite", "postgres", "memory"]
@@ -48,6 +48,16 @@ class StoreSettings:
         return self.views_url(service)
 
 
+MIN_TOKEN_LENGTH = 32  # operator tokens (admin, audit): e.g. `openssl rand -base64 32`
+
+
+def long_enough(token: SecretStr | None, name: str) -> SecretStr | None:
+    """Refuse to start with a guessable operator token (empty means unset: the API is off)."""
+    if token is not None and 0 < len(token.get_secret_value()) < MIN_TOKEN_LENGTH:
+        raise ValueError(f"{name} must be at least {MIN_TOKEN_LENGTH} characters (or unset)")
+    return token
+
+
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
 
@@ -65,6 +75,12 @@ class ServiceSettings(BaseSettings):
         ge=100,
         description="Segment age of the compacted subject-keys topics: an erased key leaves Kafka "
         "within about this long (the log cleaner only compacts closed segments).",
+    )
+    dead_letter_retention_ms: int = Field(
+        default=7 * 24 * 3_600_000,
+        ge=60_000,
+        description="How long a dead-letter topic keeps a letter (its retention.ms, set at every "
+        "start): dead letters are raw messages that an erasure cannot reach.",
     )
     consumer_batch_size: int = Field(default=500, ge=1, le=10_000)
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)
@@ -88,6 +104,11 @@ class ServiceSettings(BaseSettings):
         default=None,
         description="Bearer token of the read-only audit API (/v1/audit/...); unset, it answers 401.",
     )
+
+    @field_validator("audit_api_token")
+    @classmethod
+    def _audit_token_long_enough(cls, token: SecretStr | None) -> SecretStr | None:
+        return long_enough(token, "AUDIT_API_TOKEN")
 
     def topic(self, name: str) -> str:
         """The real name of a topic (or consumer group) of the contracts in this deployment."""

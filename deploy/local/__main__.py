@@ -28,7 +28,7 @@ from typing import Annotated
 
 import typer
 
-from deploy.local._proc import InfraError, Watchdog, terminate_group
+from deploy.local._proc import InfraError, Watchdog, terminate_group, write_private
 from deploy.local.kafka import LocalKafka
 from deploy.local.mailcatcher import MailCatcher, MailCatcherUI
 from deploy.local.postgres import LocalPostgres
@@ -51,7 +51,7 @@ class ServiceSpec:
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("accounts", "services.accounts", 8001, {"PUBLIC_BASE_URL": "http://127.0.0.1:8001"}),
     ServiceSpec("bookings", "services.bookings", 8002),
-    ServiceSpec("notifier", "services.notifier", 8003, {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": "1025"}),
+    ServiceSpec("notifier", "services.notifier", 8003, {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": "1025", "SMTP_TLS": "none"}),
 )
 
 app = typer.Typer(
@@ -252,7 +252,7 @@ class _Service:
 
 
 ADMIN_TOKEN_ENV = "BOOKING_ACCOUNTS_ADMIN_TOKEN"  # noqa: S105 - a variable name
-DEFAULT_LOCAL_ADMIN_TOKEN = "local-admin-token"  # noqa: S105 - local development only
+DEFAULT_LOCAL_ADMIN_TOKEN = "local-admin-token-for-development-only"  # noqa: S105 - local development only
 
 
 def local_secrets() -> tuple[dict[str, dict[str, str]], list[str]]:
@@ -309,8 +309,7 @@ def write_ops_config(bootstrap: str, envs: dict[str, dict[str, str]]) -> Path:
         lines += [
             f"{key} = {json.dumps(value)}" for key, value in sorted(env.items()) if key not in _NOT_SETTINGS
         ]
-    OPS_CONFIG.write_text("\n".join(lines) + "\n")
-    OPS_CONFIG.chmod(0o600)  # it names the staff token
+    write_private(OPS_CONFIG, "\n".join(lines) + "\n")  # it names the staff token
     return OPS_CONFIG
 
 

@@ -44,6 +44,7 @@ from deploy.local._proc import (
     spawn,
     tail,
     terminate_group,
+    write_private,
 )
 
 PG_OS_USER = "postgres"
@@ -274,8 +275,7 @@ class LocalPostgres:
         if self.data_dir.exists():
             shutil.rmtree(self.data_dir)
         pwfile = self.work_dir / ".pwfile"
-        pwfile.write_text(self.password + "\n")
-        pwfile.chmod(0o600)
+        write_private(pwfile, self.password + "\n")
         if self._as_root:
             pw = pwd.getpwnam(PG_OS_USER)
             os.chown(self.work_dir, pw.pw_uid, pw.pw_gid)

@@ -25,6 +25,8 @@ from backbone.personal import Personal
 
 Purpose = Literal["verify_email", "set_password", "verify_new_email", "magic_link", "password_reset"]
 VERIFYING: tuple[Purpose, ...] = ("verify_email", "set_password", "verify_new_email")
+# Links that open the account: a password or email change revokes them.
+LOGGING_IN: tuple[Purpose, ...] = ("magic_link", "password_reset")
 
 ACTIVE = "active"
 ARCHIVED = "archived"
@@ -208,6 +210,9 @@ class Account(Aggregate):
         self.verified_at = self.verified_at or at
         for used in VERIFYING:  # the address is proven: every pending verifying link is spent
             self.links.pop(used, None)
+        if purpose == "verify_new_email":  # links sent to the old address stop working
+            for link in LOGGING_IN:
+                self.links.pop(link, None)
 
     def change_email(self, new_email: Personal, link: EmailedLink) -> None:
         """A verified account changes address once the new one is proven (`verify` with the
@@ -261,8 +266,11 @@ class Account(Aggregate):
         self, password_hash: Personal, via: Literal["invitation", "verification", "reset", "change"]
     ) -> None:
         self.password_hash = password_hash
-        if via != "verification":  # (a verification has spent its links already)
-            self.links.pop("set_password" if via == "invitation" else "password_reset", None)
+        if via == "invitation":
+            self.links.pop("set_password", None)
+        elif via in ("reset", "change"):  # every emailed way in that predates the new password
+            for link in LOGGING_IN:
+                self.links.pop(link, None)
 
     # ---------------------------------------------------------------------- sessions
 

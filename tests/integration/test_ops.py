@@ -32,7 +32,7 @@ from tests.support.system import (
 pytestmark = pytest.mark.integration
 
 TENANT = "ops-tours"
-AUDIT_TOKEN = "audit-token-for-tests"
+AUDIT_TOKEN = "audit-token-for-tests-at-least-32-characters"
 
 
 @pytest.fixture

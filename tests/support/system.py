@@ -29,7 +29,7 @@ from backbone.credentials import load_or_create_sealing_keys, load_or_create_sig
 from deploy.local._proc import free_ports, spawn, tail, terminate_group
 
 REPO = Path(__file__).resolve().parents[2]
-ADMIN_TOKEN = "admin-token-for-tests"
+ADMIN_TOKEN = "admin-token-for-tests-at-least-32-characters"
 # Every test talks to the services from 127.0.0.1: the per-client rate limits are raised so
 # that they do not add up across tests (tests of the limits set their own).
 GENEROUS_CLIENT_LIMITS = json.dumps(

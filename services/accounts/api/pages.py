@@ -21,6 +21,7 @@ from backbone.domain import DomainError
 from backbone.http import run_sync
 from services.accounts.api import auth, errors
 from services.accounts.application import Accounts
+from services.accounts.domainmodel import LinkRefused
 from services.accounts.ratelimits import RateLimited, RateLimits
 
 HEADERS = {
@@ -67,16 +68,13 @@ def routes(api: FastAPI, accounts: Accounts, signer: SessionSigner, limits: Rate
     async def attempt(
         request: Request, title: str, work: Callable[[], Any], done: Callable[[Any], str]
     ) -> HTMLResponse:
-        client = auth.client_of(request)
         try:
-            await limits.check("link", "", "", client)
-            with auth.cause(request, "customer:anonymous", None):
-                result = await run_sync(work)
+            async with limits.attempt("link", "", "", auth.client_of(request), failure=LinkRefused):
+                with auth.cause(request, "customer:anonymous", None):
+                    result = await run_sync(work)
         except RateLimited as limited:
             return page(title, f"<p>{html.escape(str(limited))}</p>", 429)
         except DomainError as refused:
-            if refused.code == "link_invalid":
-                await limits.count("link", "", "", client)
             return page(title, f"<p>{html.escape(str(refused))}</p>", errors.status_of(refused))
         return page(title, done(result))
 
