@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from backbone.eventstore import ServiceApplication
+from backbone.eventstore import ServiceApplication, store_missing
 from backbone.inbox import Inbox
 from backbone.outbox import OutboxRelay
 from backbone.readmodel import Projection, ReadModel
@@ -108,13 +108,20 @@ def entry(name: str) -> Entry:
     raise OpsError(f"no service {name!r}: the services are {', '.join(NAMES)}")
 
 
+def settings_class(name: str) -> type[ServiceSettings]:
+    return _load(entry(name).settings)
+
+
 def build(name: str, deployment: Deployment) -> ServiceHandle:
-    found = entry(name)
-    settings = deployment.settings(name, _load(found.settings))
+    settings = deployment.settings(name, settings_class(name))
     if settings.store == "memory":
         raise OpsError(f"{name} is configured with STORE=memory: there is nothing to operate on")
+    # Building the service would create a store that is missing: look first, without creating.
+    problem = store_missing(settings.store_settings(), name)
+    if problem:
+        raise OpsError(f"{problem}; the tool never creates a store: give it the service's own settings")
     try:
-        service = _load(found.bootstrap)(settings)
+        service = _load(entry(name).bootstrap)(settings)
     except (OSError, ValueError) as error:
         raise OpsError(f"{name}: cannot be built from its configuration: {error}") from None
     return ServiceHandle(name, service)

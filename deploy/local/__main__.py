@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -296,28 +296,57 @@ def local_secrets() -> tuple[dict[str, dict[str, str]], list[str]]:
 
 
 OPS_CONFIG = LOCAL_DIR / "ops.toml"
-_NOT_SETTINGS = {"KAFKA_BOOTSTRAP_SERVERS", "PYTHONUNBUFFERED"}  # shared, or not a service setting
 
 
-def write_ops_config(bootstrap: str, envs: dict[str, dict[str, str]]) -> Path:
+def setting_names(service: str) -> set[str] | None:
+    """The upper-case names of a service's settings (its settings class), or None if the
+    service's code cannot say (then the whole environment is a service's settings)."""
+    try:
+        from ops.registry import settings_class
+
+        return {name.upper() for name in settings_class(service).model_fields}
+    except Exception:  # a service under construction: keep going, the file is a convenience
+        return None
+
+
+def write_ops_config(bootstrap: str, envs: dict[str, dict[str, str]], path: Path = OPS_CONFIG) -> Path:
     """The operator tool's view of this local deployment (`booking-accounts -c .local/ops.toml`):
-    what ``up`` gives each service beyond the caller's environment."""
+    every setting each service was started with, the caller's environment included (STORE,
+    POSTGRES_*, ...), so that the tool opens the very stores the services use."""
     lines = ["# Written by ./deploy/up: booking-accounts --config .local/ops.toml status", "", "[env]"]
     lines.append(f"KAFKA_BOOTSTRAP_SERVERS = {json.dumps(bootstrap)}")
     for name, env in envs.items():
+        names = setting_names(name)
+        settings = {
+            key.upper(): value
+            for key, value in env.items()
+            if (key.upper() in names if names is not None else key not in os.environ)
+            and key.upper() != "KAFKA_BOOTSTRAP_SERVERS"
+        }
         lines += ["", f"[services.{name}.env]"]
-        lines += [
-            f"{key} = {json.dumps(value)}" for key, value in sorted(env.items()) if key not in _NOT_SETTINGS
-        ]
-    OPS_CONFIG.write_text("\n".join(lines) + "\n")
-    OPS_CONFIG.chmod(0o600)  # it names the staff token
-    return OPS_CONFIG
+        lines += [f"{key} = {json.dumps(value)}" for key, value in sorted(settings.items())]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Readable by its owner only, from the start: it names the staff token and any password.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write("\n".join(lines) + "\n")
+    return path
 
 
-def service_env(spec: ServiceSpec, bootstrap: str) -> dict[str, str]:
-    data_dir = LOCAL_DIR / "data" / spec.name
+def service_env(
+    spec: ServiceSpec,
+    bootstrap: str,
+    caller: Mapping[str, str] | None = None,
+    local_dir: Path = LOCAL_DIR,
+    secrets: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment a service starts with: the caller's (``os.environ``), then what ``up``
+    decides (the broker it started, a DATA_DIR and an HTTP port per service), and the keys of
+    ``local_secrets`` where the caller gave none."""
+    data_dir = local_dir / "data" / spec.name
     data_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
+    env = dict(os.environ if caller is None else caller)
     env.update(
         KAFKA_BOOTSTRAP_SERVERS=bootstrap,
         DATA_DIR=str(data_dir),
@@ -326,6 +355,8 @@ def service_env(spec: ServiceSpec, bootstrap: str) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
     )
     env.update(spec.env)
+    for key, value in (secrets or {}).items():
+        env.setdefault(key, value)  # the caller's environment wins
     return env
 
 
@@ -370,12 +401,10 @@ def up(
             secrets, notes = local_secrets()
             ops_envs: dict[str, dict[str, str]] = {}
             for spec in SERVICES:
-                env = service_env(spec, bootstrap)
-                for key, value in secrets.get(spec.name, {}).items():
-                    env.setdefault(key, value)  # the caller's environment wins
+                env = service_env(spec, bootstrap, secrets=secrets.get(spec.name))
                 if spec.name == "notifier":
                     env["SMTP_PORT"] = str(catcher.port)
-                ops_envs[spec.name] = {k: v for k, v in env.items() if os.environ.get(k) != v}
+                ops_envs[spec.name] = env
                 svc = _Service(spec, env)
                 why_not = svc.runnable()
                 if why_not:
