@@ -140,7 +140,9 @@ def store_missing(store: StoreSettings, service: str) -> str | None:
             return f"{service}: no event store at {path} (STORE=sqlite, DATA_DIR={store.data_dir})"
         try:
             with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
-                found = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)).fetchone()
+                found = db.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)
+                ).fetchone()
         except sqlite3.Error as error:
             return f"{service}: cannot read the event store {path}: {error}"
         return None if found else f"{service}: the event store {path} is empty (no {table} table)"

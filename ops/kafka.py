@@ -133,6 +133,8 @@ async def producer(bootstrap_servers: str) -> AsyncIterator[KafkaBroker]:
     try:
         await broker.start()
     except (KafkaConnectionError, KafkaError, OSError) as error:
+        with contextlib.suppress(Exception):
+            await broker.stop()  # its half-started producer, else left unclosed
         raise OpsError(f"cannot reach Kafka at {bootstrap_servers}: {error}") from None
     try:
         yield broker

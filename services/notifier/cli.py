@@ -45,7 +45,7 @@ def _open(ctx: typer.Context) -> tuple[Notifier, ReadModel]:
         settings = settings_of(SERVICE, NotifierSettings) if settings_of else NotifierSettings()
     except Exception as error:  # incomplete or invalid settings: say which, no traceback
         typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(1) from None
     store = settings.store_settings()
     problem = store_missing(store, SERVICE)  # opening a missing store would create an empty one
     if problem:

@@ -33,7 +33,8 @@ SECRETS = {
 
 def started_with(tmp_path, caller=CALLER):
     return {
-        spec.name: service_env(spec, "127.0.0.1:9092", caller, tmp_path, SECRETS[spec.name]) for spec in SERVICES
+        spec.name: service_env(spec, "127.0.0.1:9092", caller, tmp_path, SECRETS[spec.name])
+        for spec in SERVICES
     }
 
 

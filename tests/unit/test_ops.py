@@ -139,7 +139,12 @@ def test_the_tool_never_creates_a_store_it_says_which_is_missing_in_one_line(tmp
     path = tmp_path / "ops.toml"
     path.write_text(f'[env]\nDATA_DIR = "{data}"\nKAFKA_BOOTSTRAP_SERVERS = "127.0.0.1:1"\n')
     runner = CliRunner()
-    for args in (["replay", "notifier", "--from-offset", "0"], ["status", "bookings"], ["emails", "log", "--tenant", "t"]):
+    commands = (
+        ["replay", "notifier", "--from-offset", "0"],
+        ["status", "bookings"],
+        ["emails", "log", "--tenant", "t"],
+    )
+    for args in commands:
         result = runner.invoke(app, ["--config", str(path), *args])
         assert result.exit_code == 1, result.output
         lines = result.output.strip().splitlines()
