@@ -51,7 +51,7 @@ class ServiceSpec:
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("accounts", "services.accounts", 8001, {"PUBLIC_BASE_URL": "http://127.0.0.1:8001"}),
     ServiceSpec("bookings", "services.bookings", 8002),
-    ServiceSpec("notifier", "services.notifier", 8003, {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": "1025"}),
+    ServiceSpec("notifier", "services.notifier", 8003),  # mail: the catcher's, or SMTP_HOST/SMTP_PORT
 )
 
 app = typer.Typer(
@@ -334,16 +334,19 @@ def write_ops_config(bootstrap: str, envs: dict[str, dict[str, str]], path: Path
     return path
 
 
+MAIL_SETTINGS = ("SMTP_HOST", "SMTP_PORT")
+
+
 def service_env(
     spec: ServiceSpec,
     bootstrap: str,
     caller: Mapping[str, str] | None = None,
     local_dir: Path = LOCAL_DIR,
-    secrets: Mapping[str, str] | None = None,
+    defaults: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The environment a service starts with: the caller's (``os.environ``), then what ``up``
-    decides (the broker it started, a DATA_DIR and an HTTP port per service), and the keys of
-    ``local_secrets`` where the caller gave none."""
+    """The environment a service starts with: the caller's (``os.environ``) with what ``up``
+    decides for each service (the broker it started, a DATA_DIR and an HTTP port), and, where
+    the caller gave none, the spec's settings and ``defaults`` (keys, the mail catcher)."""
     data_dir = local_dir / "data" / spec.name
     data_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ if caller is None else caller)
@@ -354,10 +357,23 @@ def service_env(
         LOG_FORMAT="console",
         PYTHONUNBUFFERED="1",
     )
-    env.update(spec.env)
-    for key, value in (secrets or {}).items():
+    given_mail_server = any(key in env for key in MAIL_SETTINGS)
+    for key, value in {**spec.env, **(defaults or {})}.items():
+        if key in MAIL_SETTINGS and given_mail_server:
+            continue  # the caller's mail server, host and port together
         env.setdefault(key, value)  # the caller's environment wins
     return env
+
+
+def mail_line(env: Mapping[str, str], catcher_port: int) -> str:
+    """The banner's line about where the notifier sends email."""
+    host, port = env.get("SMTP_HOST", "127.0.0.1"), env.get("SMTP_PORT", "1025")
+    if (host, port) == ("127.0.0.1", str(catcher_port)):
+        return f"Mail (SMTP)    127.0.0.1:{catcher_port}, the mail catcher"
+    return (
+        f"Mail (SMTP)    the notifier sends to {host}:{port} (SMTP_HOST/SMTP_PORT from your "
+        "environment), not to the mail catcher"
+    )
 
 
 @app.command("up")
@@ -393,17 +409,24 @@ def up(
             bootstrap = kafka.start()
             catcher.start()
             ui.start()
+            secrets, notes = local_secrets()
+            mail = {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(catcher.port)}
+            envs = {
+                spec.name: service_env(
+                    spec,
+                    bootstrap,
+                    defaults={**secrets.get(spec.name, {}), **(mail if spec.name == "notifier" else {})},
+                )
+                for spec in SERVICES
+            }
             lines = [
                 f"Kafka          {bootstrap}   (log: {kafka.log_file})",
-                f"Mail (SMTP)    127.0.0.1:{catcher.port}",
+                mail_line(envs["notifier"], catcher.port),
                 f"Mail (web UI)  {ui.url}",
             ]
-            secrets, notes = local_secrets()
             ops_envs: dict[str, dict[str, str]] = {}
             for spec in SERVICES:
-                env = service_env(spec, bootstrap, secrets=secrets.get(spec.name))
-                if spec.name == "notifier":
-                    env["SMTP_PORT"] = str(catcher.port)
+                env = envs[spec.name]
                 ops_envs[spec.name] = env
                 svc = _Service(spec, env)
                 why_not = svc.runnable()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import stat
 
-from deploy.local.__main__ import SERVICES, service_env, write_ops_config
+from deploy.local.__main__ import SERVICES, mail_line, service_env, write_ops_config
 from ops.config import Deployment
 from ops.registry import settings_class
 
@@ -56,3 +56,39 @@ def test_the_ops_config_holds_every_setting_the_services_start_with_the_callers_
     assert "PATH" not in text and "HOME" not in text and "BOOKING_ACCOUNTS_ADMIN_TOKEN" not in text
     assert 'SMTP_TLS = "starttls"' in text  # the notifier's setting, in its table only
     assert text.count("SMTP_TLS") == 1
+
+
+CATCHER = {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": "1025"}  # what `up` gives the notifier by default
+
+
+def notifier_env(tmp_path, caller):
+    [spec] = [s for s in SERVICES if s.name == "notifier"]
+    return service_env(spec, "127.0.0.1:9092", caller, tmp_path, {**SECRETS["notifier"], **CATCHER})
+
+
+def test_the_callers_mail_server_wins_and_the_banner_says_so(tmp_path):
+    env = notifier_env(tmp_path, {"SMTP_HOST": "smtp.example.com", "SMTP_PORT": "2525"})
+    assert (env["SMTP_HOST"], env["SMTP_PORT"]) == ("smtp.example.com", "2525")
+    assert "sends to smtp.example.com:2525" in mail_line(env, 1025)
+    assert "not to the mail catcher" in mail_line(env, 1025)
+    # One of the two is enough to mean "my mail server": the other is not the catcher's.
+    env = notifier_env(tmp_path, {"SMTP_HOST": "smtp.example.com"})
+    assert env["SMTP_HOST"] == "smtp.example.com" and "SMTP_PORT" not in env
+    env = notifier_env(tmp_path, {"SMTP_PORT": "2526"})
+    assert env["SMTP_PORT"] == "2526" and "SMTP_HOST" not in env
+    assert "sends to 127.0.0.1:2526" in mail_line(env, 1025)
+
+
+def test_without_a_mail_server_the_notifier_sends_to_the_mail_catcher(tmp_path):
+    env = notifier_env(tmp_path, {"PATH": "/usr/bin"})
+    assert (env["SMTP_HOST"], env["SMTP_PORT"]) == ("127.0.0.1", "1025")
+    assert mail_line(env, 1025) == "Mail (SMTP)    127.0.0.1:1025, the mail catcher"
+
+
+def test_the_callers_settings_win_over_ups_defaults_but_not_over_what_up_decides(tmp_path):
+    caller = {**CALLER, "PUBLIC_BASE_URL": "https://accounts.example", "HTTP_PORT": "9999", "DATA_DIR": "/x"}
+    envs = started_with(tmp_path, caller)
+    assert envs["accounts"]["PUBLIC_BASE_URL"] == "https://accounts.example"
+    # One broker, a port and a data directory per service: up's own.
+    assert [envs[s.name]["HTTP_PORT"] for s in SERVICES] == ["8001", "8002", "8003"]
+    assert envs["bookings"]["DATA_DIR"] == str(tmp_path / "data" / "bookings")
