@@ -17,9 +17,7 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,10 +26,11 @@ from typing import Annotated
 
 import typer
 
-from deploy.local._proc import InfraError, Watchdog, terminate_group
+from deploy.local._proc import InfraError
 from deploy.local.kafka import LocalKafka
 from deploy.local.mailcatcher import MailCatcher, MailCatcherUI
 from deploy.local.postgres import LocalPostgres
+from deploy.local.supervisor import Supervised, wait_until_up
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCAL_DIR = REPO_ROOT / ".local"
@@ -203,52 +202,16 @@ def mailcatcher(
 # --------------------------------------------------------------------------- up
 
 
-class _Service:
-    def __init__(self, spec: ServiceSpec, env: dict[str, str]) -> None:
-        self.spec = spec
-        self.env = env
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._pump: threading.Thread | None = None
-
-    def runnable(self) -> str | None:
-        """None if ``python -m <module>`` can run, else why not."""
-        try:
-            if importlib.util.find_spec(self.spec.module) is None:
-                return f"package {self.spec.module} does not exist yet"
-            if importlib.util.find_spec(f"{self.spec.module}.__main__") is None:
-                return f"{self.spec.module} has no __main__.py yet"
-        except Exception as exc:  # an import error in the package itself
-            return f"{self.spec.module} cannot be imported: {exc!r}"
-        return None
-
-    def start(self) -> None:
-        watchdog = Watchdog.get()
-        self.proc = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", self.spec.module],
-            cwd=REPO_ROOT,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        watchdog.watch(self.proc.pid, signal.SIGTERM, 10)
-        self._pump = threading.Thread(target=self._pump_output, daemon=True)
-        self._pump.start()
-
-    def _pump_output(self) -> None:
-        assert self.proc is not None
-        assert self.proc.stdout is not None
-        prefix = typer.style(f"[{self.spec.name:>8}] ", fg="cyan")
-        for line in iter(self.proc.stdout.readline, b""):
-            sys.stdout.write(prefix + line.decode("utf-8", "replace"))
-            sys.stdout.flush()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            terminate_group(self.proc, sig=signal.SIGTERM, timeout=10)
-        if self._pump is not None:
-            self._pump.join(timeout=2)
+def runnable(spec: ServiceSpec) -> str | None:
+    """None if ``python -m <module>`` can run, else why not."""
+    try:
+        if importlib.util.find_spec(spec.module) is None:
+            return f"package {spec.module} does not exist yet"
+        if importlib.util.find_spec(f"{spec.module}.__main__") is None:
+            return f"{spec.module} has no __main__.py yet"
+    except Exception as exc:  # an import error in the package itself
+        return f"{spec.module} cannot be imported: {exc!r}"
+    return None
 
 
 ADMIN_TOKEN_ENV = "BOOKING_ACCOUNTS_ADMIN_TOKEN"  # noqa: S105 - a variable name
@@ -385,11 +348,18 @@ def up(
     kafka_controller_port: Annotated[int, typer.Option(help="KRaft controller port.")] = 9093,
     smtp_port: Annotated[int, typer.Option(help="Mail catcher SMTP port.")] = 1025,
     mail_ui_port: Annotated[int, typer.Option(help="Mail catcher web UI port.")] = 8025,
+    restart: Annotated[
+        bool,
+        typer.Option(
+            "--restart/--no-restart", help="Restart a service that exits, with a backoff (1 s ... 30 s)."
+        ),
+    ] = True,
 ) -> None:
     """Kafka + mail catcher + the services, until Ctrl-C.
 
     Kafka data and the services' DATA_DIRs persist in .local/ between runs (--fresh wipes
-    them).
+    them). A service that exits is restarted (deploy/local/supervisor.py), unless
+    --no-restart. SMTP_HOST/SMTP_PORT in your environment send the notifier's email there.
     """
     if fresh:
         for d in (LOCAL_DIR / "kafka", LOCAL_DIR / "data"):
@@ -402,7 +372,7 @@ def up(
     )
     catcher = MailCatcher(port=smtp_port, directory=LOCAL_DIR / "mail")
     ui = MailCatcherUI(catcher, port=mail_ui_port)
-    services: list[_Service] = []
+    services: list[Supervised] = []
     with _sigterm_as_keyboard_interrupt():
         try:
             _echo("Assembling and starting Kafka ...")
@@ -411,52 +381,54 @@ def up(
             ui.start()
             secrets, notes = local_secrets()
             mail = {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(catcher.port)}
-            envs = {
-                spec.name: service_env(
-                    spec,
-                    bootstrap,
-                    defaults={**secrets.get(spec.name, {}), **(mail if spec.name == "notifier" else {})},
-                )
-                for spec in SERVICES
-            }
-            lines = [
-                f"Kafka          {bootstrap}   (log: {kafka.log_file})",
-                mail_line(envs["notifier"], catcher.port),
-                f"Mail (web UI)  {ui.url}",
-            ]
             ops_envs: dict[str, dict[str, str]] = {}
+            skipped: dict[str, str] = {}
             for spec in SERVICES:
-                env = envs[spec.name]
+                defaults = {**secrets.get(spec.name, {}), **(mail if spec.name == "notifier" else {})}
+                env = service_env(spec, bootstrap, defaults=defaults)
                 ops_envs[spec.name] = env
-                svc = _Service(spec, env)
-                why_not = svc.runnable()
+                why_not = runnable(spec)
                 if why_not:
                     _echo(f"skipping {spec.name}: {why_not}", color="yellow")
-                    lines.append(f"{spec.name:<14} not started ({why_not})")
+                    skipped[spec.name] = why_not
                     continue
+                svc = Supervised(
+                    spec.name,
+                    [sys.executable, "-m", spec.module],
+                    env,
+                    cwd=REPO_ROOT,
+                    restart=restart,
+                    health_url=f"http://127.0.0.1:{spec.http_port}/health",
+                    say=lambda text, color: _echo(text, color=color),
+                )
                 svc.start()
                 services.append(svc)
-                lines.append(f"{spec.name:<14} http://127.0.0.1:{spec.http_port}/docs")
+            config = write_ops_config(bootstrap, ops_envs)
+            _echo("Waiting for the services to answer ...")
+            wait_until_up(services, timeout=90)
+            lines = [
+                f"Kafka          {bootstrap}   (log: {kafka.log_file})",
+                mail_line(ops_envs["notifier"], catcher.port),
+                f"Mail (web UI)  {ui.url}",
+            ]
+            for spec in SERVICES:
+                svc = next((s for s in services if s.name == spec.name), None)
+                state = f"not started ({skipped[spec.name]})" if svc is None else svc.state()
+                lines.append(f"{spec.name:<14} {state:<8} http://127.0.0.1:{spec.http_port}/docs")
             lines += notes
+            lines.append(f"operator tool: booking-accounts --config {config} status")
             lines.append(
-                f"operator tool: booking-accounts --config {write_ops_config(bootstrap, ops_envs)} status"
+                "a service that exits is "
+                + ("restarted, with a backoff" if restart else "not restarted (--no-restart)")
             )
             _echo("\n".join(["", "Running:", *("  " + s for s in lines), ""]), color="green")
             if not services:
                 _echo("No service could be started; Kafka and the mail catcher keep running.")
             _echo("Ctrl-C to stop everything.")
-            reported: set[str] = set()
             while True:
                 time.sleep(0.5)
                 for svc in services:
-                    exited = svc.proc is not None and svc.proc.poll() is not None
-                    if exited and svc.spec.name not in reported:
-                        reported.add(svc.spec.name)
-                        assert svc.proc is not None
-                        _echo(
-                            f"{svc.spec.name} exited with code {svc.proc.returncode}",
-                            color="red",
-                        )
+                    svc.check()
         except KeyboardInterrupt:
             _echo("\nStopping ...")
         except (InfraError, TimeoutError, OSError) as exc:
