@@ -52,6 +52,7 @@ class Service:
             settings.topic_replication_factor,
             compacted=tuple(self.compacted_topics),
             compacted_segment_ms=settings.subject_keys_segment_ms,
+            security=settings.kafka_security(),
         )
         if self.read_model is not None:
             await asyncio.to_thread(self.read_model.create)

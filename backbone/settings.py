@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from backbone.kafkasecurity import KafkaCluster, KafkaSecurity, Mechanism, Protocol
 
 StoreKind = Literal["sqlite", "postgres", "memory"]
 
@@ -52,6 +54,16 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    # A secured cluster (backbone/kafkasecurity.py): TLS, SASL, or both.
+    kafka_security_protocol: Protocol = "PLAINTEXT"
+    kafka_sasl_mechanism: Mechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_file: Path | None = Field(default=None, description="CA bundle (default: the system's).")
+    kafka_ssl_cert_file: Path | None = Field(default=None, description="Client certificate (mTLS).")
+    kafka_ssl_key_file: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_ssl_check_hostname: bool = True
     topic_namespace: str = Field(
         default="",
         pattern=r"^[a-z0-9-]*$",
@@ -88,6 +100,27 @@ class ServiceSettings(BaseSettings):
         default=None,
         description="Bearer token of the read-only audit API (/v1/audit/...); unset, it answers 401.",
     )
+
+    @model_validator(mode="after")
+    def _kafka_security_fits(self) -> ServiceSettings:
+        self.kafka_security()  # raises ValueError, naming the settings that do not fit together
+        return self
+
+    def kafka_security(self) -> KafkaSecurity:
+        return KafkaSecurity(
+            protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_username=self.kafka_sasl_username,
+            sasl_password=self.kafka_sasl_password,
+            ssl_ca_file=self.kafka_ssl_ca_file,
+            ssl_cert_file=self.kafka_ssl_cert_file,
+            ssl_key_file=self.kafka_ssl_key_file,
+            ssl_key_password=self.kafka_ssl_key_password,
+            ssl_check_hostname=self.kafka_ssl_check_hostname,
+        )
+
+    def kafka_cluster(self) -> KafkaCluster:
+        return KafkaCluster(self.kafka_bootstrap_servers, self.kafka_security())
 
     def topic(self, name: str) -> str:
         """The real name of a topic (or consumer group) of the contracts in this deployment."""

@@ -17,6 +17,7 @@ from typing import Any
 
 from backbone.eventstore import ServiceApplication, store_missing
 from backbone.inbox import Inbox
+from backbone.kafkasecurity import KafkaCluster
 from backbone.outbox import OutboxRelay
 from backbone.readmodel import Projection, ReadModel
 from backbone.runtime import Service
@@ -58,8 +59,9 @@ class ServiceHandle:
         return self.service.settings
 
     @property
-    def kafka(self) -> str:
-        return self.settings.kafka_bootstrap_servers
+    def kafka(self) -> KafkaCluster:
+        """The service's cluster and how to reach it (its TLS and SASL settings)."""
+        return self.settings.kafka_cluster()
 
     @property
     def relays(self) -> list[OutboxRelay]:
