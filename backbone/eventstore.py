@@ -29,7 +29,7 @@ import psycopg
 from eventsourcing.application import Application
 from eventsourcing.persistence import JSONTranscoder, Tracking
 from eventsourcing.popo import POPOProcessRecorder
-from eventsourcing.postgres import PostgresProcessRecorder
+from eventsourcing.postgres import PostgresFactory, PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteProcessRecorder
 
 from backbone.personal import Personal, PersonalAsSealed, Vault, subjects_in
@@ -72,9 +72,26 @@ class MemoryServiceRecorder(POPOProcessRecorder):
         return returning
 
 
+class PostgresTLSFactory(PostgresFactory):
+    """eventsourcing's PostgreSQL factory, whose connections also take libpq's TLS parameters
+    (`POSTGRES_SSLMODE`, `POSTGRES_SSLROOTCERT`, `POSTGRES_SSLCERT`, `POSTGRES_SSLKEY` of its
+    environment): the library has no settings for them. Its pool opens on first use, so
+    they are in place before any connection is made."""
+
+    TLS_PARAMETERS = ("sslmode", "sslrootcert", "sslcert", "sslkey")
+
+    def __init__(self, env: Any):
+        super().__init__(env)
+        connection = self.datastore.pool.kwargs
+        assert isinstance(connection, dict)
+        for name in self.TLS_PARAMETERS:
+            if value := self.env.get(f"POSTGRES_{name.upper()}"):
+                connection[name] = value
+
+
 _RECORDERS = {
     "sqlite": ("eventsourcing.sqlite", SQLiteServiceRecorder),
-    "postgres": ("eventsourcing.postgres", PostgresServiceRecorder),
+    "postgres": (f"{__name__}:PostgresTLSFactory", PostgresServiceRecorder),
     "memory": ("eventsourcing.popo", MemoryServiceRecorder),
 }
 
@@ -105,8 +122,8 @@ def store_env(store: StoreSettings, service: str) -> dict[str, str]:
             POSTGRES_PORT=str(store.postgres_port),
             POSTGRES_USER=store.postgres_user,
             POSTGRES_PASSWORD=store.postgres_password.get_secret_value(),
-            POSTGRES_POOL_SIZE="5",
-            POSTGRES_MAX_OVERFLOW="5",
+            POSTGRES_POOL_SIZE=str(store.postgres_pool_size),
+            POSTGRES_MAX_OVERFLOW=str(store.postgres_max_overflow),
             POSTGRES_CONNECT_TIMEOUT="10",
             POSTGRES_PRE_PING="y",
             POSTGRES_LOCK_TIMEOUT="10",
@@ -114,6 +131,7 @@ def store_env(store: StoreSettings, service: str) -> dict[str, str]:
         )
         if store.postgres_schema:
             env["POSTGRES_SCHEMA"] = store.postgres_schema
+        env.update({f"POSTGRES_{name.upper()}": value for name, value in store.postgres_tls().items()})
     return env
 
 
@@ -156,6 +174,7 @@ def store_missing(store: StoreSettings, service: str) -> str | None:
             password=store.postgres_password.get_secret_value(),
             dbname=dbname,
             connect_timeout=10,
+            **store.postgres_tls(),
         ) as conn:
             found = conn.execute(
                 "SELECT to_regclass(%s)", (f"{store.postgres_schema or 'public'}.{table}",)

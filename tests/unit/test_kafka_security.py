@@ -5,14 +5,9 @@ services' bus (faststream's security objects), the admin client and the operator
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import ssl
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 from pydantic import ValidationError
 
@@ -22,32 +17,13 @@ from ops import registry
 from ops.config import Deployment, OpsError
 from ops.kafka import Kafka
 from services.bookings.settings import BookingsSettings
+from tests.support.certs import LocalCA
 
 
 def self_signed(tmp_path, name: str = "test-ca"):
     """A CA certificate and its key as PEM files (also usable as a client certificate)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_file, key_file
+    ca = LocalCA(tmp_path, name)
+    return ca.ca_file, ca.key_file
 
 
 def settings(**env) -> BookingsSettings:
