@@ -128,11 +128,14 @@ class LocalKafka:
         java: str | None = None,
         mvn: str | None = None,
         sasl_users: dict[str, str] | None = None,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         self.version = version or kafka_version()
         # With users: a second listener, SASL_PLAINTEXT (PLAIN and SCRAM-SHA-512), on
-        # `sasl_port`; the PLAINTEXT one stays for the broker itself and for plain clients.
+        # `sasl_port`, or SASL_SSL with `tls` (a PEM certificate and its unencrypted PKCS#8
+        # key); the PLAINTEXT one stays for the broker itself and for plain clients.
         self.sasl_users = dict(sasl_users or {})
+        self.tls = tls
         self.sasl_port: int | None = None
         self.cache_root = Path(cache_root) if cache_root else default_cache_root()
         self._work_dir_arg = Path(work_dir) if work_dir else None
@@ -364,24 +367,31 @@ class LocalKafka:
         """Settings appended to server.properties for the SASL listener (a later line wins)."""
         if not self.sasl_users:
             return ""
-        b, c, sasl = self.broker_port, self.controller_port, self.sasl_port
+        b, c, port = self.broker_port, self.controller_port, self.sasl_port
+        protocol = "SASL_SSL" if self.tls else "SASL_PLAINTEXT"
+        name = protocol.lower()
         plain_users = " ".join(f'user_{n}="{p}"' for n, p in self.sasl_users.items())
-        return "\n".join(
-            [
-                "",
-                "# SASL (LocalKafka(sasl_users=...)): PLAIN and SCRAM-SHA-512 on a second listener.",
-                f"listeners=PLAINTEXT://127.0.0.1:{b},CONTROLLER://127.0.0.1:{c},SASL_PLAINTEXT://127.0.0.1:{sasl}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{b},CONTROLLER://127.0.0.1:{c},"
-                f"SASL_PLAINTEXT://127.0.0.1:{sasl}",
-                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
-                "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512",
-                "listener.name.sasl_plaintext.plain.sasl.jaas.config="
-                f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};",
-                "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config="
-                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
-                "",
+        lines = [
+            "",
+            f"# {protocol} (LocalKafka(sasl_users=...)): PLAIN and SCRAM-SHA-512 on a second listener.",
+            f"listeners=PLAINTEXT://127.0.0.1:{b},CONTROLLER://127.0.0.1:{c},{protocol}://127.0.0.1:{port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{b},CONTROLLER://127.0.0.1:{c},{protocol}://127.0.0.1:{port}",
+            f"listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,{protocol}:{protocol}",
+            "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512",
+            f"listener.name.{name}.plain.sasl.jaas.config="
+            f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};",
+            f"listener.name.{name}.scram-sha-512.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        ]
+        if self.tls:
+            keystore = self.work_dir / "broker-keystore.pem"  # PEM keystore: key, then certificate
+            keystore.write_bytes(self.tls[1].read_bytes() + self.tls[0].read_bytes())
+            keystore.chmod(0o600)
+            lines += [
+                f"listener.name.{name}.ssl.keystore.type=PEM",
+                f"listener.name.{name}.ssl.keystore.location={keystore}",
             ]
-        )
+        return "\n".join([*lines, ""])
 
     @property
     def sasl_bootstrap_servers(self) -> str:

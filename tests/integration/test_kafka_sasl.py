@@ -16,6 +16,7 @@ from backbone.kafkasecurity import KafkaCluster, KafkaSecurity
 from deploy.local.kafka import LocalKafka
 from ops.config import OpsError
 from ops.kafka import Kafka, producer
+from tests.support.certs import LocalCA
 
 pytestmark = pytest.mark.integration
 
@@ -73,3 +74,45 @@ def test_a_wrong_password_or_no_sasl_is_refused(sasl_kafka):
         asyncio.run(look(KafkaCluster(servers, security("SCRAM-SHA-512", "not-the-password"))))
     with pytest.raises(OpsError, match=f"cannot reach Kafka at {servers}"):
         asyncio.run(look(KafkaCluster(servers)))
+
+
+@pytest.fixture(scope="module")
+def sasl_ssl_kafka(tmp_path_factory):
+    ca = LocalCA(tmp_path_factory.mktemp("kafka-tls"))
+    kafka = LocalKafka(sasl_users={USER: PASSWORD}, tls=ca.server("broker"))
+    kafka.start(timeout=120)
+    yield kafka, ca
+    kafka.close()
+
+
+def test_over_tls_the_brokers_certificate_is_verified_with_the_deployments_ca(sasl_ssl_kafka, tmp_path):
+    """SASL_SSL, SCRAM-SHA-512: the clients reach the broker with KAFKA_SSL_CA_FILE, and are
+    refused by a broker whose certificate another CA signed."""
+    kafka, ca = sasl_ssl_kafka
+    servers, topic = kafka.sasl_bootstrap_servers, f"tls-{uuid.uuid4().hex[:8]}"
+
+    def secured(ca_file) -> KafkaSecurity:
+        return KafkaSecurity(
+            protocol="SASL_SSL",
+            sasl_mechanism="SCRAM-SHA-512",
+            sasl_username=USER,
+            sasl_password=SecretStr(PASSWORD),
+            ssl_ca_file=ca_file,
+        )
+
+    async def go(security: KafkaSecurity) -> int:
+        await bus.ensure_topics(servers, [topic], partitions=1, security=security)
+        async with producer(KafkaCluster(servers, security)) as tool:
+            await bus.send(tool, [bus.Record(topic=topic, value=b"{}", key=b"k", headers={})])
+        async with Kafka(KafkaCluster(servers, security)) as look:
+            return sum((await look.ends(look.partitions(topic))).values())
+
+    assert asyncio.run(go(secured(ca.ca_file))) == 1
+    stranger = LocalCA(tmp_path, "another-ca")
+
+    async def look(security: KafkaSecurity) -> None:
+        async with Kafka(KafkaCluster(servers, security)):
+            pass
+
+    with pytest.raises(OpsError, match=f"cannot reach Kafka at {servers}"):
+        asyncio.run(look(secured(stranger.ca_file)))
