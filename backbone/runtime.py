@@ -56,6 +56,7 @@ class Service:
             settings.topic_replication_factor,
             compacted=tuple(self.compacted_topics),
             compacted_segment_ms=settings.subject_keys_segment_ms,
+            security=settings.kafka_security(),
         )
         await deadletters.keep_for(
             settings.kafka_bootstrap_servers,

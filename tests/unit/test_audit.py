@@ -11,7 +11,9 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from backbone.audit import AuditLog
+from backbone.audit import ERASED_MARK as ERASED
+from backbone.audit import SEALED_MARK as SEALED
+from backbone.audit import AuditLog, folded
 from backbone.auditapi import routes
 from backbone.auditexport import Export, Selection, digest, verify
 from backbone.eventstore import store_env
@@ -201,3 +203,50 @@ async def test_without_an_audit_token_configured_nobody_gets_in(accounts):
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://test")
     response = await client.get("/v1/audit/events", headers={"Authorization": "Bearer x"})
     assert response.status_code == 401 and "not enabled" in response.json()["detail"]
+
+
+def test_a_history_table_keeps_to_one_line_per_field_with_sealed_values_marked(accounts):
+    """On a normal terminal (100 columns) every event's row is as tall as its data has fields;
+    --json (as_dict) keeps everything."""
+    from rich.console import Console
+
+    from ops.cli_audit import history_table
+
+    app, ada, _ = accounts
+    records = AuditLog(app).history(ada)
+    long_note = "a note that goes on " * 40
+    records[0].data["notes"] = {"staff": long_note, "customer": {"subject_id": str(ada), "erased": True}}
+    console = Console(width=100, record=True, markup=False)
+    console.print(history_table("Account", [("accounts", r) for r in records], console.width))
+    text = console.export_text()
+    fields = sum(max(len(folded(r.data)), 4) for r in records)
+    assert len(text.splitlines()) <= fields + 3  # title, header, rule
+    assert (
+        f"email: {SEALED}" in text and f"notes.customer: {ERASED}" in text and "notes.staff: a note" in text
+    )
+    assert "password_hash: [redacted]" in text and "Account.Claimed" in text
+    assert "'sealed': True" not in text and "subject_id" not in text
+    assert all(len(line) <= 100 for line in text.splitlines())
+    assert records[0].as_dict()["data"]["notes"]["staff"] == long_note  # the record itself is whole
+
+
+def test_folded_data_marks_personal_values_and_cuts_long_ones():
+    assert (SEALED, ERASED) == ("\u2039sealed\u203a", "\u2039erased\u203a")
+    data = {
+        "email": {"subject_id": "s", "sealed": True},
+        "name": {"subject_id": "s", "value": "Ada"},
+        "customer": {
+            "phone": {"subject_id": "s", "erased": True},
+            "tags": ["a", {"subject_id": "s", "sealed": True}],
+        },
+        "text": "x" * 500,
+        "multi": "two\nlines",
+    }
+    assert folded(data, width=40) == [
+        f"email: {SEALED}",
+        "name: Ada",
+        f"customer.phone: {ERASED}",
+        f"customer.tags: [a, {SEALED}]",
+        "text: " + "x" * 33 + "…",
+        "multi: two lines",
+    ]
