@@ -224,7 +224,7 @@ def test_a_history_table_keeps_to_one_line_per_field_with_sealed_values_marked(a
     assert (
         f"email: {SEALED}" in text and f"notes.customer: {ERASED}" in text and "notes.staff: a note" in text
     )
-    assert "password_hash: [redacted]" in text and "Account.Claimed" in text
+    assert "link: [redacted]" in text and "Account.Claimed" in text  # secrets stay redacted
     assert "'sealed': True" not in text and "subject_id" not in text
     assert all(len(line) <= 100 for line in text.splitlines())
     assert records[0].as_dict()["data"]["notes"]["staff"] == long_note  # the record itself is whole
