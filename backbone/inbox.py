@@ -137,11 +137,14 @@ class Inbox:
             try:
                 await self.apply(records, consumer)
                 self._failures = 0
+                metrics.stalled.labels(self.name).set(0)
             except Exception as error:
                 # Nothing of the batch was stored: go back to the stored positions and retry
                 # after a pause (a store or broker outage stalls the partition; never skips).
                 self._failures += 1
                 pause = min(30.0, 0.2 * 2**self._failures)
+                metrics.stalled.labels(self.name).set(1)
+                metrics.retries.labels(self.name, "outage" if is_infrastructure(error) else "failure").inc()
                 if isinstance(error, UnknownSubject):  # its key is on the way: not an error
                     pause = min(pause, 2.0)
                     log.info("waiting for a subject key", inbox=self.name, detail=str(error))
