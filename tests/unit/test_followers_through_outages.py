@@ -49,7 +49,9 @@ def _gauge(name: str) -> float:
 
 
 def _retries(name: str, cause: str) -> float:
-    return metrics.REGISTRY.get_sample_value("consumer_retries_total", {"consumer": name, "cause": cause}) or 0.0
+    return (
+        metrics.REGISTRY.get_sample_value("consumer_retries_total", {"consumer": name, "cause": cause}) or 0.0
+    )
 
 
 async def _run(follower: Flaky, expected: int) -> None:
