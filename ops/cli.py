@@ -16,6 +16,7 @@ import typer
 from backbone.logging import configure
 from ops import cli_audit, output, registry
 from ops.cli_dlq import dlq
+from ops.cli_positions import positions
 from ops.commands import DryRun, Json, Service, deployment, handles_errors, maybe_producer, run, topic_names
 from ops.config import CONFIG_ENV, Deployment, OpsError
 from ops.kafka import Kafka
@@ -261,6 +262,7 @@ def republish(
 
 
 app.add_typer(dlq, name="dlq")
+app.add_typer(positions, name="positions")
 app.add_typer(emails, name="emails", help="The notifier's delivery log; send parked emails again.")
 for audit_command in (cli_audit.history, cli_audit.export, cli_audit.verify):
     app.command()(audit_command)
