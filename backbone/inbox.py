@@ -125,6 +125,7 @@ class Inbox:
         self.stalled: dict[TP, Verdict] = {}  # paused partitions whose positions do not fit
         self.recheck_seconds = 2.0  # how often a stalled partition looks for a decision
         self._watcher: asyncio.Task[None] | None = None
+        self._checked_at = 0.0  # monotonic time of the last check (`_check_positions`)
         self.subscriber = broker.subscriber(
             *self.topics,
             group_id=name,
@@ -232,11 +233,14 @@ class Inbox:
 
     async def on_assigned(self, assigned: set[TopicPartition], consumer: Any) -> None:
         tps = {(tp.topic, tp.partition) for tp in assigned}
-        self._forget(tps)
-        for tp in tps:
-            self._lives.pop(tp, None)
-        await self._check_positions(tps, consumer)
-        await self._seek_to_stored(tps - set(self.stalled), consumer)
+        # Under the batch lock: a batch the client fetched meanwhile (from wherever it reset
+        # to) waits, and then finds the partitions that do not fit already stalled.
+        async with self._lock:
+            self._forget(tps)
+            for tp in tps:
+                self._lives.pop(tp, None)
+            await self._check_positions(tps, consumer)
+            await self._seek_to_stored(tps - set(self.stalled), consumer)
         log.info("partitions assigned", inbox=self.name, partitions=sorted(tps))
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
@@ -302,6 +306,7 @@ class Inbox:
         fit again after an operator's decision. Returns the partitions that fit."""
         if not tps or not isinstance(consumer, AIOKafkaConsumer):
             return set(tps)
+        self._checked_at = time.monotonic()
         try:
             ids = (await topic_ids(consumer._client, sorted({t for t, _ in tps}))).ids
         except Exception as error:  # an older broker, or the broker busy: offsets only
@@ -377,12 +382,16 @@ class Inbox:
     async def _fitting(self, records: Sequence[Any], consumer: Any) -> Sequence[Any]:
         """The records of partitions that are not stalled. A partition whose first record
         here is below the position this inbox holds was reset by the client on its own (its
-        position was out of range): it is checked, and stalled if it no longer fits."""
+        position was out of range): it is checked, and stalled if it no longer fits. Every ten
+        seconds or so, the partitions of a batch are checked anyway (a topic created again
+        faster than the client refreshes its metadata, and already past the stored position)."""
         firsts: dict[TP, int] = {}
         for record in records:
             tp = (record.topic, record.partition)
             firsts[tp] = min(record.offset, firsts.get(tp, record.offset))
         suspect = {tp for tp, first in firsts.items() if tp in self._next and first < self._next[tp]}
+        if time.monotonic() - self._checked_at > self.recheck_seconds * 5:  # a topic created again
+            suspect = set(firsts)  # between two metadata refreshes, and already past our position
         if suspect - set(self.stalled):
             await self._check_positions(suspect - set(self.stalled), consumer)
         if not self.stalled:
