@@ -29,6 +29,7 @@ from typing import Annotated
 import typer
 
 from deploy.local._proc import InfraError, Watchdog, terminate_group
+from deploy.local.fresh import FreshRefused, clear_postgres, postgres_stores
 from deploy.local.kafka import LocalKafka
 from deploy.local.mailcatcher import MailCatcher, MailCatcherUI
 from deploy.local.postgres import LocalPostgres
@@ -332,7 +333,12 @@ def service_env(spec: ServiceSpec, bootstrap: str) -> dict[str, str]:
 @app.command("up")
 def up(
     fresh: Annotated[
-        bool, typer.Option("--fresh", help="Delete .local/kafka and .local/data first.")
+        bool,
+        typer.Option(
+            "--fresh",
+            help="Delete .local/kafka and .local/data first, and clear the services' PostgreSQL "
+            "databases when STORE=postgres (or refuse, saying why).",
+        ),
     ] = False,
     kafka_port: Annotated[int, typer.Option(help="Kafka broker port.")] = 9092,
     kafka_controller_port: Annotated[int, typer.Option(help="KRaft controller port.")] = 9093,
@@ -344,7 +350,13 @@ def up(
     Kafka data and the services' DATA_DIRs persist in .local/ between runs (--fresh wipes
     them).
     """
-    if fresh:
+    if fresh:  # every store, PostgreSQL included, or nothing (deploy/local/fresh.py)
+        try:
+            envs = {spec.name: {**os.environ, **spec.env} for spec in SERVICES}
+            for line in clear_postgres(postgres_stores(envs)):
+                _echo(line)
+        except FreshRefused as exc:
+            raise _fail(exc) from None
         for d in (LOCAL_DIR / "kafka", LOCAL_DIR / "data"):
             shutil.rmtree(d, ignore_errors=True)
     kafka = LocalKafka(
