@@ -77,7 +77,7 @@ async def decide(
             f"{inbox.name}'s position in {tp[0]}/{tp[1]} fits the partition: there is nothing to decide "
             "(to read again from a point in time, see `booking-accounts replay`)"
         )
-    position = await asyncio.to_thread(handle.app.position, inbox._offset_key(tp))
+    position = await asyncio.to_thread(inbox.stored_position, *tp) or None
     by = f"staff:{operator}"
     if not dry_run:
         await asyncio.to_thread(
