@@ -51,6 +51,7 @@ OVERRIDES = {
     "notifier": {
         "RETRY_BASE_SECONDS": "1",
         "RETRY_MAX_SECONDS": "4",
+        "MAX_ATTEMPTS": "40",  # 4 s apart: an SMTP outage of 2+ minutes (--long) parks nothing
         "SMTP_TIMEOUT_SECONDS": "5",
         "SENDING_LEASE_SECONDS": "15",
     },
@@ -68,7 +69,10 @@ def pg_system(tmp_path_factory, local_kafka, local_postgres, postgres, mail) -> 
         postgres=postgres,
         overrides=OVERRIDES,
     )
-    system.start()
+    for service in system.services.values():
+        service.start()
+    for service in system.services.values():
+        service.wait_ready(timeout=300)  # a loaded machine (and a broker just restarted) is slow
     yield system
     system.stop()
 

@@ -96,7 +96,7 @@ def test_kill_9_of_the_broker_and_an_outage(pg_system: System, books: Books, out
     under_way(books, r)
     local_kafka.kill()
     time.sleep(outages.broker)
-    local_kafka.restart()
+    local_kafka.restart(timeout=300)  # a loaded machine can take minutes
     judge(r, settle(books, r, outages.settle + outages.broker))
 
 
@@ -107,7 +107,7 @@ def test_kill_9_of_postgresql_and_an_outage(pg_system: System, books: Books, out
     under_way(books, r)
     local_postgres.kill()
     time.sleep(outages.postgres)
-    local_postgres.restart()
+    local_postgres.restart(timeout=300)
     judge(r, settle(books, r, outages.settle + outages.postgres))
 
 
@@ -199,11 +199,10 @@ def test_a_full_disk_under_the_sqlite_store(tmp_path, local_kafka, mail, outages
     )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.decode().strip()}")
-    system = System(
-        disk, local_kafka.bootstrap_servers, mail.port, overrides={"bookings": OVERRIDES_BOOKINGS}
-    )
+    overrides = {"bookings": {**OVERRIDES_BOOKINGS, "DATA_DIR": str(disk)}}  # the stores, not the logs
+    system = System(tmp_path, local_kafka.bootstrap_servers, mail.port, overrides=overrides)
     try:
-        system.start("bookings")
+        system.bookings.start().wait_ready(timeout=300)
         filler = disk / "filler"
         r = Round("full disk (SQLite), bookings", claims=0, commands=30)
         with filler.open("wb") as f:  # fill it up, to the last block
