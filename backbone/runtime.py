@@ -16,7 +16,7 @@ import uvicorn
 from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 
-from backbone import auditapi, bus
+from backbone import auditapi, bus, deadletters
 from backbone.eventstore import ServiceApplication
 from backbone.follower import Follower
 from backbone.inbox import Inbox
@@ -56,6 +56,12 @@ class Service:
             settings.topic_replication_factor,
             compacted=tuple(self.compacted_topics),
             compacted_segment_ms=settings.subject_keys_segment_ms,
+            security=settings.kafka_security(),
+        )
+        await deadletters.keep_for(
+            settings.kafka_bootstrap_servers,
+            [t for t in self.topics if t.endswith(deadletters.SUFFIX)],
+            settings.dead_letter_retention_ms,
         )
         if self.read_model is not None:
             await asyncio.to_thread(self.read_model.create)
