@@ -68,6 +68,9 @@ def make_broker(bootstrap_servers: str, client_id: str, security: KafkaSecurity 
         acks="all",
         linger_ms=5,
         request_timeout_ms=30_000,
+        # A topic deleted and created again (or given partitions) is noticed within seconds, not
+        # the client's default 5 minutes: its consumers rebalance and check their positions.
+        metadata_max_age_ms=10_000,
         graceful_timeout=15.0,
         middlewares=[KafkaPrometheusMiddleware(registry=metrics.REGISTRY, app_name=client_id)],
         logger=logging.getLogger(f"faststream.{client_id}"),  # stdlib: rendered by our handler

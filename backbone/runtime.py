@@ -96,11 +96,25 @@ class Service:
             await self.stop()
 
     async def ready(self) -> bool:
-        """Started, connected, and every consumer has been given its partitions."""
-        return bool(self._tasks or not (self.followers or self.workers)) and all(
-            consumer.subscriber.consumer is not None and consumer.subscriber.consumer.assignment()
-            for consumer in self.consumers
+        """Started, connected, every consumer has been given its partitions, and no partition
+        is stalled on a stored position that does not fit it (`backbone.topiclife`)."""
+        return (
+            bool(self._tasks or not (self.followers or self.workers))
+            and all(
+                consumer.subscriber.consumer is not None and consumer.subscriber.consumer.assignment()
+                for consumer in self.consumers
+            )
+            and not self.stalled_partitions()
         )
+
+    def stalled_partitions(self) -> list[str]:
+        """'<consumer> <topic>/<partition>: <why>' for each partition an inbox holds stalled."""
+        return [
+            f"{consumer.name} {topic}/{partition}: {verdict.detail}"
+            for consumer in self.consumers
+            if isinstance(consumer, Inbox)
+            for (topic, partition), verdict in sorted(consumer.stalled.items())
+        ]
 
 
 def attach(service: Service) -> Service:
@@ -115,6 +129,10 @@ def attach(service: Service) -> Service:
 
         if await service.ready():
             return {"status": "ready"}
+        stalled = service.stalled_partitions()
+        if stalled:
+            detail = "Stalled until an operator decides (booking-accounts positions): " + "; ".join(stalled)
+            return problem(503, "Not ready", detail)
         return problem(503, "Not ready", "Still starting: joining consumer groups.")
 
     return service

@@ -27,6 +27,7 @@ from typing import Annotated
 import typer
 
 from deploy.local._proc import InfraError, write_private
+from deploy.local.fresh import FreshRefused, clear_postgres, postgres_stores
 from deploy.local.kafka import LocalKafka
 from deploy.local.mailcatcher import MailCatcher, MailCatcherUI
 from deploy.local.postgres import LocalPostgres
@@ -341,7 +342,12 @@ def mail_line(env: Mapping[str, str], catcher_port: int) -> str:
 @app.command("up")
 def up(
     fresh: Annotated[
-        bool, typer.Option("--fresh", help="Delete .local/kafka and .local/data first.")
+        bool,
+        typer.Option(
+            "--fresh",
+            help="Delete .local/kafka and .local/data first, and clear the services' PostgreSQL "
+            "databases when STORE=postgres (or refuse, saying why).",
+        ),
     ] = False,
     kafka_port: Annotated[int, typer.Option(help="Kafka broker port.")] = 9092,
     kafka_controller_port: Annotated[int, typer.Option(help="KRaft controller port.")] = 9093,
@@ -360,7 +366,13 @@ def up(
     them). A service that exits is restarted (deploy/local/supervisor.py), unless
     --no-restart. SMTP_HOST/SMTP_PORT in your environment send the notifier's email there.
     """
-    if fresh:
+    if fresh:  # every store, PostgreSQL included, or nothing (deploy/local/fresh.py)
+        try:
+            envs = {spec.name: {**os.environ, **spec.env} for spec in SERVICES}
+            for line in clear_postgres(postgres_stores(envs)):
+                _echo(line)
+        except FreshRefused as exc:
+            raise _fail(exc) from None
         for d in (LOCAL_DIR / "kafka", LOCAL_DIR / "data"):
             shutil.rmtree(d, ignore_errors=True)
     kafka = LocalKafka(
