@@ -20,6 +20,7 @@ from backbone import auditapi, bus
 from backbone.eventstore import ServiceApplication
 from backbone.follower import Follower
 from backbone.inbox import Inbox
+from backbone.leadership import leadership_for
 from backbone.logging import configure, get_logger
 from backbone.readmodel import ReadModel
 from backbone.settings import ServiceSettings
@@ -60,7 +61,10 @@ class Service:
         if self.read_model is not None:
             await asyncio.to_thread(self.read_model.create)
         await self.broker.start()
+        store = settings.store_settings()
         for follower in self.followers:
+            # One leader per follower across the instances sharing this store.
+            follower.lead_with(leadership_for(store, self.name, follower.name))
             self._tasks.append(asyncio.create_task(follower.run(), name=follower.name))
         for worker in self.workers:
             self._tasks.append(asyncio.create_task(worker(), name=getattr(worker, "__name__", "worker")))

@@ -18,7 +18,7 @@ from contracts.topics import ACCOUNTS_EVENTS, BOOKINGS_EVENTS, dead_letters
 from services.accounts import api, views
 from services.accounts.application import Accounts, AccountsConfig
 from services.accounts.deferred import Deferred
-from services.accounts.erasure import Erasures
+from services.accounts.erasure import Eraser
 from services.accounts.handlers import HANDLERS
 from services.accounts.integration import SERVICE, translator
 from services.accounts.ratelimits import RateLimits
@@ -101,7 +101,7 @@ def bootstrap(settings: AccountsSettings | None = None) -> Service:
                     topic_for=settings.topic,
                 ),
                 Projection(accounts, read_model, f"{SERVICE}.views", views.apply, erases=views.erases),
-                Erasures(accounts, SERVICE, settings.relay_batch_size),
+                Eraser(accounts, settings.relay_batch_size),
             ],
             consumers=[inbox, keys],
             workers=[deferred.run],

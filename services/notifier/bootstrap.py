@@ -17,7 +17,7 @@ from contracts.personal import subject_keys_topic
 from contracts.topics import ACCOUNTS_EVENTS, BOOKINGS_EVENTS, dead_letters
 from services.notifier import api, views
 from services.notifier.application import Notifier
-from services.notifier.eraser import Eraser
+from services.notifier.erasure import Eraser
 from services.notifier.handlers import HANDLERS
 from services.notifier.rendering import Renderer
 from services.notifier.sender import Sender

@@ -270,7 +270,7 @@ class Sender:
     async def _read_model_caught_up(self, patience: float = 10.0) -> None:
         """Wait until the read model shows everything stored so far (our own last results
         included), so that `due` does not offer what was just sent."""
-        head = await run_sync(self.notifier.recorder.max_notification_id) or 0
+        head = await run_sync(self.notifier.head)
         deadline = time.monotonic() + patience
         while self.projection.position < head and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.01)  # the projection moves in another task; a poll is enough
