@@ -166,12 +166,11 @@ class AdvisoryLock:
         conn.execute("SET tcp_keepalives_idle = 5")
         conn.execute("SET tcp_keepalives_interval = 2")
         conn.execute("SET tcp_keepalives_count = 3")
-        try:
+        # Another instance may create it at the same moment (IF NOT EXISTS is not atomic).
+        with contextlib.suppress(psycopg.errors.UniqueViolation):
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS follower_leases (name text PRIMARY KEY, token bigint NOT NULL)"
             )
-        except psycopg.errors.UniqueViolation:
-            pass  # another instance created it at the same moment (IF NOT EXISTS is not atomic)
         return conn
 
     def _try_lock(self) -> int | None:

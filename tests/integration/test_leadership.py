@@ -16,7 +16,6 @@ from faststream.kafka import KafkaBroker, TestKafkaBroker
 from pydantic import SecretStr
 
 from backbone.credentials import load_or_create_sealing_keys
-
 from backbone.eventstore import LeadershipLost, PositionChanged, Tracking, store_env
 from backbone.follower import PositionMoved, read_log
 from backbone.leadership import AdvisoryLock, postgres_conninfo
