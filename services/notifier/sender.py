@@ -24,6 +24,12 @@ A 5xx reply parks the email at once; a 4xx reply or a connection problem is retr
 exponential backoff (`DeliveryPolicy`), so an SMTP server that is down for minutes loses
 nothing. When the server cannot be reached, the rest of the batch waits for the next retry
 instead of trying to connect once per email.
+
+Several instances send side by side, each claiming its own emails: on PostgreSQL the due rows
+are selected `FOR UPDATE SKIP LOCKED` and kept locked until their attempts are recorded, so
+another sender skips them and takes the next ones; once recorded, an attempt makes the email
+not due (checked on the aggregate, `Notifier.start_attempts`). So no email is attempted by
+two senders, and throughput grows with instances. (SQLite: one process per store.)
 """
 
 from __future__ import annotations
@@ -117,8 +123,8 @@ class Sender:
             _raise_if_cancelled()
             try:
                 await self._read_model_caught_up()
-                due = await run_sync(self._due)
-                if due and await self.send(due):
+                emails = await run_sync(self._claim)
+                if emails and await self.deliver(emails):
                     continue
                 await self._close_idle()  # nothing to send: no connection kept open
                 await run_sync(self._count)
@@ -132,7 +138,10 @@ class Sender:
 
     async def send(self, email_ids: list[UUID]) -> bool:
         """Deliver these emails (those still due); False if none was."""
-        emails = await run_sync(self.notifier.start_attempts, email_ids)
+        return await self.deliver(await run_sync(self.notifier.start_attempts, email_ids))
+
+    async def deliver(self, emails: list[Email]) -> bool:
+        """Deliver emails whose attempts were just recorded; False if there are none."""
         if not emails:
             return False
         started = time.monotonic()
@@ -258,9 +267,12 @@ class Sender:
 
     # ------------------------------------------------------------------- the store side
 
-    def _due(self) -> list[UUID]:
-        with self.read_model.engine.connect() as conn:
-            return views.due(conn, self.notifier.clock(), self.batch_size)
+    def _claim(self) -> list[Email]:
+        """Claim a batch of due emails no other sender has claimed, and record their attempts
+        (blocking). The rows stay locked (PostgreSQL) until the attempts are committed."""
+        with self.read_model.engine.begin() as conn:
+            due = views.due(conn, self.notifier.clock(), self.batch_size, skip_locked=True)
+            return self.notifier.start_attempts(due) if due else []
 
     def _count(self) -> None:
         with self.read_model.engine.connect() as conn:
@@ -272,8 +284,14 @@ class Sender:
         included), so that `due` does not offer what was just sent."""
         head = await run_sync(self.notifier.head)
         deadline = time.monotonic() + patience
-        while self.projection.position < head and time.monotonic() < deadline:  # noqa: ASYNC110
+        # The stored position: the projection may run in another instance (its leader).
+        while time.monotonic() < deadline:
+            if self.projection.position >= head or await run_sync(self._projected) >= head:
+                return
             await asyncio.sleep(0.01)  # the projection moves in another task; a poll is enough
+
+    def _projected(self) -> int:
+        return self.read_model.position(self.projection.name)
 
     def _prepare(self, emails: list[Email]) -> list[_Ready | Outcome]:
         """Each email with its tenant's branding, or why it will not be sent (in a thread)."""
