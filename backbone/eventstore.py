@@ -213,6 +213,7 @@ class ServiceApplication(Application[UUID]):
     def __init__(self, env: dict[str, str] | None = None, vault: Vault | None = None):
         self.vault = vault or Vault("sqlite+pysqlite:///:memory:", type(self).name)
         super().__init__(env)
+        self.vault.on_erased(self.forget_erased)  # erased by another instance (shared vault)
         self._listeners: list[Callable[[], None]] = []
         self._listeners_lock = threading.Lock()
         self._probes: dict[str, Callable[[], Any]] = {

@@ -283,9 +283,7 @@ class Inbox:
         # The fence: each partition's position moves only from where this batch started, checked
         # in the same transaction (a higher mark alone would let a stale consumer whose batch
         # started below the new owner's position commit, and apply messages twice).
-        moves = [
-            (Tracking(self._offset_key(tp), n), plan.started[tp]) for tp, n in plan.positions.items()
-        ]
+        moves = [(Tracking(self._offset_key(tp), n), plan.started[tp]) for tp, n in plan.positions.items()]
         positions = [Tracking(self._source_key(k), n) for k, n in plan.sources.items()]
         if moves or positions or plan.uow.changed():
             self.app.save_with_positions(plan.uow.changed(), positions, moves)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from backbone import bus
-from backbone.credentials import SessionSigner, SessionVerifier, load_or_create_signing_key
+from backbone.credentials import SessionSigner, SessionVerifier, load_signing_key
 from backbone.eventstore import store_env
 from backbone.http import create_api
 from backbone.inbox import Inbox
@@ -42,7 +42,7 @@ def bootstrap(settings: AccountsSettings | None = None) -> Service:
         vault=vault,
     )
     read_model = ReadModel(store.views_url(SERVICE), views.metadata)
-    signing_key = load_or_create_signing_key(settings.signing_key_path())
+    signing_key = load_signing_key(settings.signing_key_path())
     broker = bus.make_broker(settings.kafka_bootstrap_servers, client_id=SERVICE)
     # Bookings' events bring customer details to merge into profiles (handlers.py), sealed
     # with the bookings' subject keys: those arrive on bookings' keys topic.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from backbone import bus
 from backbone.auth import staff_member
-from backbone.credentials import load_or_create_sealing_keys
+from backbone.credentials import load_sealing_keys
 from backbone.eventstore import store_env
 from backbone.http import create_api
 from backbone.inbox import Inbox
@@ -42,7 +42,7 @@ def bootstrap(settings: NotifierSettings | None = None) -> Service:
     read_model = ReadModel(store.views_url(SERVICE), views.metadata)
     projection = Projection(notifier, read_model, f"{SERVICE}.views", views.projector(vault))
     eraser = Eraser(notifier, read_model)
-    private_key, _ = load_or_create_sealing_keys(settings.sealing_key_path())
+    private_key, _ = load_sealing_keys(settings.sealing_key_path())
     broker = bus.make_broker(settings.kafka_bootstrap_servers, client_id=SERVICE)
     inbox = Inbox(
         service=SERVICE,
