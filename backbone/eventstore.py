@@ -39,6 +39,7 @@ from eventsourcing.sqlite import SQLiteProcessRecorder
 from backbone.faults import probe_all
 from backbone.personal import Personal, PersonalAsSealed, Vault, subjects_in
 from backbone.settings import StoreSettings
+from backbone.sqltypes import creating_tables
 from contracts.personal import Sealed
 
 __all__ = ["LeadershipLost", "PositionChanged", "ServiceApplication", "Tracking", "store_env"]
@@ -212,7 +213,8 @@ class ServiceApplication(Application[UUID]):
 
     def __init__(self, env: dict[str, str] | None = None, vault: Vault | None = None):
         self.vault = vault or Vault("sqlite+pysqlite:///:memory:", type(self).name)
-        super().__init__(env)
+        # Creates the tables if missing, perhaps at the same moment as another instance.
+        creating_tables(lambda: super(ServiceApplication, self).__init__(env))
         self.vault.on_erased(self.forget_erased)  # erased by another instance (shared vault)
         self._listeners: list[Callable[[], None]] = []
         self._listeners_lock = threading.Lock()

@@ -43,7 +43,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import Transcoding
 
-from backbone.sqltypes import UtcDateTime
+from backbone.sqltypes import UtcDateTime, creating_tables
 from contracts.personal import Sealed, SubjectKey
 
 ERASED_TEXT = "[erased]"
@@ -95,7 +95,7 @@ class Vault:
     def __init__(self, url: str, service: str):
         self.service = service
         self.engine = _engine(url)
-        metadata.create_all(self.engine)
+        creating_tables(lambda: metadata.create_all(self.engine))
         self._cache: OrderedDict[UUID, bytes | None] = OrderedDict()  # most recent last
         self._lock = threading.Lock()
         self._listeners: list[Callable[[list[UUID]], None]] = []

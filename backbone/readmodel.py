@@ -32,6 +32,7 @@ from sqlalchemy.pool import StaticPool
 from backbone import metrics
 from backbone.eventstore import Lease, ServiceApplication
 from backbone.follower import Follower, PositionMoved, Recorded
+from backbone.sqltypes import creating_tables
 
 Project = Callable[[Connection, Recorded], None]
 
@@ -56,7 +57,7 @@ class ReadModel:
         self.engine = _engine(url)
 
     def create(self) -> None:
-        self.metadata.create_all(self.engine)
+        creating_tables(lambda: self.metadata.create_all(self.engine))  # several instances start
 
     def drop(self) -> None:
         """Remove every table of the read model: the next projection run rebuilds it."""

@@ -3,9 +3,11 @@ event stores (read models, the personal-data vault)."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -39,3 +41,30 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, Decimal | UUID):
         return str(value)
     return value
+
+
+T = TypeVar("T")
+
+
+def created_concurrently(error: BaseException) -> bool:
+    """Whether a failed CREATE lost a race with another instance creating the same table at
+    the same moment (PostgreSQL's `IF NOT EXISTS` is not atomic: the loser gets a unique
+    violation on the catalog, or "already exists")."""
+    while error is not None:
+        if "already exists" in str(error):
+            return True
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    return False
+
+
+def creating_tables(create: Callable[[], T], attempts: int = 5) -> T:
+    """Run `create` (which creates tables if missing), again if it lost a race with another
+    instance starting at the same time: the second run finds the tables there."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return create()
+        except Exception as error:
+            if attempt == attempts or not created_concurrently(error):
+                raise
+            time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")

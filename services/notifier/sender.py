@@ -284,11 +284,15 @@ class Sender:
         included), so that `due` does not offer what was just sent."""
         head = await run_sync(self.notifier.head)
         deadline = time.monotonic() + patience
-        # The stored position: the projection may run in another instance (its leader).
         while time.monotonic() < deadline:
-            if self.projection.position >= head or await run_sync(self._projected) >= head:
-                return
-            await asyncio.sleep(0.01)  # the projection moves in another task; a poll is enough
+            if self.projection.leading:  # it moves in another task here: a poll is enough
+                if self.projection.position >= head:
+                    return
+                await asyncio.sleep(0.01)
+            else:  # it runs in another instance (its leader): its stored position
+                if await run_sync(self._projected) >= head:
+                    return
+                await asyncio.sleep(0.1)
 
     def _projected(self) -> int:
         return self.read_model.position(self.projection.name)
