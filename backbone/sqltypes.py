@@ -45,13 +45,16 @@ def jsonable(value: Any) -> Any:
 
 T = TypeVar("T")
 
+_RACES = ("already exists", "concurrently updated", "violates unique constraint \"pg_")
+
 
 def created_concurrently(error: BaseException) -> bool:
     """Whether a failed CREATE lost a race with another instance creating the same table at
-    the same moment (PostgreSQL's `IF NOT EXISTS` is not atomic: the loser gets a unique
-    violation on the catalog, or "already exists")."""
+    the same moment (PostgreSQL's `IF NOT EXISTS` and `CREATE OR REPLACE` are not atomic: the
+    loser gets a unique violation on the catalog, "already exists", or "tuple concurrently
+    updated")."""
     while error is not None:
-        if "already exists" in str(error):
+        if any(sign in str(error) for sign in _RACES):
             return True
         error = error.__cause__ or error.__context__  # type: ignore[assignment]
     return False
