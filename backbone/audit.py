@@ -84,7 +84,7 @@ class AuditLog:
         self._mapper = app.mapper if reveal else _sealed_mapper(app)
 
     def head(self) -> int:
-        return self.app.recorder.max_notification_id() or 0
+        return self.app.head()
 
     def events(self, after: int = 0, limit: int = 500, upto: int | None = None) -> list[AuditRecord]:
         """Events recorded after position `after` (and up to `upto`), in log order."""

@@ -129,13 +129,47 @@ class SessionVerifier:
             raise InvalidSession(str(error)) from None
 
 
+class MissingKey(SystemExit):
+    """A key file a service needs is not there. The service stops at start with this message:
+    keys are created once, by `deploy/local` (or the deployment's keys job), never by a
+    service (a replica that made up its own key would sign or seal what no one else accepts)."""
+
+    def __init__(self, what: str, path: Path, setting: str):
+        super().__init__(
+            f"{what} not found at {path}. Create the keys once with `python -m deploy.keys <folder>` "
+            f"(deploy/local does it; in Kubernetes the keys Job), then point {setting} at it."
+        )
+
+
+def _require(path: Path, what: str, setting: str) -> Path:
+    if not path.is_file():
+        raise MissingKey(what, path, setting)
+    return path
+
+
+def load_signing_key(path: Path) -> Ed25519PrivateKey:
+    """The accounts service's signing key; `MissingKey` if the file is not there."""
+    key = serialization.load_pem_private_key(
+        _require(path, "The session signing key", "SESSION_SIGNING_KEY_FILE").read_bytes(), password=None
+    )
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{path} is not an Ed25519 private key")
+    return key
+
+
+def load_sealing_keys(path: Path) -> tuple[bytes, bytes]:
+    """The notifier's key pair (private, public); `MissingKey` if the file is not there."""
+    private = PrivateKey(
+        base64.b64decode(_require(path, "The sealing key", "SEALING_KEY_FILE").read_text().strip())
+    )
+    return bytes(private), bytes(private.public_key)
+
+
 def load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
-    """The accounts service's signing key: read from `path`, created there on first start."""
+    """The accounts service's signing key: read from `path`, created there if missing (for
+    `deploy/keys.py`, `deploy/local` and tests; services use `load_signing_key`)."""
     if path.exists():
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ValueError(f"{path} is not an Ed25519 private key")
-        return key
+        return load_signing_key(path)
     key = Ed25519PrivateKey.generate()
     write_private(
         path,
@@ -178,7 +212,9 @@ def public_pem(key: Ed25519PrivateKey) -> bytes:
 
 
 def load_verify_key(path: Path) -> Ed25519PublicKey:
-    key = serialization.load_pem_public_key(path.read_bytes())
+    key = serialization.load_pem_public_key(
+        _require(path, "The session verification key", "SESSION_PUBLIC_KEY_FILE").read_bytes()
+    )
     if not isinstance(key, Ed25519PublicKey):
         raise ValueError(f"{path} is not an Ed25519 public key")
     return key

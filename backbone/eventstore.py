@@ -10,8 +10,15 @@ to record *several* tracking positions in the same transaction as the events the
 
 `save(..., positions=[Tracking(...), ...])` does that. A position is a single-row high-water
 mark (the library's `SINGLE_ROW_TRACKING`): writing one that is not higher than the stored one
-raises `IntegrityError` and nothing of the transaction is kept, which also fences off a
-consumer that lost its partitions but is still writing ("zombie").
+raises `IntegrityError` and nothing of the transaction is kept.
+
+A high-water mark alone does not fence off a consumer that lost its partitions but is still
+writing ("zombie"): its batch may have started below the new owner's position and still end
+above it. So a position can also be *moved* (`moves=[(Tracking(...), previous), ...]`): the
+write is a compare-and-set, refused (`PositionChanged`, an `IntegrityError`) unless the stored
+value is still `previous`, checked inside the same transaction. And a follower that leads by
+lease (`backbone.leadership`) passes `lease=(name, token)`: the transaction is refused
+(`LeadershipLost`) unless that token is still the current one.
 """
 
 from __future__ import annotations
@@ -22,12 +29,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import psycopg
-from eventsourcing.application import Application
-from eventsourcing.persistence import JSONTranscoder, Tracking
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError, JSONTranscoder, Tracking
 from eventsourcing.popo import POPOProcessRecorder
 from eventsourcing.postgres import PostgresFactory, PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteProcessRecorder
@@ -35,40 +42,120 @@ from eventsourcing.sqlite import SQLiteProcessRecorder
 from backbone.faults import probe_all
 from backbone.personal import Personal, PersonalAsSealed, Vault, subjects_in
 from backbone.settings import StoreSettings
+from backbone.sqltypes import creating_tables
 from contracts.personal import Sealed
 
-__all__ = ["ServiceApplication", "Tracking", "store_env", "store_missing"]
+__all__ = ["LeadershipLost", "PositionChanged", "ServiceApplication", "Tracking", "store_env", "store_missing"]
+
+A = TypeVar("A")
+
+Lease = tuple[str, int]
+"""A follower's leadership as its commits carry it: (lease name, fencing token)."""
+
+
+class PositionChanged(IntegrityError):
+    """A position was not where the writer's batch started: someone else moved it."""
+
+
+class LeadershipLost(IntegrityError):
+    """The writer's lease is no longer the current one: another instance leads now."""
 
 
 class _RecordsPositions:
-    """Mixin for the SQLite and PostgreSQL process recorders: insert every position given."""
+    """Mixin for the SQLite and PostgreSQL process recorders: write every position given, in
+    the transaction of the events (plain high-water marks, compare-and-set moves, a lease)."""
+
+    _tracking_table: str
+    _leases_table: str | None = None
 
     def _insert_events(self, c: Any, stored_events: Sequence[Any], **kwargs: Any) -> Any:
+        lease: Lease | None = kwargs.get("lease")
+        if lease is not None:
+            self._check_lease(c, lease)
         returning = super()._insert_events(c, stored_events, **kwargs)  # type: ignore[misc]
         for position in kwargs.get("positions", ()):
             self._insert_tracking(c, position)  # type: ignore[attr-defined]
+        for position, previous in kwargs.get("moves", ()):
+            self._move_tracking(c, position, previous)
         return returning
+
+    def _move_tracking(self, c: Any, position: Tracking, previous: int) -> None:
+        if position.notification_id <= previous:
+            raise PositionChanged(f"{position.application_name}: {position.notification_id} <= {previous}")
+        table = self._tracking_table
+        params = {"name": position.application_name, "new": position.notification_id, "previous": previous}
+        if previous == 0:  # never stored (or stored as 0)
+            statement = (
+                f"INSERT INTO {table} VALUES (%(name)s, %(new)s) ON CONFLICT (application_name) "  # noqa: S608
+                f"DO UPDATE SET notification_id = %(new)s WHERE {table}.notification_id = 0 "
+                "RETURNING notification_id"
+            )
+        else:
+            statement = (
+                f"UPDATE {table} SET notification_id = %(new)s WHERE application_name = %(name)s "  # noqa: S608
+                "AND notification_id = %(previous)s RETURNING notification_id"
+            )
+        c.execute(self._placeholders(statement), params)
+        if c.fetchone() is None:
+            raise PositionChanged(
+                f"{position.application_name} is no longer at {previous}, where this batch started"
+            )
+
+    def _check_lease(self, c: Any, lease: Lease) -> None:
+        # FOR SHARE: a new leader's token bump waits for this transaction, and after it this
+        # check fails; so a stalled ex-leader cannot commit once another instance leads.
+        c.execute(
+            self._placeholders("SELECT token FROM follower_leases WHERE name = %(name)s FOR SHARE"),
+            {"name": lease[0]},
+        )
+        row = c.fetchone()
+        token = None if row is None else (row["token"] if isinstance(row, dict) else row[0])
+        if token != lease[1]:
+            raise LeadershipLost(f"{lease[0]}: lease {lease[1]} is no longer current ({token})")
+
+    def _placeholders(self, statement: str) -> str:
+        return statement
 
 
 class SQLiteServiceRecorder(_RecordsPositions, SQLiteProcessRecorder):
-    pass
+    _tracking_table = "tracking"
+
+    def _placeholders(self, statement: str) -> str:
+        return (
+            statement.replace("%(name)s", ":name")
+            .replace("%(new)s", ":new")
+            .replace("%(previous)s", ":previous")
+        )
+
+    def _check_lease(self, c: Any, lease: Lease) -> None:
+        raise LeadershipLost("SQLite stores have no leases: one process per store")
 
 
 class PostgresServiceRecorder(_RecordsPositions, PostgresProcessRecorder):
-    pass
+    @property
+    def _tracking_table(self) -> str:  # type: ignore[override]
+        return f'"{self.datastore.schema}"."{self.tracking_table_name}"'
 
 
 class MemoryServiceRecorder(POPOProcessRecorder):
     """The in-memory (POPO) recorder, for fast tests; same semantics, different hooks."""
 
     def _assert_uniqueness(self, stored_events: Sequence[Any], **kwargs: Any) -> None:
+        if kwargs.get("lease") is not None:
+            raise LeadershipLost("in-memory stores have no leases: one process per store")
         super()._assert_uniqueness(stored_events, **kwargs)
         for position in kwargs.get("positions", ()):
             self._assert_tracking_uniqueness(position)
+        for position, previous in kwargs.get("moves", ()):
+            stored = self._max_tracking_ids[position.application_name] or 0
+            if stored != previous or position.notification_id <= previous:
+                raise PositionChanged(f"{position.application_name} is at {stored}, not at {previous}")
 
     def _update_table(self, stored_events: Sequence[Any], **kwargs: Any) -> Any:
         returning = super()._update_table(stored_events, **kwargs)
         for position in kwargs.get("positions", ()):
+            self._insert_tracking(position)
+        for position, _ in kwargs.get("moves", ()):
             self._insert_tracking(position)
         return returning
 
@@ -201,7 +288,9 @@ class ServiceApplication(Application[UUID]):
 
     def __init__(self, env: dict[str, str] | None = None, vault: Vault | None = None):
         self.vault = vault or Vault("sqlite+pysqlite:///:memory:", type(self).name)
-        super().__init__(env)
+        # Creates the tables if missing, perhaps at the same moment as another instance.
+        creating_tables(lambda: super(ServiceApplication, self).__init__(env))
+        self.vault.on_erased(self.forget_erased)  # erased by another instance (shared vault)
         self._listeners: list[Callable[[], None]] = []
         self._listeners_lock = threading.Lock()
         self._probes: dict[str, Callable[[], Any]] = {
@@ -271,16 +360,45 @@ class ServiceApplication(Application[UUID]):
             recorder = MemoryServiceRecorder()  # the POPO factory ignores PROCESS_RECORDER_TOPIC
         return recorder
 
-    def save_with_positions(self, aggregates: Iterable[Any], positions: Sequence[Tracking]) -> Any:
-        return self.save(*aggregates, positions=list(positions))
+    def save_with_positions(
+        self,
+        aggregates: Iterable[Any],
+        positions: Sequence[Tracking],
+        moves: Sequence[tuple[Tracking, int]] = (),
+    ) -> Any:
+        """Save aggregates with high-water marks (`positions`) and compare-and-set `moves`
+        (position, where it must still be) in one transaction; `IntegrityError` if any fails."""
+        return self.save(*aggregates, positions=list(positions), moves=list(moves))
 
     def position(self, name: str) -> int | None:
         """The stored high-water mark of one position, or None if never recorded."""
         return self.recorder.max_tracking_id(name)
 
-    def record_position(self, position: Tracking) -> None:
-        """Advance one position on its own (no events): e.g. the outbox relay's."""
-        self.recorder.insert_tracking(position)
+    def record_position(
+        self, position: Tracking, previous: int | None = None, lease: Lease | None = None
+    ) -> None:
+        """Advance one position on its own (no events): e.g. the outbox relay's. With
+        `previous`, only from there (`PositionChanged` otherwise); with `lease`, only while
+        that lease is current (`LeadershipLost`)."""
+        if previous is None and lease is None:
+            self.recorder.insert_tracking(position)
+            return
+        if previous is None:
+            self.recorder.insert_events([], positions=[position], lease=lease)
+        else:
+            self.recorder.insert_events([], moves=[(position, previous)], lease=lease)
+
+    def head(self) -> int:
+        """The id of the last event in the notification log (0 when empty)."""
+        return self.recorder.max_notification_id() or 0
+
+    def find(self, cls: type[A], aggregate_id: UUID) -> A | None:
+        """The aggregate of that id if it exists and is a `cls`; None otherwise."""
+        try:
+            aggregate = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+        return aggregate if isinstance(aggregate, cls) else None
 
     def add_listener(self, listener: Callable[[], None]) -> None:
         with self._listeners_lock:

@@ -12,6 +12,13 @@ batch that keeps failing with everything healthy (logged with its traceback) mov
 it retries, the `consumer_stalled` gauge is 1 for it. It wakes up as
 soon as the application saves something in this process, and polls otherwise (another process,
 or a write that came through another instance).
+
+With several instances of a service on one store, a follower runs only where it leads
+(`backbone.leadership`): the others stand by and take over within seconds when the leader
+dies. Its position moves by compare-and-set from where the batch started, under its lease
+(`commit_position`): a write that lost a race, or comes from a stalled ex-leader, changes
+nothing and makes the follower reload its stored position (`PositionMoved`), logged at INFO:
+it is how coordination works, not an error.
 """
 
 from __future__ import annotations
@@ -23,9 +30,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from eventsourcing.persistence import IntegrityError, Tracking
+
 from backbone import metrics
-from backbone.eventstore import ServiceApplication
+from backbone.eventstore import LeadershipLost, PositionChanged, ServiceApplication
 from backbone.faults import cause_of
+from backbone.leadership import Leadership, Sole
 from backbone.logging import get_logger
 
 log = get_logger(__name__)
@@ -78,7 +88,11 @@ class Wakeup:
 
 
 class Follower(ABC):
-    """A loop that hands every recorded event, in order, to `handle` exactly once per position."""
+    """A loop that hands every recorded event, in order, to `handle` exactly once per position.
+
+    Subclasses set `name` (`<service>.<what>`, also the name of its stored position), give
+    `load_position`, and `handle` a batch ending with `commit_position` (or, for a projection,
+    their own fenced transaction)."""
 
     name: str
     poll_interval = 0.5
@@ -92,10 +106,30 @@ class Follower(ABC):
         self.position = 0
         self.failures = 0
         self.caught_up = asyncio.Event()
+        self.leadership: Leadership = Sole(getattr(self, "name", type(self).__name__))
 
-    @abstractmethod
+    def lead_with(self, leadership: Leadership) -> None:
+        """Run only while `leadership` holds (several instances on one store)."""
+        self.leadership = leadership
+
+    @property
+    def leading(self) -> bool:
+        return self.leadership.held
+
     def load_position(self) -> int:
         """The durable position (blocking)."""
+        return self.app.position(self.name) or 0
+
+    def commit_position(self, position: int) -> None:
+        """Move the stored position from where this batch started to `position`, under this
+        instance's lease (blocking). `PositionMoved` if another writer moved it meanwhile."""
+        try:
+            self.app.record_position(Tracking(self.name, position), self.position, self.leadership.lease)
+        except (PositionChanged, LeadershipLost) as error:
+            raise PositionMoved(str(error)) from error
+        except IntegrityError as error:  # e.g. a unique-key race on the first insert
+            raise PositionMoved(f"{self.name}: {error}") from error
+        self.position = position
 
     @abstractmethod
     async def handle(self, batch: Sequence[Recorded]) -> None:
@@ -105,11 +139,23 @@ class Follower(ABC):
         """Called when the follower has caught up (e.g. to flush side work)."""
 
     async def run(self) -> None:
+        """Follow the log wherever this instance leads, until stopped."""
         self._wakeup.bind()
+        try:
+            while await self.leadership.acquire(self._stopping):
+                await self._follow()
+                if not self._stopping.is_set():
+                    log.warning("no longer leading; standing by", follower=self.name)
+                    self.caught_up.clear()
+                    await self.leadership.release()
+        finally:
+            await self.leadership.release()
+
+    async def _follow(self) -> None:
         self.position = await asyncio.to_thread(self.load_position)
         log.info("follower started", follower=self.name, position=self.position)
         reload = False
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() and self.leadership.held:
             try:
                 if reload:
                     self.position = await asyncio.to_thread(self.load_position)
@@ -128,10 +174,13 @@ class Follower(ABC):
             except asyncio.CancelledError:
                 raise
             except PositionMoved as moved:
+                self.failures = 0
                 log.info(
                     "position moved; resuming from the stored one", follower=self.name, detail=str(moved)
                 )
                 reload = True
+                if not self.leadership.held:
+                    return
             except Exception as error:
                 self.failures += 1
                 pause = min(self.max_pause, 0.2 * 2**self.failures)

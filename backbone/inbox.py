@@ -17,8 +17,8 @@ effects live. For each batch taken from Kafka the inbox:
 
 Kafka's own committed offsets are only a hint for monitoring: on start and on every
 rebalance the consumer seeks to the positions in its store. A write that loses a race with
-another instance (same partition, after a rebalance) fails on the position high-water mark
-and changes nothing.
+another instance (same partition, after a rebalance) fails and changes nothing: each
+partition's position is stored only if it is still the one the batch started from.
 
 Before it seeks, the inbox checks that each stored position belongs to the partition as it is
 now (same topic id, within the log; `backbone.topiclife`). One that does not (the topic was
@@ -74,6 +74,7 @@ class _Plan:
 
     uow: UnitOfWork
     positions: dict[TP, int] = field(default_factory=dict)  # next offset per partition
+    started: dict[TP, int] = field(default_factory=dict)  # the stored one the batch started from
     sources: dict[tuple[str, TP], int] = field(default_factory=dict)  # upstream high-water marks
     dead: list[deadletters.DeadLetter] = field(default_factory=list)
     applied: int = 0
@@ -407,6 +408,7 @@ class Inbox:
             if record.offset < plan.positions.get(tp, self._stored_next(tp)):
                 plan.redelivered += 1
                 continue
+            plan.started.setdefault(tp, self._stored_next(tp))
             plan.positions[tp] = record.offset + 1
             source = _upstream(record)
             if source is not None:
@@ -456,10 +458,13 @@ class Inbox:
                         )
 
     def _commit(self, plan: _Plan) -> None:
-        positions = [Tracking(self._offset_key(tp), n) for tp, n in plan.positions.items()]
-        positions += [Tracking(self._source_key(k), n) for k, n in plan.sources.items()]
-        if positions or plan.uow.changed():
-            self.app.save_with_positions(plan.uow.changed(), positions)
+        # The fence: each partition's position moves only from where this batch started, checked
+        # in the same transaction (a higher mark alone would let a stale consumer whose batch
+        # started below the new owner's position commit, and apply messages twice).
+        moves = [(Tracking(self._offset_key(tp), n), plan.started[tp]) for tp, n in plan.positions.items()]
+        positions = [Tracking(self._source_key(k), n) for k, n in plan.sources.items()]
+        if moves or positions or plan.uow.changed():
+            self.app.save_with_positions(plan.uow.changed(), positions, moves)
 
     def _lost_race(self, plan: _Plan) -> bool:
         """After a failed save: did another consumer move these positions since we read them?

@@ -7,7 +7,8 @@ them with the idempotent producer, waits for every acknowledgement, and only the
 position. At least once, in order per aggregate.
 
 A crash between the acknowledgement and the position record makes the relay publish the same
-events again after restart, at new offsets. They are the same messages: same `event_id`
+events again after restart, at new offsets (and so does a relay that loses its leadership
+between publishing and recording: `backbone.leadership`). They are the same messages: same `event_id`
 (derived from the stored event, not drawn at random) and the same `source-position` header,
 which is what consumers deduplicate on (see `backbone.inbox`).
 """
@@ -19,7 +20,6 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from eventsourcing.persistence import Tracking
 from faststream.kafka import KafkaBroker
 
 from backbone import metrics
@@ -77,9 +77,6 @@ class OutboxRelay(Follower):
         self.translate = translate
         self.topic_for = topic_for
 
-    def load_position(self) -> int:
-        return self.app.position(self.name) or 0
-
     async def idle(self) -> None:
         await self.publish_subject_keys()  # erasures happen without new events too
 
@@ -123,7 +120,7 @@ class OutboxRelay(Follower):
             await publish(self.broker, outgoing)
             for out in outgoing:
                 metrics.published.labels(out.topic).inc()
-        await asyncio.to_thread(self.app.record_position, Tracking(self.name, batch[-1].position))
-        head = await asyncio.to_thread(self.app.recorder.max_notification_id) or 0
+        await asyncio.to_thread(self.commit_position, batch[-1].position)
+        head = await asyncio.to_thread(self.app.head)
         metrics.outbox_lag.set(head - batch[-1].position)
         log.debug("relayed", relay=self.name, events=len(outgoing), position=batch[-1].position)

@@ -16,6 +16,12 @@ replays show the value as erased.
 The vault is not event-sourced on purpose: it is the one place where deletion must be real. It
 lives in its own SQLite file (rollback journal + `secure_delete`, so a deleted key is
 overwritten in the file) or in the service's PostgreSQL database (`subject_keys` table).
+
+Several instances of a service share one vault (PostgreSQL), but each keeps keys in memory.
+So each instance looks for erasures made by the others (`sync_erasures`: the erasures of the
+last minutes, by `erased_at`), about every second, and forgets those keys and whatever its
+listeners derived from them (the aggregate cache): every replica stops decrypting an erased
+subject within about a second. The hosts' clocks must agree within `ERASURE_WINDOW` (NTP).
 """
 
 from __future__ import annotations
@@ -23,10 +29,11 @@ from __future__ import annotations
 import base64
 import os
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -36,11 +43,13 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import Transcoding
 
-from backbone.sqltypes import UtcDateTime, server_engine
+from backbone.sqltypes import UtcDateTime, creating_tables, server_engine
 from contracts.personal import Sealed, SubjectKey
 
 ERASED_TEXT = "[erased]"
 CACHE_SIZE = 100_000  # keys kept in memory (32 bytes each); the rest are read from the vault
+ERASURE_SYNC_SECONDS = 1.0  # how often an instance looks for erasures made by the others
+ERASURE_WINDOW = timedelta(minutes=5)  # erasures this recent are looked at (clock skew margin)
 
 
 class UnknownSubject(Exception):
@@ -69,7 +78,7 @@ subject_keys = sa.Table(
     sa.Column("subject_id", sa.String(36), primary_key=True),
     sa.Column("owner", sa.String(64), nullable=False),  # the service that created the subject
     sa.Column("key", sa.LargeBinary, nullable=True),  # NULL once erased
-    sa.Column("erased_at", UtcDateTime, nullable=True),
+    sa.Column("erased_at", UtcDateTime, nullable=True, index=True),
     sa.Column("published", sa.Boolean, nullable=False, default=False),  # on the keys topic
 )
 service_secrets = sa.Table(
@@ -86,9 +95,45 @@ class Vault:
     def __init__(self, url: str, service: str):
         self.service = service
         self.engine = _engine(url)
-        metadata.create_all(self.engine)
+        creating_tables(lambda: metadata.create_all(self.engine))
         self._cache: OrderedDict[UUID, bytes | None] = OrderedDict()  # most recent last
         self._lock = threading.Lock()
+        self._listeners: list[Callable[[list[UUID]], None]] = []
+        self._known_erased: set[UUID] = set()  # of the window, already handled here
+        self._next_sync = 0.0
+
+    # ------------------------------------------------------- erasures by other instances
+
+    def on_erased(self, listener: Callable[[list[UUID]], None]) -> None:
+        """Call `listener(subject_ids)` when `sync_erasures` finds erasures made elsewhere."""
+        self._listeners.append(listener)
+
+    def sync_erasures(self) -> list[UUID]:
+        """Forget the keys that another instance sharing this vault erased (blocking). Returns
+        the subjects newly seen as erased; the listeners get them too."""
+        self._next_sync = time.monotonic() + ERASURE_SYNC_SECONDS
+        since = datetime.now(UTC) - ERASURE_WINDOW
+        with self.engine.connect() as conn:
+            recent = {
+                UUID(subject)
+                for subject in conn.execute(
+                    sa.select(subject_keys.c.subject_id).where(subject_keys.c.erased_at >= since)
+                ).scalars()
+            }
+        with self._lock:
+            new = sorted(recent - self._known_erased)
+            self._known_erased = recent  # older ones leave the window, and never come back
+            for subject_id in new:
+                if subject_id in self._cache:
+                    self._cache[subject_id] = None
+        if new:
+            for listener in self._listeners:
+                listener(new)
+        return new
+
+    def _sync_if_due(self) -> None:
+        if time.monotonic() >= self._next_sync:
+            self.sync_erasures()
 
     # --------------------------------------------------------------------- keys
 
@@ -144,6 +189,7 @@ class Vault:
 
     def key(self, subject_id: UUID) -> bytes | None:
         """The key to open a subject's data: None if erased; UnknownSubject if not known yet."""
+        self._sync_if_due()
         with self._lock:
             if subject_id in self._cache:
                 return self._cache[subject_id]
@@ -192,6 +238,7 @@ class Vault:
             self._erase_in(conn, subject_id, self.service, published=False)
         with self._lock:
             self._cache[subject_id] = None
+            self._known_erased.add(subject_id)  # handled here already
         if self.engine.dialect.name == "postgresql":
             # Reclaim the dead row now rather than at the next autovacuum.
             with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:

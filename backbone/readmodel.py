@@ -30,9 +30,9 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import StaticPool
 
 from backbone import metrics
-from backbone.eventstore import ServiceApplication
+from backbone.eventstore import Lease, ServiceApplication
 from backbone.follower import Follower, PositionMoved, Recorded
-from backbone.sqltypes import server_engine
+from backbone.sqltypes import creating_tables, server_engine
 
 Project = Callable[[Connection, Recorded], None]
 
@@ -57,7 +57,7 @@ class ReadModel:
         self.engine = _engine(url)
 
     def create(self) -> None:
-        self.metadata.create_all(self.engine)
+        creating_tables(lambda: self.metadata.create_all(self.engine))  # several instances start
 
     def drop(self) -> None:
         """Remove every table of the read model: the next projection run rebuilds it."""
@@ -70,14 +70,30 @@ class ReadModel:
             ).scalar()
         return value or 0
 
-    def advance(self, conn: Connection, name: str, position: int, previous: int | None = None) -> None:
+    def advance(
+        self,
+        conn: Connection,
+        name: str,
+        position: int,
+        previous: int | None = None,
+        lease: Lease | None = None,
+    ) -> None:
         """Move a projection's position forward inside the caller's transaction.
 
         With `previous` (where the batch started), refuses unless the stored position is still
         exactly there: another instance of the projection, or an operator's rebuild that
         switched the tables (`ops rebuild`), moved it since. Without it, refuses only to move
         it backwards or to the same place. Either way the transaction then rolls back, and the
-        projection resumes from the stored position (`PositionMoved`)."""
+        projection resumes from the stored position (`PositionMoved`).
+
+        With `lease` (a follower leading by lease, `backbone.leadership`), refuses unless that
+        lease is still the current one: a stalled ex-leader writes nothing."""
+        if lease is not None:
+            token = conn.execute(
+                sa.text("SELECT token FROM follower_leases WHERE name = :name FOR SHARE"), {"name": lease[0]}
+            ).scalar()
+            if token != lease[1]:
+                raise PositionConflict(f"{name}: lease {lease[1]} is no longer current ({token})")
         where = (
             self.positions.c.position == previous
             if previous is not None
@@ -173,17 +189,19 @@ class Projection(Follower):
         return self.read_model.position(self.name)
 
     async def handle(self, batch: Sequence[Recorded]) -> None:
-        await asyncio.to_thread(self.apply, batch, self.position)
-        head = await asyncio.to_thread(self.app.recorder.max_notification_id) or 0
+        await asyncio.to_thread(self.apply, batch, self.position, self.leadership.lease)
+        head = await asyncio.to_thread(self.app.head)
         metrics.projection_lag.labels(self.name).set(head - batch[-1].position)
 
-    def apply(self, batch: Sequence[Recorded], previous: int | None = None) -> None:
+    def apply(
+        self, batch: Sequence[Recorded], previous: int | None = None, lease: Lease | None = None
+    ) -> None:
         """Project a batch. The running follower passes `previous`, where it believes the
-        batch starts (see `ReadModel.advance`); a one-off caller need not."""
+        batch starts, and its lease (see `ReadModel.advance`); a one-off caller need not."""
         with self.read_model.engine.begin() as conn:
             for recorded in batch:
                 self.project(conn, recorded)
-            self.read_model.advance(conn, self.name, batch[-1].position, previous=previous)
+            self.read_model.advance(conn, self.name, batch[-1].position, previous=previous, lease=lease)
         if self.erases is not None and any(self.erases(r.event) for r in batch):
             self._purge_due = True
         if self._purge_due:

@@ -20,12 +20,18 @@ from backbone import auditapi, bus, deadletters
 from backbone.eventstore import ServiceApplication
 from backbone.follower import Follower
 from backbone.inbox import Inbox
+from backbone.leadership import leadership_for
 from backbone.logging import configure, get_logger
+from backbone.personal import ERASURE_SYNC_SECONDS
 from backbone.readmodel import ReadModel
 from backbone.settings import ServiceSettings
 from backbone.subjectkeys import SubjectKeyReceiver
 
 log = get_logger(__name__)
+
+STALLED_AFTER = 5
+"""Failed attempts in a row at the same batch (about 6 s of backoff) that make an instance
+report itself not ready."""
 
 
 @dataclass
@@ -42,6 +48,7 @@ class Service:
     consumers: list[Inbox | SubjectKeyReceiver] = field(default_factory=list)
     workers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    _joined: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         if self.read_model is not None:  # an outage of it stalls consumers (backbone.faults)
@@ -66,11 +73,25 @@ class Service:
         if self.read_model is not None:
             await asyncio.to_thread(self.read_model.create)
         await self.broker.start()
+        store = settings.store_settings()
         for follower in self.followers:
+            # One leader per follower across the instances sharing this store.
+            follower.lead_with(leadership_for(store, self.name, follower.name))
             self._tasks.append(asyncio.create_task(follower.run(), name=follower.name))
         for worker in self.workers:
             self._tasks.append(asyncio.create_task(worker(), name=getattr(worker, "__name__", "worker")))
+        self._tasks.append(asyncio.create_task(self._follow_erasures(), name="erasures"))
         log.info("service started", service=self.name)
+
+    async def _follow_erasures(self) -> None:
+        """Erasures made by other instances on the shared vault: forgotten here within about
+        a second, even while this instance decrypts nothing (`Vault.sync_erasures`)."""
+        while True:
+            try:
+                await asyncio.to_thread(self.app.vault.sync_erasures)
+            except Exception as error:  # an outage: readiness reports it; try again
+                log.warning("cannot look for erasures", error=f"{type(error).__name__}: {error}")
+            await asyncio.sleep(ERASURE_SYNC_SECONDS)
 
     async def stop(self) -> None:
         for follower in self.followers:
@@ -96,16 +117,47 @@ class Service:
             await self.stop()
 
     async def ready(self) -> bool:
-        """Started, connected, every consumer has been given its partitions, and no partition
-        is stalled on a stored position that does not fit it (`backbone.topiclife`)."""
-        return (
-            bool(self._tasks or not (self.followers or self.workers))
-            and all(
-                consumer.subscriber.consumer is not None and consumer.subscriber.consumer.assignment()
-                for consumer in self.consumers
+        return not await self.not_ready()
+
+    async def not_ready(self) -> list[str]:
+        """Why this instance should not get traffic now (empty: ready). Ready means: started,
+        every consumer has joined its group once, every store and the Kafka cluster answer,
+        and no consumer or follower is stalled (failing the same batch again and again).
+
+        Not part of it, on purpose: holding partitions or leading a follower. During a
+        rebalance every consumer holds nothing for a moment, and an instance beyond the
+        partition count (or a follower's standby) holds nothing at all: they still serve HTTP.
+        """
+        reasons = []
+        if not (self._tasks or not (self.followers or self.workers)):
+            reasons.append("starting")
+        for consumer in self.consumers:
+            if not self._has_joined(consumer):
+                reasons.append(f"{consumer.name}: joining its consumer group")
+            elif getattr(consumer, "_failures", 0) >= STALLED_AFTER:
+                reasons.append(f"{consumer.name}: stalled, retrying a batch")
+        for follower in self.followers:
+            if follower.failures >= STALLED_AFTER:
+                reasons.append(f"{follower.name}: stalled, retrying a batch")
+        stalled = self.stalled_partitions()  # a position that does not fit its partition
+        if stalled:
+            reasons.append(
+                "stalled until an operator decides (booking-accounts positions): " + "; ".join(stalled)
             )
-            and not self.stalled_partitions()
-        )
+        reasons += [f"unreachable: {store}" for store in await asyncio.to_thread(self.app.unreachable_stores)]
+        if not await self.broker.ping(timeout=2.0):
+            reasons.append("unreachable: Kafka")
+        return reasons
+
+    def _has_joined(self, consumer: Inbox | SubjectKeyReceiver) -> bool:
+        if id(consumer) in self._joined:
+            return True
+        kafka = consumer.subscriber.consumer
+        coordinator = getattr(kafka, "_coordinator", None)
+        if kafka is not None and (kafka.assignment() or getattr(coordinator, "generation", -1) > 0):
+            self._joined.add(id(consumer))  # once joined, a rebalance does not unready it
+            return True
+        return False
 
     def stalled_partitions(self) -> list[str]:
         """'<consumer> <topic>/<partition>: <why>' for each partition an inbox holds stalled."""
@@ -123,17 +175,14 @@ def attach(service: Service) -> Service:
     service.api.router.lifespan_context = service.lifespan
     auditapi.routes(service.api, service.app, service.name, service.settings.audit_api_token)
 
-    @service.api.get("/ready", tags=["ops"], summary="Readiness: consuming and relaying")
+    @service.api.get("/ready", tags=["ops"], summary="Readiness: stores and Kafka reachable, nothing stalled")
     async def ready() -> Any:
         from backbone.http import problem
 
-        if await service.ready():
+        reasons = await service.not_ready()
+        if not reasons:
             return {"status": "ready"}
-        stalled = service.stalled_partitions()
-        if stalled:
-            detail = "Stalled until an operator decides (booking-accounts positions): " + "; ".join(stalled)
-            return problem(503, "Not ready", detail)
-        return problem(503, "Not ready", "Still starting: joining consumer groups.")
+        return problem(503, "Not ready", "; ".join(reasons))
 
     return service
 

@@ -3,9 +3,11 @@ tables the services keep beside their event stores (read models, the personal-da
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -52,3 +54,33 @@ def server_engine(url: str, pool_size: int, max_overflow: int) -> sa.Engine:
     pool = {name: int(parsed.query[name]) for name in POOL_OPTIONS if name in parsed.query}
     options = {"pool_size": pool_size, "max_overflow": max_overflow, **pool}
     return sa.create_engine(parsed.difference_update_query(POOL_OPTIONS), pool_pre_ping=True, **options)
+
+
+T = TypeVar("T")
+
+_RACES = ("already exists", "concurrently updated", "violates unique constraint \"pg_")
+
+
+def created_concurrently(error: BaseException) -> bool:
+    """Whether a failed CREATE lost a race with another instance creating the same table at
+    the same moment (PostgreSQL's `IF NOT EXISTS` and `CREATE OR REPLACE` are not atomic: the
+    loser gets a unique violation on the catalog, "already exists", or "tuple concurrently
+    updated")."""
+    while error is not None:
+        if any(sign in str(error) for sign in _RACES):
+            return True
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    return False
+
+
+def creating_tables(create: Callable[[], T], attempts: int = 5) -> T:
+    """Run `create` (which creates tables if missing), again if it lost a race with another
+    instance starting at the same time: the second run finds the tables there."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return create()
+        except Exception as error:
+            if attempt == attempts or not created_concurrently(error):
+                raise
+            time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")

@@ -98,7 +98,7 @@ class Rebuild:
 
     def plan(self) -> Report:
         """What a rebuild would do now (a dry run changes nothing)."""
-        head = self.app.recorder.max_notification_id() or 0
+        head = self.app.head()
         report = Report(self.label, head, self.live_position(), self.shadow_position())
         start = report.resumed_from or 0
         report.notes.append(
@@ -129,7 +129,7 @@ class Rebuild:
         else:
             self._check_fingerprint()
             position = report.resumed_from
-        report.head = self.app.recorder.max_notification_id() or 0
+        report.head = self.app.head()
         total, target = max(report.head - position, 0), report.head
         # Catch up until what is left is small enough for the switch's short write lock.
         while batch := read_log(self.app, position, self.batch_size):
@@ -141,7 +141,7 @@ class Rebuild:
             if position >= target:
                 if not switch:
                     break
-                target = self.app.recorder.max_notification_id() or 0
+                target = self.app.head()
                 if target - position <= self.batch_size:
                     break
         if switch:

@@ -62,7 +62,7 @@ async def republish(
 ) -> RepublishReport:
     if not handle.relays:
         raise OpsError(f"{handle.name} publishes nothing: it has no outbox relay")
-    head = await asyncio.to_thread(handle.app.recorder.max_notification_id) or 0
+    head = await asyncio.to_thread(handle.app.head)
     upto = min(to_position or head, head)
     if from_position < 1 or from_position > max(upto, 1):
         raise OpsError(f"the range {from_position}..{upto} is not in the log (1..{head})")

@@ -98,7 +98,7 @@ class ServiceStatus:
 def store_status(handle: ServiceHandle) -> ServiceStatus:
     """What the service's own stores say (blocking)."""
     app = handle.app
-    head = app.recorder.max_notification_id() or 0
+    head = app.head()
     status = ServiceStatus(handle.name, handle.settings.store, head)
     for relay in handle.relays:
         status.followers.append(FollowerStatus(relay.name, "outbox relay", relay.load_position(), head))

@@ -166,7 +166,7 @@ class StaffCases(CustomerCases):
     def block_email(self, tenant_id: str, email: str) -> UUID:
         def attempt() -> UUID:
             entry_id = self.index.blocklist_id(tenant_id, email)
-            entry = self.get(BlockedEmail, entry_id)
+            entry = self.find(BlockedEmail, entry_id)
             if entry is None:
                 entry = BlockedEmail(id=entry_id, tenant_id=tenant_id, hint=mask_email(email))
             else:
@@ -178,7 +178,7 @@ class StaffCases(CustomerCases):
 
     def unblock_email(self, tenant_id: str, entry_id: UUID) -> None:
         def attempt() -> None:
-            entry = self.get(BlockedEmail, entry_id)
+            entry = self.find(BlockedEmail, entry_id)
             if entry is None or entry.tenant_id != tenant_id:
                 raise NotFound("No such blocklist entry.")
             entry.unblock()
@@ -201,14 +201,14 @@ class StaffCases(CustomerCases):
         return staff_id, credentials.staff_api_key(staff_id, secret)
 
     def remove_staff_member(self, tenant_id: str, staff_id: UUID) -> None:
-        member = self.get(StaffMember, staff_id)
+        member = self.find(StaffMember, staff_id)
         if member is None or member.tenant_id != tenant_id:
             raise NotFound("No such staff member.")
         member.remove()
         self.save(member)
 
     def staff_member(self, staff_id: UUID) -> StaffMember | None:
-        member = self.get(StaffMember, staff_id)
+        member = self.find(StaffMember, staff_id)
         return member if member is not None and member.active else None
 
     def staff_member_for_key(self, api_key: str) -> StaffMember | None:

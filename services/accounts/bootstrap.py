@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from backbone import bus
-from backbone.credentials import SessionSigner, SessionVerifier, load_or_create_signing_key
+from backbone.credentials import SessionSigner, SessionVerifier, load_signing_key
 from backbone.eventstore import store_env
 from backbone.http import create_api
 from backbone.inbox import Inbox
@@ -18,7 +18,7 @@ from contracts.topics import ACCOUNTS_EVENTS, BOOKINGS_EVENTS, dead_letters
 from services.accounts import api, views
 from services.accounts.application import Accounts, AccountsConfig
 from services.accounts.deferred import Deferred
-from services.accounts.erasure import Erasures
+from services.accounts.erasure import Eraser
 from services.accounts.handlers import HANDLERS
 from services.accounts.integration import SERVICE, translator
 from services.accounts.ratelimits import RateLimits
@@ -42,7 +42,7 @@ def bootstrap(settings: AccountsSettings | None = None) -> Service:
         vault=vault,
     )
     read_model = ReadModel(store.views_url(SERVICE), views.metadata)
-    signing_key = load_or_create_signing_key(settings.signing_key_path())
+    signing_key = load_signing_key(settings.signing_key_path())
     broker = bus.make_broker(
         settings.kafka_bootstrap_servers, client_id=SERVICE, security=settings.kafka_security()
     )
@@ -103,7 +103,7 @@ def bootstrap(settings: AccountsSettings | None = None) -> Service:
                     topic_for=settings.topic,
                 ),
                 Projection(accounts, read_model, f"{SERVICE}.views", views.apply, erases=views.erases),
-                Erasures(accounts, SERVICE, settings.relay_batch_size),
+                Eraser(accounts, settings.relay_batch_size),
             ],
             consumers=[inbox, keys],
             workers=[deferred.run],

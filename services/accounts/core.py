@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, Transcoding
 
 from backbone import credentials
@@ -94,18 +93,11 @@ class AccountsCore(ServiceApplication):
 
     # ------------------------------------------------------------------ finding things
 
-    def get(self, cls: type[A], aggregate_id: UUID) -> A | None:
-        try:
-            aggregate = self.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            return None
-        return aggregate if isinstance(aggregate, cls) else None
-
     def account(self, account_id: UUID) -> Account | None:
-        return self.get(Account, account_id)
+        return self.find(Account, account_id)
 
     def reservation(self, tenant_id: str, email: str) -> EmailAddress | None:
-        return self.get(EmailAddress, self.index.address_id(tenant_id, email))
+        return self.find(EmailAddress, self.index.address_id(tenant_id, email))
 
     def account_by_email(self, tenant_id: str, email: str) -> Account | None:
         reservation = self.reservation(tenant_id, email)
@@ -114,7 +106,7 @@ class AccountsCore(ServiceApplication):
         return self.account(reservation.account_id)
 
     def is_blocked(self, tenant_id: str, email: str) -> bool:
-        entry = self.get(BlockedEmail, self.index.blocklist_id(tenant_id, email))
+        entry = self.find(BlockedEmail, self.index.blocklist_id(tenant_id, email))
         return entry is not None and entry.blocked
 
     def account_for_token(self, token: str) -> tuple[Account, str]:
@@ -134,7 +126,7 @@ class AccountsCore(ServiceApplication):
         return dict(self.tenant_settings(tenant_id).values)
 
     def tenant_settings(self, tenant_id: str) -> TenantSettings:
-        return self.get(TenantSettings, TenantSettings.create_id(tenant_id)) or TenantSettings(
+        return self.find(TenantSettings, TenantSettings.create_id(tenant_id)) or TenantSettings(
             tenant_id=tenant_id
         )
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from eventsourcing.persistence import Tracking
-
 from backbone.eventstore import ServiceApplication
 from backbone.follower import Follower, Recorded
 from backbone.logging import get_logger
@@ -22,13 +20,11 @@ from services.accounts.domainmodel import Account
 log = get_logger(__name__)
 
 
-class Erasures(Follower):
-    def __init__(self, app: ServiceApplication, service: str, batch_size: int = 500):
-        super().__init__(app, batch_size)
-        self.name = f"{service}.erasures"
+class Eraser(Follower):
+    name = "accounts.eraser"
 
-    def load_position(self) -> int:
-        return self.app.position(self.name) or 0
+    def __init__(self, app: ServiceApplication, batch_size: int = 500):
+        super().__init__(app, batch_size)
 
     async def handle(self, batch: Sequence[Recorded]) -> None:
         await asyncio.to_thread(self.apply, batch)
@@ -38,4 +34,4 @@ class Erasures(Follower):
             if isinstance(recorded.event, Account.Redacted):
                 self.app.erase_subject(recorded.event.originator_id)
                 log.info("subject erased", subject_id=str(recorded.event.originator_id))
-        self.app.record_position(Tracking(self.name, batch[-1].position))
+        self.commit_position(batch[-1].position)

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from backbone.credentials import load_or_create_signing_key
 from services.accounts.bootstrap import bootstrap
 from services.accounts.settings import AccountsSettings
 
@@ -25,6 +26,7 @@ DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "api" / "accounts.open
 def document() -> dict[str, Any]:
     """The document as the service serves it at /openapi.json (built without any infrastructure)."""
     with tempfile.TemporaryDirectory() as tmp:
+        load_or_create_signing_key(Path(tmp) / "session-signing-key.pem")  # made by deploy/keys.py
         settings = AccountsSettings(
             store="memory",
             data_dir=Path(tmp),

@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
 from backbone.context import Cause
@@ -101,7 +100,7 @@ class Bookings(ServiceApplication):
     def customer(self, session: Session) -> CustomerAccount:
         """The customer behind a valid session token, if they may use the customer endpoints
         now: known and verified here, not archived, the session not revoked, logins on."""
-        account = self._get(CustomerAccount, CustomerAccount.create_id(session.account_id))
+        account = self.find(CustomerAccount, CustomerAccount.create_id(session.account_id))
         if account is None or account.tenant_id != session.tenant_id or account.verified is None:
             raise CustomerRefused(403, "not_verified", "Verify your email address to see your bookings.")
         if account.redacted or account.session_revoked(session.issued_at):
@@ -113,17 +112,17 @@ class Bookings(ServiceApplication):
         return account
 
     def policy(self, tenant_id: str) -> TenantPolicy:
-        return self._get(TenantPolicy, TenantPolicy.create_id(tenant_id)) or TenantPolicy.default(tenant_id)
+        return self.find(TenantPolicy, TenantPolicy.create_id(tenant_id)) or TenantPolicy.default(tenant_id)
 
     def custom_statuses(self, tenant_id: str) -> dict[str, Any]:
-        statuses = self._get(TenantStatuses, TenantStatuses.create_id(tenant_id))
+        statuses = self.find(TenantStatuses, TenantStatuses.create_id(tenant_id))
         return statuses.custom if statuses is not None else {}
 
     def customer_booking(self, session: Session, booking_id: UUID) -> Booking:
         """A booking the customer may see; NotFound otherwise (never "forbidden": whether
         someone else's booking exists is not theirs to learn)."""
         account = self.customer(session)
-        booking = self._get(Booking, booking_id)
+        booking = self.find(Booking, booking_id)
         if booking is None or not account.owns(booking):
             raise NotFound("No such booking.")
         if booking.status == PRE and not self.policy(session.tenant_id).show_pre_bookings:
@@ -251,10 +250,3 @@ class Bookings(ServiceApplication):
             except IntegrityError:
                 continue
         raise ChangedMeanwhile("The booking kept changing; please look at it again.")
-
-    def _get(self, cls: type[A], aggregate_id: UUID) -> A | None:
-        try:
-            aggregate = self.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            return None
-        return aggregate if isinstance(aggregate, cls) else None

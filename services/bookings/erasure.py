@@ -24,8 +24,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from eventsourcing.persistence import Tracking
-
 from backbone import context
 from backbone.context import Cause
 from backbone.follower import Follower, Recorded
@@ -39,22 +37,20 @@ log = get_logger(__name__)
 
 
 class Eraser(Follower):
+    name = "bookings.eraser"
+
     def __init__(self, app: Bookings, read_model: ReadModel, projection: str, batch_size: int = 500):
         super().__init__(app, batch_size)
-        self.name = "bookings.eraser"
         self.app: Bookings = app
         self.read_model = read_model
         self.projection = projection  # the name of the projection that fills `views.bookings`
-
-    def load_position(self) -> int:
-        return self.app.position(self.name) or 0
 
     async def handle(self, batch: Sequence[Recorded]) -> None:
         for recorded in batch:
             if isinstance(recorded.event, CustomerAccount.Redacted):
                 await self._until_projected(recorded.position)
                 await asyncio.to_thread(self.erase, recorded)
-        await asyncio.to_thread(self.app.record_position, Tracking(self.name, batch[-1].position))
+        await asyncio.to_thread(self.commit_position, batch[-1].position)
 
     def erase(self, decision: Recorded) -> None:
         """Carry out one decision to erase (blocking; safe to repeat)."""

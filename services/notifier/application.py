@@ -12,10 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
 from backbone.eventstore import ServiceApplication
@@ -87,7 +85,7 @@ class Notifier(ServiceApplication):
     # ---------------------------------------------------------------------- delivery
 
     def email(self, email_id: UUID) -> Email | None:
-        return self._get(Email, email_id)
+        return self.find(Email, email_id)
 
     def start_attempts(self, email_ids: Iterable[UUID]) -> list[Email]:
         """Record, in one transaction, an attempt for each of these emails that is due; return
@@ -158,7 +156,7 @@ class Notifier(ServiceApplication):
 
     def tenant(self, tenant_id: str) -> Tenant:
         """The tenant as the notifier knows it (defaults for one it has never heard of)."""
-        return self._get(Tenant, Tenant.create_id(tenant_id)) or Tenant(tenant_id=tenant_id)
+        return self.find(Tenant, Tenant.create_id(tenant_id)) or Tenant(tenant_id=tenant_id)
 
     def change_branding(self, tenant_id: str, changes: dict[str, str | None], by: str) -> Tenant:
         for _ in range(3):  # the inbox may change the tenant (its time zone) at the same time
@@ -182,11 +180,4 @@ class Notifier(ServiceApplication):
 
     def staff_key(self, staff_id: UUID) -> StaffKey | None:
         """A staff member's API key, as accounts announced it (see backbone.auth)."""
-        return self._get(StaffKey, staff_id)
-
-    def _get(self, cls: type[Any], aggregate_id: UUID) -> Any:
-        try:
-            aggregate = self.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            return None
-        return aggregate if isinstance(aggregate, cls) else None
+        return self.find(StaffKey, staff_id)

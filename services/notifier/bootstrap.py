@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from backbone import bus
 from backbone.auth import staff_member
-from backbone.credentials import load_or_create_sealing_keys
+from backbone.credentials import load_sealing_keys
 from backbone.eventstore import store_env
 from backbone.http import create_api
 from backbone.inbox import Inbox
@@ -17,7 +17,7 @@ from contracts.personal import subject_keys_topic
 from contracts.topics import ACCOUNTS_EVENTS, BOOKINGS_EVENTS, dead_letters
 from services.notifier import api, views
 from services.notifier.application import Notifier
-from services.notifier.eraser import Eraser
+from services.notifier.erasure import Eraser
 from services.notifier.handlers import HANDLERS
 from services.notifier.rendering import Renderer
 from services.notifier.sender import Sender
@@ -42,7 +42,7 @@ def bootstrap(settings: NotifierSettings | None = None) -> Service:
     read_model = ReadModel(store.views_url(SERVICE), views.metadata)
     projection = Projection(notifier, read_model, f"{SERVICE}.views", views.projector(vault))
     eraser = Eraser(notifier, read_model)
-    private_key, _ = load_or_create_sealing_keys(settings.sealing_key_path())
+    private_key, _ = load_sealing_keys(settings.sealing_key_path())
     broker = bus.make_broker(
         settings.kafka_bootstrap_servers, client_id=SERVICE, security=settings.kafka_security()
     )

@@ -29,6 +29,12 @@ A store outage never parks or skips an email: reading what is due fails and is r
 second; answers already received wait in memory until they can be recorded; a batch whose
 preparation fails ends its attempts as temporary failures. While it retries, the
 `consumer_stalled` gauge is 1 for `notifier.sender`.
+
+Several instances send side by side, each claiming its own emails: on PostgreSQL the due rows
+are selected `FOR UPDATE SKIP LOCKED` and kept locked until their attempts are recorded, so
+another sender skips them and takes the next ones; once recorded, an attempt makes the email
+not due (checked on the aggregate, `Notifier.start_attempts`). So no email is attempted by
+two senders, and throughput grows with instances. (SQLite: one process per store.)
 """
 
 from __future__ import annotations
@@ -123,8 +129,8 @@ class Sender:
             _raise_if_cancelled()
             try:
                 await self._read_model_caught_up()
-                due = await run_sync(self._due)
-                if due and await self.send(due):
+                emails = await run_sync(self._claim)
+                if emails and await self.deliver(emails):
                     metrics.stalled.labels(self.name).set(0)
                     continue
                 await self._close_idle()  # nothing to send: no connection kept open
@@ -146,7 +152,10 @@ class Sender:
 
     async def send(self, email_ids: list[UUID]) -> bool:
         """Deliver these emails (those still due); False if none was."""
-        emails = await run_sync(self.notifier.start_attempts, email_ids)
+        return await self.deliver(await run_sync(self.notifier.start_attempts, email_ids))
+
+    async def deliver(self, emails: list[Email]) -> bool:
+        """Deliver emails whose attempts were just recorded; False if there are none."""
         if not emails:
             return False
         started = time.monotonic()
@@ -280,9 +289,12 @@ class Sender:
 
     # ------------------------------------------------------------------- the store side
 
-    def _due(self) -> list[UUID]:
-        with self.read_model.engine.connect() as conn:
-            return views.due(conn, self.notifier.clock(), self.batch_size)
+    def _claim(self) -> list[Email]:
+        """Claim a batch of due emails no other sender has claimed, and record their attempts
+        (blocking). The rows stay locked (PostgreSQL) until the attempts are committed."""
+        with self.read_model.engine.begin() as conn:
+            due = views.due(conn, self.notifier.clock(), self.batch_size, skip_locked=True)
+            return self.notifier.start_attempts(due) if due else []
 
     def _count(self) -> None:
         with self.read_model.engine.connect() as conn:
@@ -292,10 +304,20 @@ class Sender:
     async def _read_model_caught_up(self, patience: float = 10.0) -> None:
         """Wait until the read model shows everything stored so far (our own last results
         included), so that `due` does not offer what was just sent."""
-        head = await run_sync(self.notifier.recorder.max_notification_id) or 0
+        head = await run_sync(self.notifier.head)
         deadline = time.monotonic() + patience
-        while self.projection.position < head and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)  # the projection moves in another task; a poll is enough
+        while time.monotonic() < deadline:
+            if self.projection.leading:  # it moves in another task here: a poll is enough
+                if self.projection.position >= head:
+                    return
+                await asyncio.sleep(0.01)
+            else:  # it runs in another instance (its leader): its stored position
+                if await run_sync(self._projected) >= head:
+                    return
+                await asyncio.sleep(0.1)
+
+    def _projected(self) -> int:
+        return self.read_model.position(self.projection.name)
 
     def _prepare(self, emails: list[Email]) -> list[_Ready | Outcome]:
         """Each email with its tenant's branding, or why it will not be sent (in a thread)."""

@@ -32,7 +32,7 @@ class NotifierSettings(ServiceSettings):
     mail_from: str = "Bookings <no-reply@booking-accounts.local>"
     default_language: str = Field(default="en", pattern=r"^[a-z]{2}$")
 
-    sealing_key_file: Path | None = None  # default <DATA_DIR>/sealing.key (created if missing)
+    sealing_key_file: Path | None = None  # default <DATA_DIR>/sealing.key (made by deploy/keys.py)
 
     @property
     def smtp_tls_mode(self) -> Literal["none", "starttls", "tls"]:

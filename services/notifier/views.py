@@ -169,10 +169,12 @@ def _str(value: UUID | None) -> str | None:
 # ------------------------------------------------------------------------------ queries
 
 
-def due(conn: Connection, now: datetime, limit: int) -> list[UUID]:
+def due(conn: Connection, now: datetime, limit: int, skip_locked: bool = False) -> list[UUID]:
     """Emails to (re)try now, oldest first: queued ones, failed ones whose backoff is over, and
-    interrupted ones (`sending` past their lease: their sender died)."""
-    rows = conn.execute(
+    interrupted ones (`sending` past their lease: their sender died). With `skip_locked`
+    (PostgreSQL), the rows are locked until the caller's transaction ends, and rows another
+    transaction locked are skipped: how senders claim disjoint batches."""
+    query = (
         sa.select(emails.c.email_id)
         .where(
             sa.or_(
@@ -182,8 +184,10 @@ def due(conn: Connection, now: datetime, limit: int) -> list[UUID]:
         )
         .order_by(emails.c.queued_at)
         .limit(limit)
-    ).scalars()
-    return [UUID(r) for r in rows]
+    )
+    if skip_locked and conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return [UUID(r) for r in conn.execute(query).scalars()]
 
 
 def delivery_log(

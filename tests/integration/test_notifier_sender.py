@@ -21,6 +21,7 @@ from nacl.public import PrivateKey
 
 from backbone.credentials import seal
 from backbone.eventstore import store_env
+from backbone.follower import read_log
 from backbone.personal import Personal, Vault
 from backbone.readmodel import Projection, ReadModel
 from backbone.settings import StoreSettings
@@ -39,7 +40,7 @@ pytestmark = pytest.mark.integration
 class Harness:
     """A notifier's delivery side: store, read model, projection and sender, on an SMTP port."""
 
-    def __init__(self, root: Path, smtp_port: int, **settings):
+    def __init__(self, root: Path, smtp_port: int, store: StoreSettings | None = None, **settings):
         root.mkdir(parents=True, exist_ok=True)
         self.settings = NotifierSettings(
             smtp_port=smtp_port,
@@ -50,7 +51,7 @@ class Harness:
             smtp_timeout_seconds=5,
             **settings,
         )
-        store = StoreSettings(kind="sqlite", data_dir=root)
+        store = store or StoreSettings(kind="sqlite", data_dir=root)
         self.vault = Vault(store.vault_url("notifier"), "notifier")
         self.notifier = Notifier(
             env=store_env(store, "notifier"), vault=self.vault, policy=self.settings.delivery_policy()
@@ -307,3 +308,72 @@ async def test_delivery_over_tls_verifies_the_servers_certificate(tmp_path, mode
         assert [m.rcpt_tos[0] for m in catcher.messages] == ["tls@example.com"]
     finally:
         catcher.stop()
+
+
+# ------------------------------------------------------------ several senders on one store
+
+
+def _postgres_store(postgres) -> StoreSettings:
+    from pydantic import SecretStr
+
+    database = f"senders_{uuid.uuid4().hex[:8]}"
+    postgres.create_database(database)
+    return StoreSettings(
+        kind="postgres",
+        postgres_host=postgres.host,
+        postgres_port=postgres.port,
+        postgres_user=postgres.user,
+        postgres_password=SecretStr(postgres.password),
+        postgres_dbname=database,
+    )
+
+
+async def test_due_rows_claimed_by_one_sender_are_skipped_by_another(tmp_path, postgres):
+    store = _postgres_store(postgres)
+    harness = Harness(tmp_path / "one", 2525, store=store)
+    queued = [harness.queue(f"guest{i}@example.com") for i in range(6)]
+    harness.projection.apply(read_log(harness.notifier, 0, 1000))
+    now = harness.notifier.clock()
+    with harness.read_model.engine.begin() as first, harness.read_model.engine.begin() as second:
+        mine = views.due(first, now, 4, skip_locked=True)  # locked until `first` ends
+        theirs = views.due(second, now, 4, skip_locked=True)
+    assert len(mine) == 4 and len(theirs) == 2 and not set(mine) & set(theirs)
+    assert set(mine) | set(theirs) == {e.id for e in queued}
+    harness.notifier.close()
+    harness.read_model.close()
+
+
+async def test_two_senders_share_the_queue_and_attempt_each_email_once(tmp_path, postgres, mail_server):
+    """Two instances of the notifier on one PostgreSQL database: one projection (the leader's),
+    two senders claiming disjoint batches. Every email is attempted once and delivered once."""
+    from backbone.leadership import AdvisoryLock, postgres_conninfo
+
+    store = _postgres_store(postgres)
+    instances = [
+        Harness(tmp_path / name, mail_server.port, store=store, send_batch_size=5) for name in ("a", "b")
+    ]
+    for harness in instances:
+        harness.projection.lead_with(AdvisoryLock(postgres_conninfo(store, "notifier"), "notifier/views"))
+        harness.projection.poll_interval = 0.05
+    claimed: list[list[uuid.UUID]] = [[], []]
+    for index, harness in enumerate(instances):
+        start = harness.notifier.start_attempts
+
+        def recording(ids, start=start, log=claimed[index]):
+            emails = start(ids)
+            log.extend(e.id for e in emails)
+            return emails
+
+        harness.notifier.start_attempts = recording
+    queued = [instances[i % 2].queue(f"guest{i}@example.com") for i in range(40)]
+    async with instances[0].running(), instances[1].running():
+        for email in queued:
+            await instances[0].until(email.id, SENT, patience=60)
+        await asyncio.sleep(0.5)  # anything sent twice would show now
+        attempts = [instances[1].notifier.email(e.id).attempts for e in queued]
+    assert not set(claimed[0]) & set(claimed[1])  # disjoint claims
+    assert sorted(claimed[0] + claimed[1]) == sorted(e.id for e in queued)
+    assert attempts == [1] * 40
+    assert sorted(m.message["Message-ID"] for m in mail_server.messages) == sorted(
+        e.message_id for e in queued
+    )

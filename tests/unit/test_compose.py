@@ -53,3 +53,43 @@ def test_the_image_holds_every_package_the_project_installs():
         if line.startswith("COPY ") and "./" in line
     }
     assert packages <= copied
+
+
+def test_the_compose_file_is_valid_against_the_compose_specification():
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "check_jsonschema",
+            "--builtin-schema",
+            "vendor.compose-spec",
+            str(COMPOSE / "docker-compose.yml"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_services_scale_behind_the_edge_on_postgres():
+    """No service holds a fixed host port (`--scale bookings=3` works); the edge holds them;
+    every service waits for PostgreSQL and Kafka to be healthy, and reports its own health."""
+    spec = yaml.safe_load((COMPOSE / "docker-compose.yml").read_text())["services"]
+    for name in SETTINGS:
+        assert "ports" not in spec[name], name
+        assert spec[name]["environment"]["STORE"] == "postgres"
+        assert spec[name]["environment"]["POSTGRES_DBNAME"] == name
+        assert {"kafka", "postgres"} <= set(spec[name]["depends_on"])
+        assert "/ready" in " ".join(spec[name]["healthcheck"]["test"])
+        assert spec["edge"]["depends_on"][name]["condition"] == "service_healthy"
+    init = (COMPOSE / "postgres-init.sql").read_text()
+    assert all(f"CREATE DATABASE {name};" in init for name in SETTINGS)
+    for name, service in spec.items():
+        image = service.get("image", "")
+        if "booking-accounts" not in image:  # third-party images are pinned to a release
+            tag = image.rsplit(":", 1)[-1]
+            assert ":" in image and tag != "latest" and any(c.isdigit() for c in tag), (name, image)

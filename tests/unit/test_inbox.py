@@ -278,6 +278,29 @@ async def test_a_consumer_that_lost_its_partition_writes_nothing(harness):
         app.repository.get(uuid.UUID(late["booking_id"]))
 
 
+async def test_a_stale_batch_that_ends_past_the_new_owners_position_is_not_stored(harness):
+    """The fence: the new owner stored position 1; a stale consumer's batch of offsets 0-2
+    (started at 0) would end at 3, above it, yet must change nothing."""
+    app, inbox, _, make_inbox = harness
+    other = make_inbox()  # the instance the partition went to, after a rebalance
+    first = place_booking()
+    await other.apply([record(CMDS, 0, 0, first)])
+    stale = [place_booking() for _ in range(3)]
+    inbox._next[(CMDS, 0)] = 0  # the stale instance still believes it is at offset 0
+    outcome = await inbox.apply([record(CMDS, 0, offset, body) for offset, body in enumerate(stale)])
+    assert not outcome.stored
+    assert app.position("bookings.inbox@bookings.commands/0") == 1
+    from eventsourcing.application import AggregateNotFoundError
+
+    for body in stale:
+        with pytest.raises(AggregateNotFoundError):
+            app.repository.get(uuid.UUID(body["booking_id"]))
+    # Back on the stored position, it applies what follows offset 0, once.
+    outcome = await inbox.apply([record(CMDS, 0, offset, body) for offset, body in enumerate(stale)])
+    assert outcome.stored and (outcome.redelivered, outcome.applied) == (1, 2)
+    assert app.position("bookings.inbox@bookings.commands/0") == 3
+
+
 # ---------------------------------------------------------------- outages are not bad messages
 
 

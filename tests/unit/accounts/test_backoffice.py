@@ -18,7 +18,7 @@ from services.accounts.addresses import AddressIndex
 from services.accounts.backoffice import EmailBlocked
 from services.accounts.customers import AddressTaken, InvalidCredentials, SessionEnded
 from services.accounts.domainmodel import Account, AccountInactive, LinkRefused, NothingToVerify
-from services.accounts.erasure import Erasures
+from services.accounts.erasure import Eraser
 from tests.unit.accounts.conftest import PASSWORD, TENANT
 
 
@@ -136,10 +136,10 @@ def test_a_redaction_recorded_but_not_carried_out_is_finished_by_the_follower(wo
     world.app.save(decided)  # ... and the process died here
     assert not world.app.vault.is_erased(account.id)
 
-    erasures = Erasures(world.app, "accounts")
+    erasures = Eraser(world.app)
     asyncio.run(erasures.handle(read_log(world.app, 0, 1000)))
     assert world.app.vault.is_erased(account.id)
-    assert world.app.position("accounts.erasures") == world.app.recorder.max_notification_id()
+    assert world.app.position("accounts.eraser") == world.app.recorder.max_notification_id()
     assert world.app.account(account.id).email == Personal(account.id, None)
 
 

@@ -7,7 +7,7 @@ Two kinds of recorded decisions mean "destroy a key here":
 * `Email.RecipientErasureDue`: an email that needed the notifier's own copy of an address (the
   redaction confirmation) is done with it (sent, parked or withdrawn); that copy's key goes.
 
-The eraser follows the notification log like the outbox relay does: it destroys the keys,
+The `Eraser` follows the notification log like the outbox relay does: it destroys the keys,
 scrubs the read model, and only then records its position. A crash in between repeats the
 erasures, which are idempotent; nothing is skipped.
 
@@ -21,8 +21,6 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from uuid import UUID
 
-from eventsourcing.persistence import Tracking
-
 from backbone.follower import Follower, Recorded
 from backbone.logging import get_logger
 from backbone.readmodel import ReadModel
@@ -35,14 +33,12 @@ log = get_logger(__name__)
 
 
 class Eraser(Follower):
-    def __init__(self, notifier: Notifier, read_model: ReadModel, batch_size: int = 500):
-        super().__init__(notifier, batch_size)
-        self.name = "notifier.eraser"
-        self.notifier = notifier
-        self.read_model = read_model
+    name = "notifier.eraser"
 
-    def load_position(self) -> int:
-        return self.app.position(self.name) or 0
+    def __init__(self, app: Notifier, read_model: ReadModel, batch_size: int = 500):
+        super().__init__(app, batch_size)
+        self.notifier = app
+        self.read_model = read_model
 
     async def handle(self, batch: Sequence[Recorded]) -> None:
         subjects = [s for recorded in batch for s in erasures(recorded.event)]
@@ -52,7 +48,7 @@ class Eraser(Follower):
         for subject_id in subjects:
             self.notifier.erase_subject(subject_id)
         views.scrub(self.read_model, subjects)
-        self.app.record_position(Tracking(self.name, position))
+        self.commit_position(position)
         if subjects:
             log.info("subjects erased", subjects=len(subjects))
 

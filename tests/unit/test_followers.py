@@ -1,0 +1,85 @@
+"""Followers of the notification log, in memory: positions move by compare-and-set.
+
+Two instances of a follower on one store (what a misconfigured deployment, or the moment of a
+leadership change, looks like): the one that loses the race reloads the stored position and
+goes on from there; it does not handle its tail again at every backoff, and it is no error.
+Leadership across instances on PostgreSQL is proven in tests/integration/test_leadership.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+from eventsourcing.domain import Aggregate, event
+
+from backbone.eventstore import ServiceApplication, store_env
+from backbone.follower import Follower, PositionMoved, Recorded, read_log
+from backbone.settings import StoreSettings
+
+
+class Thing(Aggregate):
+    @event("Touched")
+    def touch(self) -> None:
+        pass
+
+
+class Counting(Follower):
+    name = "things.counter"
+    poll_interval = 0.01
+
+    def __init__(self, app: ServiceApplication):
+        super().__init__(app)
+        self.handled: list[int] = []
+        self.stale_start: int | None = None
+
+    def load_position(self) -> int:
+        if self.stale_start is not None:  # believes it is where it was before the other ran
+            start, self.stale_start = self.stale_start, None
+            return start
+        return super().load_position()
+
+    async def handle(self, batch: Sequence[Recorded]) -> None:
+        self.handled += [r.position for r in batch]
+        await asyncio.to_thread(self.commit_position, batch[-1].position)
+
+
+@pytest.fixture
+def app():
+    app = ServiceApplication(env=store_env(StoreSettings(kind="memory"), "things"))
+    for _ in range(5):
+        thing = Thing()
+        thing.touch()
+        app.save(thing)
+    return app
+
+
+async def test_the_position_moves_only_from_where_the_batch_started(app):
+    first, second = Counting(app), Counting(app)
+    batch = read_log(app, 0, 100)
+    await first.handle(batch)
+    assert app.position("things.counter") == app.head() == 10
+    with pytest.raises(PositionMoved):
+        await second.handle(batch)  # started at 0: someone moved it meanwhile
+    assert app.position("things.counter") == 10
+
+
+async def test_a_follower_that_lost_a_race_reloads_instead_of_handling_its_tail_again(app):
+    winner, loser = Counting(app), Counting(app)
+    await winner.handle(read_log(app, 0, 100))
+    loser.stale_start = 0
+    task = asyncio.create_task(loser.run())
+    await asyncio.wait_for(loser.caught_up.wait(), timeout=30)
+    thing = Thing()
+    thing.touch()
+    app.save(thing)  # new work after the reload: handled once, from the stored position
+    for _ in range(600):
+        if loser.position == app.head():
+            break
+        await asyncio.sleep(0.05)
+    loser.stop()
+    await task
+    assert loser.handled == [*range(1, 11), 11, 12]  # the lost batch once, then only new events
+    assert loser.failures == 0  # not counted as a failure: no backoff, no error log
+    assert app.position("things.counter") == 12

@@ -1,0 +1,188 @@
+"""The Kubernetes manifests (deploy/k8s) cannot be applied here (no cluster), but they can be
+checked offline: against the Kubernetes API schemas (`kubernetes-validate`, strict: unknown
+fields are errors), and against the code: every setting a service requires is given, the keys
+it reads are the files the keys Job makes, the probes hit /health and /ready, and the Strimzi
+users may read what their service consumes and write only their own topics."""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from deploy.keys import main as make_keys
+from deploy.kubernetes_keys import secret_manifest
+from services.accounts.settings import AccountsSettings
+from services.bookings.settings import BookingsSettings
+from services.notifier.settings import NotifierSettings
+
+K8S = Path(__file__).parents[2] / "deploy" / "k8s"
+KUBERNETES_VERSION = "1.31.0"
+SETTINGS = {"accounts": AccountsSettings, "bookings": BookingsSettings, "notifier": NotifierSettings}
+STRIMZI = {"KafkaTopic", "KafkaUser"}
+
+
+def documents() -> list[tuple[str, dict]]:
+    return [
+        (path.name, doc)
+        for path in sorted(K8S.glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    ]
+
+
+def of_kind(kind: str) -> dict[str, dict]:
+    return {doc["metadata"]["name"]: doc for _, doc in documents() if doc["kind"] == kind}
+
+
+@pytest.mark.parametrize(
+    ("file", "doc"),
+    [(f, d) for f, d in documents() if d["kind"] not in STRIMZI],
+    ids=lambda v: v if isinstance(v, str) else f"{v['kind']}/{v['metadata']['name']}",
+)
+def test_each_manifest_is_valid_against_the_kubernetes_schemas(file, doc):
+    kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_every_kind_the_deployment_needs_is_there():
+    kinds = {doc["kind"] for _, doc in documents()}
+    needed = {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "Secret", "Job"}
+    assert needed | STRIMZI <= kinds
+    for name in SETTINGS:
+        for kind in ("Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler"):
+            assert name in of_kind(kind), (kind, name)
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_each_service_is_given_every_setting_it_requires(name, monkeypatch, tmp_path):
+    deployment = of_kind("Deployment")[name]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["python", "-m", f"services.{name}"]
+    env = dict(of_kind("ConfigMap")["booking-accounts"]["data"])
+    secrets = {s: d.get("stringData", {}) for s, d in of_kind("Secret").items()}
+    make_keys([str(tmp_path)])  # what the keys Job puts in its Secret
+    secrets["booking-accounts-keys"] = {p.name: p.read_text().strip() for p in tmp_path.iterdir()}
+    for variable in container["env"]:
+        if "value" in variable:
+            env[variable["name"]] = variable["value"]
+        else:
+            ref = variable["valueFrom"]["secretKeyRef"]
+            env[variable["name"]] = secrets[ref["name"]][ref["key"]]
+    for variable in list(os.environ):  # only what the manifest gives
+        monkeypatch.delenv(variable)
+    for key, value in env.items():
+        monkeypatch.setenv(key, str(value))
+    settings = SETTINGS[name]()
+    assert settings.store == "postgres" and settings.postgres_dbname == name
+    assert settings.http_port == container["ports"][0]["containerPort"]
+    (keys,) = [v for v in pod["volumes"] if v["name"] == "keys"]
+    mounted = {item["path"] for item in keys["secret"]["items"]}
+    assert keys["secret"]["secretName"] == "booking-accounts-keys"
+    for path_setting in ("session_signing_key_file", "session_public_key_file", "sealing_key_file"):
+        path = getattr(settings, path_setting, None)
+        if path is not None:
+            assert path.parent == Path("/keys") and path.name in mounted
+            assert path.name in secrets["booking-accounts-keys"]
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_probes_are_liveness_on_health_and_readiness_on_ready(name):
+    (container,) = of_kind("Deployment")[name]["spec"]["template"]["spec"]["containers"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert container["startupProbe"]["httpGet"]["path"] == "/health"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+
+
+def test_the_autoscaler_stops_at_the_partition_count():
+    partitions = {t["spec"]["partitions"] for t in of_kind("KafkaTopic").values()}
+    assert partitions == {int(of_kind("ConfigMap")["booking-accounts"]["data"]["TOPIC_PARTITIONS"])}
+    for hpa in of_kind("HorizontalPodAutoscaler").values():
+        assert hpa["spec"]["maxReplicas"] <= min(partitions)
+
+
+def test_every_topic_of_the_contracts_is_declared_and_keys_topics_are_compacted():
+    from contracts.personal import subject_keys_topic
+    from contracts.topics import ALL, dead_letters
+
+    expected = (
+        set(ALL)
+        | {dead_letters(s) for s in SETTINGS}
+        | {subject_keys_topic(s) for s in ("accounts", "bookings")}
+    )
+    topics = {t["spec"]["topicName"]: t for t in of_kind("KafkaTopic").values()}
+    assert set(topics) == expected
+    for name, topic in topics.items():
+        assert topic["metadata"]["labels"]["strimzi.io/cluster"] == "booking-kafka"
+        compacted = topic["spec"]["config"].get("cleanup.policy") == "compact"
+        assert compacted == name.endswith(".subject-keys")
+
+
+def _rights(user: dict) -> tuple[set[str], set[str]]:
+    reads, writes = set(), set()
+    for acl in user["spec"]["authorization"]["acls"]:
+        if acl["resource"]["type"] == "topic":
+            if "Read" in acl["operations"]:
+                reads.add(acl["resource"]["name"])
+            if "Write" in acl["operations"]:
+                writes.add(acl["resource"]["name"])
+    return reads, writes
+
+
+def consumed_topics(tmp_path: Path) -> dict[str, set[str]]:
+    """What each service subscribes to, from the services as their bootstraps build them."""
+    from backbone.credentials import load_or_create_sealing_keys, load_or_create_signing_key, public_path
+    from services.accounts.bootstrap import bootstrap as accounts
+    from services.bookings.bootstrap import bootstrap as bookings
+    from services.notifier.bootstrap import bootstrap as notifier
+
+    _, public = load_or_create_sealing_keys(tmp_path / "sealing.key")
+    signing = tmp_path / "session-signing-key.pem"
+    load_or_create_signing_key(signing)
+    common = {"store": "memory", "data_dir": tmp_path}
+    services = [
+        accounts(
+            AccountsSettings(
+                **common,
+                session_signing_key_file=signing,
+                notifier_public_key=base64.b64encode(public).decode(),
+            )
+        ),
+        bookings(BookingsSettings(**common, session_public_key_file=public_path(signing))),
+        notifier(NotifierSettings(**common, sealing_key_file=tmp_path / "sealing.key")),
+    ]
+    consumed = {s.name: {t for c in s.consumers for t in c.topics} for s in services}
+    for service in services:
+        service.app.close()
+    return consumed
+
+
+def test_each_service_reads_what_it_consumes_and_writes_only_its_own_topics(tmp_path):
+    users = of_kind("KafkaUser")
+    for service, topics in consumed_topics(tmp_path).items():
+        reads, writes = _rights(users[service])
+        assert reads == topics
+        assert all(t.startswith(f"{service}.") for t in writes) and "bookings.commands" not in writes
+    writers = {name for name, user in users.items() if "bookings.commands" in _rights(user)[1]}
+    assert writers == {"booking-publisher"}
+
+
+def test_the_keys_job_makes_a_secret_of_the_key_files(tmp_path):
+    make_keys([str(tmp_path)])
+    secret = secret_manifest("booking-accounts-keys", tmp_path)
+    kubernetes_validate.validate(secret, KUBERNETES_VERSION, strict=True)
+    assert set(secret["data"]) == {
+        "sealing.key",
+        "sealing.pub",
+        "session-signing-key.pem",
+        "session-signing-key.pub.pem",
+    }
+    assert base64.b64decode(secret["data"]["sealing.pub"]) == (tmp_path / "sealing.pub").read_bytes()
+    (job,) = of_kind("Job").values()
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["command"][:3] == ["python", "-m", "deploy.kubernetes_keys"]
+    assert container["command"][3] == secret["metadata"]["name"]
