@@ -100,7 +100,7 @@ async def _send(servers: str, topic: str, records: list[tuple[bytes, bytes]]) ->
         await producer.stop()
 
 
-async def _count(servers: str, topic: str, expected: int, ready: asyncio.Event, timeout: float) -> float:
+async def _count(servers: str, topic: str, expected: int, ready: asyncio.Event, patience: float) -> float:
     """Read `topic` from its end (as of `ready`) until `expected` more records arrived; returns
     the monotonic time the last one was read."""
     consumer = AIOKafkaConsumer(
@@ -120,10 +120,10 @@ async def _count(servers: str, topic: str, expected: int, ready: asyncio.Event, 
         for tp in consumer.assignment():  # resolve the end now, before anything is sent
             await consumer.position(tp)
         ready.set()
-        seen, deadline = 0, time.monotonic() + timeout
+        seen, deadline = 0, time.monotonic() + patience
         while seen < expected:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic}: {seen} of {expected} records after {timeout:.0f} s")
+                raise TimeoutError(f"{topic}: {seen} of {expected} records after {patience:.0f} s")
             batches = await consumer.getmany(timeout_ms=200, max_records=5000)
             seen += sum(len(records) for records in batches.values())
         return time.monotonic()
@@ -157,7 +157,9 @@ async def pipe(servers: str, count: int, partitions: int) -> Row:
         while True:
             batches = await consumer.getmany(timeout_ms=100, max_records=500)
             futures = [
-                await producer.send(target, r.value, key=r.key) for records in batches.values() for r in records
+                await producer.send(target, r.value, key=r.key)
+                for records in batches.values()
+                for r in records
             ]
             await asyncio.gather(*futures)
             if batches:
@@ -169,7 +171,7 @@ async def pipe(servers: str, count: int, partitions: int) -> Row:
             await consumer.getmany(timeout_ms=100)
         task = asyncio.create_task(copy())
         ready = asyncio.Event()
-        reader = asyncio.create_task(_count(servers, target, count, ready, timeout=300))
+        reader = asyncio.create_task(_count(servers, target, count, ready, patience=300))
         await ready.wait()
         body = json.dumps(_place(uuid.uuid4(), datetime.now(UTC))).encode()
         began = time.monotonic()
@@ -217,10 +219,12 @@ async def end_to_end(servers: str, count: int, root: Path) -> list[Row]:
             ("RecordPayment", [_pay(i) for i in ids]),
         ):
             ready = asyncio.Event()
-            reader = asyncio.create_task(_count(servers, outcomes, count, ready, timeout=900))
+            reader = asyncio.create_task(_count(servers, outcomes, count, ready, patience=900))
             await ready.wait()
             began = time.monotonic()
-            await _send(servers, commands, [(b["booking_id"].encode(), json.dumps(b).encode()) for b in bodies])
+            await _send(
+                servers, commands, [(b["booking_id"].encode(), json.dumps(b).encode()) for b in bodies]
+            )
             ended = await reader
             rows.append(Row(f"end to end, SQLite: {label}", count, ended - began, "commands/s"))
         if system.bookings.errors():
@@ -271,11 +275,14 @@ async def measure(args: argparse.Namespace, servers: str, root: Path) -> list[Ro
 
 def _line(row: Row) -> str:
     ratio = f"{row.ratio:6.1%}" if row.ratio is not None else ""
-    return f"| {row.what:<40} | {row.count:>9,} | {row.seconds:7.2f} s | {row.rate:>9,.0f} {row.unit:<10} | {ratio:>6} |"
+    rate = f"{row.rate:>9,.0f} {row.unit:<10}"
+    return f"| {row.what:<40} | {row.count:>9,} | {row.seconds:7.2f} s | {rate} | {ratio:>6} |"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="smaller runs, under 3 minutes")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON on stdout")
     args = parser.parse_args()
@@ -283,7 +290,9 @@ def main() -> None:
     args.commands = 2_000 if args.quick else 10_000
     args.rebuild = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
     when = datetime.now(UTC)
-    machine = f"{platform.node()}: {os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}"
+    machine = (
+        f"{platform.node()}: {os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}"
+    )
     if not args.json:
         print(f"# booking-accounts pipeline benchmark, {when:%Y-%m-%d %H:%M} UTC, {machine}")
         print(f"| {'what':<40} | {'count':>9} | {'time':>9} | {'rate':>20} | {'/pipe':>6} |")
