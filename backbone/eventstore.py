@@ -18,16 +18,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import Application
-from eventsourcing.persistence import JSONTranscoder, Tracking
+from eventsourcing.persistence import JSONTranscoder, StoredEvent, Tracking
 from eventsourcing.popo import POPOProcessRecorder
 from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteProcessRecorder
+from psycopg.sql import SQL, Identifier
 
 from backbone.faults import probe_all
 from backbone.personal import Personal, PersonalAsSealed, Vault, subjects_in
@@ -47,12 +48,54 @@ class _RecordsPositions:
         return returning
 
 
+_MANY = 500  # ids per statement: well under SQLite's limit on bound parameters
+
+
 class SQLiteServiceRecorder(_RecordsPositions, SQLiteProcessRecorder):
-    pass
+    def select_events_of(self, originator_ids: Collection[UUID]) -> list[StoredEvent]:
+        """Every stored event of these aggregates, by aggregate then version (one statement
+        per 500 ids, in one read transaction)."""
+        ids = [i.hex for i in originator_ids]
+        found: list[StoredEvent] = []
+        with self.datastore.transaction(commit=False) as c:
+            for first in range(0, len(ids), _MANY):
+                chunk = ids[first : first + _MANY]
+                placeholders = ",".join("?" * len(chunk))  # the ids are bound, never inlined
+                statement = (
+                    f"SELECT * FROM {self.events_table_name} WHERE originator_id IN "  # noqa: S608
+                    f"({placeholders}) ORDER BY originator_id, originator_version"
+                )
+                c.execute(statement, chunk)
+                found += [
+                    StoredEvent(
+                        originator_id=self.convert_originator_id(row["originator_id"]),
+                        originator_version=row["originator_version"],
+                        topic=row["topic"],
+                        state=row["state"],
+                    )
+                    for row in c.fetchall()
+                ]
+        return found
 
 
 class PostgresServiceRecorder(_RecordsPositions, PostgresProcessRecorder):
-    pass
+    def select_events_of(self, originator_ids: Collection[UUID]) -> list[StoredEvent]:
+        """Every stored event of these aggregates, by aggregate then version (one statement)."""
+        statement = SQL(
+            "SELECT * FROM {schema}.{table} WHERE originator_id = ANY(%s) "
+            "ORDER BY originator_id, originator_version"
+        ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, [list(originator_ids)], prepare=True)
+            return [
+                StoredEvent(
+                    originator_id=row["originator_id"],
+                    originator_version=row["originator_version"],
+                    topic=row["topic"],
+                    state=bytes(row["state"]),
+                )
+                for row in curs.fetchall()
+            ]
 
 
 class MemoryServiceRecorder(POPOProcessRecorder):
@@ -68,6 +111,9 @@ class MemoryServiceRecorder(POPOProcessRecorder):
         for position in kwargs.get("positions", ()):
             self._insert_tracking(position)
         return returning
+
+    def select_events_of(self, originator_ids: Collection[UUID]) -> list[StoredEvent]:
+        return [e for i in originator_ids for e in self.select_events(i)]
 
 
 _RECORDERS = {
@@ -128,6 +174,7 @@ class ServiceApplication(Application[UUID]):
         self.vault = vault or Vault("sqlite+pysqlite:///:memory:", type(self).name)
         super().__init__(env)
         self._listeners: list[Callable[[], None]] = []
+        self._caches: list[MutableMapping[UUID, Any]] = []  # of aggregates, beside the library's
         self._listeners_lock = threading.Lock()
         self._probes: dict[str, Callable[[], Any]] = {
             "event store": lambda: self.recorder.max_tracking_id("health-probe"),
@@ -163,8 +210,17 @@ class ServiceApplication(Application[UUID]):
     def forget_erased(self, subject_ids: Iterable[UUID]) -> None:
         """Subjects erased here or by their owner (keys topic): cached aggregates may still
         hold their plain values, so the cache starts afresh."""
-        if list(subject_ids) and self.repository.cache is not None:
+        if not list(subject_ids):
+            return
+        if self.repository.cache is not None:
             self.repository.cache = type(self.repository.cache)(**_cache_args(self.repository.cache))
+        for cache in self._caches:
+            cache.clear()
+
+    def add_cache(self, cache: MutableMapping[UUID, Any]) -> None:
+        """A cache of aggregates kept outside the repository (the inbox's): emptied with the
+        repository's when subjects are erased."""
+        self._caches.append(cache)
 
     def sealed(self, value: Personal | None) -> Sealed | None:
         """A personal value sealed for the bus (with the same subject key). A value whose
@@ -195,6 +251,38 @@ class ServiceApplication(Application[UUID]):
         if isinstance(recorder, POPOProcessRecorder) and not isinstance(recorder, MemoryServiceRecorder):
             recorder = MemoryServiceRecorder()  # the POPO factory ignores PROCESS_RECORDER_TOPIC
         return recorder
+
+    def load_many(
+        self, ids: Collection[UUID], cache: MutableMapping[UUID, Any] | None = None
+    ) -> dict[UUID, Any]:
+        """The aggregates with these ids that exist, read with ONE query (not one per aggregate).
+
+        `cache` (id -> aggregate as last committed) spares decoding and replaying what did not
+        change: a cached aggregate is used when the store holds nothing newer than its version
+        and is brought forward with only the newer events otherwise. Whatever is returned is
+        popped from the cache: the caller changes it in place, and puts it back only once that
+        is committed, so a cache never holds a change that was not stored."""
+        if not ids:
+            return {}
+        stored: dict[UUID, list[StoredEvent]] = {}
+        for record in self.recorder.select_events_of(ids):
+            stored.setdefault(record.originator_id, []).append(record)
+        found: dict[UUID, Any] = {}
+        for aggregate_id, records in stored.items():
+            aggregate = cache.pop(aggregate_id, None) if cache is not None else None
+            if aggregate is not None and aggregate.version <= records[-1].originator_version:
+                records = [r for r in records if r.originator_version > aggregate.version]
+            else:  # not cached, or ahead of the store (a change that failed): replay all
+                aggregate = None
+            for record in records:
+                aggregate = self.mapper.to_domain_event(record).mutate(aggregate)
+            if aggregate is not None:
+                found[aggregate_id] = aggregate
+        if cache is not None:
+            for aggregate_id in ids:  # gone from the store, or never there
+                if aggregate_id not in stored:
+                    cache.pop(aggregate_id, None)
+        return found
 
     def save_with_positions(self, aggregates: Iterable[Any], positions: Sequence[Tracking]) -> Any:
         return self.save(*aggregates, positions=list(positions))

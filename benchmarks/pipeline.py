@@ -259,14 +259,17 @@ def rebuild(servers: str, events: int, root: Path) -> Row:
 async def measure(args: argparse.Namespace, servers: str, root: Path) -> list[Row]:
     rows: list[Row] = []
     report = print if not args.json else (lambda *a, **k: print(*a, **k, file=sys.stderr))
-    raw = await pipe(servers, args.pipe, partitions=3)
-    rows.append(raw)
-    report(_line(raw), flush=True)
-    for row in await end_to_end(servers, args.commands, root / "e2e"):
-        row.ratio = row.rate / raw.rate
+    parts = args.parts.split(",")
+    raw = None
+    if "pipe" in parts:
+        raw = await pipe(servers, args.pipe, partitions=3)
+        rows.append(raw)
+        report(_line(raw), flush=True)
+    for row in await end_to_end(servers, args.commands, root / "e2e") if "e2e" in parts else ():
+        row.ratio = row.rate / raw.rate if raw else None
         rows.append(row)
         report(_line(row), flush=True)
-    for n, events in enumerate(args.rebuild):
+    for n, events in enumerate(args.rebuild if "rebuild" in parts else ()):
         row = await asyncio.to_thread(rebuild, servers, events, root / f"rebuild-{n}")
         rows.append(row)
         report(_line(row), flush=True)
@@ -285,9 +288,11 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="smaller runs, under 3 minutes")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON on stdout")
+    parser.add_argument("--parts", default="pipe,e2e,rebuild", help="comma-separated: pipe, e2e, rebuild")
+    parser.add_argument("--commands", type=int, help="commands of each kind end to end")
     args = parser.parse_args()
     args.pipe = 20_000 if args.quick else 100_000
-    args.commands = 2_000 if args.quick else 10_000
+    args.commands = args.commands or (2_000 if args.quick else 10_000)
     args.rebuild = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
     when = datetime.now(UTC)
     machine = (
