@@ -16,8 +16,10 @@ consumer that lost its partitions but is still writing ("zombie").
 
 from __future__ import annotations
 
+import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -116,6 +118,11 @@ class MemoryServiceRecorder(POPOProcessRecorder):
         return [e for i in originator_ids for e in self.select_events(i)]
 
 
+# How `PersonalAsSealed` stores a subject's id in an event's JSON (a hint to read keys ahead).
+_SEALED_SUBJECT = re.compile(rb'"_type_":"personal","_data_":\{"s":"([0-9a-f-]{36})"')
+
+RECENT_EVENTS = 20_000  # saved domain events kept for the followers (see `recorded_event`)
+
 _RECORDERS = {
     "sqlite": ("eventsourcing.sqlite", SQLiteServiceRecorder),
     "postgres": ("eventsourcing.postgres", PostgresServiceRecorder),
@@ -175,6 +182,8 @@ class ServiceApplication(Application[UUID]):
         super().__init__(env)
         self._listeners: list[Callable[[], None]] = []
         self._caches: list[MutableMapping[UUID, Any]] = []  # of aggregates, beside the library's
+        self._recent: OrderedDict[int, Any] = OrderedDict()  # notification id -> domain event
+        self._recent_lock = threading.Lock()
         self._listeners_lock = threading.Lock()
         self._probes: dict[str, Callable[[], Any]] = {
             "event store": lambda: self.recorder.max_tracking_id("health-probe"),
@@ -216,6 +225,8 @@ class ServiceApplication(Application[UUID]):
             self.repository.cache = type(self.repository.cache)(**_cache_args(self.repository.cache))
         for cache in self._caches:
             cache.clear()
+        with self._recent_lock:
+            self._recent.clear()
 
     def add_cache(self, cache: MutableMapping[UUID, Any]) -> None:
         """A cache of aggregates kept outside the repository (the inbox's): emptied with the
@@ -299,8 +310,33 @@ class ServiceApplication(Application[UUID]):
         with self._listeners_lock:
             self._listeners.append(listener)
 
+    def recorded_events(self, notifications: Sequence[Any]) -> list[Any]:
+        """The domain events of these notifications (see `recorded_event`), the keys of the
+        personal data they hold read in one query first."""
+        with self._recent_lock:
+            known = {n.id: self._recent.get(n.id) for n in notifications}
+        unknown = [n for n in notifications if known[n.id] is None]
+        if unknown:
+            self.vault.preload(
+                UUID(m.decode()) for n in unknown for m in _SEALED_SUBJECT.findall(bytes(n.state))
+            )
+        return [known[n.id] or self.mapper.to_domain_event(n) for n in notifications]
+
+    def recorded_event(self, notification: Any) -> Any:
+        """The domain event a notification records. One saved by this process a moment ago is
+        still in memory: the relay and the projections, which follow the log right behind the
+        writer, then need not decode it (and open its personal data) again."""
+        with self._recent_lock:
+            event = self._recent.get(notification.id)
+        return event if event is not None else self.mapper.to_domain_event(notification)
+
     def _notify(self, recordings: list[Any]) -> None:
         if recordings:
+            with self._recent_lock:
+                for recording in recordings:
+                    self._recent[recording.notification.id] = recording.domain_event
+                while len(self._recent) > RECENT_EVENTS:
+                    self._recent.popitem(last=False)
             with self._listeners_lock:
                 listeners = list(self._listeners)
             for listener in listeners:
