@@ -24,20 +24,23 @@ lease (`backbone.leadership`) passes `lease=(name, token)`: the transaction is r
 from __future__ import annotations
 
 import contextlib
+import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Iterable, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
 
 import psycopg
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError, JSONTranscoder, Tracking
+from eventsourcing.persistence import IntegrityError, JSONTranscoder, StoredEvent, Tracking
 from eventsourcing.popo import POPOProcessRecorder
 from eventsourcing.postgres import PostgresFactory, PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteProcessRecorder
+from psycopg.sql import SQL, Identifier
 
 from backbone.faults import probe_all
 from backbone.personal import Personal, PersonalAsSealed, Vault, subjects_in
@@ -117,6 +120,9 @@ class _RecordsPositions:
         return statement
 
 
+_MANY = 500  # ids per statement: well under SQLite's limit on bound parameters
+
+
 class SQLiteServiceRecorder(_RecordsPositions, SQLiteProcessRecorder):
     _tracking_table = "tracking"
 
@@ -130,11 +136,54 @@ class SQLiteServiceRecorder(_RecordsPositions, SQLiteProcessRecorder):
     def _check_lease(self, c: Any, lease: Lease) -> None:
         raise LeadershipLost("SQLite stores have no leases: one process per store")
 
+    def select_events_of(self, originator_ids: Collection[UUID]) -> list[StoredEvent]:
+        """Every stored event of these aggregates, by aggregate then version (one statement
+        per 500 ids, in one read transaction)."""
+        ids = [i.hex for i in originator_ids]
+        found: list[StoredEvent] = []
+        with self.datastore.transaction(commit=False) as c:
+            for first in range(0, len(ids), _MANY):
+                chunk = ids[first : first + _MANY]
+                placeholders = ",".join("?" * len(chunk))  # the ids are bound, never inlined
+                statement = (
+                    f"SELECT * FROM {self.events_table_name} WHERE originator_id IN "  # noqa: S608
+                    f"({placeholders}) ORDER BY originator_id, originator_version"
+                )
+                c.execute(statement, chunk)
+                found += [
+                    StoredEvent(
+                        originator_id=self.convert_originator_id(row["originator_id"]),
+                        originator_version=row["originator_version"],
+                        topic=row["topic"],
+                        state=row["state"],
+                    )
+                    for row in c.fetchall()
+                ]
+        return found
+
 
 class PostgresServiceRecorder(_RecordsPositions, PostgresProcessRecorder):
     @property
     def _tracking_table(self) -> str:  # type: ignore[override]
         return f'"{self.datastore.schema}"."{self.tracking_table_name}"'
+
+    def select_events_of(self, originator_ids: Collection[UUID]) -> list[StoredEvent]:
+        """Every stored event of these aggregates, by aggregate then version (one statement)."""
+        statement = SQL(
+            "SELECT * FROM {schema}.{table} WHERE originator_id = ANY(%s) "
+            "ORDER BY originator_id, originator_version"
+        ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, [list(originator_ids)], prepare=True)
+            return [
+                StoredEvent(
+                    originator_id=row["originator_id"],
+                    originator_version=row["originator_version"],
+                    topic=row["topic"],
+                    state=bytes(row["state"]),
+                )
+                for row in curs.fetchall()
+            ]
 
 
 class MemoryServiceRecorder(POPOProcessRecorder):
@@ -159,6 +208,14 @@ class MemoryServiceRecorder(POPOProcessRecorder):
             self._insert_tracking(position)
         return returning
 
+    def select_events_of(self, originator_ids: Collection[UUID]) -> list[StoredEvent]:
+        return [e for i in originator_ids for e in self.select_events(i)]
+
+
+# How `PersonalAsSealed` stores a subject's id in an event's JSON (a hint to read keys ahead).
+_SEALED_SUBJECT = re.compile(rb'"_type_":"personal","_data_":\{"s":"([0-9a-f-]{36})"')
+
+RECENT_EVENTS = 20_000  # saved domain events kept for the followers (see `recorded_event`)
 
 class PostgresTLSFactory(PostgresFactory):
     """eventsourcing's PostgreSQL factory, whose connections also take libpq's TLS parameters
@@ -292,6 +349,9 @@ class ServiceApplication(Application[UUID]):
         creating_tables(lambda: super(ServiceApplication, self).__init__(env))
         self.vault.on_erased(self.forget_erased)  # erased by another instance (shared vault)
         self._listeners: list[Callable[[], None]] = []
+        self._caches: list[MutableMapping[UUID, Any]] = []  # of aggregates, beside the library's
+        self._recent: OrderedDict[int, Any] = OrderedDict()  # notification id -> domain event
+        self._recent_lock = threading.Lock()
         self._listeners_lock = threading.Lock()
         self._probes: dict[str, Callable[[], Any]] = {
             "event store": lambda: self.recorder.max_tracking_id("health-probe"),
@@ -327,8 +387,19 @@ class ServiceApplication(Application[UUID]):
     def forget_erased(self, subject_ids: Iterable[UUID]) -> None:
         """Subjects erased here or by their owner (keys topic): cached aggregates may still
         hold their plain values, so the cache starts afresh."""
-        if list(subject_ids) and self.repository.cache is not None:
+        if not list(subject_ids):
+            return
+        if self.repository.cache is not None:
             self.repository.cache = type(self.repository.cache)(**_cache_args(self.repository.cache))
+        for cache in self._caches:
+            cache.clear()
+        with self._recent_lock:
+            self._recent.clear()
+
+    def add_cache(self, cache: MutableMapping[UUID, Any]) -> None:
+        """A cache of aggregates kept outside the repository (the inbox's): emptied with the
+        repository's when subjects are erased."""
+        self._caches.append(cache)
 
     def sealed(self, value: Personal | None) -> Sealed | None:
         """A personal value sealed for the bus (with the same subject key). A value whose
@@ -359,6 +430,38 @@ class ServiceApplication(Application[UUID]):
         if isinstance(recorder, POPOProcessRecorder) and not isinstance(recorder, MemoryServiceRecorder):
             recorder = MemoryServiceRecorder()  # the POPO factory ignores PROCESS_RECORDER_TOPIC
         return recorder
+
+    def load_many(
+        self, ids: Collection[UUID], cache: MutableMapping[UUID, Any] | None = None
+    ) -> dict[UUID, Any]:
+        """The aggregates with these ids that exist, read with ONE query (not one per aggregate).
+
+        `cache` (id -> aggregate as last committed) spares decoding and replaying what did not
+        change: a cached aggregate is used when the store holds nothing newer than its version
+        and is brought forward with only the newer events otherwise. Whatever is returned is
+        popped from the cache: the caller changes it in place, and puts it back only once that
+        is committed, so a cache never holds a change that was not stored."""
+        if not ids:
+            return {}
+        stored: dict[UUID, list[StoredEvent]] = {}
+        for record in self.recorder.select_events_of(ids):
+            stored.setdefault(record.originator_id, []).append(record)
+        found: dict[UUID, Any] = {}
+        for aggregate_id, records in stored.items():
+            aggregate = cache.pop(aggregate_id, None) if cache is not None else None
+            if aggregate is not None and aggregate.version <= records[-1].originator_version:
+                records = [r for r in records if r.originator_version > aggregate.version]
+            else:  # not cached, or ahead of the store (a change that failed): replay all
+                aggregate = None
+            for record in records:
+                aggregate = self.mapper.to_domain_event(record).mutate(aggregate)
+            if aggregate is not None:
+                found[aggregate_id] = aggregate
+        if cache is not None:
+            for aggregate_id in ids:  # gone from the store, or never there
+                if aggregate_id not in stored:
+                    cache.pop(aggregate_id, None)
+        return found
 
     def save_with_positions(
         self,
@@ -404,8 +507,33 @@ class ServiceApplication(Application[UUID]):
         with self._listeners_lock:
             self._listeners.append(listener)
 
+    def recorded_events(self, notifications: Sequence[Any]) -> list[Any]:
+        """The domain events of these notifications (see `recorded_event`), the keys of the
+        personal data they hold read in one query first."""
+        with self._recent_lock:
+            known = {n.id: self._recent.get(n.id) for n in notifications}
+        unknown = [n for n in notifications if known[n.id] is None]
+        if unknown:
+            self.vault.preload(
+                UUID(m.decode()) for n in unknown for m in _SEALED_SUBJECT.findall(bytes(n.state))
+            )
+        return [known[n.id] or self.mapper.to_domain_event(n) for n in notifications]
+
+    def recorded_event(self, notification: Any) -> Any:
+        """The domain event a notification records. One saved by this process a moment ago is
+        still in memory: the relay and the projections, which follow the log right behind the
+        writer, then need not decode it (and open its personal data) again."""
+        with self._recent_lock:
+            event = self._recent.get(notification.id)
+        return event if event is not None else self.mapper.to_domain_event(notification)
+
     def _notify(self, recordings: list[Any]) -> None:
         if recordings:
+            with self._recent_lock:
+                for recording in recordings:
+                    self._recent[recording.notification.id] = recording.domain_event
+                while len(self._recent) > RECENT_EVENTS:
+                    self._recent.popitem(last=False)
             with self._listeners_lock:
                 listeners = list(self._listeners)
             for listener in listeners:

@@ -58,7 +58,8 @@ class Recorded:
 def read_log(app: ServiceApplication, after: int, limit: int) -> list[Recorded]:
     """Events recorded after `after`, oldest first (blocking: call it off the event loop)."""
     notifications = app.recorder.select_notifications(start=after, limit=limit, inclusive_of_start=False)
-    return [Recorded(n.id, app.mapper.to_domain_event(n)) for n in notifications]
+    events = app.recorded_events(notifications)
+    return [Recorded(n.id, event) for n, event in zip(notifications, events, strict=True)]
 
 
 class Wakeup:

@@ -15,6 +15,12 @@ effects live. For each batch taken from Kafka the inbox:
    fault: the batch is retried with backoff until the store is back (`backbone.faults`);
 4. saves every changed aggregate together with the new positions in ONE transaction.
 
+Before applying a batch the inbox reads every aggregate it will need in one query (the unit of
+work's `preload`): each command's receipt, and what the service's `prefetch(body)` names for a
+message (its booking, its tenant's rules). Aggregates as committed are kept in a bounded cache
+between batches; one that changed in the store since (another instance, the HTTP API) is
+brought forward from the store, and one touched by a batch that was not stored is dropped.
+
 Kafka's own committed offsets are only a hint for monitoring: on start and on every
 rebalance the consumer seeks to the positions in its store. A write that loses a race with
 another instance (same partition, after a rebalance) fails and changes nothing: each
@@ -36,10 +42,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from uuid import UUID
 
+import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from eventsourcing.application import AggregateNotFoundError
@@ -50,7 +59,7 @@ from faststream.kafka.annotations import KafkaMessage
 
 from backbone import context, deadletters, metrics
 from backbone.bus import H_SOURCE, H_SOURCE_POSITION
-from backbone.commands import CommandHandler, apply_command, record_failure
+from backbone.commands import CommandHandler, CommandReceipt, apply_command, record_failure
 from backbone.domain import DomainError
 from backbone.eventstore import ServiceApplication
 from backbone.faults import classify, is_infrastructure
@@ -64,6 +73,11 @@ from contracts.envelope import Command, Message
 log = get_logger(__name__)
 
 Handler = Callable[[Any, UnitOfWork], Any]
+Prefetch = Callable[[dict[str, Any]], Iterable[UUID]]
+"""The ids of the aggregates a message's handler will get, read from its raw body (a hint:
+anything missing is read when asked for, anything malformed is ignored)."""
+
+CACHE_SIZE = 20_000  # aggregates kept between batches, least recently committed out first
 
 TP = tuple[str, int]
 
@@ -109,6 +123,7 @@ class Inbox:
         handlers: Mapping[type[Message], Handler],
         dead_letter_topic: str,
         batch_size: int = 500,
+        prefetch: Prefetch | None = None,
     ):
         self.service = service
         self.name = name  # e.g. "bookings.inbox"; also the consumer group id
@@ -118,6 +133,9 @@ class Inbox:
         self.catalog = catalog
         self.handlers = {model: self._wrap(model, h) for model, h in handlers.items()}
         self.dead_letter_topic = dead_letter_topic
+        self.prefetch = prefetch
+        self._cache: _LRU = _LRU(CACHE_SIZE)
+        app.add_cache(self._cache)
         self._next: dict[TP, int] = {}
         self._sources: dict[tuple[str, TP], int] = {}
         self._lock = asyncio.Lock()
@@ -402,7 +420,8 @@ class Inbox:
     # ------------------------------------------------------------ the store side (threads)
 
     def _prepare(self, records: Sequence[Any]) -> _Plan:
-        plan = _Plan(UnitOfWork(self.app))
+        plan = _Plan(UnitOfWork(self.app, self._cache))
+        fresh = []
         for record in records:
             tp = (record.topic, record.partition)
             if record.offset < plan.positions.get(tp, self._stored_next(tp)):
@@ -417,8 +436,29 @@ class Inbox:
                     plan.duplicates += 1
                     continue
                 plan.sources[key] = source[1]
+            fresh.append(record)
+        plan.uow.preload(self._needs(fresh))
+        for record in fresh:
             self._apply_one(record, plan)
         return plan
+
+    def _needs(self, records: Sequence[Any]) -> set[UUID]:
+        """What the batch's handlers will get (see `Prefetch`): read from the raw bodies only
+        to know which ids to load; each message is still decoded and checked on its own."""
+        ids: set[UUID] = set()
+        for record in records:
+            try:
+                body = orjson.loads(record.value)
+            except (orjson.JSONDecodeError, TypeError):
+                continue
+            if not isinstance(body, dict):
+                continue
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                if body.get("command_id") is not None:
+                    ids.add(CommandReceipt.create_id(UUID(str(body["command_id"]))))
+                if self.prefetch is not None:
+                    ids.update(self.prefetch(body))
+        return ids
 
     def _apply_one(self, record: Any, plan: _Plan) -> None:
         try:
@@ -465,6 +505,7 @@ class Inbox:
         positions = [Tracking(self._source_key(k), n) for k, n in plan.sources.items()]
         if moves or positions or plan.uow.changed():
             self.app.save_with_positions(plan.uow.changed(), positions, moves)
+        plan.uow.committed()
 
     def _lost_race(self, plan: _Plan) -> bool:
         """After a failed save: did another consumer move these positions since we read them?
@@ -538,6 +579,20 @@ class Inbox:
                 raise RuntimeError(f"event refused by the domain: {error}") from error
 
         return handle_event
+
+
+class _LRU(OrderedDict[UUID, Any]):
+    """A dict that keeps at most `maxsize` entries, dropping the least recently set."""
+
+    def __init__(self, maxsize: int):
+        super().__init__()
+        self.maxsize = maxsize
+
+    def __setitem__(self, key: UUID, value: Any) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        if len(self) > self.maxsize:
+            self.popitem(last=False)
 
 
 class _SeekToStoredPositions(ConsumerRebalanceListener):

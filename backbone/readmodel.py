@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import operator
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -146,7 +147,84 @@ class PositionConflict(PositionMoved):
 
 def upsert(conn: Connection, table: sa.Table, values: dict[str, Any], keys: Sequence[str]) -> None:
     """Insert a row, or update it where the key columns match (portable SQLite/PostgreSQL)."""
+    if isinstance(conn, BatchWriter):
+        conn.upsert(table, values, keys)
+        return
     conn.execute(_upsert_statement(conn.dialect.name, table, tuple(values), tuple(keys)), values)
+
+
+class BatchWriter:
+    """A connection for projecting a whole batch: rows written with `upsert`, and then changed
+    by `UPDATE ... WHERE <primary key> = <value>` statements, are put together in memory and
+    written once, many rows per statement, when the batch ends (`flush`). Anything else (a
+    query, another kind of statement, an update of a row not in memory) first writes what is
+    in memory, then runs as it is: the tables always read as if every statement had run in
+    order. A projection function needs nothing special: it gets this instead of a connection.
+    """
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+        self.dialect = conn.dialect
+        # (table, key columns) -> key values -> the row as it will be written
+        self._rows: dict[tuple[sa.Table, tuple[str, ...]], dict[tuple[Any, ...], dict[str, Any]]] = {}
+
+    def upsert(self, table: sa.Table, values: dict[str, Any], keys: Sequence[str]) -> None:
+        rows = self._rows.setdefault((table, tuple(keys)), {})
+        key = tuple(values[k] for k in keys)
+        row = rows.get(key)
+        if row is None:
+            rows[key] = dict(values)
+        else:  # as the upsert would: the given columns take the new values
+            row.update(values)
+
+    def execute(self, statement: Any, *args: Any, **kwargs: Any) -> Any:
+        if not args and not kwargs and isinstance(statement, sa.Update) and self._update_in_memory(statement):
+            return _Updated
+        self.flush()
+        return self.conn.execute(statement, *args, **kwargs)
+
+    def flush(self) -> None:
+        for (table, keys), rows in self._rows.items():
+            shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+            for row in rows.values():
+                shapes.setdefault(tuple(row), []).append(row)
+            for columns, group in shapes.items():
+                self.conn.execute(_upsert_statement(self.dialect.name, table, columns, keys), group)
+        self._rows.clear()
+
+    def __getattr__(self, name: str) -> Any:  # anything else a projection uses runs in order
+        self.flush()
+        return getattr(self.conn, name)
+
+    def _update_in_memory(self, statement: sa.Update) -> bool:
+        table = statement.table
+        primary_key = list(table.primary_key.columns) if isinstance(table, sa.Table) else []
+        where = statement._where_criteria
+        if len(primary_key) != 1 or len(where) != 1:
+            return False
+        [criterion], [column] = where, primary_key
+        if not (
+            isinstance(criterion, sa.BinaryExpression)
+            and criterion.operator is operator.eq
+            and criterion.left is column
+            and isinstance(criterion.right, sa.BindParameter)
+        ):
+            return False
+        values = statement._values or {}
+        if not all(isinstance(k, str) and isinstance(v, sa.BindParameter) for k, v in values.items()):
+            return False
+        row = self._rows.get((table, (column.name,)), {}).get((criterion.right.value,))
+        if row is None:
+            return False
+        row.update({k: v.value for k, v in values.items()})
+        return True
+
+
+class _UpdatedOneRow:
+    rowcount = 1
+
+
+_Updated = _UpdatedOneRow()
 
 
 @functools.lru_cache(maxsize=256)
@@ -199,8 +277,10 @@ class Projection(Follower):
         """Project a batch. The running follower passes `previous`, where it believes the
         batch starts, and its lease (see `ReadModel.advance`); a one-off caller need not."""
         with self.read_model.engine.begin() as conn:
+            writer = BatchWriter(conn)
             for recorded in batch:
-                self.project(conn, recorded)
+                self.project(writer, recorded)  # type: ignore[arg-type]
+            writer.flush()
             self.read_model.advance(conn, self.name, batch[-1].position, previous=previous, lease=lease)
         if self.erases is not None and any(self.erases(r.event) for r in batch):
             self._purge_due = True

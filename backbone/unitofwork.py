@@ -7,12 +7,19 @@ batch, with its positions, in one transaction.
 `scope()` makes one message's changes all-or-nothing inside the batch: if the handler raises,
 every aggregate it touched is put back as it was before that message (a deep copy taken at
 first touch), so one rejected or failing message never leaves half its changes in the batch.
+
+`preload(ids)` reads every aggregate a batch is going to need in one query, instead of one
+query (and one replay) per aggregate per message, which capped a service at a few hundred
+messages a second. Ids it did not find are known to be absent: `get` answers None for them
+without asking the store again. A unit of work given a `cache` (the inbox's, aggregates as last
+committed) also spares replaying what did not change since; `committed()` puts back what the
+batch stored.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import TypeVar
 from uuid import UUID
@@ -32,18 +39,39 @@ class IdConflict(DomainError):
 
 
 _ABSENT = object()
+_KNOWN_ABSENT = object()  # preloaded and not found
 
 
 class UnitOfWork:
-    def __init__(self, app: ServiceApplication):
+    def __init__(self, app: ServiceApplication, cache: MutableMapping[UUID, Aggregate] | None = None):
         self.app = app
         self._aggregates: dict[UUID, Aggregate] = {}
         self._scopes: list[dict[UUID, object]] = []  # per open scope: id -> backup or _ABSENT
+        self._absent: set[UUID] = set()  # preloaded and not found (until added)
+        self._cache = cache
+
+    def preload(self, ids: Iterable[UUID]) -> None:
+        """Read the aggregates with these ids in one go (those not already in this unit)."""
+        wanted = {i for i in ids if i not in self._aggregates and i not in self._absent}
+        if not wanted:
+            return
+        found = self.app.load_many(wanted, self._cache)
+        self._aggregates.update(found)
+        self._absent.update(wanted - found.keys())
+
+    def committed(self) -> None:
+        """The batch is stored: its aggregates, as they now are, are the cache's."""
+        if self._cache is not None:
+            for aggregate_id, aggregate in self._aggregates.items():
+                self._cache[aggregate_id] = aggregate
 
     def get(self, cls: type[A], aggregate_id: UUID) -> A | None:
         """The aggregate, as changed so far in this unit of work; None if it does not exist."""
         aggregate = self._aggregates.get(aggregate_id)
         if aggregate is None:
+            if aggregate_id in self._absent:
+                self._touch(aggregate_id)
+                return None
             try:
                 aggregate = self.app.repository.get(aggregate_id)
             except AggregateNotFoundError:
@@ -59,6 +87,7 @@ class UnitOfWork:
     def add(self, aggregate: Aggregate) -> None:
         self._touch(aggregate.id)
         self._aggregates[aggregate.id] = aggregate
+        self._absent.discard(aggregate.id)
 
     def changed(self) -> list[Aggregate]:
         return [a for a in self._aggregates.values() if a.pending_events]
@@ -80,11 +109,17 @@ class UnitOfWork:
     def _touch(self, aggregate_id: UUID) -> None:
         if self._scopes and aggregate_id not in self._scopes[-1]:
             current = self._aggregates.get(aggregate_id)
-            self._scopes[-1][aggregate_id] = _ABSENT if current is None else copy.deepcopy(current)
+            if current is not None:
+                self._scopes[-1][aggregate_id] = copy.deepcopy(current)
+            else:
+                self._scopes[-1][aggregate_id] = _KNOWN_ABSENT if aggregate_id in self._absent else _ABSENT
 
     def _restore(self, backups: dict[UUID, object]) -> None:
         for aggregate_id, backup in backups.items():
             if backup is _ABSENT:
                 self._aggregates.pop(aggregate_id, None)
+            elif backup is _KNOWN_ABSENT:
+                self._aggregates.pop(aggregate_id, None)
+                self._absent.add(aggregate_id)
             else:
                 self._aggregates[aggregate_id] = backup  # type: ignore[assignment]

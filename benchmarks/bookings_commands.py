@@ -33,7 +33,7 @@ from backbone.settings import StoreSettings
 from contracts.catalog import ALL_COMMANDS, ALL_EVENTS, Catalog
 from services.bookings import views
 from services.bookings.application import Bookings
-from services.bookings.handlers import HANDLERS
+from services.bookings.handlers import HANDLERS, prefetch
 from tests.support.bookings import pay, place
 
 TENANT = "bench"
@@ -60,6 +60,7 @@ async def main(args: argparse.Namespace) -> None:
             catalog=Catalog((*ALL_COMMANDS, *ALL_EVENTS)),
             handlers=HANDLERS,
             dead_letter_topic="bookings.dead-letters",
+            prefetch=prefetch,
         )
         start = datetime.now(UTC) + timedelta(days=30)
         placed = [place(TENANT, f"guest{i % 50}@example.com", starts_at=start) for i in range(args.bookings)]

@@ -35,7 +35,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from backbone.eventstore import ServiceApplication
 from backbone.follower import Recorded, read_log
-from backbone.readmodel import Projection, ReadModel
+from backbone.readmodel import BatchWriter, Projection, ReadModel
 from ops.config import OpsError
 
 _state = sa.MetaData()
@@ -181,9 +181,11 @@ class Rebuild:
         return tail
 
     def _project(self, conn: Connection, batch: Sequence[Recorded]) -> None:
+        writer = BatchWriter(conn)  # the batch's rows put together in memory, written once
         for recorded in batch:
             for projection in self.projections:
-                projection.project(conn, recorded)
+                projection.project(writer, recorded)  # type: ignore[arg-type]
+        writer.flush()
 
     def _fingerprint(self) -> str:
         dialect = self.live.engine.dialect

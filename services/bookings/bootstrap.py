@@ -24,7 +24,7 @@ from contracts.topics import (
 from services.bookings import api, views
 from services.bookings.application import Bookings
 from services.bookings.erasure import Eraser
-from services.bookings.handlers import HANDLERS
+from services.bookings.handlers import HANDLERS, prefetch
 from services.bookings.integration import SERVICE, declare_publications, translator
 from services.bookings.settings import BookingsSettings
 
@@ -49,6 +49,7 @@ def bootstrap(settings: BookingsSettings | None = None) -> Service:
         handlers=HANDLERS,
         dead_letter_topic=settings.topic(dead_letters(SERVICE)),
         batch_size=settings.consumer_batch_size,
+        prefetch=prefetch,
     )
     declare_publications(broker, settings.topic)
     keys = SubjectKeyReceiver(

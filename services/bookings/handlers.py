@@ -209,6 +209,25 @@ def when_settings_changed(event: accounts.TenantSettingsChanged, uow: UnitOfWork
         policy.adopt(event.settings_version, settings)
 
 
+# ------------------------------------------------------------------------------ prefetch
+
+
+def prefetch(body: dict[str, Any]) -> Iterator[UUID]:
+    """The aggregates the handlers above get for a message, named by its raw body, so that
+    the inbox reads a whole batch's in one query (`backbone.inbox.Prefetch`)."""
+    tenant_id = body.get("tenant_id")
+    if isinstance(tenant_id, str):
+        yield TenantPolicy.create_id(tenant_id)
+        yield TenantStatuses.create_id(tenant_id)
+    if body.get("booking_id") is not None:
+        yield UUID(str(body["booking_id"]))
+    if body.get("account_id") is not None:
+        yield CustomerAccount.create_id(UUID(str(body["account_id"])))
+    on_behalf_of = body.get("on_behalf_of")
+    if isinstance(on_behalf_of, dict) and on_behalf_of.get("kind") == "customer":
+        yield CustomerAccount.create_id(UUID(str(on_behalf_of.get("id"))))
+
+
 # -------------------------------------------------------------------------------- helpers
 
 

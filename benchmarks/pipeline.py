@@ -1,0 +1,339 @@
+"""The whole pipeline side by side with what Kafka and the store allow: one command, one table.
+
+    python -m benchmarks.pipeline            # from the repository root
+    python -m benchmarks.pipeline --quick    # under 3 minutes
+    python -m benchmarks.pipeline --json     # machine-readable figures on stdout
+
+It starts the local Kafka broker of `deploy.local` unless KAFKA_BOOTSTRAP_SERVERS names one,
+then measures, in one run on that broker:
+
+* pipe:        a raw aiokafka consume -> produce copy (manual offsets, idempotent producer,
+               acks=all), the ceiling any consumer of ours can reach on this broker and machine;
+* end to end:  documented commands (PlaceBooking v2, then a RecordPayment for each booking)
+               published to `bookings.commands` by an outside producer, applied by the real
+               bookings service (its own OS process, SQLite store), until every command's
+               `CommandOutcome` is on `bookings.command-outcomes`; printed with its ratio to
+               the pipe;
+* rebuild:     the bookings read model rebuilt from 10k, 100k (and, without --quick, 1M)
+               events by `ops.rebuild` (shadow + switch), to see whether the rate stays flat.
+
+Both the pipe and the service are measured the same way: started and joined first, then the
+producer sends every message as fast as it can, and the clock stops when the last output is
+read back. Prints figures; asserts nothing about speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from backbone import bus
+from contracts.topics import BOOKINGS_COMMAND_OUTCOMES, BOOKINGS_COMMANDS
+from deploy.local.kafka import LocalKafka
+from ops import registry
+from ops.rebuild import Rebuild
+
+TENANT = "bench"
+
+
+@dataclass
+class Row:
+    what: str
+    count: int
+    seconds: float
+    unit: str = "msg/s"
+    ratio: float | None = None  # to the raw pipe
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds if self.seconds else 0.0
+
+
+# ------------------------------------------------------------------------------ the broker
+
+
+@contextlib.contextmanager
+def kafka() -> Iterator[str]:
+    servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if servers:
+        yield servers
+        return
+    broker = LocalKafka()
+    try:
+        yield broker.start()
+    finally:
+        broker.close()
+
+
+def _producer(servers: str) -> AIOKafkaProducer:
+    # As an outside publisher would: idempotent (acks=all), batching for a burst.
+    return AIOKafkaProducer(
+        bootstrap_servers=servers,
+        enable_idempotence=True,
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+    )
+
+
+async def _send(servers: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    producer = _producer(servers)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key) for key, value in records]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def _count(servers: str, topic: str, expected: int, ready: asyncio.Event, patience: float) -> float:
+    """Read `topic` from its end (as of `ready`) until `expected` more records arrived; returns
+    the monotonic time the last one was read."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=servers,
+        group_id=f"bench-reader-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="latest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=50,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        while not consumer.assignment():
+            await consumer.getmany(timeout_ms=100)
+        await consumer.seek_to_end()
+        for tp in consumer.assignment():  # resolve the end now, before anything is sent
+            await consumer.position(tp)
+        ready.set()
+        seen, deadline = 0, time.monotonic() + patience
+        while seen < expected:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: {seen} of {expected} records after {patience:.0f} s")
+            batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+            seen += sum(len(records) for records in batches.values())
+        return time.monotonic()
+    finally:
+        await consumer.stop()
+
+
+# ------------------------------------------------------------------------------ the raw pipe
+
+
+async def pipe(servers: str, count: int, partitions: int) -> Row:
+    """consume -> produce, as bare as a correct consumer can be: manual offset commits after
+    the copies are acknowledged, idempotent producer (acks=all)."""
+    source, target = f"bench-pipe-in-{uuid.uuid4().hex[:8]}", f"bench-pipe-out-{uuid.uuid4().hex[:8]}"
+    await bus.ensure_topics(servers, [source, target], partitions)
+    consumer = AIOKafkaConsumer(
+        source,
+        bootstrap_servers=servers,
+        group_id=f"{source}-pipe",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=50,
+    )
+    producer = _producer(servers)
+    await consumer.start()
+    await producer.start()
+    copied = 0
+
+    async def copy() -> None:
+        nonlocal copied
+        while True:
+            batches = await consumer.getmany(timeout_ms=100, max_records=500)
+            futures = [
+                await producer.send(target, r.value, key=r.key)
+                for records in batches.values()
+                for r in records
+            ]
+            await asyncio.gather(*futures)
+            if batches:
+                await consumer.commit()
+            copied += len(futures)
+
+    try:
+        while not consumer.assignment():
+            await consumer.getmany(timeout_ms=100)
+        task = asyncio.create_task(copy())
+        ready = asyncio.Event()
+        reader = asyncio.create_task(_count(servers, target, count, ready, patience=300))
+        await ready.wait()
+        body = json.dumps(_place(uuid.uuid4(), datetime.now(UTC))).encode()
+        began = time.monotonic()
+        await _send(servers, source, [(str(i).encode(), body) for i in range(count)])
+        ended = await reader
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return Row("raw aiokafka pipe (consume -> produce)", count, ended - began)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+# ------------------------------------------------------------------------------ end to end
+
+
+def _place(booking_id: uuid.UUID, starts: datetime) -> dict[str, Any]:
+    from tests.support.bookings import place
+
+    return place(TENANT, f"guest-{booking_id.hex[:6]}@example.com", booking_id=booking_id, starts_at=starts)
+
+
+def _pay(booking_id: uuid.UUID) -> dict[str, Any]:
+    from tests.support.bookings import pay
+
+    return pay(TENANT, booking_id, "30.00")
+
+
+async def end_to_end(servers: str, count: int, root: Path) -> list[Row]:
+    """PlaceBooking then RecordPayment commands through the real bookings service (an OS
+    process on a SQLite store), from the first send to the last outcome read back."""
+    from tests.support.system import System
+
+    system = System(root, servers, smtp_port=1)
+    system.start("bookings")
+    rows = []
+    try:
+        outcomes = system.topic(BOOKINGS_COMMAND_OUTCOMES)
+        commands = system.topic(BOOKINGS_COMMANDS)
+        starts = datetime.now(UTC) + timedelta(days=30)
+        ids = [uuid.uuid4() for _ in range(count)]
+        for label, bodies in (
+            ("PlaceBooking", [_place(i, starts) for i in ids]),
+            ("RecordPayment", [_pay(i) for i in ids]),
+        ):
+            ready = asyncio.Event()
+            reader = asyncio.create_task(_count(servers, outcomes, count, ready, patience=900))
+            await ready.wait()
+            began = time.monotonic()
+            await _send(
+                servers, commands, [(b["booking_id"].encode(), json.dumps(b).encode()) for b in bodies]
+            )
+            ended = await reader
+            rows.append(Row(f"end to end, SQLite: {label}", count, ended - began, "commands/s"))
+        if system.bookings.errors():
+            print("\n".join(system.bookings.errors()[:5]), file=sys.stderr)
+    finally:
+        system.stop()
+    return rows
+
+
+# ------------------------------------------------------------------------------ rebuild
+
+
+def rebuild(servers: str, events: int, root: Path) -> Row:
+    """The bookings read model rebuilt from `events` events written by the service's own save
+    path. The rebuild runs in a process state of its own (the store opened afresh), as an
+    operator's `booking-accounts rebuild` does: nothing it reads is still in memory."""
+    from benchmarks.ops import deployment, write
+
+    setup = deployment("sqlite", root, servers, None)
+    writer = registry.build("bookings", setup)
+    try:
+        write(writer, events)
+    finally:
+        writer.close()
+    bookings = registry.build("bookings", setup)
+    try:
+        [(read_model, projections)] = bookings.read_models
+        job = Rebuild(bookings.app, read_model, projections, batch_size=2000)
+        began = time.perf_counter()
+        applied = job.run().applied
+        return Row(f"rebuild, SQLite, {events:,} events", applied, time.perf_counter() - began, "events/s")
+    finally:
+        bookings.close()
+
+
+# ------------------------------------------------------------------------------ main
+
+
+async def measure(args: argparse.Namespace, servers: str, root: Path) -> list[Row]:
+    rows: list[Row] = []
+    report = print if not args.json else (lambda *a, **k: print(*a, **k, file=sys.stderr))
+    parts = args.parts.split(",")
+    raw = None
+    if "pipe" in parts:
+        raw = await pipe(servers, args.pipe, partitions=3)
+        rows.append(raw)
+        report(_line(raw), flush=True)
+    for row in await end_to_end(servers, args.commands, root / "e2e") if "e2e" in parts else ():
+        row.ratio = row.rate / raw.rate if raw else None
+        rows.append(row)
+        report(_line(row), flush=True)
+    for n, events in enumerate(args.rebuild if "rebuild" in parts else ()):
+        row = await asyncio.to_thread(rebuild, servers, events, root / f"rebuild-{n}")
+        rows.append(row)
+        report(_line(row), flush=True)
+    return rows
+
+
+def _line(row: Row) -> str:
+    ratio = f"{row.ratio:6.1%}" if row.ratio is not None else ""
+    rate = f"{row.rate:>9,.0f} {row.unit:<10}"
+    return f"| {row.what:<40} | {row.count:>9,} | {row.seconds:7.2f} s | {rate} | {ratio:>6} |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="smaller runs, under 3 minutes")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON on stdout")
+    parser.add_argument("--parts", default="pipe,e2e,rebuild", help="comma-separated: pipe, e2e, rebuild")
+    parser.add_argument("--commands", type=int, help="commands of each kind end to end")
+    args = parser.parse_args()
+    args.pipe = 20_000 if args.quick else 100_000
+    args.commands = args.commands or (2_000 if args.quick else 10_000)
+    args.rebuild = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
+    when = datetime.now(UTC)
+    machine = (
+        f"{platform.node()}: {os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}"
+    )
+    if not args.json:
+        print(f"# booking-accounts pipeline benchmark, {when:%Y-%m-%d %H:%M} UTC, {machine}")
+        print(f"| {'what':<40} | {'count':>9} | {'time':>9} | {'rate':>20} | {'/pipe':>6} |")
+        print(f"|{'-' * 42}|{'-' * 11}|{'-' * 11}|{'-' * 22}|{'-' * 8}|")
+    with kafka() as servers, tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
+        rows = asyncio.run(measure(args, servers, Path(tmp)))
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "when": when.isoformat(),
+                    "machine": machine,
+                    "quick": args.quick,
+                    "rows": [
+                        {
+                            "what": r.what,
+                            "count": r.count,
+                            "seconds": round(r.seconds, 3),
+                            "rate": round(r.rate, 1),
+                            "unit": r.unit,
+                            "ratio_to_pipe": round(r.ratio, 4) if r.ratio is not None else None,
+                        }
+                        for r in rows
+                    ],
+                },
+                indent=2,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
