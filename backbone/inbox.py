@@ -27,6 +27,7 @@ only Kafka I/O happens on the event loop.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,9 +40,9 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
-from backbone import context, deadletters, metrics
+from backbone import context, deadletters, metrics, signing
 from backbone.bus import H_SOURCE, H_SOURCE_POSITION
-from backbone.commands import CommandHandler, apply_command, record_failure
+from backbone.commands import CommandHandler, apply_command, record_failure, refuse_command
 from backbone.domain import DomainError
 from backbone.eventstore import ServiceApplication
 from backbone.faults import classify, is_infrastructure
@@ -98,6 +99,8 @@ class Inbox:
         handlers: Mapping[type[Message], Handler],
         dead_letter_topic: str,
         batch_size: int = 500,
+        verifier: signing.Verifier | None = None,
+        key_patience_seconds: float = 120.0,
     ):
         self.service = service
         self.name = name  # e.g. "bookings.inbox"; also the consumer group id
@@ -107,6 +110,11 @@ class Inbox:
         self.catalog = catalog
         self.handlers = {model: self._wrap(model, h) for model, h in handlers.items()}
         self.dead_letter_topic = dead_letter_topic
+        # Who may write each topic (backbone.signing); None only in in-memory tests.
+        self.verifier = verifier
+        # How long a message may wait for its subject's key before it is dead-lettered.
+        self.key_patience_seconds = key_patience_seconds
+        self._key_waits: dict[tuple[str, int, int], float] = {}
         self._next: dict[TP, int] = {}
         self._sources: dict[tuple[str, TP], int] = {}
         self._lock = asyncio.Lock()
@@ -230,6 +238,8 @@ class Inbox:
                 plan.redelivered += 1
                 continue
             plan.positions[tp] = record.offset + 1
+            if not self._authentic(record, plan):  # before any header is believed
+                continue
             source = _upstream(record)
             if source is not None:
                 key = (source[0], tp)
@@ -239,6 +249,37 @@ class Inbox:
                 plan.sources[key] = source[1]
             self._apply_one(record, plan)
         return plan
+
+    def _authentic(self, record: Any, plan: _Plan) -> bool:
+        """Is the record proven to come from its topic's owner (`backbone.signing`)? If not,
+        it is dead-lettered with a final reason and counted, and nothing of it is applied: not
+        even its `source-position`, which would poison deduplication."""
+        if self.verifier is None:
+            return True
+        refusal = self.verifier.refusal(record)
+        if refusal is None:
+            return True
+        log.warning("refused a record", inbox=self.name, reason=refusal.reason, detail=refusal.detail)
+        metrics.refused.labels(self.name, refusal.reason).inc()
+        plan.dead.append(deadletters.DeadLetter(record, refusal.reason, refusal.detail))
+        if self.verifier.carries_commands(record.topic):  # answered: final, resending changes nothing
+            with plan.uow.scope():
+                refuse_command(plan.uow, _json_object(record.value), refusal.reason, refusal.detail)
+        return False
+
+    def _out_of_patience(self, record: Any, error: UnknownSubject, plan: _Plan) -> bool:
+        """A subject's key normally arrives moments after its data (another consumer): wait,
+        but not forever (a forged or orphaned message would stall its partition). True once
+        the message was dead-lettered."""
+        coords = _coords(record)
+        first = self._key_waits.setdefault(coords, time.monotonic())
+        if time.monotonic() - first < self.key_patience_seconds:
+            return False
+        self._key_waits.pop(coords, None)
+        log.warning("no key arrived for a subject; dead-lettering", inbox=self.name, detail=str(error))
+        metrics.unknown_subjects.labels(self.name).inc()
+        plan.dead.append(deadletters.DeadLetter(record, deadletters.UNKNOWN_SUBJECT, str(error)))
+        return True
 
     def _apply_one(self, record: Any, plan: _Plan) -> None:
         try:
@@ -258,6 +299,10 @@ class Inbox:
                 with plan.uow.scope():
                     handler(message, plan.uow)
                 plan.applied += 1
+                self._key_waits.pop(_coords(record), None)
+            except UnknownSubject as error:
+                if not self._out_of_patience(record, error, plan):
+                    raise
             except Exception as error:
                 outage = classify(error, self.app.unreachable_stores)
                 if outage is error:
@@ -386,6 +431,14 @@ def _upstream(record: Any) -> tuple[str, int] | None:
         return source.decode(), int(position)
     except (UnicodeDecodeError, ValueError):
         return None
+
+
+def _json_object(value: bytes | None) -> dict[str, Any] | None:
+    try:
+        body = json.loads(value or b"")
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def _source_name(record: Any) -> str:

@@ -167,12 +167,16 @@ class Vault:
         with self.engine.begin() as conn:
             for record in records:
                 row = conn.execute(
-                    sa.select(subject_keys.c.key, subject_keys.c.erased_at).where(
+                    sa.select(subject_keys.c.owner, subject_keys.c.erased_at).where(
                         subject_keys.c.subject_id == str(record.subject_id)
                     )
                 ).first()
-                if record.key is None:
+                if row is not None and row.owner != record.owner:
+                    continue  # only a subject's owner speaks for it (its key, its erasure)
+                if record.erased:
                     self._erase_in(conn, record.subject_id, record.owner, published=True)
+                elif record.key is None:
+                    raise ValueError(f"the key of subject {record.subject_id} is sealed: open it first")
                 elif row is None:
                     conn.execute(
                         sa.insert(subject_keys).values(

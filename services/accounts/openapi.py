@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from backbone.signing import key_settings
 from services.accounts.bootstrap import bootstrap
 from services.accounts.settings import AccountsSettings
 
@@ -29,6 +30,7 @@ def document() -> dict[str, Any]:
             store="memory",
             data_dir=Path(tmp),
             notifier_public_key=base64.b64encode(bytes(32)).decode(),
+            **key_settings(Path(tmp) / "bus", "accounts"),
         )
         service = bootstrap(settings)
         try:

@@ -25,6 +25,7 @@ from faststream.specification import AsyncAPI
 from pydantic import TypeAdapter
 
 from backbone.credentials import public_pem
+from backbone.signing import key_settings
 from contracts.envelope import Command
 from contracts.personal import SubjectKey, subject_keys_topic
 from contracts.topics import ACCOUNTS_EVENTS, BOOKINGS_COMMANDS
@@ -79,6 +80,7 @@ def build() -> str:
             session_public_key_file=key,
             kafka_bootstrap_servers="localhost:9092",
             topic_namespace="",
+            **key_settings(Path(tmp) / "bus", "bookings"),
         )
         service = bootstrap(settings)
         try:

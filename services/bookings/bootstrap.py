@@ -32,6 +32,9 @@ from services.bookings.settings import BookingsSettings
 def bootstrap(settings: BookingsSettings | None = None) -> Service:
     settings = settings or BookingsSettings()
     store = settings.store_settings()
+    bus_keys = settings.bus_keys(
+        SERVICE, accept_unsigned_commands=settings.accept_unsigned_commands
+    )  # before anything else: no start without them
     vault = Vault(store.vault_url(SERVICE), SERVICE)
     bookings = Bookings(env=store_env(store, SERVICE), vault=vault)
     read_model = ReadModel(store.views_url(SERVICE), views.metadata)
@@ -47,6 +50,8 @@ def bootstrap(settings: BookingsSettings | None = None) -> Service:
         handlers=HANDLERS,
         dead_letter_topic=settings.topic(dead_letters(SERVICE)),
         batch_size=settings.consumer_batch_size,
+        verifier=bus_keys.verifier,
+        key_patience_seconds=settings.subject_key_patience_seconds,
     )
     declare_publications(broker, settings.topic)
     keys = SubjectKeyReceiver(
@@ -55,6 +60,8 @@ def bootstrap(settings: BookingsSettings | None = None) -> Service:
         broker=broker,
         topics=[settings.topic(subject_keys_topic("accounts"))],
         dead_letter_topic=settings.topic(dead_letters(SERVICE)),
+        verifier=bus_keys.verifier,
+        signer=bus_keys.signer,
     )
     http = create_api(
         title="booking-accounts: bookings",
@@ -91,6 +98,8 @@ def bootstrap(settings: BookingsSettings | None = None) -> Service:
                     translator(bookings),
                     settings.relay_batch_size,
                     topic_for=settings.topic,
+                    signer=bus_keys.signer,
+                    keyring=bus_keys.keyring,
                 ),
                 projection,
                 Eraser(bookings, read_model, projection.name),

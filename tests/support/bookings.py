@@ -253,7 +253,9 @@ class BookingsBus:
         from tests.support.system import publish, publish_subject_keys
 
         asyncio.run(publish_subject_keys(self.kafka, self.system, self.accounts.vault))
-        asyncio.run(publish(self.kafka, self.topic("accounts.events"), records))
+        signer = self.system.signer("accounts")  # as its relay: signed with its bus key
+        signed = [(key, value, signer.sign(value, headers)) for key, value, headers in records]
+        asyncio.run(publish(self.kafka, self.topic("accounts.events"), signed))
 
     def read(self, name: str) -> list[dict[str, Any]]:
         from tests.support.system import decode, read_topic

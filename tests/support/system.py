@@ -26,6 +26,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from backbone.credentials import load_or_create_sealing_keys, load_or_create_signing_key, public_path
+from backbone.signing import Keyring, Signer, create_key
 from deploy.local._proc import free_ports, spawn, tail, terminate_group
 
 REPO = Path(__file__).resolve().parents[2]
@@ -121,6 +122,8 @@ class System:
         _, notifier_public = load_or_create_sealing_keys(sealing_key)
         signing_key = self.root / "accounts" / "session-signing-key.pem"
         load_or_create_signing_key(signing_key)
+        for name in ("accounts", "bookings", "notifier"):  # as `python -m deploy.keys` makes them
+            create_key(self.bus_keys, name)
         common = {
             "KAFKA_BOOTSTRAP_SERVERS": self.kafka,
             "TOPIC_NAMESPACE": self.namespace,
@@ -136,7 +139,10 @@ class System:
                 "RATE_LIMITS": GENEROUS_CLIENT_LIMITS,
                 "SESSION_SIGNING_KEY_FILE": str(signing_key),
             },
-            "bookings": {"SESSION_PUBLIC_KEY_FILE": str(public_path(signing_key))},
+            "bookings": {
+                "SESSION_PUBLIC_KEY_FILE": str(public_path(signing_key)),
+                "ACCEPT_UNSIGNED_COMMANDS": "true",
+            },
             "notifier": {
                 "SMTP_HOST": "127.0.0.1",
                 "SMTP_PORT": str(self.smtp_port),
@@ -149,6 +155,8 @@ class System:
             env = {
                 **common,
                 **extra,
+                "BUS_KEY_FILE": str(self.bus_keys / f"{name}.key"),
+                "BUS_TRUSTED_KEYS_DIR": str(self.bus_keys / "trusted"),
                 "HTTP_PORT": str(port),
                 "DATA_DIR": str(self.root / name),
                 **self.overrides.get(name, {}),
@@ -164,6 +172,17 @@ class System:
                     POSTGRES_DBNAME=database,
                 )
             self.services[name] = ServiceProcess(name, env, port, self.root / f"{name}.log")
+
+    @property
+    def bus_keys(self) -> Path:
+        return self.root / "keys" / "bus"
+
+    def signer(self, service: str) -> Signer:
+        """A service's bus key: what its messages are signed with, what opens keys sealed for it."""
+        return Signer.load(service, self.bus_keys / f"{service}.key")
+
+    def keyring(self) -> Keyring:
+        return Keyring.load(self.bus_keys / "trusted")
 
     @property
     def accounts(self) -> ServiceProcess:
@@ -380,7 +399,7 @@ def emailed_links(system: System, email: str | None = None) -> list[Link]:
     private_key, _ = load_or_create_sealing_keys(system.root / "notifier" / "sealing.key")
     vault = Vault("sqlite+pysqlite:///:memory:", "test")
     for record in asyncio.run(read_topic(system.kafka, system.topic("accounts.subject-keys"))):
-        vault.accept(SubjectKey.model_validate_json(record.value))
+        vault.accept(opened_key(system, "notifier", SubjectKey.model_validate_json(record.value)))
     links = []
     for event in decode(asyncio.run(read_topic(system.kafka, system.topic("accounts.events")))):
         if "link" not in event:
@@ -503,11 +522,27 @@ def all_events(app: Any) -> list[Any]:
 
 
 async def publish_subject_keys(kafka: str, system: System, vault: Any) -> None:
-    """Publish a vault's unpublished keys on its owner's keys topic, as a relay does."""
+    """Publish a vault's unpublished keys on its owner's keys topic, as a relay does: sealed
+    for every other service's bus key, signed with the owner's."""
+    from backbone.subjectkeys import key_records
+
+    signer = system.signer(vault.service)
+    recipients = system.keyring().others(vault.service)
     while records := vault.unpublished():
-        await publish(
-            kafka,
-            system.topic(f"{vault.service}.subject-keys"),
-            [(str(r.subject_id).encode(), r.model_dump_json().encode(), {}) for r in records],
-        )
+        wire = [
+            signer.sign_record(r)
+            for r in key_records(system.topic(f"{vault.service}.subject-keys"), records, recipients)
+        ]
+        await publish(kafka, wire[0].topic, [(r.key, r.value, r.headers) for r in wire])
         vault.mark_published(records)
+
+
+def opened_key(system: System, reader: str, record: Any) -> Any:
+    """A keys-topic record (`SubjectKey`) as `reader` opens it with its bus key."""
+    from backbone.signing import open_subject_key
+
+    if record.erased:
+        return record
+    raw = open_subject_key(system.signer(reader), record.sealed_keys)
+    assert raw is not None, f"no copy of the key of {record.subject_id} is sealed for {reader}"
+    return record.model_copy(update={"key": base64.b64encode(raw).decode(), "sealed_keys": {}})
