@@ -55,6 +55,8 @@ from contracts.envelope import Command, Message
 log = get_logger(__name__)
 
 Handler = Callable[[Any, UnitOfWork], Any]
+Authorize = Callable[[Any, Command, UnitOfWork], "tuple[str, str] | None"]
+"""(record, command, uow) -> (reason code, detail) if its publisher may not send it."""
 
 TP = tuple[str, int]
 
@@ -100,6 +102,7 @@ class Inbox:
         dead_letter_topic: str,
         batch_size: int = 500,
         verifier: signing.Verifier | None = None,
+        authorize: Authorize | None = None,
         key_patience_seconds: float = 120.0,
     ):
         self.service = service
@@ -112,6 +115,7 @@ class Inbox:
         self.dead_letter_topic = dead_letter_topic
         # Who may write each topic (backbone.signing); None only in in-memory tests.
         self.verifier = verifier
+        self.authorize = authorize  # may a command's (verified) publisher send it?
         # How long a message may wait for its subject's key before it is dead-lettered.
         self.key_patience_seconds = key_patience_seconds
         self._key_waits: dict[tuple[str, int, int], float] = {}
@@ -259,13 +263,27 @@ class Inbox:
         refusal = self.verifier.refusal(record)
         if refusal is None:
             return True
-        log.warning("refused a record", inbox=self.name, reason=refusal.reason, detail=refusal.detail)
-        metrics.refused.labels(self.name, refusal.reason).inc()
-        plan.dead.append(deadletters.DeadLetter(record, refusal.reason, refusal.detail))
-        if self.verifier.carries_commands(record.topic):  # answered: final, resending changes nothing
-            with plan.uow.scope():
-                refuse_command(plan.uow, _json_object(record.value), refusal.reason, refusal.detail)
+        self._refuse(record, plan, refusal.reason, refusal.detail)
         return False
+
+    def _authorised(self, record: Any, command: Command, plan: _Plan) -> bool:
+        """May the (authenticated) publisher send this command? (`authorize`: its tenants
+        and capabilities.) If not, refused like an unauthenticated record."""
+        if self.authorize is None or (self.verifier is not None and self.verifier.operator_retry(record)):
+            return True
+        refusal = self.authorize(record, command, plan.uow)
+        if refusal is None:
+            return True
+        self._refuse(record, plan, *refusal)
+        return False
+
+    def _refuse(self, record: Any, plan: _Plan, reason: str, detail: str) -> None:
+        log.warning("refused a record", inbox=self.name, reason=reason, detail=detail)
+        metrics.refused.labels(self.name, reason).inc()
+        plan.dead.append(deadletters.DeadLetter(record, reason, detail))
+        if self.verifier is not None and self.verifier.carries_commands(record.topic):
+            with plan.uow.scope():  # answered, final: resending the same changes nothing
+                refuse_command(plan.uow, _json_object(record.value), reason, detail)
 
     def _out_of_patience(self, record: Any, error: UnknownSubject, plan: _Plan) -> bool:
         """A subject's key normally arrives moments after its data (another consumer): wait,
@@ -288,6 +306,8 @@ class Inbox:
             plan.dead.append(deadletters.DeadLetter(record, error.reason, error.detail))
             with plan.uow.scope():
                 record_failure(plan.uow, error.body, error.reason, error.detail)
+            return
+        if isinstance(message, Command) and not self._authorised(record, message, plan):
             return
         handler = self.handlers.get(type(message))
         if handler is None:

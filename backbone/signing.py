@@ -287,6 +287,13 @@ class Verifier:
             return Refusal(NOT_FROM_OWNER, f"{key.owner} signed a record naming {source!r} as its source")
         return None
 
+    def operator_retry(self, record: Any) -> bool:
+        """An operator's retry of one of our dead letters (signed with our own key)? Call
+        after `refusal` said None: such a command needs no publisher's grants."""
+        headers = headers_of(record)
+        key = self.keyring.get(headers.get(H_KEY_ID) or "")
+        return bool(headers.get(H_RETRY_OF)) and key is not None and key.owner == self.me
+
     def carries_commands(self, topic: str) -> bool:
         return self.owners.get(topic) == PUBLISHERS
 

@@ -19,6 +19,7 @@ from tests.support.system import (
     publish,
     read_topic,
     set_tenant_settings,
+    signed_command,
     verified_customer,
     wait_for,
 )
@@ -101,9 +102,9 @@ def test_poison_is_dead_lettered_with_its_reason_and_the_rest_flows(
             kafka_bootstrap_servers,
             system.topic("bookings.commands"),
             [
-                (good["booking_id"].encode(), b'{"command_type": "PlaceBooking", oops', {}),
-                (invalid["booking_id"].encode(), json.dumps(invalid).encode(), {}),
-                (future["booking_id"].encode(), json.dumps(future).encode(), {}),
+                signed_command(good["booking_id"].encode(), b'{"command_type": "Place', "storefront"),
+                command_record(invalid),
+                command_record(future),
                 command_record(good),
             ],
         )

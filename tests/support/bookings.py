@@ -97,8 +97,10 @@ def pay(tenant: str, booking_id: Any, amount: str, payment_id: str | None = None
 
 def record(body: dict) -> Record:
     """A command as a Kafka record: keyed by its booking (or by its tenant)."""
+    from tests.support.system import signed_command
+
     key = body.get("booking_id") or body["tenant_id"]
-    return (key.encode(), json.dumps(body).encode(), {})
+    return signed_command(key.encode(), json.dumps(body).encode())
 
 
 @dataclass

@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "admin-token-for-tests"
 # Every test talks to the services from 127.0.0.1: the per-client rate limits are raised so
 # that they do not add up across tests (tests of the limits set their own).
+ALL_CAPABILITIES = ("place", "pay", "cancel", "modify", "statuses", "override", "act_for_customer")
 GENEROUS_CLIENT_LIMITS = json.dumps(
     {
         f"{action}.client": "100000/hour"
@@ -141,7 +142,7 @@ class System:
             },
             "bookings": {
                 "SESSION_PUBLIC_KEY_FILE": str(public_path(signing_key)),
-                "ACCEPT_UNSIGNED_COMMANDS": "true",
+                "ADMIN_API_TOKEN": ADMIN_TOKEN,
             },
             "notifier": {
                 "SMTP_HOST": "127.0.0.1",
@@ -205,7 +206,32 @@ class System:
             service.start()
         for service in chosen:
             service.wait_ready()
+        if self.bookings in chosen:  # the publishers the tests' commands come from
+            for name in TEST_PUBLISHERS:
+                self.register_publisher(name, publisher(name).public_key)
         return self
+
+    def register_publisher(
+        self,
+        name: str,
+        public_key: bytes,
+        tenants: Iterable[str] = ("*",),
+        capabilities: Iterable[str] = ALL_CAPABILITIES,
+    ) -> dict[str, Any]:
+        """Register a command publisher's key with bookings, through its admin API."""
+        response = httpx.post(
+            f"{self.bookings.url}/v1/admin/publishers",
+            headers=admin_headers(),
+            json={
+                "name": name,
+                "public_key": base64.b64encode(public_key).decode(),
+                "tenants": list(tenants),
+                "capabilities": list(capabilities),
+            },
+            timeout=10,
+        )
+        assert response.status_code == 201, response.text
+        return response.json()
 
     def stop(self) -> None:
         for service in self.services.values():
@@ -315,7 +341,31 @@ def place_booking_command(
 
 
 def command_record(command: dict[str, Any]) -> tuple[bytes, bytes, dict[str, str]]:
-    return (command["booking_id"].encode(), json.dumps(command).encode(), {})
+    """A command as its publisher (`issued_by`) sends it: signed with its key."""
+    return signed_command(command["booking_id"].encode(), json.dumps(command).encode())
+
+
+TEST_PUBLISHERS: dict[str, Signer] = {}
+"""The command publishers of the tests (their `issued_by`), registered by `System.start` for
+every tenant and every capability; one key each for the whole test session."""
+
+
+def publisher(name: str) -> Signer:
+    if name not in TEST_PUBLISHERS:
+        TEST_PUBLISHERS[name] = Signer.generate(name)
+    return TEST_PUBLISHERS[name]
+
+
+for _name in ("storefront", "backoffice"):
+    publisher(_name)
+
+
+def signed_command(key: bytes, body: bytes, issuer: str | None = None) -> tuple[bytes, bytes, dict[str, str]]:
+    """(key, value, headers) of a command body, signed by its publisher (`issued_by`, or
+    `issuer` for a body that does not say: malformed ones)."""
+    if issuer is None:
+        issuer = json.loads(body).get("issued_by", "storefront")
+    return key, body, publisher(issuer).sign(body, {})
 
 
 def wait_for(predicate: Any, timeout: float = 30, interval: float = 0.2, what: str = "condition") -> Any:
