@@ -48,6 +48,16 @@ ATTACKER = Signer.generate("accounts")  # calls itself accounts; nobody trusts i
 TENANT = "lakeside"
 
 
+def erasure_of(subject_id, owner):
+    """A keys-topic record saying the subject was erased (`key: null`), naming `owner`."""
+    return {
+        "subject_id": str(subject_id),
+        "owner": owner,
+        "key": None,
+        "erased_at": datetime.now(UTC).isoformat(),
+    }
+
+
 def record(topic, offset, body: bytes, headers: dict[str, str], key=b"k", partition=0):
     return ConsumerRecord(
         topic,
@@ -227,7 +237,18 @@ async def test_an_erasure_counts_only_from_the_subject_owners_topic(notifier):
     accounts = Accounts()
     subject = uuid.uuid4()
     sealed = accounts.vault.seal(subject, "ada@example.com")
+    early = json.dumps(
+        {
+            "subject_id": str(subject),
+            "owner": "bookings",
+            "key": None,
+            "erased_at": datetime.now(UTC).isoformat(),
+        }
+    ).encode()
+    # Bookings erasing the subject before its owner's key even arrived: the key still wins.
+    assert keys.apply([record(BOOKING_KEYS, 0, early, BOOKINGS.sign(early, {}))]) == []
     give_keys(keys, accounts)
+    assert app.vault.open(sealed).value == "ada@example.com"
     erasure = json.dumps(
         {
             "subject_id": str(subject),
