@@ -290,7 +290,10 @@ def local_secrets() -> tuple[dict[str, dict[str, str]], list[str]]:
             "ADMIN_API_TOKEN": admin_token,
             "SESSION_SIGNING_KEY_FILE": str(signing_key),
         },
-        "bookings": {"SESSION_PUBLIC_KEY_FILE": str(public_path(signing_key))},
+        "bookings": {
+            "SESSION_PUBLIC_KEY_FILE": str(public_path(signing_key)),
+            "ADMIN_API_TOKEN": admin_token,
+        },
         "notifier": {"SEALING_KEY_FILE": str(sealing_key)},
     }
     for service, env in extra.items():  # each service's bus key, and every service's public key
@@ -299,6 +302,8 @@ def local_secrets() -> tuple[dict[str, dict[str, str]], list[str]]:
         f"admin API token: {admin_token}  ({ADMIN_TOKEN_ENV}); it adds staff members, e.g.:",
         f"  curl -s -X POST http://127.0.0.1:8001/v1/admin/tenants/demo/staff -H 'Authorization: Bearer "
         f"{admin_token}' -H 'Content-Type: application/json' -d '{{\"label\": \"front desk\"}}'",
+        "and registers command publishers' keys with bookings (POST http://127.0.0.1:8002/v1/admin/publishers,"
+        " see docs/publishing-booking-commands.md; `python -m examples.publish_booking` prints its key)",
     ]
 
 

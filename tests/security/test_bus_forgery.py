@@ -237,26 +237,12 @@ async def test_an_erasure_counts_only_from_the_subject_owners_topic(notifier):
     accounts = Accounts()
     subject = uuid.uuid4()
     sealed = accounts.vault.seal(subject, "ada@example.com")
-    early = json.dumps(
-        {
-            "subject_id": str(subject),
-            "owner": "bookings",
-            "key": None,
-            "erased_at": datetime.now(UTC).isoformat(),
-        }
-    ).encode()
+    early = json.dumps(erasure_of(subject, "bookings")).encode()
     # Bookings erasing the subject before its owner's key even arrived: the key still wins.
     assert keys.apply([record(BOOKING_KEYS, 0, early, BOOKINGS.sign(early, {}))]) == []
     give_keys(keys, accounts)
     assert app.vault.open(sealed).value == "ada@example.com"
-    erasure = json.dumps(
-        {
-            "subject_id": str(subject),
-            "owner": "bookings",
-            "key": None,
-            "erased_at": datetime.now(UTC).isoformat(),
-        }
-    ).encode()
+    erasure = json.dumps(erasure_of(subject, "bookings")).encode()
     as_accounts = json.dumps({**json.loads(erasure), "owner": "accounts"}).encode()
     dead_now = keys.apply(
         [

@@ -36,7 +36,6 @@ TENANT = "lakeside"
 ATTACKER = Signer.generate("accounts")  # says it is accounts; nobody trusts its key
 
 
-@pytest.fixture(scope="module")
 def erasure_of(subject_id, owner):
     """A keys-topic record saying the subject was erased (`key: null`), naming `owner`."""
     return {
@@ -47,6 +46,7 @@ def erasure_of(subject_id, owner):
     }
 
 
+@pytest.fixture(scope="module")
 def mail(tmp_path_factory) -> Iterator[MailCatcher]:
     catcher = MailCatcher(port=0, directory=tmp_path_factory.mktemp("mail"))
     catcher.start()
@@ -146,14 +146,7 @@ def test_an_erasure_on_a_non_owner_keys_topic_erases_nothing(system, mail):
     accounts = Producer(system, system.kafka, "accounts")
     event = magic_link(accounts, "kept@example.com")
     asyncio.run(accounts.publish_keys())
-    erasure = json.dumps(
-        {
-            "subject_id": str(event.account_id),
-            "owner": "bookings",
-            "key": None,
-            "erased_at": datetime.now(UTC).isoformat(),
-        }
-    ).encode()
+    erasure = json.dumps(erasure_of(event.account_id, "bookings")).encode()
     record = (str(event.account_id).encode(), erasure, system.signer("bookings").sign(erasure, {}))
     asyncio.run(publish(system.kafka, system.topic("bookings.subject-keys"), [record]))
     unsigned = erasure.replace(b'"bookings"', b'"accounts"')
