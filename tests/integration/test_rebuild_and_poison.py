@@ -109,10 +109,11 @@ def test_poison_is_dead_lettered_with_its_reason_and_the_rest_flows(
             ],
         )
     )
-    # A malformed event on a topic two services read: both dead-letter it, both keep going.
-    asyncio.run(
-        publish(kafka_bootstrap_servers, system.topic("accounts.events"), [(b"k", b"\x00\x01 not json", {})])
-    )
+    # A malformed event (signed by its owner) on a topic two services read: both dead-letter
+    # it, both keep going.
+    broken = b"\x00\x01 not json"
+    signed = system.signer("accounts").sign(broken, {})
+    asyncio.run(publish(kafka_bootstrap_servers, system.topic("accounts.events"), [(b"k", broken, signed)]))
 
     def dead(service):
         return asyncio.run(read_topic(kafka_bootstrap_servers, system.topic(f"{service}.dead-letters")))
