@@ -117,12 +117,24 @@ class Publisher(Aggregate):
         return None
 
 
-def lookup(app: Any) -> Callable[[str], TrustedKey | None]:
-    """The verifier's `lookup`: a registered, unrevoked publisher key by id (blocking)."""
+def lookup(app: Any, cache_size: int = 1000) -> Callable[[str], TrustedKey | None]:
+    """The verifier's `lookup`: a registered, unrevoked publisher key by id (blocking).
+
+    Found keys are kept in memory (a key id always names the same key: it is derived from it),
+    so a batch of commands costs no store read per command here; a revocation still counts at
+    once, because `authorize` reads the publisher (once per batch) before applying anything."""
+    found: dict[str, TrustedKey] = {}
 
     def find(kid: str) -> TrustedKey | None:
+        if kid in found:
+            return found[kid]
         publisher = _get(app, kid)
-        return publisher.trusted_key() if publisher is not None and not publisher.revoked else None
+        if publisher is None or publisher.revoked:
+            return None
+        if len(found) >= cache_size:
+            found.clear()
+        found[kid] = publisher.trusted_key()
+        return found[kid]
 
     return find
 
