@@ -63,6 +63,13 @@ def system(tmp_path_factory, kafka_bootstrap_servers, mail) -> Iterator[System]:
     assert running.bookings.errors() == [] and running.notifier.errors() == []
 
 
+@pytest.fixture(scope="module")
+def accounts(system) -> Producer:
+    """Plays the accounts service (its real bus key), one for the module: its source positions
+    keep growing, as a real relay's do."""
+    return Producer(system, system.kafka, "accounts")
+
+
 def dead_letters(system, service) -> list[tuple[str, bytes]]:
     records = asyncio.run(read_topic(system.kafka, system.topic(f"{service}.dead-letters")))
     return [(dict(r.headers)["dlq-reason"].decode(), r.value) for r in records]
@@ -86,8 +93,7 @@ def magic_link(accounts: Producer, address: str) -> acc.MagicLinkRequested:
     )
 
 
-def test_a_forged_magic_link_requested_makes_the_notifier_send_nothing(system, mail):
-    accounts = Producer(system, system.kafka, "accounts")
+def test_a_forged_magic_link_requested_makes_the_notifier_send_nothing(system, accounts, mail):
     forged = magic_link(accounts, "victim@example.com")
     asyncio.run(accounts.publish_keys())  # even with the subject's key known: not the sender
     headers = Outgoing("", forged, {H_SOURCE: "accounts", H_SOURCE_POSITION: "1"}).all_headers()
@@ -109,8 +115,7 @@ def test_a_forged_magic_link_requested_makes_the_notifier_send_nothing(system, m
     assert 'bus_refused_total{consumer="' in metrics and 'reason="unknown_signing_key"' in metrics
 
 
-def test_a_forged_huge_source_position_does_not_silence_later_genuine_events(system, mail):
-    accounts = Producer(system, system.kafka, "accounts")
+def test_a_forged_huge_source_position_does_not_silence_later_genuine_events(system, accounts, mail):
     first = magic_link(accounts, "first@example.com")
     asyncio.run(accounts.publish_keys())
     poison = {H_SOURCE: "accounts", H_SOURCE_POSITION: str(2**62)}
@@ -124,8 +129,7 @@ def test_a_forged_huge_source_position_does_not_silence_later_genuine_events(sys
     assert mail.messages_to("first@example.com") == []
 
 
-def test_a_forged_staff_member_added_does_not_open_the_staff_api(system):
-    accounts = Producer(system, system.kafka, "accounts")
+def test_a_forged_staff_member_added_does_not_open_the_staff_api(system, accounts):
     staff_id, secret = uuid.uuid4(), new_token()
     forged = acc.StaffMemberAdded(**accounts.envelope(TENANT), staff_id=staff_id, key_hash=token_hash(secret))
     headers = Outgoing("", forged, {H_SOURCE: "accounts", H_SOURCE_POSITION: "7"}).all_headers()
@@ -142,8 +146,7 @@ def test_a_forged_staff_member_added_does_not_open_the_staff_api(system):
     assert httpx.get(url, headers=attacker, timeout=10).status_code == 401
 
 
-def test_an_erasure_on_a_non_owner_keys_topic_erases_nothing(system, mail):
-    accounts = Producer(system, system.kafka, "accounts")
+def test_an_erasure_on_a_non_owner_keys_topic_erases_nothing(system, accounts, mail):
     event = magic_link(accounts, "kept@example.com")
     asyncio.run(accounts.publish_keys())
     erasure = json.dumps(erasure_of(event.account_id, "bookings")).encode()
