@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -88,12 +89,19 @@ class Record:
     correlation_id: str | None = None
 
 
-async def send(broker: KafkaBroker, records: list[Record]) -> None:
-    """Publish records and return once the broker acknowledged every one of them.
+Sign = Callable[[Record], Record]
+"""Adds the publisher's signature to a record (`backbone.signing.Signer.sign_record`)."""
+
+
+async def send(broker: KafkaBroker, records: list[Record], sign: Sign | None = None) -> None:
+    """Publish records and return once the broker acknowledged every one of them. With `sign`,
+    each is signed first (what a service publishes for others to believe always is).
 
     Sends are pipelined (not awaited one by one); the idempotent producer keeps each
     partition's order even when it retries.
     """
+    if sign is not None:
+        records = [sign(record) for record in records]
     pending = [
         await broker.publish(
             record.value,
@@ -109,7 +117,7 @@ async def send(broker: KafkaBroker, records: list[Record]) -> None:
     await asyncio.gather(*(p for p in pending if inspect.isawaitable(p)))
 
 
-async def publish(broker: KafkaBroker, outgoing: list[Outgoing]) -> None:
+async def publish(broker: KafkaBroker, outgoing: list[Outgoing], sign: Sign | None = None) -> None:
     """Publish contract messages (see `send`)."""
     await send(
         broker,
@@ -123,6 +131,7 @@ async def publish(broker: KafkaBroker, outgoing: list[Outgoing]) -> None:
             )
             for out in outgoing
         ],
+        sign,
     )
 
 

@@ -168,6 +168,32 @@ def record_failure(uow: UnitOfWork, body: dict[str, Any] | None, code: str, mess
     return True
 
 
+def refuse_command(uow: UnitOfWork, body: dict[str, Any] | None, code: str, message: str) -> bool:
+    """Answer a command that is refused before it is read (its publisher is not proven, or not
+    allowed to send it) with a final rejection. A receipt that is final already keeps its
+    outcome: a forged copy of an applied command changes nothing. False if the body does not
+    even name a command."""
+    try:
+        identity = CommandIdentity.model_validate(body or {})
+    except ValidationError:
+        return False
+    receipt = uow.get(CommandReceipt, CommandReceipt.create_id(identity.command_id))
+    if receipt is not None and receipt.is_final:
+        receipt.answer("", receipt.outcome)
+        return True
+    _record(
+        uow,
+        receipt,
+        identity.command_id,
+        identity.command_type,
+        identity.issued_by,
+        identity.tenant_id,
+        "",
+        Outcome.rejected(code, message),
+    )
+    return True
+
+
 def _record(
     uow: UnitOfWork,
     receipt: CommandReceipt | None,

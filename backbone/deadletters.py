@@ -32,6 +32,8 @@ H_RETRY_OF = "dlq-retry-of"  # on a retried message: the dead letter it came fro
 
 # Reasons a message can be dead-lettered for, beyond the decoding ones of contracts.catalog:
 HANDLER_FAILED = "handler_failed"
+UNKNOWN_SUBJECT = "unknown_subject"  # its subject's key never arrived (backbone.inbox)
+# ... and those of backbone.signing.REFUSALS: not proven to come from the topic's owner.
 
 SUFFIX = ".dead-letters"  # contracts.topics.dead_letters(service)
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -57,9 +58,9 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
-from backbone import context, deadletters, metrics
+from backbone import context, deadletters, metrics, signing
 from backbone.bus import H_SOURCE, H_SOURCE_POSITION
-from backbone.commands import CommandHandler, CommandReceipt, apply_command, record_failure
+from backbone.commands import CommandHandler, CommandReceipt, apply_command, record_failure, refuse_command
 from backbone.domain import DomainError
 from backbone.eventstore import ServiceApplication
 from backbone.faults import classify, is_infrastructure
@@ -78,6 +79,8 @@ Prefetch = Callable[[dict[str, Any]], Iterable[UUID]]
 anything missing is read when asked for, anything malformed is ignored)."""
 
 CACHE_SIZE = 20_000  # aggregates kept between batches, least recently committed out first
+Authorize = Callable[[Any, Command, UnitOfWork], "tuple[str, str] | None"]
+"""(record, command, uow) -> (reason code, detail) if its publisher may not send it."""
 
 TP = tuple[str, int]
 
@@ -124,6 +127,9 @@ class Inbox:
         dead_letter_topic: str,
         batch_size: int = 500,
         prefetch: Prefetch | None = None,
+        verifier: signing.Verifier | None = None,
+        authorize: Authorize | None = None,
+        key_patience_seconds: float = 120.0,
     ):
         self.service = service
         self.name = name  # e.g. "bookings.inbox"; also the consumer group id
@@ -136,6 +142,12 @@ class Inbox:
         self.prefetch = prefetch
         self._cache: _LRU = _LRU(CACHE_SIZE)
         app.add_cache(self._cache)
+        # Who may write each topic (backbone.signing); None only in in-memory tests.
+        self.verifier = verifier
+        self.authorize = authorize  # may a command's (verified) publisher send it?
+        # How long a message may wait for its subject's key before it is dead-lettered.
+        self.key_patience_seconds = key_patience_seconds
+        self._key_waits: dict[tuple[str, int, int], float] = {}
         self._next: dict[TP, int] = {}
         self._sources: dict[tuple[str, TP], int] = {}
         self._lock = asyncio.Lock()
@@ -429,6 +441,8 @@ class Inbox:
                 continue
             plan.started.setdefault(tp, self._stored_next(tp))
             plan.positions[tp] = record.offset + 1
+            if not self._authentic(record, plan):  # before any header is believed
+                continue
             source = _upstream(record)
             if source is not None:
                 key = (source[0], tp)
@@ -459,6 +473,50 @@ class Inbox:
                 if self.prefetch is not None:
                     ids.update(self.prefetch(body))
         return ids
+    def _authentic(self, record: Any, plan: _Plan) -> bool:
+        """Is the record proven to come from its topic's owner (`backbone.signing`)? If not,
+        it is dead-lettered with a final reason and counted, and nothing of it is applied: not
+        even its `source-position`, which would poison deduplication."""
+        if self.verifier is None:
+            return True
+        refusal = self.verifier.refusal(record)
+        if refusal is None:
+            return True
+        self._refuse(record, plan, refusal.reason, refusal.detail)
+        return False
+
+    def _authorised(self, record: Any, command: Command, plan: _Plan) -> bool:
+        """May the (authenticated) publisher send this command? (`authorize`: its tenants
+        and capabilities.) If not, refused like an unauthenticated record."""
+        if self.authorize is None or (self.verifier is not None and self.verifier.operator_retry(record)):
+            return True
+        refusal = self.authorize(record, command, plan.uow)
+        if refusal is None:
+            return True
+        self._refuse(record, plan, *refusal)
+        return False
+
+    def _refuse(self, record: Any, plan: _Plan, reason: str, detail: str) -> None:
+        log.warning("refused a record", inbox=self.name, reason=reason, detail=detail)
+        metrics.refused.labels(self.name, reason).inc()
+        plan.dead.append(deadletters.DeadLetter(record, reason, detail))
+        if self.verifier is not None and self.verifier.carries_commands(record.topic):
+            with plan.uow.scope():  # answered, final: resending the same changes nothing
+                refuse_command(plan.uow, _json_object(record.value), reason, detail)
+
+    def _out_of_patience(self, record: Any, error: UnknownSubject, plan: _Plan) -> bool:
+        """A subject's key normally arrives moments after its data (another consumer): wait,
+        but not forever (a forged or orphaned message would stall its partition). True once
+        the message was dead-lettered."""
+        coords = _coords(record)
+        first = self._key_waits.setdefault(coords, time.monotonic())
+        if time.monotonic() - first < self.key_patience_seconds:
+            return False
+        self._key_waits.pop(coords, None)
+        log.warning("no key arrived for a subject; dead-lettering", inbox=self.name, detail=str(error))
+        metrics.unknown_subjects.labels(self.name).inc()
+        plan.dead.append(deadletters.DeadLetter(record, deadletters.UNKNOWN_SUBJECT, str(error)))
+        return True
 
     def _apply_one(self, record: Any, plan: _Plan) -> None:
         try:
@@ -467,6 +525,8 @@ class Inbox:
             plan.dead.append(deadletters.DeadLetter(record, error.reason, error.detail))
             with plan.uow.scope():
                 record_failure(plan.uow, error.body, error.reason, error.detail)
+            return
+        if isinstance(message, Command) and not self._authorised(record, message, plan):
             return
         handler = self.handlers.get(type(message))
         if handler is None:
@@ -478,6 +538,10 @@ class Inbox:
                 with plan.uow.scope():
                     handler(message, plan.uow)
                 plan.applied += 1
+                self._key_waits.pop(_coords(record), None)
+            except UnknownSubject as error:
+                if not self._out_of_patience(record, error, plan):
+                    raise
             except Exception as error:
                 outage = classify(error, self.app.unreachable_stores)
                 if outage is error:
@@ -626,6 +690,14 @@ def _upstream(record: Any) -> tuple[str, int] | None:
         return source.decode(), int(position)
     except (UnicodeDecodeError, ValueError):
         return None
+
+
+def _json_object(value: bytes | None) -> dict[str, Any] | None:
+    try:
+        body = json.loads(value or b"")
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def _source_name(record: Any) -> str:

@@ -57,3 +57,16 @@ partition_stalled = Gauge(
     ["consumer", "topic", "partition"],
     registry=REGISTRY,
 )
+refused = Counter(
+    "bus_refused_total",
+    "Records refused because they are not proven to come from their topic's owner (unsigned, "
+    "unknown key, bad signature, not the owner, unauthorised publisher); dead-lettered.",
+    ["consumer", "reason"],
+    registry=REGISTRY,
+)
+unknown_subjects = Counter(
+    "inbox_unknown_subject_total",
+    "Messages dead-lettered because the key of their subject never arrived (patience exhausted).",
+    ["consumer"],
+    registry=REGISTRY,
+)

@@ -11,6 +11,9 @@ events again after restart, at new offsets (and so does a relay that loses its l
 between publishing and recording: `backbone.leadership`). They are the same messages: same `event_id`
 (derived from the stored event, not drawn at random) and the same `source-position` header,
 which is what consumers deduplicate on (see `backbone.inbox`).
+
+Everything the relay publishes is signed with the service's bus key (`backbone.signing`):
+consumers believe nothing else. Subject keys are sealed for each consuming service's key.
 """
 
 from __future__ import annotations
@@ -23,11 +26,13 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from faststream.kafka import KafkaBroker
 
 from backbone import metrics
-from backbone.bus import H_SOURCE, H_SOURCE_POSITION, Outgoing, Record, publish, send
+from backbone.bus import H_SOURCE, H_SOURCE_POSITION, Outgoing, publish, send
 from backbone.context import Cause
 from backbone.eventstore import ServiceApplication
 from backbone.follower import Follower, Recorded
 from backbone.logging import get_logger
+from backbone.signing import Keyring, Signer
+from backbone.subjectkeys import key_records
 from contracts.personal import subject_keys_topic
 
 log = get_logger(__name__)
@@ -69,8 +74,13 @@ class OutboxRelay(Follower):
         translate: Translate,
         batch_size: int = 500,
         topic_for: Callable[[str], str] = lambda name: name,
+        *,
+        signer: Signer,
+        keyring: Keyring,
     ):
         super().__init__(app, batch_size)
+        self.signer = signer  # everything published is signed with the service's bus key
+        self.keyring = keyring  # subject keys are sealed for every other service's keys
         self.name = f"{service}.outbox"
         self.service = service
         self.broker = broker
@@ -82,19 +92,10 @@ class OutboxRelay(Follower):
 
     async def publish_subject_keys(self) -> None:
         """Publish this service's new subject keys and erasures on its compacted keys topic."""
+        topic = self.topic_for(subject_keys_topic(self.service))
         while records := await asyncio.to_thread(self.app.vault.unpublished):
-            await send(
-                self.broker,
-                [
-                    Record(
-                        self.topic_for(subject_keys_topic(self.service)),
-                        r.model_dump_json().encode(),
-                        str(r.subject_id).encode(),
-                        {"content-type": "application/json"},
-                    )
-                    for r in records
-                ],
-            )
+            wire = await asyncio.to_thread(key_records, topic, records, self.keyring.others(self.service))
+            await send(self.broker, wire, self.signer.sign_record)
             await asyncio.to_thread(self.app.vault.mark_published, records)
 
     def messages(self, batch: Sequence[Recorded]) -> list[Outgoing]:
@@ -117,7 +118,7 @@ class OutboxRelay(Follower):
         # Keys first: no consumer may receive data sealed with a key it cannot get.
         await self.publish_subject_keys()
         if outgoing:
-            await publish(self.broker, outgoing)
+            await publish(self.broker, outgoing, self.signer.sign_record)
             for out in outgoing:
                 metrics.published.labels(out.topic).inc()
         await asyncio.to_thread(self.commit_position, batch[-1].position)

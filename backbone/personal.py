@@ -233,12 +233,30 @@ class Vault:
         with self.engine.begin() as conn:
             for record in records:
                 row = conn.execute(
-                    sa.select(subject_keys.c.key, subject_keys.c.erased_at).where(
+                    sa.select(subject_keys.c.owner, subject_keys.c.key, subject_keys.c.erased_at).where(
                         subject_keys.c.subject_id == str(record.subject_id)
                     )
                 ).first()
-                if record.key is None:
+                if row is not None and row.owner != record.owner:
+                    # Only a subject's owner speaks for it. An erasure heard before any key
+                    # names its owner only provisionally: the first key, from its real owner,
+                    # replaces it (a service cannot erase another's subject ahead of its key).
+                    if row.key is None and not record.erased and record.key is not None:
+                        conn.execute(
+                            sa.update(subject_keys)
+                            .where(subject_keys.c.subject_id == str(record.subject_id))
+                            .values(
+                                owner=record.owner,
+                                key=base64.b64decode(record.key),
+                                erased_at=None,
+                                published=True,
+                            )
+                        )
+                    continue
+                if record.erased:
                     self._erase_in(conn, record.subject_id, record.owner, published=True)
+                elif record.key is None:
+                    raise ValueError(f"the key of subject {record.subject_id} is sealed: open it first")
                 elif row is None:
                     conn.execute(
                         sa.insert(subject_keys).values(

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from backbone.kafkasecurity import KafkaCluster, KafkaSecurity, Mechanism, Protocol
+from backbone.signing import BusKeys
 
 StoreKind = Literal["sqlite", "postgres", "memory"]
 
@@ -199,6 +200,34 @@ class ServiceSettings(BaseSettings):
 
     def kafka_cluster(self) -> KafkaCluster:
         return KafkaCluster(self.kafka_bootstrap_servers, self.kafka_security())
+
+    bus_key_file: Path | None = Field(
+        default=None,
+        description="This service's private bus key (Ed25519): it signs everything the service "
+        "publishes and opens the subject keys sealed for it (`python -m deploy.keys`).",
+    )
+    bus_trusted_keys_dir: Path | None = Field(
+        default=None,
+        description="The public bus keys of every service (`<service>.<key id>.pub`), several "
+        "per service while one is rotated.",
+    )
+    subject_key_patience_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="How long a message waits for the key of its subject before it is "
+        "dead-lettered (reason unknown_subject).",
+    )
+
+    def bus_keys(self, service: str, lookup: Any = None, accept_unsigned_commands: bool = False) -> BusKeys:
+        """The service's bus keys (backbone.signing); KeyFileMissing if they are not there."""
+        return BusKeys.load(
+            service,
+            self.bus_key_file,
+            self.bus_trusted_keys_dir,
+            self.topic,
+            lookup,
+            accept_unsigned_commands,
+        )
 
     def topic(self, name: str) -> str:
         """The real name of a topic (or consumer group) of the contracts in this deployment."""

@@ -26,14 +26,28 @@ class Sealed(Value):
 
 
 class SubjectKey(Value):
-    """A record of a `<service>.subject-keys` topic: a subject's key, or its erasure."""
+    """A record of a `<service>.subject-keys` topic: a subject's key, or its erasure.
+
+    On the bus the key is never in the clear: `sealed_keys` holds it sealed for each consuming
+    service's bus key (libsodium sealed box, by key id; `backbone.signing`) and `key` is null.
+    A record with neither is an erasure. (Inside a service's vault, `key` is the plain key.)
+    """
 
     subject_id: UUID
     owner: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     key: Annotated[str, StringConstraints(min_length=40, max_length=64)] | None = Field(
-        description="base64 of the 32-byte AES key; null once the subject is erased."
+        default=None, description="base64 of the 32-byte AES key: never on the bus."
+    )
+    sealed_keys: dict[Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")], str] = Field(
+        default_factory=dict,
+        description="The key sealed for each consumer's bus key (by key id); empty once erased.",
+        max_length=64,
     )
     erased_at: UtcDatetime | None = None
+
+    @property
+    def erased(self) -> bool:
+        return self.key is None and not self.sealed_keys
 
 
 def subject_keys_topic(service: str) -> str:

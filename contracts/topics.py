@@ -19,3 +19,20 @@ def dead_letters(service: str) -> str:
 
 
 ALL = (ACCOUNTS_EVENTS, BOOKINGS_EVENTS, BOOKINGS_COMMANDS, BOOKINGS_COMMAND_OUTCOMES)
+
+PUBLISHERS = "*publishers*"
+"""The writer of a commands topic: the command publishers registered with its service."""
+
+SERVICES = ("accounts", "bookings", "notifier")
+
+
+def owners() -> dict[str, str]:
+    """Who alone may write each topic (contract names): consumers check the signature against
+    it (`backbone.signing`). Keys topics: `contracts.personal.subject_keys_topic`."""
+    return {
+        ACCOUNTS_EVENTS: "accounts",
+        BOOKINGS_EVENTS: "bookings",
+        BOOKINGS_COMMAND_OUTCOMES: "bookings",
+        BOOKINGS_COMMANDS: PUBLISHERS,
+        **{f"{service}.subject-keys": service for service in SERVICES},
+    }

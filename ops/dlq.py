@@ -22,6 +22,7 @@ import asyncio
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from faststream.kafka import KafkaBroker
@@ -33,6 +34,7 @@ from backbone.bus import H_SOURCE, H_SOURCE_POSITION, H_TENANT
 from backbone.deadletters import DeadLetterCase
 from backbone.domain import DomainError
 from backbone.inbox import Inbox
+from backbone.signing import Signer
 from contracts.catalog import DecodeError
 from contracts.personal import SubjectKey
 from ops.config import OpsError
@@ -158,6 +160,10 @@ async def retry(
         if k not in _DLQ_HEADERS and k not in (H_SOURCE, H_SOURCE_POSITION)
     }
     headers[deadletters.H_RETRY_OF] = f"{found.topic}/{found.partition}/{found.offset}"
+    # Signed with the consuming service's own bus key (the owner's signature no longer covers
+    # it): its consumer believes its own operators' retries, on the topics it reads.
+    signer = Signer.load(handle.name, handle.settings.bus_key_file or Path("BUS_KEY_FILE unset"))
+    headers = signer.sign(sent, headers)
     metadata = await broker.publish(sent, topic, key=record.key, headers=headers)
     action.republished_as = f"{metadata.topic}/{metadata.partition}/{metadata.offset}"
     await asyncio.to_thread(_record, handle, found, action)

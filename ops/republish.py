@@ -10,6 +10,8 @@ in order per aggregate.
 Personal data in them is sealed with each subject's key. If the subject-keys topic was lost
 too, `keys=True` first publishes every key this service owns (and every erasure) again, as
 the relay does before any data: a consumer never receives data it cannot get the key for.
+It is also how keys reach a consumer whose bus key changed (sealed anew for the keys trusted
+now). Everything is signed with the service's bus key, as its relay signs.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from faststream.kafka import KafkaBroker
 from backbone import bus
 from backbone.follower import Recorded, read_log
 from backbone.personal import Vault, subject_keys
+from backbone.subjectkeys import key_records
 from contracts.personal import SubjectKey, subject_keys_topic
 from ops.config import OpsError
 from ops.registry import ServiceHandle
@@ -84,7 +87,7 @@ async def republish(
             outgoing = [out for out in outgoing if out.topic in topics]
         if outgoing and not dry_run:
             assert broker is not None
-            await bus.publish(broker, outgoing)
+            await bus.publish(broker, outgoing, handle.relays[0].signer.sign_record)
         for out in outgoing:
             report.messages[out.topic] = report.messages.get(out.topic, 0) + 1
         report.events += len(batch)
@@ -105,18 +108,9 @@ async def _republish_keys(handle: ServiceHandle, broker: KafkaBroker | None, dry
     while records := await asyncio.to_thread(_own_keys, handle.app.vault, after):
         if not dry_run:
             assert broker is not None
-            await bus.send(
-                broker,
-                [
-                    bus.Record(
-                        topic,
-                        r.model_dump_json().encode(),
-                        str(r.subject_id).encode(),
-                        {"content-type": "application/json"},
-                    )
-                    for r in records
-                ],
-            )
+            relay = handle.relays[0]  # as the relay publishes them: sealed, signed
+            recipients = relay.keyring.others(handle.name)
+            await bus.send(broker, key_records(topic, records, recipients), relay.signer.sign_record)
         sent += len(records)
         after = str(records[-1].subject_id)
     return sent

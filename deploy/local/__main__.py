@@ -239,9 +239,14 @@ def local_secrets() -> tuple[dict[str, dict[str, str]], list[str]]:
     data = LOCAL_DIR / "data"
     sealing_key = data / "notifier" / "sealing.key"
     signing_key = data / "accounts" / "session-signing-key.pem"
+    bus = data / "keys" / "bus"
     try:
+        from backbone.signing import create_key
+
         _private, notifier_public = load_or_create_sealing_keys(sealing_key)
         load_or_create_signing_key(signing_key)
+        for service in ("accounts", "bookings", "notifier"):
+            create_key(bus, service)
     except Exception as exc:  # e.g. an unreadable key file: start anyway, say why
         return {}, [f"no service keys generated ({exc!r})"]
     admin_token = os.environ.get(ADMIN_TOKEN_ENV, DEFAULT_LOCAL_ADMIN_TOKEN)
@@ -251,13 +256,20 @@ def local_secrets() -> tuple[dict[str, dict[str, str]], list[str]]:
             "ADMIN_API_TOKEN": admin_token,
             "SESSION_SIGNING_KEY_FILE": str(signing_key),
         },
-        "bookings": {"SESSION_PUBLIC_KEY_FILE": str(public_path(signing_key))},
+        "bookings": {
+            "SESSION_PUBLIC_KEY_FILE": str(public_path(signing_key)),
+            "ADMIN_API_TOKEN": admin_token,
+        },
         "notifier": {"SEALING_KEY_FILE": str(sealing_key)},
     }
+    for service, env in extra.items():  # each service's bus key, and every service's public key
+        env.update(BUS_KEY_FILE=str(bus / f"{service}.key"), BUS_TRUSTED_KEYS_DIR=str(bus / "trusted"))
     return extra, [
         f"admin API token: {admin_token}  ({ADMIN_TOKEN_ENV}); it adds staff members, e.g.:",
         f"  curl -s -X POST http://127.0.0.1:8001/v1/admin/tenants/demo/staff -H 'Authorization: Bearer "
         f"{admin_token}' -H 'Content-Type: application/json' -d '{{\"label\": \"front desk\"}}'",
+        "and registers command publishers' keys with bookings (POST http://127.0.0.1:8002/v1/admin/publishers,"
+        " see docs/publishing-booking-commands.md; `python -m examples.publish_booking` prints its key)",
     ]
 
 

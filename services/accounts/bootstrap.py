@@ -28,6 +28,7 @@ from services.accounts.settings import AccountsSettings
 def bootstrap(settings: AccountsSettings | None = None) -> Service:
     settings = settings or AccountsSettings()
     store = settings.store_settings()
+    bus_keys = settings.bus_keys(SERVICE)  # before anything else: no start without them
     vault = Vault(store.vault_url(SERVICE), SERVICE)
     accounts = Accounts(
         AccountsConfig(
@@ -58,6 +59,8 @@ def bootstrap(settings: AccountsSettings | None = None) -> Service:
         handlers=HANDLERS,
         dead_letter_topic=settings.topic(dead_letters(SERVICE)),
         batch_size=settings.consumer_batch_size,
+        verifier=bus_keys.verifier,
+        key_patience_seconds=settings.subject_key_patience_seconds,
     )
     keys = SubjectKeyReceiver(
         name=settings.topic(f"{SERVICE}.subject-keys"),
@@ -65,6 +68,8 @@ def bootstrap(settings: AccountsSettings | None = None) -> Service:
         broker=broker,
         topics=[settings.topic(subject_keys_topic("bookings"))],
         dead_letter_topic=settings.topic(dead_letters(SERVICE)),
+        verifier=bus_keys.verifier,
+        signer=bus_keys.signer,
     )
     deferred = Deferred(settings.deferred_capacity, probe=accounts.unreachable_stores)
     http = create_api(
@@ -101,6 +106,8 @@ def bootstrap(settings: AccountsSettings | None = None) -> Service:
                     translator(accounts),
                     settings.relay_batch_size,
                     topic_for=settings.topic,
+                    signer=bus_keys.signer,
+                    keyring=bus_keys.keyring,
                 ),
                 Projection(accounts, read_model, f"{SERVICE}.views", views.apply, erases=views.erases),
                 Eraser(accounts, settings.relay_batch_size),

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from backbone.credentials import load_or_create_signing_key
+from backbone.signing import key_settings
 from services.accounts.bootstrap import bootstrap
 from services.accounts.settings import AccountsSettings
 
@@ -31,6 +32,7 @@ def document() -> dict[str, Any]:
             store="memory",
             data_dir=Path(tmp),
             notifier_public_key=base64.b64encode(bytes(32)).decode(),
+            **key_settings(Path(tmp) / "bus", "accounts"),
         )
         service = bootstrap(settings)
         try:

@@ -13,6 +13,7 @@ in here from the service's handlers, with the same JSON Schemas as `contracts/sc
 
 from __future__ import annotations
 
+import copy
 import sys
 import tempfile
 from pathlib import Path
@@ -25,6 +26,8 @@ from faststream.specification import AsyncAPI
 from pydantic import TypeAdapter
 
 from backbone.credentials import public_pem
+from backbone.signing import H_KEY_ID, H_SIGNATURE, key_settings
+from backbone.signing import SIGNED_HEADERS as SIGNED
 from contracts.envelope import Command
 from contracts.personal import SubjectKey, subject_keys_topic
 from contracts.topics import ACCOUNTS_EVENTS, BOOKINGS_COMMANDS
@@ -42,9 +45,32 @@ DESCRIPTION = (
     "`command_id`. A command sent again with the same `command_id` is applied once and answered "
     "again with the same outcome. Invalid commands are answered too (`rejected`, `final: false`) "
     "and kept in `bookings.dead-letters`. Every topic and consumer group carries the deployment's "
-    "`TOPIC_NAMESPACE` as a prefix (`<namespace>.bookings.commands`) when one is set. The guide "
+    "`TOPIC_NAMESPACE` as a prefix (`<namespace>.bookings.commands`) when one is set. Every "
+    "record is signed (Ed25519; headers `signature` and `signature-key-id`): commands with the "
+    "publisher's key, registered with bookings for tenants and capabilities "
+    "(`POST /v1/admin/publishers`); events with their owner's bus key. A command that is "
+    "unsigned or not allowed is rejected with a final reason code and dead-lettered. The guide "
     "for publishers: docs/publishing-booking-commands.md."
 )
+
+SIGNED_HEADERS = {
+    "type": "object",
+    "required": [H_SIGNATURE, H_KEY_ID],
+    "properties": {
+        H_SIGNATURE: {
+            "type": "string",
+            "description": "base64 Ed25519 signature of the UTF-8 compact JSON "
+            '`["booking-accounts/bus/v1", [[name, value or null] for each signed header], '
+            "sha256 hex of the body]`; signed headers, in this order: " + ", ".join(SIGNED) + ".",
+        },
+        H_KEY_ID: {
+            "type": "string",
+            "pattern": "^[0-9a-f]{16}$",
+            "description": "The signing key's id: the first 16 hex digits of the SHA-256 of its "
+            "32-byte public key.",
+        },
+    },
+}
 
 CHANNELS = {
     BOOKINGS_COMMANDS: "Commands from other services: place a booking, record a payment, change "
@@ -79,6 +105,7 @@ def build() -> str:
             session_public_key_file=key,
             kafka_bootstrap_servers="localhost:9092",
             topic_namespace="",
+            **key_settings(Path(tmp) / "bus", "bookings"),
         )
         service = bootstrap(settings)
         try:
@@ -115,6 +142,9 @@ def _fill_inbox_payloads(document: dict[str, Any]) -> None:
             document["components"]["messages"][key]["payload"] = {
                 "$ref": REFS.format(model=f"{name}:Payload")
             }
+            document["components"]["messages"][key]["headers"] = copy.deepcopy(
+                SIGNED_HEADERS
+            )  # no YAML anchors
     schemas.pop("EmptyPayload", None)
     # faststream keeps publishers in no stable order: sort, so that the file only changes with
     # the service.

@@ -21,7 +21,7 @@ from contracts.topics import (
     BOOKINGS_EVENTS,
     dead_letters,
 )
-from services.bookings import api, views
+from services.bookings import admin, api, publishers, views
 from services.bookings.application import Bookings
 from services.bookings.erasure import Eraser
 from services.bookings.handlers import HANDLERS, prefetch
@@ -32,8 +32,12 @@ from services.bookings.settings import BookingsSettings
 def bootstrap(settings: BookingsSettings | None = None) -> Service:
     settings = settings or BookingsSettings()
     store = settings.store_settings()
+    # Before anything else: no start without the keys.
+    bus_keys = settings.bus_keys(SERVICE, accept_unsigned_commands=settings.accept_unsigned_commands)
     vault = Vault(store.vault_url(SERVICE), SERVICE)
     bookings = Bookings(env=store_env(store, SERVICE), vault=vault)
+    # Events are believed from their owners, commands from the publishers registered here.
+    bus_keys.verifier.lookup = publishers.lookup(bookings)
     read_model = ReadModel(store.views_url(SERVICE), views.metadata)
     projection = Projection(bookings, read_model, f"{SERVICE}.views", views.apply, erases=views.erases)
     broker = bus.make_broker(
@@ -50,6 +54,9 @@ def bootstrap(settings: BookingsSettings | None = None) -> Service:
         dead_letter_topic=settings.topic(dead_letters(SERVICE)),
         batch_size=settings.consumer_batch_size,
         prefetch=prefetch,
+        verifier=bus_keys.verifier,
+        authorize=publishers.authorize,
+        key_patience_seconds=settings.subject_key_patience_seconds,
     )
     declare_publications(broker, settings.topic)
     keys = SubjectKeyReceiver(
@@ -58,6 +65,8 @@ def bootstrap(settings: BookingsSettings | None = None) -> Service:
         broker=broker,
         topics=[settings.topic(subject_keys_topic("accounts"))],
         dead_letter_topic=settings.topic(dead_letters(SERVICE)),
+        verifier=bus_keys.verifier,
+        signer=bus_keys.signer,
     )
     http = create_api(
         title="booking-accounts: bookings",
@@ -67,6 +76,7 @@ def bootstrap(settings: BookingsSettings | None = None) -> Service:
         "commands on the `bookings.commands` topic (docs/publishing-booking-commands.md).",
     )
     api.routes(http, bookings, read_model, SessionVerifier(load_verify_key(settings.session_public_key_file)))
+    http.include_router(admin.router(bookings, settings.admin_api_token))
     return attach(
         Service(
             name=SERVICE,
@@ -94,6 +104,8 @@ def bootstrap(settings: BookingsSettings | None = None) -> Service:
                     translator(bookings),
                     settings.relay_batch_size,
                     topic_for=settings.topic,
+                    signer=bus_keys.signer,
+                    keyring=bus_keys.keyring,
                 ),
                 projection,
                 Eraser(bookings, read_model, projection.name),

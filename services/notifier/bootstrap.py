@@ -30,6 +30,7 @@ SERVICE = "notifier"
 def bootstrap(settings: NotifierSettings | None = None) -> Service:
     settings = settings or NotifierSettings()
     store = settings.store_settings()
+    bus_keys = settings.bus_keys(SERVICE)  # before anything else: no start without them
     vault = Vault(store.vault_url(SERVICE), SERVICE)
     renderer = Renderer(settings.mail_from)
     notifier = Notifier(
@@ -56,6 +57,8 @@ def bootstrap(settings: NotifierSettings | None = None) -> Service:
         handlers=HANDLERS,
         dead_letter_topic=settings.topic(dead_letters(SERVICE)),
         batch_size=settings.consumer_batch_size,
+        verifier=bus_keys.verifier,
+        key_patience_seconds=settings.subject_key_patience_seconds,
     )
     keys = SubjectKeyReceiver(
         name=settings.topic(f"{SERVICE}.subject-keys"),
@@ -63,6 +66,8 @@ def bootstrap(settings: NotifierSettings | None = None) -> Service:
         broker=broker,
         topics=[settings.topic(subject_keys_topic(s)) for s in ("accounts", "bookings")],
         dead_letter_topic=settings.topic(dead_letters(SERVICE)),
+        verifier=bus_keys.verifier,
+        signer=bus_keys.signer,
         on_erased=eraser.subjects_erased,
     )
     sender = Sender(

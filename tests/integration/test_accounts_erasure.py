@@ -21,6 +21,7 @@ from tests.support.system import (
     System,
     decode,
     open_store,
+    opened_key,
     read_topic,
     set_tenant_settings,
     staff_headers,
@@ -56,10 +57,13 @@ def topic(system, name):
     return asyncio.run(read_topic(system.kafka, system.topic(name)))
 
 
-def subject_keys(system) -> dict[str, list[SubjectKey]]:
+def subject_keys(system, sealed: bool = False) -> dict[str, list[SubjectKey]]:
+    """The records of the accounts keys topic by subject: as the notifier opens them, or as
+    they are on the topic (`sealed`)."""
     records: dict[str, list[SubjectKey]] = {}
     for record in topic(system, "accounts.subject-keys"):
         key = SubjectKey.model_validate_json(record.value)
+        key = key if sealed else opened_key(system, "notifier", key)
         records.setdefault(str(key.subject_id), []).append(key)
     return records
 
@@ -119,6 +123,9 @@ def test_a_redacted_customer_cannot_be_found_anywhere_and_a_replay_brings_nothin
     assert traces(system, secrets), "the read model holds the details in the clear until redaction"
     [key_record] = subject_keys(system)[account_id]
     raw_key = base64.b64decode(key_record.key)
+    [sealed_record] = subject_keys(system, sealed=True)[account_id]
+    assert key_record.key not in sealed_record.model_dump_json()  # never in the clear on the bus
+    sealed_copy = next(iter(sealed_record.sealed_keys.values()))
 
     # Redaction.
     assert (
@@ -163,7 +170,7 @@ def test_a_redacted_customer_cannot_be_found_anywhere_and_a_replay_brings_nothin
 
     def key_gone_from_kafka() -> bool:
         values = b"".join(r.value or b"" for r in topic(system, "accounts.subject-keys"))
-        return key_record.key.encode() not in values
+        return sealed_copy.encode() not in values
 
     wait_for(key_gone_from_kafka, timeout=90, interval=1, what="the erased key compacted away")
     assert [k.key for k in subject_keys(system)[account_id]] == [None]

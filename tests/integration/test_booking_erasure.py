@@ -15,8 +15,9 @@ import httpx
 import pytest
 
 from backbone.credentials import load_or_create_sealing_keys
+from contracts.personal import SubjectKey
 from tests.support.bookings import AccountsFeed, BookingsBus, place, session_token
-from tests.support.system import System, publish_subject_keys, wait_for
+from tests.support.system import System, opened_key, publish_subject_keys, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -56,13 +57,17 @@ def test_a_redacted_customer_is_erased_and_the_books_remain(tmp_path, kafka_boot
         return {s for s, gone in found if bool(gone) == erased_state} >= subjects
 
     wait_for(lambda: notifier_holds(erased, False), what="the notifier holding the bookings' keys")
-    keys_before = {k["subject_id"]: k["key"] for k in bus.read("bookings.subject-keys") if k["key"]}
+    keys_before = {  # as the notifier opens them
+        k["subject_id"]: opened_key(system, "notifier", SubjectKey.model_validate(k)).key
+        for k in bus.read("bookings.subject-keys")
+        if k["sealed_keys"]
+    }
 
     bus.hear(bus.accounts.redacted(account_id))
     asyncio.run(publish_subject_keys(kafka_bootstrap_servers, system, bus.accounts.vault))
 
     def erasures_published():
-        return {k["subject_id"] for k in bus.read("bookings.subject-keys") if k["key"] is None} >= erased
+        return {k["subject_id"] for k in bus.read("bookings.subject-keys") if not k["sealed_keys"]} >= erased
 
     wait_for(erasures_published, what="the erasures on bookings.subject-keys")
     wait_for(lambda: notifier_holds(erased, True), what="the notifier dropping its copies")

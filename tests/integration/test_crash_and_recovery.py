@@ -116,6 +116,7 @@ def test_notifier_killed_while_handling_1000_events(tmp_path, kafka_bootstrap_se
     assert staff.status_code == 200, staff.text
 
     bookings_vault = Vault("sqlite+pysqlite:///:memory:", "bookings")  # plays the bookings service
+    signer = system.signer("bookings")
 
     def cancelled(i: int) -> tuple[bytes, bytes, dict[str, str]]:
         booking_id = uuid.uuid4()
@@ -138,12 +139,10 @@ def test_notifier_killed_while_handling_1000_events(tmp_path, kafka_bootstrap_se
             "refund_due": "10.00",
             "reason": None,
         }
-        # As the bookings relay publishes it: with its upstream position.
-        return (
-            str(booking_id).encode(),
-            json.dumps(event).encode(),
-            {H_SOURCE: "bookings", H_SOURCE_POSITION: str(i + 1)},
-        )
+        # As the bookings relay publishes it: with its upstream position, signed.
+        body = json.dumps(event).encode()
+        headers = {H_SOURCE: "bookings", H_SOURCE_POSITION: str(i + 1)}
+        return (str(booking_id).encode(), body, signer.sign(body, headers))
 
     events = [cancelled(i) for i in range(N)]
     asyncio.run(publish_subject_keys(kafka_bootstrap_servers, system, bookings_vault))

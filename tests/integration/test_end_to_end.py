@@ -19,6 +19,7 @@ from tests.support.system import (
     System,
     command_record,
     decode,
+    opened_key,
     place_booking_command,
     publish,
     read_topic,
@@ -147,7 +148,7 @@ def test_claim_verify_book_see_cancel_and_be_told(system, mail_server, kafka_boo
     keys = decode(asyncio.run(read_topic(kafka_bootstrap_servers, system.topic("bookings.subject-keys"))))
     receiver = Vault("sqlite+pysqlite:///:memory:", "test")
     for key in keys:
-        receiver.accept(SubjectKey.model_validate(key))
+        receiver.accept(opened_key(system, "notifier", SubjectKey.model_validate(key)))
     assert receiver.open(event["email"]).value == email
     assert event["status_before"] == "PEND" and event["amount_paid"] == "30.00"
     assert event["refund_due"] == "30.00" and event["currency"] == "EUR"

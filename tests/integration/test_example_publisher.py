@@ -3,6 +3,7 @@ and a command sent three times is applied once and answered three times the same
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import sys
 
@@ -15,7 +16,9 @@ pytestmark = pytest.mark.integration
 
 def test_example_publisher_gets_three_identical_outcomes(tmp_path, kafka_bootstrap_servers, mail_server):
     system = System(tmp_path, kafka_bootstrap_servers, mail_server.port).start("bookings")
+    key = tmp_path / "example-publisher.key"
     common = ["--kafka", kafka_bootstrap_servers, "--namespace", system.namespace, "--tenant", "demo"]
+    common += ["--key", str(key)]
 
     def example(*args: str, exit_code: int = 0) -> list[str]:
         run = subprocess.run(
@@ -31,6 +34,15 @@ def test_example_publisher_gets_three_identical_outcomes(tmp_path, kafka_bootstr
 
     def outcomes(lines: list[str]) -> list[str]:
         return [line.split(": ", 1)[1] for line in lines if line.startswith("outcome")]
+
+    # Its key is made on first use; until the operator registers it, its commands are refused.
+    refused = example("--email", "ada@example.com", exit_code=1)
+    assert outcomes(refused)[0].startswith("rejected version=None reason=unknown_signing_key")
+    created = next(line for line in refused if line.startswith("created the publisher key"))
+    public_key = base64.b64decode(created.rsplit(": ", 1)[1])
+    system.register_publisher(
+        "example-storefront", public_key, ["demo"], ["place", "pay", "modify", "cancel", "override"]
+    )
 
     # Its first form (no sub-command) still places a booking.
     placed = example("--email", "ada@example.com", "--repeat", "3")

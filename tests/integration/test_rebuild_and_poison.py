@@ -19,6 +19,7 @@ from tests.support.system import (
     publish,
     read_topic,
     set_tenant_settings,
+    signed_command,
     verified_customer,
     wait_for,
 )
@@ -101,17 +102,18 @@ def test_poison_is_dead_lettered_with_its_reason_and_the_rest_flows(
             kafka_bootstrap_servers,
             system.topic("bookings.commands"),
             [
-                (good["booking_id"].encode(), b'{"command_type": "PlaceBooking", oops', {}),
-                (invalid["booking_id"].encode(), json.dumps(invalid).encode(), {}),
-                (future["booking_id"].encode(), json.dumps(future).encode(), {}),
+                signed_command(good["booking_id"].encode(), b'{"command_type": "Place', "storefront"),
+                command_record(invalid),
+                command_record(future),
                 command_record(good),
             ],
         )
     )
-    # A malformed event on a topic two services read: both dead-letter it, both keep going.
-    asyncio.run(
-        publish(kafka_bootstrap_servers, system.topic("accounts.events"), [(b"k", b"\x00\x01 not json", {})])
-    )
+    # A malformed event (signed by its owner) on a topic two services read: both dead-letter
+    # it, both keep going.
+    broken = b"\x00\x01 not json"
+    signed = system.signer("accounts").sign(broken, {})
+    asyncio.run(publish(kafka_bootstrap_servers, system.topic("accounts.events"), [(b"k", broken, signed)]))
 
     def dead(service):
         return asyncio.run(read_topic(kafka_bootstrap_servers, system.topic(f"{service}.dead-letters")))

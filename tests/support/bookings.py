@@ -97,8 +97,10 @@ def pay(tenant: str, booking_id: Any, amount: str, payment_id: str | None = None
 
 def record(body: dict) -> Record:
     """A command as a Kafka record: keyed by its booking (or by its tenant)."""
+    from tests.support.system import signed_command
+
     key = body.get("booking_id") or body["tenant_id"]
-    return (key.encode(), json.dumps(body).encode(), {})
+    return signed_command(key.encode(), json.dumps(body).encode())
 
 
 @dataclass
@@ -253,7 +255,9 @@ class BookingsBus:
         from tests.support.system import publish, publish_subject_keys
 
         asyncio.run(publish_subject_keys(self.kafka, self.system, self.accounts.vault))
-        asyncio.run(publish(self.kafka, self.topic("accounts.events"), records))
+        signer = self.system.signer("accounts")  # as its relay: signed with its bus key
+        signed = [(key, value, signer.sign(value, headers)) for key, value, headers in records]
+        asyncio.run(publish(self.kafka, self.topic("accounts.events"), signed))
 
     def read(self, name: str) -> list[dict[str, Any]]:
         from tests.support.system import decode, read_topic

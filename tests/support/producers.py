@@ -4,8 +4,9 @@ A consumer's tests often need events whose real producer is not there (yet): a `
 builds them from the contract models (so they are valid by construction), seals personal data
 with a vault of its own (the producer's subject keys), seals links for the notifier, and
 publishes the way `backbone.outbox.OutboxRelay` does: new subject keys (and erasures) first on
-`<service>.subject-keys`, then the events on their topic, keyed by aggregate, with the
-`source`/`source-position` headers that consumers deduplicate on.
+`<service>.subject-keys` (sealed for the other services), then the events on their topic,
+keyed by aggregate, with the `source`/`source-position` headers that consumers deduplicate on,
+signed with the service's bus key (`backbone.signing`).
 
     accounts = Producer(system, kafka, "accounts")
     account_id = uuid4()
@@ -22,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from backbone.bus import H_SOURCE, H_SOURCE_POSITION
+from backbone.bus import H_SOURCE, H_SOURCE_POSITION, Outgoing
 from backbone.credentials import load_or_create_sealing_keys, new_token, seal, staff_api_key, token_hash
 from backbone.personal import Vault
 from contracts.accounts import StaffMemberAdded
@@ -38,6 +39,7 @@ class Producer:
         self.service = service
         self.vault = Vault("sqlite+pysqlite:///:memory:", service)
         self.position = 0  # the notification id of our pretend event store
+        self.signer = system.signer(service)  # we play the service: its bus key signs
         _, self.notifier_public_key = load_or_create_sealing_keys(system.root / "notifier" / "sealing.key")
 
     def envelope(self, tenant_id: str, **fields: Any) -> dict[str, Any]:
@@ -68,10 +70,17 @@ class Producer:
         records = []
         for event in events:
             self.position += 1
-            headers = {H_SOURCE: self.service, H_SOURCE_POSITION: str(self.position)}
-            records.append((event.key.encode(), event.model_dump_json().encode(), headers))
+            records.append(self.record(event, self.position))
         await publish(self.kafka, self.system.topic(topic or f"{self.service}.events"), records)
         return list(events)
+
+    def record(self, event: IntegrationEvent, position: int) -> tuple[bytes, bytes, dict[str, str]]:
+        """(key, value, headers) of an event as the relay sends it: signed with our bus key."""
+        headers = Outgoing(
+            "", event, {H_SOURCE: self.service, H_SOURCE_POSITION: str(position)}
+        ).all_headers()
+        body = event.model_dump_json().encode()
+        return event.key.encode(), body, self.signer.sign(body, headers)
 
     def announce_staff_member(self, tenant_id: str) -> dict[str, str]:
         """As accounts: a staff member of the tenant gets an API key. Returns their headers
@@ -85,9 +94,7 @@ class Producer:
     async def republish(self, event: IntegrationEvent, position: int) -> None:
         """The same event again at a new offset, as a relay that crashed before recording its
         position publishes it (same event id, same source position)."""
-        headers = {H_SOURCE: self.service, H_SOURCE_POSITION: str(position)}
-        record = (event.key.encode(), event.model_dump_json().encode(), headers)
-        await publish(self.kafka, self.system.topic(f"{self.service}.events"), [record])
+        await publish(self.kafka, self.system.topic(f"{self.service}.events"), [self.record(event, position)])
 
 
 def body(event: IntegrationEvent) -> dict[str, Any]:

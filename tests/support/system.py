@@ -26,12 +26,14 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from backbone.credentials import load_or_create_sealing_keys, load_or_create_signing_key, public_path
+from backbone.signing import Keyring, Signer, create_key
 from deploy.local._proc import free_ports, spawn, tail, terminate_group
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "admin-token-for-tests-at-least-32-characters"
 # Every test talks to the services from 127.0.0.1: the per-client rate limits are raised so
 # that they do not add up across tests (tests of the limits set their own).
+ALL_CAPABILITIES = ("place", "pay", "cancel", "modify", "statuses", "override", "act_for_customer")
 GENEROUS_CLIENT_LIMITS = json.dumps(
     {
         f"{action}.client": "100000/hour"
@@ -121,6 +123,8 @@ class System:
         _, notifier_public = load_or_create_sealing_keys(sealing_key)
         signing_key = self.root / "accounts" / "session-signing-key.pem"
         load_or_create_signing_key(signing_key)
+        for name in ("accounts", "bookings", "notifier"):  # as `python -m deploy.keys` makes them
+            create_key(self.bus_keys, name)
         common = {
             "KAFKA_BOOTSTRAP_SERVERS": self.kafka,
             "TOPIC_NAMESPACE": self.namespace,
@@ -136,7 +140,10 @@ class System:
                 "RATE_LIMITS": GENEROUS_CLIENT_LIMITS,
                 "SESSION_SIGNING_KEY_FILE": str(signing_key),
             },
-            "bookings": {"SESSION_PUBLIC_KEY_FILE": str(public_path(signing_key))},
+            "bookings": {
+                "SESSION_PUBLIC_KEY_FILE": str(public_path(signing_key)),
+                "ADMIN_API_TOKEN": ADMIN_TOKEN,
+            },
             "notifier": {
                 "SMTP_HOST": "127.0.0.1",
                 "SMTP_PORT": str(self.smtp_port),
@@ -149,6 +156,8 @@ class System:
             env = {
                 **common,
                 **extra,
+                "BUS_KEY_FILE": str(self.bus_keys / f"{name}.key"),
+                "BUS_TRUSTED_KEYS_DIR": str(self.bus_keys / "trusted"),
                 "HTTP_PORT": str(port),
                 "DATA_DIR": str(self.root / name),
                 **self.overrides.get(name, {}),
@@ -164,6 +173,17 @@ class System:
                     POSTGRES_DBNAME=database,
                 )
             self.services[name] = ServiceProcess(name, env, port, self.root / f"{name}.log")
+
+    @property
+    def bus_keys(self) -> Path:
+        return self.root / "keys" / "bus"
+
+    def signer(self, service: str) -> Signer:
+        """A service's bus key: what its messages are signed with, what opens keys sealed for it."""
+        return Signer.load(service, self.bus_keys / f"{service}.key")
+
+    def keyring(self) -> Keyring:
+        return Keyring.load(self.bus_keys / "trusted")
 
     @property
     def accounts(self) -> ServiceProcess:
@@ -186,7 +206,32 @@ class System:
             service.start()
         for service in chosen:
             service.wait_ready()
+        if self.bookings in chosen:  # the publishers the tests' commands come from
+            for name in TEST_PUBLISHERS:
+                self.register_publisher(name, publisher(name).public_key)
         return self
+
+    def register_publisher(
+        self,
+        name: str,
+        public_key: bytes,
+        tenants: Iterable[str] = ("*",),
+        capabilities: Iterable[str] = ALL_CAPABILITIES,
+    ) -> dict[str, Any]:
+        """Register a command publisher's key with bookings, through its admin API."""
+        response = httpx.post(
+            f"{self.bookings.url}/v1/admin/publishers",
+            headers=admin_headers(),
+            json={
+                "name": name,
+                "public_key": base64.b64encode(public_key).decode(),
+                "tenants": list(tenants),
+                "capabilities": list(capabilities),
+            },
+            timeout=10,
+        )
+        assert response.status_code == 201, response.text
+        return response.json()
 
     def stop(self) -> None:
         for service in self.services.values():
@@ -296,7 +341,31 @@ def place_booking_command(
 
 
 def command_record(command: dict[str, Any]) -> tuple[bytes, bytes, dict[str, str]]:
-    return (command["booking_id"].encode(), json.dumps(command).encode(), {})
+    """A command as its publisher (`issued_by`) sends it: signed with its key."""
+    return signed_command(command["booking_id"].encode(), json.dumps(command).encode())
+
+
+TEST_PUBLISHERS: dict[str, Signer] = {}
+"""The command publishers of the tests (their `issued_by`), registered by `System.start` for
+every tenant and every capability; one key each for the whole test session."""
+
+
+def publisher(name: str) -> Signer:
+    if name not in TEST_PUBLISHERS:
+        TEST_PUBLISHERS[name] = Signer.generate(name)
+    return TEST_PUBLISHERS[name]
+
+
+for _name in ("storefront", "backoffice"):
+    publisher(_name)
+
+
+def signed_command(key: bytes, body: bytes, issuer: str | None = None) -> tuple[bytes, bytes, dict[str, str]]:
+    """(key, value, headers) of a command body, signed by its publisher (`issued_by`, or
+    `issuer` for a body that does not say: malformed ones)."""
+    if issuer is None:
+        issuer = json.loads(body).get("issued_by", "storefront")
+    return key, body, publisher(issuer).sign(body, {})
 
 
 def wait_for(predicate: Any, timeout: float = 30, interval: float = 0.2, what: str = "condition") -> Any:
@@ -380,7 +449,7 @@ def emailed_links(system: System, email: str | None = None) -> list[Link]:
     private_key, _ = load_or_create_sealing_keys(system.root / "notifier" / "sealing.key")
     vault = Vault("sqlite+pysqlite:///:memory:", "test")
     for record in asyncio.run(read_topic(system.kafka, system.topic("accounts.subject-keys"))):
-        vault.accept(SubjectKey.model_validate_json(record.value))
+        vault.accept(opened_key(system, "notifier", SubjectKey.model_validate_json(record.value)))
     links = []
     for event in decode(asyncio.run(read_topic(system.kafka, system.topic("accounts.events")))):
         if "link" not in event:
@@ -506,11 +575,27 @@ def all_events(app: Any) -> list[Any]:
 
 
 async def publish_subject_keys(kafka: str, system: System, vault: Any) -> None:
-    """Publish a vault's unpublished keys on its owner's keys topic, as a relay does."""
+    """Publish a vault's unpublished keys on its owner's keys topic, as a relay does: sealed
+    for every other service's bus key, signed with the owner's."""
+    from backbone.subjectkeys import key_records
+
+    signer = system.signer(vault.service)
+    recipients = system.keyring().others(vault.service)
     while records := vault.unpublished():
-        await publish(
-            kafka,
-            system.topic(f"{vault.service}.subject-keys"),
-            [(str(r.subject_id).encode(), r.model_dump_json().encode(), {}) for r in records],
-        )
+        wire = [
+            signer.sign_record(r)
+            for r in key_records(system.topic(f"{vault.service}.subject-keys"), records, recipients)
+        ]
+        await publish(kafka, wire[0].topic, [(r.key, r.value, r.headers) for r in wire])
         vault.mark_published(records)
+
+
+def opened_key(system: System, reader: str, record: Any) -> Any:
+    """A keys-topic record (`SubjectKey`) as `reader` opens it with its bus key."""
+    from backbone.signing import open_subject_key
+
+    if record.erased:
+        return record
+    raw = open_subject_key(system.signer(reader), record.sealed_keys)
+    assert raw is not None, f"no copy of the key of {record.subject_id} is sealed for {reader}"
+    return record.model_copy(update={"key": base64.b64encode(raw).decode(), "sealed_keys": {}})

@@ -36,11 +36,13 @@ def test_each_service_is_given_every_setting_it_requires(name, monkeypatch):
         monkeypatch.setenv(key, value)
     settings = SETTINGS[name]()
     assert f"services.{name}" in " ".join(spec["command"])
-    for path_setting in ("session_signing_key_file", "session_public_key_file", "sealing_key_file"):
+    path_settings = ("session_signing_key_file", "session_public_key_file", "sealing_key_file")
+    for path_setting in (*path_settings, "bus_key_file", "bus_trusted_keys_dir"):
         path = getattr(settings, path_setting, None)
         if path is not None:  # the keys the one-shot `keys` service makes, on a volume it shares
             assert str(path).startswith("/keys/") and "keys:/keys:ro" in spec["volumes"]
             assert Path(path).name in (Path(__file__).parents[2] / "deploy" / "keys.py").read_text()
+    assert settings.bus_key_file == Path(f"/keys/bus/{name}.key")
     assert service("keys")["command"] == ["python", "-m", "deploy.keys", "/keys"]
 
 

@@ -9,12 +9,24 @@ from faststream.kafka import KafkaBroker
 
 from backbone.personal import Vault
 from backbone.readmodel import ReadModel
-from backbone.subjectkeys import SubjectKeyReceiver
+from backbone.signing import Keyring, Signer, TrustedKey, Verifier
+from backbone.subjectkeys import SubjectKeyReceiver, key_records
+from contracts.topics import owners
 from services.notifier import views
+
+ACCOUNTS, NOTIFIER = Signer.generate("accounts"), Signer.generate("notifier")
+KEYRING = Keyring([TrustedKey(s.identity, s.key_id, s.public_key) for s in (ACCOUNTS, NOTIFIER)])
+VERIFIER = Verifier(KEYRING, owners(), "notifier")
 
 
 def record(offset: int, value: bytes) -> ConsumerRecord:
-    return ConsumerRecord("accounts.subject-keys", 0, offset, 0, 0, b"k", value, None, 1, len(value), ())
+    headers = tuple((k, v.encode()) for k, v in ACCOUNTS.sign(value, {}).items())
+    return ConsumerRecord("accounts.subject-keys", 0, offset, 0, 0, b"k", value, None, 1, len(value), headers)
+
+
+def sealed(keys):
+    """As the accounts relay publishes them: sealed for the notifier."""
+    return [r.value for r in key_records("accounts.subject-keys", keys, KEYRING.others("accounts"))]
 
 
 def test_erasures_are_handed_on_after_the_vault_dropped_the_keys_and_malformed_records_are_dead():
@@ -39,11 +51,13 @@ def test_erasures_are_handed_on_after_the_vault_dropped_the_keys_and_malformed_r
         broker=KafkaBroker(),
         topics=["accounts.subject-keys"],
         dead_letter_topic="notifier.dead-letters",
+        verifier=VERIFIER,
+        signer=NOTIFIER,
         on_erased=on_erased,
     )
-    records = [record(i, k.model_dump_json().encode()) for i, k in enumerate(keys)]
+    records = [record(i, value) for i, value in enumerate(sealed(keys))]
     assert receiver.apply(records) == [] and heard == []
-    dead = receiver.apply([record(2, erasure.model_dump_json().encode()), record(3, b"{not json")])
+    dead = receiver.apply([record(2, sealed([erasure])[0]), record(3, b"{not json")])
     assert heard == [[erased]] and [d.reason for d in dead] == ["schema_invalid"]
     assert ours.key(kept) is not None and ours.key(erased) is None
 

@@ -11,6 +11,7 @@ import yaml
 from contracts import bookings as contract
 from services.bookings import asyncapi, statuses
 from services.bookings.errors import REASON_CODES
+from services.bookings.publishers import CAPABILITIES, REFUSAL_CODES
 
 GUIDE = Path(__file__).resolve().parents[3] / "docs" / "publishing-booking-commands.md"
 
@@ -62,7 +63,7 @@ def test_the_guide_names_every_command_event_and_reason_code():
     guide = GUIDE.read_text()
     for model in (*contract.COMMANDS, *contract.EVENTS):
         assert f"`{model.type_name()}" in guide, model.type_name()
-    for code in REASON_CODES:
+    for code in (*REASON_CODES, *REFUSAL_CODES, *CAPABILITIES):
         assert f"`{code}`" in guide, code
 
 
