@@ -40,6 +40,10 @@ class CustomerAccount(Aggregate):
         self.verified = email
 
     @property
+    def is_verified(self) -> bool:
+        return self.verified is not None  # also once erased: then it is redacted
+
+    @property
     def verified_email(self) -> str | None:
         return self.verified.value if self.verified is not None else None
 
