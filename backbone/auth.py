@@ -67,8 +67,10 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def customer_session(verifier: SessionVerifier) -> Callable[..., Session]:
-    def dependency(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Session:
+def customer_session(verifier: SessionVerifier) -> Callable[..., Awaitable[Session]]:
+    # A coroutine, though it blocks on nothing: a plain function would be sent to the thread
+    # pool, and that hand-over costs more than checking the signature.
+    async def dependency(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Session:
         if credentials is None:
             raise _unauthorized("A customer session token is required (Authorization: Bearer).")
         try:

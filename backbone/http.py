@@ -17,8 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.datastructures import Headers
-from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backbone import metrics
@@ -110,25 +109,45 @@ def create_api(title: str, version: str, description: str) -> FastAPI:
     return api
 
 
-class _Edge(BaseHTTPMiddleware):
-    """Correlation id in and out, and a safety net for bugs."""
+class _Edge:
+    """Correlation id in and out, and a safety net for bugs (the body limit is `_BodyLimit`).
 
-    async def dispatch(self, request: Request, call_next: Any) -> Response:
-        correlation = request.headers.get(CORRELATION_HEADER, "")
+    A plain ASGI middleware: Starlette's `BaseHTTPMiddleware` runs every request through a
+    task group and memory streams, which cost more than many of our routes themselves."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        correlation = headers.get(CORRELATION_HEADER, "")
         try:
             correlation = str(uuid.UUID(correlation))
         except ValueError:
             correlation = str(uuid.uuid4())
-        request.state.correlation_id = correlation
+        scope.setdefault("state", {})["correlation_id"] = correlation  # request.state.correlation_id
+        started = False
+
+        async def send_with_correlation(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                MutableHeaders(scope=message)[CORRELATION_HEADER] = correlation
+            await send(message)
+
         try:
-            response = await call_next(request)
+            await self.app(scope, receive, send_with_correlation)
         except Exception:
-            log.exception("unhandled error", path=request.url.path, correlation_id=correlation)
+            log.exception("unhandled error", path=scope.get("path", ""), correlation_id=correlation)
+            if started:  # too late for an answer of our own: the client sees the connection end
+                raise
             response = problem(
                 500, "Internal error", "Something went wrong on our side.", correlation_id=correlation
             )
-        response.headers[CORRELATION_HEADER] = correlation
-        return response
+            await response(scope, receive, send_with_correlation)
 
 
 class _BodyLimit:

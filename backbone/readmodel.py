@@ -33,7 +33,10 @@ from sqlalchemy.pool import StaticPool
 from backbone import metrics
 from backbone.eventstore import Lease, ServiceApplication
 from backbone.follower import Follower, PositionMoved, Recorded
+from backbone.logging import get_logger
 from backbone.sqltypes import creating_tables, server_engine
+
+log = get_logger(__name__)
 
 Project = Callable[[Connection, Recorded], None]
 
@@ -58,7 +61,25 @@ class ReadModel:
         self.engine = _engine(url)
 
     def create(self) -> None:
+        """Create the tables. Tables of another shape than the code's (a deployment added a
+        table or a column) are dropped first, with the projections' positions: the
+        projections then rebuild them from the log, as from an empty database."""
+        stale = self._stale_tables()
+        if stale:
+            log.warning("read model tables changed: rebuilding them from the log", tables=stale)
+            self.metadata.drop_all(self.engine)
         creating_tables(lambda: self.metadata.create_all(self.engine))  # several instances start
+
+    def _stale_tables(self) -> list[str]:
+        found = sa.inspect(self.engine)
+        schema = (self.engine.get_execution_options().get("schema_translate_map") or {}).get(None)
+        tables = self.metadata.sorted_tables
+        existing = [t for t in tables if found.has_table(t.name, schema=schema)]
+        if not existing:
+            return []  # a new database
+        missing = [t.name for t in tables if t not in existing]
+        columns = {t.name: {c["name"] for c in found.get_columns(t.name, schema=schema)} for t in existing}
+        return missing + [t.name for t in existing if not {c.name for c in t.columns} <= columns[t.name]]
 
     def drop(self) -> None:
         """Remove every table of the read model: the next projection run rebuilds it."""

@@ -23,7 +23,7 @@ from backbone.http import Problem, run_sync
 from backbone.logging import get_logger
 from backbone.readmodel import ReadModel
 from contracts.bookings import FormKey, LongText, Phone, ShortText
-from services.bookings import answers, views
+from services.bookings import answers
 from services.bookings import lines as booking_lines
 from services.bookings.answers import (
     REFUND_NOTE,
@@ -31,7 +31,6 @@ from services.bookings.answers import (
     BookingSummary,
     CancellationQuote,
     Cancelled,
-    HistoryEntry,
     ModificationResult,
 )
 from services.bookings.application import (
@@ -43,7 +42,7 @@ from services.bookings.application import (
 )
 from services.bookings.domainmodel import Booking
 from services.bookings.errors import Refused
-from services.bookings.history import customer_history
+from services.bookings.reads import CustomerReads
 
 log = get_logger(__name__)
 
@@ -116,8 +115,17 @@ class ModificationRequest(ChangesIn):
 # ----------------------------------------------------------------------------- routes
 
 
-def routes(api: FastAPI, bookings: Bookings, read_model: ReadModel, verifier: SessionVerifier) -> None:
+def routes(
+    api: FastAPI,
+    bookings: Bookings,
+    read_model: ReadModel,
+    verifier: SessionVerifier,
+    reads: CustomerReads | None = None,
+) -> None:
+    """The customer routes. `reads` answers the reads (give the one whose cache the service's
+    projection keeps current; without it, every read queries the read model's tables)."""
     as_customer = customer_session(verifier)
+    reads = reads or CustomerReads(read_model, bookings.clock)
     tags = ["customers"]
 
     def as_problem(action: str, work: Any) -> Any:
@@ -147,19 +155,7 @@ def routes(api: FastAPI, bookings: Bookings, read_model: ReadModel, verifier: Se
         under their account or with their verified email, with what they may do with each."""
 
         def query() -> list[BookingSummary]:
-            account = bookings.customer(session)
-            policy = bookings.policy(session.tenant_id)
-            with read_model.engine.connect() as conn:
-                rows = views.customer_bookings(
-                    conn,
-                    session.tenant_id,
-                    account.account_id,
-                    account.verified_email or "",
-                    with_pre=policy.show_pre_bookings,
-                )
-                custom = views.tenant_custom_statuses(conn, session.tenant_id)
-            now, current = bookings.clock(), policy.terms()
-            return [answers.row_summary(row, current, now, custom) for row in rows]
+            return reads.my_bookings(session)
 
         return await run_sync(as_problem, "list", query)
 
@@ -171,17 +167,7 @@ def routes(api: FastAPI, bookings: Bookings, read_model: ReadModel, verifier: Se
         its history: who changed or cancelled it, when, under which policy."""
 
         def query() -> BookingDetail:
-            booking = bookings.customer_booking(session, booking_id)
-            custom = bookings.custom_statuses(session.tenant_id)
-            summary = answers.booking_summary(booking, bookings, custom)
-            history = customer_history(bookings.booking_events(booking.id), session.account_id, custom)
-            return BookingDetail(
-                **summary.model_dump(),
-                contact={k: (v.value if v is not None else None) for k, v in booking.customer.items()},
-                form={k: v.value for k, v in booking.form.items()},
-                terms=booking.frozen_terms.as_dict(),
-                history=[HistoryEntry(**entry) for entry in history],
-            )
+            return reads.my_booking(session, booking_id)
 
         return await run_sync(as_problem, "view", query)
 
@@ -239,6 +225,7 @@ def routes(api: FastAPI, bookings: Bookings, read_model: ReadModel, verifier: Se
 
         booking = await run_sync(as_problem, "cancel", attempt)
         log.info("booking cancelled by its customer", booking_id=str(booking.id), code=booking.code)
+        await run_sync(reads.until_shown, booking.id, booking.version)  # their next page shows it
         return Cancelled(
             booking_id=booking.id,
             code=booking.code,
@@ -289,4 +276,5 @@ def routes(api: FastAPI, bookings: Bookings, read_model: ReadModel, verifier: Se
 
         result = await run_sync(as_problem, "modify", attempt)
         log.info("booking modified by its customer", booking_id=str(result.booking.id))
+        await run_sync(reads.until_shown, result.booking.id, result.booking.version)
         return answers.modification_answer(result, preview=False)

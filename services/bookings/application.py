@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
@@ -43,6 +43,34 @@ class CustomerRefused(Exception):
     def __init__(self, status: int, code: str, message: str):
         super().__init__(message)
         self.status, self.code = status, code
+
+
+class Admissible(Protocol):
+    """What decides whether a customer may use the customer endpoints: the account copy (the
+    aggregate, or its row in the read model)."""
+
+    tenant_id: str
+    redacted: bool
+    archived: bool
+
+    @property
+    def is_verified(self) -> bool: ...
+
+    def session_revoked(self, issued_at: datetime) -> bool: ...
+
+
+def admit(session: Session, account: Admissible | None, logins_enabled: Callable[[], bool]) -> None:
+    """Refuse (`CustomerRefused`) the customer behind a valid session token unless they may use
+    the customer endpoints now: known and verified here, not archived, the session not
+    revoked, logins on. Asked last, `logins_enabled` may be costly."""
+    if account is None or account.tenant_id != session.tenant_id or not account.is_verified:
+        raise CustomerRefused(403, "not_verified", "Verify your email address to see your bookings.")
+    if account.redacted or account.session_revoked(session.issued_at):
+        raise CustomerRefused(401, "session_revoked", "This session has ended; please log in again.")
+    if account.archived:
+        raise CustomerRefused(403, "account_archived", "This account is archived; contact the business.")
+    if not logins_enabled():
+        raise CustomerRefused(403, "logins_disabled", "This business has customer accounts turned off.")
 
 
 class ChangedMeanwhile(Exception):
@@ -101,14 +129,8 @@ class Bookings(ServiceApplication):
         """The customer behind a valid session token, if they may use the customer endpoints
         now: known and verified here, not archived, the session not revoked, logins on."""
         account = self.find(CustomerAccount, CustomerAccount.create_id(session.account_id))
-        if account is None or account.tenant_id != session.tenant_id or account.verified is None:
-            raise CustomerRefused(403, "not_verified", "Verify your email address to see your bookings.")
-        if account.redacted or account.session_revoked(session.issued_at):
-            raise CustomerRefused(401, "session_revoked", "This session has ended; please log in again.")
-        if account.archived:
-            raise CustomerRefused(403, "account_archived", "This account is archived; contact the business.")
-        if not self.policy(session.tenant_id).customer_logins_enabled:
-            raise CustomerRefused(403, "logins_disabled", "This business has customer accounts turned off.")
+        admit(session, account, lambda: self.policy(session.tenant_id).customer_logins_enabled)
+        assert account is not None  # admitted
         return account
 
     def policy(self, tenant_id: str) -> TenantPolicy:

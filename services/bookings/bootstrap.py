@@ -9,7 +9,7 @@ from backbone.http import create_api
 from backbone.inbox import Inbox
 from backbone.outbox import OutboxRelay
 from backbone.personal import Vault
-from backbone.readmodel import Projection, ReadModel
+from backbone.readmodel import ReadModel
 from backbone.runtime import Service, attach
 from backbone.subjectkeys import SubjectKeyReceiver
 from contracts.catalog import ALL_COMMANDS, ALL_EVENTS, Catalog
@@ -26,6 +26,7 @@ from services.bookings.application import Bookings
 from services.bookings.erasure import Eraser
 from services.bookings.handlers import HANDLERS, prefetch
 from services.bookings.integration import SERVICE, declare_publications, translator
+from services.bookings.reads import CustomerReads, ReadCache
 from services.bookings.settings import BookingsSettings
 
 
@@ -39,7 +40,8 @@ def bootstrap(settings: BookingsSettings | None = None) -> Service:
     # Events are believed from their owners, commands from the publishers registered here.
     bus_keys.verifier.lookup = publishers.lookup(bookings)
     read_model = ReadModel(store.views_url(SERVICE), views.metadata)
-    projection = Projection(bookings, read_model, f"{SERVICE}.views", views.apply, erases=views.erases)
+    reads = CustomerReads(read_model, bookings.clock, ReadCache())
+    projection = reads.projection(bookings, f"{SERVICE}.views", erases=views.erases)
     broker = bus.make_broker(
         settings.kafka_bootstrap_servers, client_id=SERVICE, security=settings.kafka_security()
     )
@@ -75,7 +77,8 @@ def bootstrap(settings: BookingsSettings | None = None) -> Service:
         "modifying within the business's rules. Other services place and change bookings with "
         "commands on the `bookings.commands` topic (docs/publishing-booking-commands.md).",
     )
-    api.routes(http, bookings, read_model, SessionVerifier(load_verify_key(settings.session_public_key_file)))
+    verifier = SessionVerifier(load_verify_key(settings.session_public_key_file))
+    api.routes(http, bookings, read_model, verifier, reads)
     http.include_router(admin.router(bookings, settings.admin_api_token))
     return attach(
         Service(

@@ -1,6 +1,11 @@
 """A booking's history as its customer sees it: what happened, when, who did it, and under
 which policy, told from the booking's own events (so it can never disagree with them).
 
+Two steps, so that reading it never touches the event store: `recorded` keeps what an event
+says (the projection stores it in `views.booking_history`, one row per event), and
+`customer_history` tells those rows to one customer. What depends on who reads (whether it was
+"you"), or on what may change later (the labels of custom statuses), is decided when read.
+
 Who did it is said as a customer would understand it: "you", "the business" (staff) or "the
 business's systems" (a service); staff ids and internal notes are not shown.
 """
@@ -12,8 +17,6 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from backbone.context import Cause
-from backbone.personal import Personal
 from services.bookings.domainmodel import Booking
 from services.bookings.statuses import CustomStatus, label
 from services.bookings.terms import Terms
@@ -21,54 +24,94 @@ from services.bookings.terms import Terms
 BY = {"customer": "the customer", "staff": "the business", "service": "the business's systems"}
 
 
+def recorded(event: Any) -> dict[str, Any] | None:
+    """What a booking event adds to its history (`what` and the facts it is told from), or
+    None for an event the history does not show."""
+    if isinstance(event, Booking.Placed):
+        return {
+            "what": "placed",
+            "code": event.code,
+            "lines": len(event.lines),
+            "total": event.total,
+            "currency": event.currency,
+            "policy": _terms(event.terms),
+        }
+    if isinstance(event, Booking.PaymentRecorded):
+        return {"what": "payment_recorded", "amount": event.amount}
+    if isinstance(event, Booking.StatusChanged):
+        return {
+            "what": "status_changed",
+            "status_before": event.status_before,
+            "status": event.status,
+            "cause": event.cause,
+        }
+    if isinstance(event, Booking.Modified):
+        return {"what": "modified", "summary": " ".join(event.changes), "policy": _rule(event)}
+    if isinstance(event, Booking.Cancelled):
+        return {
+            "what": "cancelled",
+            "refund_due": event.refund_due,
+            "rules_overridden": bool(event.rules_overridden),
+            "reason": event.reason,
+            "policy": _rule(event),
+        }
+    if isinstance(event, Booking.Voided):
+        return {"what": "voided"}
+    if isinstance(event, Booking.CustomerErased):
+        return {"what": "customer_erased"}
+    return None
+
+
 def customer_history(
-    events: Iterable[Any], account_id: UUID, custom: Mapping[str, CustomStatus]
+    rows: Iterable[Mapping[str, Any]], account_id: UUID, custom: Mapping[str, CustomStatus]
 ) -> list[dict[str, Any]]:
+    """The history told to the customer `account_id`, from the rows of `views.booking_history`
+    (at, version, actor, what, facts), oldest first."""
     entries = []
     currency = ""
-    for event in events:
-        actor = Cause.from_meta(getattr(event, "meta", None)).actor
+    for row in rows:
+        actor = row["actor"]
         kind = actor.partition(":")[0]
         by = {"kind": kind, "you": actor == f"customer:{account_id}", "label": BY.get(kind, kind)}
         if by["you"]:
             by["label"] = "you"
-        entry: dict[str, Any] = {"at": event.timestamp, "version": event.originator_version, "by": by}
-        if isinstance(event, Booking.Placed):
-            currency = event.currency
+        entry: dict[str, Any] = {"at": row["at"], "version": row["version"], "by": by}
+        what, facts = row["what"], row["facts"]
+        if what == "placed":
+            currency = facts["currency"]
             entry.update(
                 what="placed",
-                summary=f"Booking {event.code} placed: {len(event.lines)} line(s), "
-                f"total {_money(event.total)} {currency}.",
-                policy=_terms(event.terms),
+                summary=f"Booking {facts['code']} placed: {facts['lines']} line(s), "
+                f"total {_money(facts['total'])} {currency}.",
+                policy=facts["policy"],
             )
-        elif isinstance(event, Booking.PaymentRecorded):
+        elif what == "payment_recorded":
             entry.update(
-                what="payment_recorded", summary=f"Payment of {_money(event.amount)} {currency} recorded."
+                what="payment_recorded", summary=f"Payment of {_money(facts['amount'])} {currency} recorded."
             )
-        elif isinstance(event, Booking.StatusChanged):
+        elif what == "status_changed":
             why = {"payment": " after a payment", "modification": " as the total changed"}.get(
-                event.cause, ""
+                facts["cause"], ""
             )
             entry.update(
                 what="status_changed",
-                summary=f"Status changed from {label(event.status_before, custom)} to "
-                f"{label(event.status, custom)}{why}.",
+                summary=f"Status changed from {label(facts['status_before'], custom)} to "
+                f"{label(facts['status'], custom)}{why}.",
             )
-        elif isinstance(event, Booking.Modified):
-            entry.update(what="modified", summary=" ".join(event.changes), policy=_rule(event))
-        elif isinstance(event, Booking.Cancelled):
+        elif what == "modified":
+            entry.update(what="modified", summary=facts["summary"], policy=facts["policy"])
+        elif what == "cancelled":
             summary = (
-                f"Cancelled; refund due {_money(event.refund_due)} {currency} (refunds are not automatic)."
+                f"Cancelled; refund due {_money(facts['refund_due'])} {currency} (refunds are not automatic)."
             )
-            if event.rules_overridden:
+            if facts["rules_overridden"]:
                 summary += " The business cancelled it outside the online rules."
-            reason = event.reason.value if isinstance(event.reason, Personal) else event.reason
-            if by["you"] and reason:
-                summary += f" Your reason: {reason}"
-            entry.update(what="cancelled", summary=summary, policy=_rule(event))
-        elif isinstance(event, Booking.Voided):
+            if by["you"] and facts["reason"]:
+                summary += f" Your reason: {facts['reason']}"
+            entry.update(what="cancelled", summary=summary, policy=facts["policy"])
+        elif what == "voided":
             entry.update(what="voided", summary="Voided (made in error).")
-        elif isinstance(event, Booking.CustomerErased):
+        elif what == "customer_erased":
             entry.update(what="customer_erased", summary="Customer details erased.")
         else:
             continue
@@ -94,5 +137,5 @@ def _rule(event: Any) -> dict[str, Any] | None:
     return {**rule, "rules_overridden": bool(getattr(event, "rules_overridden", False))}
 
 
-def _money(amount: Decimal) -> str:
+def _money(amount: Decimal | str) -> str:
     return f"{Decimal(amount):.2f}"

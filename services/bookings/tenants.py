@@ -3,6 +3,9 @@ accounts service's `TenantSettingsChanged`) and its custom booking statuses (fro
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -13,6 +16,31 @@ from services.bookings.terms import Terms
 
 _POLICY_IDS = uuid5(NAMESPACE_URL, "urn:booking-accounts:bookings:tenant-policies")
 _STATUS_IDS = uuid5(NAMESPACE_URL, "urn:booking-accounts:bookings:tenant-statuses")
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What a tenant's customer-account settings say (the policy's, or a read model's copy)."""
+
+    settings_version: int
+    settings: Mapping[str, Any]
+
+    @property
+    def customer_logins_enabled(self) -> bool:
+        return bool(self.settings.get("customer_logins_enabled", False))
+
+    @property
+    def require_login_to_book(self) -> bool:
+        return bool(self.settings.get("require_login_to_book", False))
+
+    @property
+    def show_pre_bookings(self) -> bool:
+        return bool(self.settings.get("show_pre_bookings", False))
+
+    @cached_property
+    def terms(self) -> Terms:
+        """The self-service rules as they stand (frozen on each new booking)."""
+        return Terms.from_dict({**self.settings, "settings_version": self.settings_version})
 
 
 class TenantPolicy(Aggregate):
@@ -43,20 +71,24 @@ class TenantPolicy(Aggregate):
         return cls(tenant_id=tenant_id, settings_version=0, settings={})
 
     @property
+    def rules(self) -> Rules:
+        return Rules(self.settings_version, self.settings)
+
+    @property
     def customer_logins_enabled(self) -> bool:
-        return bool(self.settings.get("customer_logins_enabled", False))
+        return self.rules.customer_logins_enabled
 
     @property
     def require_login_to_book(self) -> bool:
-        return bool(self.settings.get("require_login_to_book", False))
+        return self.rules.require_login_to_book
 
     @property
     def show_pre_bookings(self) -> bool:
-        return bool(self.settings.get("show_pre_bookings", False))
+        return self.rules.show_pre_bookings
 
     def terms(self) -> Terms:
         """The self-service rules as they stand (frozen on each new booking)."""
-        return Terms.from_dict({**self.settings, "settings_version": self.settings_version})
+        return self.rules.terms
 
 
 class TenantStatuses(Aggregate):

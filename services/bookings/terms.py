@@ -19,6 +19,7 @@ time). Nothing is ever allowed once the booking has started, or once it is cance
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, Literal
@@ -120,7 +121,7 @@ class Rule:
     frozen: bool  # whether the booking's own terms shaped it
 
     def deadline(self, starts_at: datetime) -> datetime:
-        return max(cutoff.deadline(starts_at, timezone) for cutoff, timezone in self.cutoffs).astimezone(UTC)
+        return _latest_deadline(self.cutoffs, starts_at)
 
     def refusal(self, status: str, starts_at: datetime, now: datetime) -> NotEligible | None:
         """Why a customer may not act now; None if they may. The first reason that applies,
@@ -152,6 +153,13 @@ class Rule:
             "blocking_statuses": sorted(self.blocking_statuses),
             "from_booking_terms": self.frozen,
         }
+
+
+@functools.lru_cache(maxsize=16_384)
+def _latest_deadline(cutoffs: tuple[tuple[Cutoff, str], ...], starts_at: datetime) -> datetime:
+    # Remembered: every listing asks it of every booking, twice per action, and the answer
+    # depends on nothing else (an instant, in UTC, whatever offset `starts_at` came with).
+    return max(cutoff.deadline(starts_at, timezone) for cutoff, timezone in cutoffs).astimezone(UTC)
 
 
 def applicable_rule(action: Action, frozen: Terms, current: Terms) -> Rule:

@@ -1,10 +1,15 @@
-"""The bookings service's read models: bookings by customer, accounts, tenant rules and
-custom statuses.
+"""The bookings service's read models: bookings by customer (with what a customer's answer
+needs: contact details, form answers, the version to confirm against, the history), accounts,
+tenant rules and custom statuses.
 
 Derived state only: `project` turns each recorded event into rows; drop the tables and the
-projection rebuilds them from the event log. Personal columns (email, name) hold plaintext for
-queries; they are scrubbed when a customer is erased, and a rebuild after the erasure finds
-only erased values in the log (the key is gone), so it gives the same scrubbed answers.
+projection rebuilds them from the event log. Personal columns (email, name, contact, form)
+hold plaintext for queries; they are scrubbed when a customer is erased, and a rebuild after
+the erasure finds only erased values in the log (the key is gone), so it gives the same
+scrubbed answers.
+
+The customers' read path (`reads.py`) answers from these tables alone, never by replaying an
+aggregate: whatever a customer's answer shows must be projected here.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from backbone.context import Cause
 from backbone.follower import Recorded
 from backbone.readmodel import upsert
 from backbone.sqltypes import UtcDateTime, jsonable
+from services.bookings import history
 from services.bookings.customers import CustomerAccount
 from services.bookings.domainmodel import Booking
 from services.bookings.statuses import PRE, STOP, VOID, CustomStatus
@@ -50,6 +57,8 @@ bookings = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("lines", sa.JSON, nullable=False),
     sa.Column("terms", sa.JSON, nullable=False),  # frozen when placed
+    sa.Column("contact", sa.JSON, nullable=False),  # email, name, phone (personal)
+    sa.Column("form", sa.JSON, nullable=False),  # the booking form's answers (personal)
     sa.Index("ix_bookings_tenant_email", "tenant_id", "email"),
     sa.Index("ix_bookings_tenant_account", "tenant_id", "account_id"),
 )
@@ -61,7 +70,9 @@ customer_accounts = sa.Table(
     sa.Column("aggregate_id", sa.String(36), nullable=False, unique=True),
     sa.Column("tenant_id", sa.String(64), nullable=False),
     sa.Column("email", sa.String(320), nullable=True),
+    sa.Column("verified", sa.Boolean, nullable=False, default=False),  # stays once erased
     sa.Column("verified_email", sa.String(320), nullable=True),
+    sa.Column("sessions_revoked_before", UtcDateTime, nullable=True),
     sa.Column("archived", sa.Boolean, nullable=False, default=False),
     sa.Column("redacted", sa.Boolean, nullable=False, default=False),
 )
@@ -73,6 +84,17 @@ tenant_policies = sa.Table(
     sa.Column("aggregate_id", sa.String(36), nullable=False, unique=True),
     sa.Column("settings_version", sa.Integer, nullable=False),
     sa.Column("settings", sa.JSON, nullable=False),
+)
+
+booking_history = sa.Table(
+    "booking_history",
+    metadata,
+    sa.Column("booking_id", sa.String(36), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("what", sa.String(32), nullable=False),
+    sa.Column("facts", sa.JSON, nullable=False),  # see history.recorded
 )
 
 custom_statuses = sa.Table(
@@ -119,6 +141,8 @@ def _(event: Booking.Placed, conn: Connection, recorded: Recorded) -> None:
             "version": event.originator_version,
             "lines": jsonable(event.lines),
             "terms": jsonable(event.terms),
+            "contact": _plain(event.customer),
+            "form": _plain(event.form or {}),
         },
         keys=["booking_id"],
     )
@@ -146,7 +170,13 @@ def _(event: Booking.Modified, conn: Connection, recorded: Recorded) -> None:
             ends_at=max(line["ends_at"] for line in event.lines),
         )
     if event.customer is not None:
-        values.update(email=event.customer["email"].value, name=event.customer["name"].value)
+        values.update(
+            email=event.customer["email"].value,
+            name=event.customer["name"].value,
+            contact=_plain(event.customer),
+        )
+    if event.form is not None:
+        values.update(form=_plain(event.form))
     _update(conn, event, **values)
 
 
@@ -162,7 +192,12 @@ def _(event: Booking.Voided, conn: Connection, recorded: Recorded) -> None:
 
 @project.register
 def _(event: Booking.CustomerErased, conn: Connection, recorded: Recorded) -> None:
-    _update(conn, event, email=None, name=None, customer_erased=True)
+    row = conn.execute(sa.select(bookings.c.contact, bookings.c.form).where(_booking(event))).one()
+    erased = {
+        "contact": {key: None for key in row.contact},
+        "form": {key: None for key in row.form},
+    }
+    _update(conn, event, email=None, name=None, customer_erased=True, **erased)
 
 
 def _booking(event: Any) -> Any:
@@ -172,6 +207,30 @@ def _booking(event: Any) -> Any:
 def _update(conn: Connection, event: Any, **values: Any) -> None:
     conn.execute(
         sa.update(bookings).where(_booking(event)).values(version=event.originator_version, **values)
+    )
+
+
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    """Personal values as their plain text (None: absent, or erased)."""
+    return {key: (value.value if value is not None else None) for key, value in values.items()}
+
+
+def _record_history(event: Any, conn: Connection) -> None:
+    facts = history.recorded(event)
+    if facts is None:
+        return
+    upsert(
+        conn,
+        booking_history,
+        {
+            "booking_id": str(event.originator_id),
+            "version": event.originator_version,
+            "at": event.timestamp,
+            "actor": Cause.from_meta(getattr(event, "meta", None)).actor,
+            "what": facts.pop("what"),
+            "facts": jsonable(facts),
+        },
+        keys=["booking_id", "version"],
     )
 
 
@@ -188,7 +247,9 @@ def _(event: CustomerAccount.Learned, conn: Connection, recorded: Recorded) -> N
             "aggregate_id": str(event.originator_id),
             "tenant_id": event.tenant_id,
             "email": event.email.value if event.email else None,
+            "verified": False,
             "verified_email": None,
+            "sessions_revoked_before": None,
             "archived": False,
             "redacted": False,
         },
@@ -198,7 +259,12 @@ def _(event: CustomerAccount.Learned, conn: Connection, recorded: Recorded) -> N
 
 @project.register
 def _(event: CustomerAccount.EmailVerified, conn: Connection, recorded: Recorded) -> None:
-    _update_account(conn, event, verified_email=event.email.value)
+    _update_account(conn, event, verified=True, verified_email=event.email.value)
+
+
+@project.register
+def _(event: CustomerAccount.SessionsRevoked, conn: Connection, recorded: Recorded) -> None:
+    _update_account(conn, event, sessions_revoked_before=event.before)
 
 
 @project.register
@@ -291,25 +357,50 @@ def _(event: TenantStatuses.Retired, conn: Connection, recorded: Recorded) -> No
 
 def apply(conn: Connection, recorded: Recorded) -> None:
     project(recorded.event, conn, recorded)
+    if isinstance(recorded.event, Booking.Event):
+        _record_history(recorded.event, conn)
 
 
 # ----------------------------------------------------------------------------- queries
 
 
+# What a booking's summary shows (`answers.row_summary`), and what says whose it is.
+SUMMARY_COLUMNS = [
+    bookings.c[name]
+    for name in (
+        "booking_id", "tenant_id", "code", "account_id", "email", "status", "currency", "total",
+        "amount_paid", "starts_at", "ends_at", "version", "lines", "terms",
+    )
+]  # fmt: skip
+
+
+def _customer_bookings_query(*, with_pre: bool) -> Any:
+    # Built once: building a statement costs more than running it on a customer's few rows.
+    query = (
+        sa.select(*SUMMARY_COLUMNS)
+        .where(bookings.c.tenant_id == sa.bindparam("tenant_id"))
+        .where(
+            sa.or_(
+                bookings.c.account_id == sa.bindparam("account_id"),
+                bookings.c.email == sa.bindparam("email"),
+            )
+        )
+        .order_by(bookings.c.starts_at.desc())
+    )
+    return query if with_pre else query.where(bookings.c.status != PRE)
+
+
+_CUSTOMER_BOOKINGS = {with_pre: _customer_bookings_query(with_pre=with_pre) for with_pre in (False, True)}
+
+
 def customer_bookings(
     conn: Connection, tenant_id: str, account_id: UUID, verified_email: str, *, with_pre: bool
 ) -> list[dict[str, Any]]:
-    """Every booking of a verified customer: made under their account, or with their verified
-    email (also before the account existed); pre-bookings only when the tenant shows them."""
-    query = (
-        sa.select(bookings)
-        .where(bookings.c.tenant_id == tenant_id)
-        .where(sa.or_(bookings.c.account_id == str(account_id), bookings.c.email == verified_email))
-        .order_by(bookings.c.starts_at.desc())
-    )
-    if not with_pre:
-        query = query.where(bookings.c.status != PRE)
-    return [dict(row) for row in conn.execute(query).mappings()]
+    """Every booking of a verified customer (`SUMMARY_COLUMNS`): made under their account, or
+    with their verified email (also before the account existed); pre-bookings only when the
+    tenant shows them. Latest start first."""
+    params = {"tenant_id": tenant_id, "account_id": str(account_id), "email": verified_email}
+    return [dict(row) for row in conn.execute(_CUSTOMER_BOOKINGS[with_pre], params).mappings()]
 
 
 def bookings_to_erase(
@@ -346,3 +437,36 @@ def tenant_custom_statuses(conn: Connection, tenant_id: str) -> dict[str, Custom
         row["status"]: CustomStatus(row["status"], row["label"], row["locks_inventory"], row["active"])
         for row in rows
     }
+
+
+def booking_row(conn: Connection, booking_id: UUID) -> dict[str, Any] | None:
+    row = conn.execute(sa.select(bookings).where(bookings.c.booking_id == str(booking_id))).mappings().first()
+    return dict(row) if row is not None else None
+
+
+def booking_version(conn: Connection, booking_id: UUID) -> int | None:
+    return conn.execute(
+        sa.select(bookings.c.version).where(bookings.c.booking_id == str(booking_id))
+    ).scalar()
+
+
+def history_rows(conn: Connection, booking_id: UUID) -> list[dict[str, Any]]:
+    """A booking's history rows (`history.recorded`), oldest first."""
+    query = (
+        sa.select(booking_history)
+        .where(booking_history.c.booking_id == str(booking_id))
+        .order_by(booking_history.c.version)
+    )
+    return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def customer_account(conn: Connection, account_id: UUID) -> dict[str, Any] | None:
+    query = sa.select(customer_accounts).where(customer_accounts.c.account_id == str(account_id))
+    row = conn.execute(query).mappings().first()
+    return dict(row) if row is not None else None
+
+
+def tenant_rules(conn: Connection, tenant_id: str) -> dict[str, Any] | None:
+    query = sa.select(tenant_policies).where(tenant_policies.c.tenant_id == tenant_id)
+    row = conn.execute(query).mappings().first()
+    return dict(row) if row is not None else None

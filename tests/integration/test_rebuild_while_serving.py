@@ -160,7 +160,9 @@ async def test_a_rebuild_is_interrupted_resumed_and_switched_in_while_the_projec
     writing = threading.Event()
 
     def keep_writing() -> None:
-        while not writing.wait(0.05):
+        # A steady trickle, not as fast as the machine allows: the rebuild must catch up with it
+        # to switch, and on a machine busy with other work it may not outrun an unbounded writer.
+        while not writing.wait(0.2):
             place(app, 10)
 
     writer = asyncio.create_task(asyncio.to_thread(keep_writing))

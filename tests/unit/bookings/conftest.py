@@ -21,12 +21,13 @@ from backbone.credentials import Session
 from backbone.eventstore import store_env
 from backbone.follower import read_log
 from backbone.inbox import Inbox
-from backbone.readmodel import Projection, ReadModel
+from backbone.readmodel import ReadModel
 from backbone.settings import StoreSettings
 from contracts.catalog import ALL_COMMANDS, ALL_EVENTS, Catalog
 from services.bookings import views
 from services.bookings.application import Bookings
 from services.bookings.handlers import HANDLERS
+from services.bookings.reads import CustomerReads, ReadCache
 from tests.support.bookings import AccountsFeed
 
 TENANT = "lakeside"
@@ -50,7 +51,10 @@ class Harness:
         self.dead = dead
         self.read_model = ReadModel("sqlite+pysqlite:///:memory:", views.metadata)
         self.read_model.create()
-        self.projection = Projection(self.app, self.read_model, "bookings.views", views.apply)
+        # The service's wiring: the customers' reads cached, the projection keeping them current.
+        self.reads = CustomerReads(self.read_model, self.app.clock, ReadCache())
+        self.projection = self.reads.projection(self.app, "bookings.views")
+        self.app.add_listener(self.project)  # at once after every save, as the service's wakes up
         self.accounts = AccountsFeed(TENANT)
         self._offsets: Counter[str] = Counter()
 
@@ -133,7 +137,7 @@ async def http(harness):
 
     key = Ed25519PrivateKey.generate()
     app = create_api("bookings", "test", "test")
-    api.routes(app, harness.app, harness.read_model, SessionVerifier(key.public_key()))
+    api.routes(app, harness.app, harness.read_model, SessionVerifier(key.public_key()), harness.reads)
     signer = SessionSigner(key)
 
     def headers(session: Session) -> dict[str, str]:

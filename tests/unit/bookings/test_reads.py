@@ -1,0 +1,205 @@
+"""The customers' read path, in memory: answered from the read model without replaying any
+aggregate, the same after the read model is rebuilt from the log, and its cache of accounts and
+tenant rules kept current by the projection, also when another instance or an operator's
+rebuild moved the projection's position."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from backbone.follower import PositionMoved, read_log
+from services.bookings import views
+from services.bookings.application import CustomerRefused
+from services.bookings.reads import CustomerReads, ReadCache
+from tests.support.bookings import command, pay, place
+from tests.unit.bookings.conftest import TENANT
+
+
+async def a_booking_with_a_history(harness, http, session):
+    """Placed, paid in part, modified and cancelled by its customer."""
+    body = place(TENANT, "ada@example.com", starts_at=harness.now + timedelta(days=9))
+    await harness.send(body)
+    booking_id = body["booking_id"]
+    await harness.send(pay(TENANT, booking_id, "30.00"))
+    headers = http.headers_for(session)
+    changes = {"contact": {"phone": "+43 660 1234567"}, "form": {"diet": "vegetarian"}}
+    preview = (
+        await http.post(f"/v1/me/bookings/{booking_id}/modification-preview", headers=headers, json=changes)
+    ).json()
+    body = {**changes, "booking_version": preview["booking_version"]}
+    modified = await http.post(f"/v1/me/bookings/{booking_id}/modification", headers=headers, json=body)
+    assert modified.status_code == 200, modified.text
+    quote = (await http.get(f"/v1/me/bookings/{booking_id}/cancellation-quote", headers=headers)).json()
+    confirm = {**quote["confirm"]["body"], "reason": "rain"}
+    cancelled = await http.post(quote["confirm"]["href"], headers=headers, json=confirm)
+    assert cancelled.status_code == 200, cancelled.text
+    return booking_id
+
+
+async def answers(http, session, booking_id):
+    headers = http.headers_for(session)
+    listing = await http.get("/v1/me/bookings", headers=headers)
+    detail = await http.get(f"/v1/me/bookings/{booking_id}", headers=headers)
+    assert listing.status_code == detail.status_code == 200, (listing.text, detail.text)
+    return listing.json(), detail.json()
+
+
+async def test_reads_replay_no_aggregate_and_show_what_the_customer_did_at_once(harness, http, monkeypatch):
+    await harness.hear(
+        harness.accounts.settings(
+            allow_cancel=True,
+            cancel_cutoff={"amount": 2, "unit": "days"},
+            allow_modify=True,
+            modify_cutoff={"amount": 2, "unit": "days"},
+        )
+    )
+    ada = await harness.customer()
+    booking_id = await a_booking_with_a_history(harness, http, ada)
+    another = place(
+        TENANT, "ada@example.com", starts_at=harness.now + timedelta(days=3), account_id=ada.account_id
+    )
+    await harness.send(another)
+
+    touched = []
+    for name in ("get",):
+        real = getattr(harness.app.repository, name)
+        monkeypatch.setattr(
+            harness.app.repository, name, lambda *a, _r=real, **k: touched.append(a) or _r(*a, **k)
+        )
+    real_events = harness.app.events.get
+    monkeypatch.setattr(harness.app.events, "get", lambda *a, **k: touched.append(a) or real_events(*a, **k))
+
+    listing, detail = await answers(http, ada, booking_id)
+    assert touched == []  # neither the listing nor the booking replayed or read anything of the store
+
+    assert [b["booking_id"] for b in listing] == [booking_id, another["booking_id"]]  # latest start first
+    # The customer's own modification and cancellation show at once (the routes waited for them).
+    assert (detail["status"], detail["version"]) == ("STOP", harness.booking(booking_id).version)
+    assert detail["contact"] == {
+        "email": "ada@example.com",
+        "name": "Test Customer",
+        "phone": "+43 660 1234567",
+    }
+    assert detail["form"] == {"pickup": "Harbour gate", "diet": "vegetarian"}
+    assert [(e["what"], e["by"]["label"]) for e in detail["history"]] == [
+        ("placed", "the business's systems"),
+        ("payment_recorded", "the business's systems"),
+        ("status_changed", "the business's systems"),  # PART, after the payment
+        ("modified", "you"),
+        ("cancelled", "you"),
+    ]
+    assert detail["history"][-1]["summary"].endswith("Your reason: rain")
+    assert [e["version"] for e in detail["history"]] == list(range(1, detail["version"] + 1))
+
+
+async def test_a_read_model_rebuilt_from_the_log_answers_the_same(harness, http):
+    await harness.hear(
+        harness.accounts.settings(
+            allow_cancel=True,
+            cancel_cutoff={"amount": 2, "unit": "days"},
+            allow_modify=True,
+            modify_cutoff={"amount": 1, "unit": "days"},
+        )
+    )
+    ada = await harness.customer()
+    booking_id = await a_booking_with_a_history(harness, http, ada)
+    await harness.send(place(TENANT, "ada@example.com", status="PART", paid="10.00"))
+    before = await answers(http, ada, booking_id)
+
+    harness.read_model.drop()
+    harness.read_model.create()
+    assert harness.projection.load_position() == 0  # a restart: the cache starts afresh too
+    harness.projection.apply(read_log(harness.app, 0, 10_000))
+    assert await answers(http, ada, booking_id) == before
+
+
+async def test_the_cache_follows_what_the_projection_applies(harness, http):
+    accounts = harness.accounts
+    await harness.hear(accounts.settings(allow_cancel=True))
+    ada = await harness.customer()
+    booking_id = await a_booking(harness)
+    headers = http.headers_for(ada)
+    assert (await http.get("/v1/me/bookings", headers=headers)).status_code == 200
+    assert len(harness.reads.cache) == 3  # ada's account, the tenant's rules and its statuses
+
+    await harness.hear(accounts.settings(allow_cancel=False))
+    [summary] = (await http.get("/v1/me/bookings", headers=headers)).json()
+    assert summary["cancel"]["reason_code"] == "setting_off"
+
+    define = command(
+        "DefineCustomStatus", TENANT, status="POSTPONED", label="Postponed", locks_inventory=False
+    )
+    await harness.send(define)
+    staff = {"kind": "staff", "id": "s1"}
+    await harness.send(
+        command("ChangeBookingStatus", TENANT, booking_id, status="POSTPONED", on_behalf_of=staff)
+    )
+    detail = (await http.get(f"/v1/me/bookings/{booking_id}", headers=headers)).json()
+    assert detail["status_label"] == "Postponed"
+    await harness.send({**define, "command_id": str(uuid.uuid4()), "label": "Moved to a later date"})
+    detail = (await http.get(f"/v1/me/bookings/{booking_id}", headers=headers)).json()
+    assert detail["status_label"] == "Moved to a later date"
+    assert detail["history"][-1]["summary"] == "Status changed from Pending to Moved to a later date."
+
+    await harness.hear(accounts.archived(ada.account_id))
+    archived = await http.get(f"/v1/me/bookings/{booking_id}", headers=headers)
+    assert (archived.status_code, archived.json()["code"]) == (403, "account_archived")
+
+
+async def test_a_projection_whose_position_moved_forgets_everything_it_cached(harness):
+    """Two instances of the service on one read model: the other one applied the events."""
+    await harness.hear(harness.accounts.settings(allow_cancel=True))
+    ada = await harness.customer()
+    here = CustomerReads(harness.read_model, harness.app.clock, ReadCache())
+    projection_here = here.projection(harness.app, "bookings.views")
+    projection_here.position = projection_here.load_position()
+    assert here.account(ada.account_id).archived is False  # cached
+
+    await harness.hear(harness.accounts.archived(ada.account_id))  # applied by the other instance
+    assert here.account(ada.account_id).archived is False  # this cache has not heard of it yet
+    batch = read_log(harness.app, projection_here.position, 100)
+    with pytest.raises(PositionMoved):
+        projection_here.apply(batch, previous=projection_here.position)
+    projection_here.position = projection_here.load_position()  # what its follower does then
+    assert here.account(ada.account_id).archived is True
+    with pytest.raises(CustomerRefused, match="archived"):
+        here.my_bookings(ada)
+
+
+def test_a_value_loaded_while_the_projection_forgot_it_is_not_kept():
+    cache = ReadCache(size=10)
+    key = uuid.uuid4()
+    read_before_the_commit = threading.Event()
+
+    def load():
+        read_before_the_commit.set()
+        cache.forget([key])  # the projection commits and forgets meanwhile
+        return "old"
+
+    assert cache.get(key, load) == "old"  # answered, but not kept
+    assert cache.get(key, lambda: "new") == "new"
+    assert cache.get(key, lambda: "newer") == "new"  # kept until forgotten
+    for i in range(20):
+        cache.get(uuid.uuid4(), lambda i=i: i)
+    assert len(cache) == 10  # the least recently used went
+
+
+async def test_waiting_for_the_read_model_gives_up_after_a_while(harness):
+    await harness.hear(harness.accounts.settings(allow_cancel=True))
+    booking_id = uuid.UUID(await a_booking(harness))
+    assert harness.reads.until_shown(booking_id, 1) is True
+    assert harness.reads.until_shown(booking_id, 2, patience=0.05) is False  # not (yet) there
+    with harness.read_model.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(views.booking_history)).scalar() == 1
+
+
+async def a_booking(harness) -> str:
+    body = place(TENANT, "ada@example.com", starts_at=harness.now + timedelta(days=7))
+    await harness.send(body)
+    assert harness.outcome(body)["outcome"] == "accepted", harness.outcome(body)
+    return body["booking_id"]
