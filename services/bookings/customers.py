@@ -51,6 +51,7 @@ class CustomerAccount(Aggregate):
         found = [p.value for p in (*self.earlier_verified, self.verified) if p is not None and p.value]
         return list(dict.fromkeys(found))
 
+    @property
     def is_verified(self) -> bool:
         return self.verified is not None  # also once erased: then it is redacted
 
