@@ -100,7 +100,9 @@ def bootstrap(settings: AccountsSettings | None = None) -> Service:
                     settings.relay_batch_size,
                     topic_for=settings.topic,
                 ),
-                Projection(accounts, read_model, f"{SERVICE}.views", views.apply, erases=views.erases),
+                Projection(
+                    accounts, read_model, f"{SERVICE}.views", views.projector(vault), erases=views.erases
+                ),
                 Erasures(accounts, SERVICE, settings.relay_batch_size),
             ],
             consumers=[inbox, keys],
