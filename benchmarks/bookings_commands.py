@@ -77,7 +77,7 @@ async def main(args: argparse.Namespace) -> None:
 
         read_model = ReadModel(store.views_url("bookings"), views.metadata)
         read_model.create()
-        projection = Projection(app, read_model, "bookings.views", views.apply)
+        projection = Projection(app, read_model, "bookings.views", views.projector(app.vault))
         began, events = time.perf_counter(), 0
         while batch := read_log(app, read_model.position("bookings.views"), 1000):
             projection.apply(batch)

@@ -35,7 +35,9 @@ def bootstrap(settings: BookingsSettings | None = None) -> Service:
     vault = Vault(store.vault_url(SERVICE), SERVICE)
     bookings = Bookings(env=store_env(store, SERVICE), vault=vault)
     read_model = ReadModel(store.views_url(SERVICE), views.metadata)
-    projection = Projection(bookings, read_model, f"{SERVICE}.views", views.apply, erases=views.erases)
+    projection = Projection(
+        bookings, read_model, f"{SERVICE}.views", views.projector(vault), erases=views.erases
+    )
     broker = bus.make_broker(settings.kafka_bootstrap_servers, client_id=SERVICE)
     inbox = Inbox(
         service=SERVICE,

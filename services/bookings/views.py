@@ -2,13 +2,18 @@
 custom statuses.
 
 Derived state only: `project` turns each recorded event into rows; drop the tables and the
-projection rebuilds them from the event log. Personal columns (email, name) hold plaintext for
-queries; they are scrubbed when a customer is erased, and a rebuild after the erasure finds
-only erased values in the log (the key is gone), so it gives the same scrubbed answers.
+projection rebuilds them from the event log.
+
+No personal data in the clear (`backbone.blindindex`): a booking's customer email and name are
+sealed with the booking's subject key (`customer_subject`), opened only to answer; "the bookings
+of this verified address" compares blind-index tokens (`email_token`, `verified_email_token`:
+keyed hashes under the tenant's secret). Once a customer is erased the keys are gone, so every
+copy of these rows (WAL, replicas, backups) reads as erased.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from functools import singledispatch
 from typing import Any
@@ -17,7 +22,9 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from backbone.blindindex import BlindIndex, open_column, seal_column
 from backbone.follower import Recorded
+from backbone.personal import Personal, Vault
 from backbone.readmodel import upsert
 from backbone.sqltypes import UtcDateTime, jsonable
 from services.bookings.customers import CustomerAccount
@@ -34,8 +41,10 @@ bookings = sa.Table(
     sa.Column("tenant_id", sa.String(64), nullable=False),
     sa.Column("code", sa.String(32), nullable=False),
     sa.Column("account_id", sa.String(36), nullable=True),
-    sa.Column("email", sa.String(320), nullable=True),
-    sa.Column("name", sa.String(200), nullable=True),
+    sa.Column("customer_subject", sa.String(36), nullable=True),  # whose key opens email and name
+    sa.Column("email", sa.Text, nullable=True),  # sealed
+    sa.Column("name", sa.Text, nullable=True),  # sealed
+    sa.Column("email_token", sa.String(32), nullable=True),  # blind index of the email
     sa.Column("customer_erased", sa.Boolean, nullable=False, default=False),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("currency", sa.String(3), nullable=False),
@@ -49,7 +58,7 @@ bookings = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("lines", sa.JSON, nullable=False),
     sa.Column("terms", sa.JSON, nullable=False),  # frozen when placed
-    sa.Index("ix_bookings_tenant_email", "tenant_id", "email"),
+    sa.Index("ix_bookings_tenant_email_token", "tenant_id", "email_token"),
     sa.Index("ix_bookings_tenant_account", "tenant_id", "account_id"),
 )
 
@@ -59,8 +68,7 @@ customer_accounts = sa.Table(
     sa.Column("account_id", sa.String(36), primary_key=True),
     sa.Column("aggregate_id", sa.String(36), nullable=False, unique=True),
     sa.Column("tenant_id", sa.String(64), nullable=False),
-    sa.Column("email", sa.String(320), nullable=True),
-    sa.Column("verified_email", sa.String(320), nullable=True),
+    sa.Column("verified_email_token", sa.String(32), nullable=True),  # blind index
     sa.Column("archived", sa.Boolean, nullable=False, default=False),
     sa.Column("redacted", sa.Boolean, nullable=False, default=False),
 )
@@ -85,8 +93,31 @@ custom_statuses = sa.Table(
 )
 
 
+class _Sealer:
+    """What the projection needs for personal fields: the vault and the blind index."""
+
+    def __init__(self, vault: Vault):
+        self.vault = vault
+        self.index = BlindIndex(vault)
+
+    def customer(self, tenant_id: str, customer: dict[str, Any]) -> dict[str, Any]:
+        email, name = customer.get("email"), customer.get("name")
+        subject = (email or name).subject_id if (email or name) else None
+        return {
+            "customer_subject": str(subject) if subject else None,
+            "email": seal_column(self.vault, email),
+            "name": seal_column(self.vault, name),
+            "email_token": self.token(tenant_id, email),
+        }
+
+    def token(self, tenant_id: str, email: Personal | None) -> str | None:
+        if email is None or email.value is None:
+            return None
+        return self.index.exact(tenant_id, email.value)
+
+
 @singledispatch
-def project(event: Any, conn: Connection, recorded: Recorded) -> None:
+def project(event: Any, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
     """Events that change no read model."""
 
 
@@ -94,7 +125,7 @@ def project(event: Any, conn: Connection, recorded: Recorded) -> None:
 
 
 @project.register
-def _(event: Booking.Placed, conn: Connection, recorded: Recorded) -> None:
+def _(event: Booking.Placed, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
     upsert(
         conn,
         bookings,
@@ -103,8 +134,7 @@ def _(event: Booking.Placed, conn: Connection, recorded: Recorded) -> None:
             "tenant_id": event.tenant_id,
             "code": event.code,
             "account_id": str(event.account_id) if event.account_id else None,
-            "email": event.customer["email"].value,  # None once the customer is erased
-            "name": event.customer["name"].value,
+            **sealer.customer(event.tenant_id, event.customer),  # None once the customer is erased
             "customer_erased": False,
             "status": event.status,
             "currency": event.currency,
@@ -124,18 +154,18 @@ def _(event: Booking.Placed, conn: Connection, recorded: Recorded) -> None:
 
 
 @project.register
-def _(event: Booking.PaymentRecorded, conn: Connection, recorded: Recorded) -> None:
+def _(event: Booking.PaymentRecorded, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
     paid = conn.execute(sa.select(bookings.c.amount_paid).where(_booking(event))).scalar_one()
     _update(conn, event, amount_paid=Decimal(paid) + event.amount)
 
 
 @project.register
-def _(event: Booking.StatusChanged, conn: Connection, recorded: Recorded) -> None:
+def _(event: Booking.StatusChanged, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
     _update(conn, event, status=event.status)
 
 
 @project.register
-def _(event: Booking.Modified, conn: Connection, recorded: Recorded) -> None:
+def _(event: Booking.Modified, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
     values: dict[str, Any] = {}
     if event.lines is not None:
         values.update(
@@ -145,23 +175,24 @@ def _(event: Booking.Modified, conn: Connection, recorded: Recorded) -> None:
             ends_at=max(line["ends_at"] for line in event.lines),
         )
     if event.customer is not None:
-        values.update(email=event.customer["email"].value, name=event.customer["name"].value)
+        tenant_id = conn.execute(sa.select(bookings.c.tenant_id).where(_booking(event))).scalar_one()
+        values.update(sealer.customer(tenant_id, event.customer))
     _update(conn, event, **values)
 
 
 @project.register
-def _(event: Booking.Cancelled, conn: Connection, recorded: Recorded) -> None:
+def _(event: Booking.Cancelled, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
     _update(conn, event, status=STOP, cancelled_at=event.cancelled_at)
 
 
 @project.register
-def _(event: Booking.Voided, conn: Connection, recorded: Recorded) -> None:
+def _(event: Booking.Voided, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
     _update(conn, event, status=VOID)
 
 
 @project.register
-def _(event: Booking.CustomerErased, conn: Connection, recorded: Recorded) -> None:
-    _update(conn, event, email=None, name=None, customer_erased=True)
+def _(event: Booking.CustomerErased, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
+    _update(conn, event, email=None, name=None, email_token=None, customer_erased=True)
 
 
 def _booking(event: Any) -> Any:
@@ -178,7 +209,7 @@ def _update(conn: Connection, event: Any, **values: Any) -> None:
 
 
 @project.register
-def _(event: CustomerAccount.Learned, conn: Connection, recorded: Recorded) -> None:
+def _(event: CustomerAccount.Learned, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
     upsert(
         conn,
         customer_accounts,
@@ -186,8 +217,7 @@ def _(event: CustomerAccount.Learned, conn: Connection, recorded: Recorded) -> N
             "account_id": str(event.account_id),
             "aggregate_id": str(event.originator_id),
             "tenant_id": event.tenant_id,
-            "email": event.email.value if event.email else None,
-            "verified_email": None,
+            "verified_email_token": None,
             "archived": False,
             "redacted": False,
         },
@@ -196,34 +226,42 @@ def _(event: CustomerAccount.Learned, conn: Connection, recorded: Recorded) -> N
 
 
 @project.register
-def _(event: CustomerAccount.EmailVerified, conn: Connection, recorded: Recorded) -> None:
-    _update_account(conn, event, verified_email=event.email.value)
+def _(event: CustomerAccount.EmailVerified, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
+    _update_account(conn, event, verified_email_token=sealer.token(_account_tenant(conn, event), event.email))
 
 
 @project.register
-def _(event: CustomerAccount.Archived, conn: Connection, recorded: Recorded) -> None:
+def _(event: CustomerAccount.Archived, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
     _update_account(conn, event, archived=True)
 
 
 @project.register
-def _(event: CustomerAccount.Activated, conn: Connection, recorded: Recorded) -> None:
+def _(event: CustomerAccount.Activated, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
     _update_account(conn, event, archived=False)
 
 
 @project.register
-def _(event: CustomerAccount.Redacted, conn: Connection, recorded: Recorded) -> None:
-    # The email stays until the erasure is carried out: the eraser finds the bookings by it.
+def _(event: CustomerAccount.Redacted, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
+    # The token stays until the erasure is carried out: the eraser finds the bookings by it.
     _update_account(conn, event, redacted=True)
 
 
 @project.register
-def _(event: CustomerAccount.Erased, conn: Connection, recorded: Recorded) -> None:
-    _update_account(conn, event, email=None, verified_email=None)
+def _(event: CustomerAccount.Erased, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
+    _update_account(conn, event, verified_email_token=None)
 
 
 def erases(event: Any) -> bool:
     """Events after which scrubbed personal data must be purged from the files."""
     return isinstance(event, Booking.CustomerErased | CustomerAccount.Erased)
+
+
+def _account_tenant(conn: Connection, event: Any) -> str:
+    return conn.execute(
+        sa.select(customer_accounts.c.tenant_id).where(
+            customer_accounts.c.aggregate_id == str(event.originator_id)
+        )
+    ).scalar_one()
 
 
 def _update_account(conn: Connection, event: Any, **values: Any) -> None:
@@ -238,7 +276,7 @@ def _update_account(conn: Connection, event: Any, **values: Any) -> None:
 
 
 @project.register
-def _(event: TenantPolicy.Adopted, conn: Connection, recorded: Recorded) -> None:
+def _(event: TenantPolicy.Adopted, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
     upsert(
         conn,
         tenant_policies,
@@ -253,7 +291,7 @@ def _(event: TenantPolicy.Adopted, conn: Connection, recorded: Recorded) -> None
 
 
 @project.register
-def _(event: TenantPolicy.Updated, conn: Connection, recorded: Recorded) -> None:
+def _(event: TenantPolicy.Updated, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
     conn.execute(
         sa.update(tenant_policies)
         .where(tenant_policies.c.aggregate_id == str(event.originator_id))
@@ -262,7 +300,7 @@ def _(event: TenantPolicy.Updated, conn: Connection, recorded: Recorded) -> None
 
 
 @project.register
-def _(event: TenantStatuses.Defined, conn: Connection, recorded: Recorded) -> None:
+def _(event: TenantStatuses.Defined, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
     upsert(
         conn,
         custom_statuses,
@@ -278,7 +316,7 @@ def _(event: TenantStatuses.Defined, conn: Connection, recorded: Recorded) -> No
 
 
 @project.register
-def _(event: TenantStatuses.Retired, conn: Connection, recorded: Recorded) -> None:
+def _(event: TenantStatuses.Retired, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
     conn.execute(
         sa.update(custom_statuses)
         .where(
@@ -288,22 +326,31 @@ def _(event: TenantStatuses.Retired, conn: Connection, recorded: Recorded) -> No
     )
 
 
-def apply(conn: Connection, recorded: Recorded) -> None:
-    project(recorded.event, conn, recorded)
+def projector(vault: Vault) -> Callable[[Connection, Recorded], None]:
+    """The projection's apply function (it seals personal fields and indexes emails)."""
+    sealer = _Sealer(vault)
+
+    def apply(conn: Connection, recorded: Recorded) -> None:
+        project(recorded.event, conn, recorded, sealer)
+
+    return apply
 
 
 # ----------------------------------------------------------------------------- queries
 
 
 def customer_bookings(
-    conn: Connection, tenant_id: str, account_id: UUID, verified_email: str, *, with_pre: bool
+    conn: Connection, tenant_id: str, account_id: UUID, verified_email_token: str | None, *, with_pre: bool
 ) -> list[dict[str, Any]]:
     """Every booking of a verified customer: made under their account, or with their verified
-    email (also before the account existed); pre-bookings only when the tenant shows them."""
+    email (its blind-index token; also before the account existed); pre-bookings only when the
+    tenant shows them. Rows are sealed: `opened` gives their contact details."""
+    mine = bookings.c.account_id == str(account_id)
+    if verified_email_token:
+        mine = sa.or_(mine, bookings.c.email_token == verified_email_token)
     query = (
         sa.select(bookings)
-        .where(bookings.c.tenant_id == tenant_id)
-        .where(sa.or_(bookings.c.account_id == str(account_id), bookings.c.email == verified_email))
+        .where(bookings.c.tenant_id == tenant_id, mine)
         .order_by(bookings.c.starts_at.desc())
     )
     if not with_pre:
@@ -314,18 +361,28 @@ def customer_bookings(
 def bookings_to_erase(conn: Connection, tenant_id: str, account_id: UUID, before_position: int) -> list[UUID]:
     """The bookings made under an account or with its verified email, placed before the
     decision to erase it (a later booking with that address is someone's new booking)."""
-    email = conn.execute(
-        sa.select(customer_accounts.c.verified_email).where(customer_accounts.c.account_id == str(account_id))
+    token = conn.execute(
+        sa.select(customer_accounts.c.verified_email_token).where(
+            customer_accounts.c.account_id == str(account_id)
+        )
     ).scalar()
     mine = bookings.c.account_id == str(account_id)
-    if email:
-        mine = sa.or_(mine, bookings.c.email == email)
+    if token:
+        mine = sa.or_(mine, bookings.c.email_token == token)
     rows = conn.execute(
         sa.select(bookings.c.booking_id)
         .where(bookings.c.tenant_id == tenant_id, bookings.c.placed_position < before_position, mine)
         .order_by(bookings.c.placed_position)
     ).scalars()
     return [UUID(booking_id) for booking_id in rows]
+
+
+def opened(row: dict[str, Any], vault: Vault) -> dict[str, Any]:
+    """A booking row with the customer's email and name in the clear (None once erased)."""
+    plain = dict(row)
+    for field in ("email", "name"):
+        plain[field] = open_column(vault, row.get("customer_subject"), row.get(field))
+    return plain
 
 
 def tenant_custom_statuses(conn: Connection, tenant_id: str) -> dict[str, CustomStatus]:

@@ -50,7 +50,9 @@ class Harness:
         self.dead = dead
         self.read_model = ReadModel("sqlite+pysqlite:///:memory:", views.metadata)
         self.read_model.create()
-        self.projection = Projection(self.app, self.read_model, "bookings.views", views.apply)
+        self.projection = Projection(
+            self.app, self.read_model, "bookings.views", views.projector(self.app.vault)
+        )
         self.accounts = AccountsFeed(TENANT)
         self._offsets: Counter[str] = Counter()
 
