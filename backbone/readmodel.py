@@ -58,6 +58,22 @@ class ReadModel:
     def create(self) -> None:
         self.metadata.create_all(self.engine)
 
+    def outdated(self) -> list[str]:
+        """What an earlier version left here that this code cannot write to: existing tables
+        that lack columns the code defines (e.g. the sealed columns that replaced plaintext
+        ones). Empty when the tables fit, or do not exist yet. The way forward is a rebuild
+        (`booking-accounts rebuild SERVICE`), which switches in tables of the current shape."""
+        inspector = sa.inspect(self.engine)
+        problems = []
+        for table in self.metadata.sorted_tables:
+            if not inspector.has_table(table.name):
+                continue
+            existing = {column["name"] for column in inspector.get_columns(table.name)}
+            missing = [name for name in table.columns.keys() if name not in existing]
+            if missing:
+                problems.append(f"table {table.name} lacks {', '.join(missing)}")
+        return problems
+
     def drop(self) -> None:
         """Remove every table of the read model: the next projection run rebuilds it."""
         self.metadata.drop_all(self.engine)

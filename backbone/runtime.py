@@ -28,6 +28,10 @@ from backbone.subjectkeys import SubjectKeyReceiver
 log = get_logger(__name__)
 
 
+class OutdatedReadModel(RuntimeError):
+    """The read model's tables are of an earlier shape: rebuild them before starting."""
+
+
 @dataclass
 class Service:
     name: str
@@ -48,6 +52,13 @@ class Service:
             self.app.add_probe("read model", self.read_model.ping)
 
     async def start(self) -> None:
+        if self.read_model is not None:
+            outdated = await asyncio.to_thread(self.read_model.outdated)
+            if outdated:  # never write into tables of another shape (they may hold plaintext)
+                raise OutdatedReadModel(
+                    f"the {self.name} read model was built by an earlier version ({'; '.join(outdated)}): "
+                    f"run `booking-accounts rebuild {self.name}`, then start the service again"
+                )
         settings = self.settings
         await bus.ensure_topics(
             settings.kafka_bootstrap_servers,

@@ -36,10 +36,11 @@ accounts = sa.Table(
     sa.Column("account_id", sa.String(36), primary_key=True),
     sa.Column("tenant_id", sa.String(64), nullable=False),
     # Sealed with the account's key (its id is the subject): ciphertext, NULL once erased.
-    sa.Column("email", sa.Text, nullable=True),
-    sa.Column("name", sa.Text, nullable=True),
-    sa.Column("phone", sa.Text, nullable=True),
-    sa.Column("address", sa.Text, nullable=True),  # the address as JSON, sealed
+    # `opened` turns them into email, name, phone and address.
+    sa.Column("email_sealed", sa.Text, nullable=True),
+    sa.Column("name_sealed", sa.Text, nullable=True),
+    sa.Column("phone_sealed", sa.Text, nullable=True),
+    sa.Column("address_sealed", sa.Text, nullable=True),  # the address as JSON
     sa.Column("language", sa.String(8), nullable=True),
     sa.Column("status", sa.String(16), nullable=False),  # active | archived | redacted
     sa.Column("verified", sa.Boolean, nullable=False),
@@ -113,7 +114,7 @@ class _Sealer:
             plain = _plain(value)
             if plain is not None and not isinstance(plain, str):
                 plain = json.dumps(plain, sort_keys=True)
-            values[field] = seal_column(self.vault, Personal(account_id, plain)) if plain else None
+            values[f"{field}_sealed"] = seal_column(self.vault, Personal(account_id, plain)) if plain else None
         return values
 
     def reindex(self, conn: Connection, tenant_id: str, account_id: UUID, **fields: Any) -> None:
@@ -243,7 +244,8 @@ def _(event: Account.Activated, conn: Connection, sealer: _Sealer) -> None:
 def _(event: Account.Redacted, conn: Connection, sealer: _Sealer) -> None:
     # The key is destroyed with the redaction, so the sealed columns are unreadable anyway;
     # clearing them and deleting the tokens keeps the table tidy.
-    _touch(conn, event, status=REDACTED, email=None, name=None, phone=None, address=None, has_password=False)
+    scrubbed = {f"{field}_sealed": None for field in SEALED}
+    _touch(conn, event, status=REDACTED, has_password=False, **scrubbed)
     sealer.forget(conn, event.originator_id)
 
 
@@ -372,9 +374,9 @@ def directory(
 
 def opened(row: dict[str, Any], vault: Vault) -> dict[str, Any]:
     """A row with its personal fields in the clear (None once erased), to answer a request."""
-    plain = dict(row)
+    plain = {k: v for k, v in row.items() if not k.endswith("_sealed")}
     for field in SEALED:
-        plain[field] = open_column(vault, row["account_id"], row.get(field))
+        plain[field] = open_column(vault, row["account_id"], row.get(f"{field}_sealed"))
     if plain.get("address") is not None:
         plain["address"] = json.loads(plain["address"])
     return plain

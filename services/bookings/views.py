@@ -42,8 +42,8 @@ bookings = sa.Table(
     sa.Column("code", sa.String(32), nullable=False),
     sa.Column("account_id", sa.String(36), nullable=True),
     sa.Column("customer_subject", sa.String(36), nullable=True),  # whose key opens email and name
-    sa.Column("email", sa.Text, nullable=True),  # sealed
-    sa.Column("name", sa.Text, nullable=True),  # sealed
+    sa.Column("email_sealed", sa.Text, nullable=True),  # `opened` gives email and name
+    sa.Column("name_sealed", sa.Text, nullable=True),
     sa.Column("email_token", sa.String(32), nullable=True),  # blind index of the email
     sa.Column("customer_erased", sa.Boolean, nullable=False, default=False),
     sa.Column("status", sa.String(16), nullable=False),
@@ -105,8 +105,8 @@ class _Sealer:
         subject = (email or name).subject_id if (email or name) else None
         return {
             "customer_subject": str(subject) if subject else None,
-            "email": seal_column(self.vault, email),
-            "name": seal_column(self.vault, name),
+            "email_sealed": seal_column(self.vault, email),
+            "name_sealed": seal_column(self.vault, name),
             "email_token": self.token(tenant_id, email),
         }
 
@@ -192,7 +192,7 @@ def _(event: Booking.Voided, conn: Connection, recorded: Recorded, sealer: _Seal
 
 @project.register
 def _(event: Booking.CustomerErased, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
-    _update(conn, event, email=None, name=None, email_token=None, customer_erased=True)
+    _update(conn, event, email_sealed=None, name_sealed=None, email_token=None, customer_erased=True)
 
 
 def _booking(event: Any) -> Any:
@@ -379,9 +379,9 @@ def bookings_to_erase(conn: Connection, tenant_id: str, account_id: UUID, before
 
 def opened(row: dict[str, Any], vault: Vault) -> dict[str, Any]:
     """A booking row with the customer's email and name in the clear (None once erased)."""
-    plain = dict(row)
+    plain = {k: v for k, v in row.items() if not k.endswith("_sealed")}
     for field in ("email", "name"):
-        plain[field] = open_column(vault, row.get("customer_subject"), row.get(field))
+        plain[field] = open_column(vault, row.get("customer_subject"), row.get(f"{field}_sealed"))
     return plain
 
 

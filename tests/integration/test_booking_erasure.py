@@ -84,7 +84,8 @@ def test_a_redacted_customer_is_erased_and_the_books_remain(tmp_path, kafka_boot
 
     # The books remain; the personal columns read as erased; a rebuild gives the same answers.
     query = (
-        "SELECT booking_id, customer_subject, email, name, customer_erased, total, amount_paid, status"
+        "SELECT booking_id, customer_subject, email_sealed, name_sealed, customer_erased, total, amount_paid,"
+        " status"
         " FROM bookings ORDER BY code"
     )
     views = data / "bookings-views.sqlite3"

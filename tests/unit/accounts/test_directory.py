@@ -4,6 +4,9 @@ and a redaction after which the sealed values read as erased."""
 
 from __future__ import annotations
 
+import pytest
+import sqlalchemy as sa
+
 from backbone.blindindex import BlindIndex
 from backbone.follower import read_log
 from backbone.readmodel import Projection, ReadModel
@@ -101,3 +104,54 @@ def test_a_redaction_leaves_no_trace_in_the_file_and_a_rebuild_brings_nothing_ba
 def _wal(path):
     wal = path.with_name(path.name + "-wal")
     return wal.read_bytes() if wal.exists() else b""
+
+
+def test_a_directory_of_the_plaintext_era_is_refused_until_rebuilt_sealed(world, tmp_path):
+    # What an earlier version left on disk: the accounts table with the address in the clear.
+    from ops.rebuild import Rebuild
+
+    path = tmp_path / "accounts-views.sqlite3"
+    account = world.claimed("old.timer@example.com")
+    with sa.create_engine(f"sqlite+pysqlite:///{path}").begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE accounts (account_id VARCHAR(36) PRIMARY KEY, tenant_id VARCHAR(64),"
+            " email VARCHAR(320), name VARCHAR(200), phone VARCHAR(32), address JSON,"
+            " language VARCHAR(8), status VARCHAR(16), verified BOOLEAN, claimed_by VARCHAR(16),"
+            " has_password BOOLEAN, created_at TIMESTAMP, verified_at TIMESTAMP,"
+            " updated_at TIMESTAMP, version INTEGER)"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO accounts (account_id, tenant_id, email, name, status, verified, claimed_by,"
+            " has_password, version) VALUES (?, ?, 'old.timer@example.com', 'Ada Lovelace', 'active',"
+            " 1, 'customer', 1, 2)",
+            (str(account.id), TENANT),
+        )
+    read_model = ReadModel(f"sqlite+pysqlite:///{path}", views.metadata)
+    assert read_model.outdated() == [
+        "table accounts lacks email_sealed, name_sealed, phone_sealed, address_sealed"
+    ]
+
+    # The operator rebuilds (the service refuses to start on it meanwhile: backbone.runtime).
+    projection = Projection(world.app, read_model, "accounts.views", views.projector(world.app.vault))
+    Rebuild(world.app, read_model, [projection], batch_size=100).run()
+    assert read_model.outdated() == []
+    assert listing(read_model, search="old timer", vault=world.app.vault)[1] == ["old.timer@example.com"]
+    read_model.purge()
+    assert b"old.timer@example.com" not in path.read_bytes() + _wal(path)
+    read_model.close()
+
+
+async def test_the_service_refuses_to_start_on_a_read_model_of_an_earlier_shape(world, tmp_path):
+    from fastapi import FastAPI
+    from faststream.kafka import KafkaBroker
+
+    from backbone.runtime import OutdatedReadModel, Service
+
+    path = tmp_path / "accounts-views.sqlite3"
+    with sa.create_engine(f"sqlite+pysqlite:///{path}").begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE accounts (account_id VARCHAR(36) PRIMARY KEY, email VARCHAR(320))")
+    read_model = ReadModel(f"sqlite+pysqlite:///{path}", views.metadata)
+    service = Service("accounts", None, world.app, KafkaBroker(), FastAPI(), [], read_model=read_model)
+    with pytest.raises(OutdatedReadModel, match="booking-accounts rebuild accounts"):
+        await service.start()
+    read_model.close()
