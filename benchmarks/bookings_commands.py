@@ -24,6 +24,7 @@ from pathlib import Path
 from aiokafka.structs import ConsumerRecord
 from faststream.kafka import KafkaBroker
 
+from backbone.blindindex import BlindIndex
 from backbone.eventstore import store_env
 from backbone.follower import read_log
 from backbone.inbox import Inbox
@@ -78,7 +79,7 @@ async def main(args: argparse.Namespace) -> None:
 
         read_model = ReadModel(store.views_url("bookings"), views.metadata)
         read_model.create()
-        projection = Projection(app, read_model, "bookings.views", views.apply)
+        projection = Projection(app, read_model, "bookings.views", views.projector(app.vault))
         began, events = time.perf_counter(), 0
         while batch := read_log(app, read_model.position("bookings.views"), 1000):
             projection.apply(batch)
@@ -86,13 +87,23 @@ async def main(args: argparse.Namespace) -> None:
         seconds = time.perf_counter() - began
         print(f"{'projection':14} {events:6} events   in {seconds:6.2f} s: {events / seconds:7.0f} events/s")
 
-        account = uuid.uuid4()
+        # The listing finds a customer's bookings by the blind-index token of their verified
+        # email (computed once per request), then opens the sealed contact details of each row
+        # (which staff pages show; the customer's own listing does not need them).
+        account, index = uuid.uuid4(), BlindIndex(app.vault)
         with read_model.engine.connect() as conn:
             began = time.perf_counter()
             for _ in range(50):
-                found = views.customer_bookings(conn, TENANT, account, "guest7@example.com", with_pre=False)
+                token = index.exact(TENANT, "guest7@example.com")
+                found = views.customer_bookings(conn, TENANT, account, token, with_pre=False)
             per_query = (time.perf_counter() - began) / 50
+            began = time.perf_counter()
+            for _ in range(50):
+                opened = [views.opened(row, app.vault) for row in found]
+            per_open = (time.perf_counter() - began) / 50
+        assert all(row["email"] == "guest7@example.com" for row in opened)
         print(f"{'listing':14} {len(found):6} bookings of one customer: {per_query * 1000:.1f} ms per query")
+        print(f"{'opening':14} {len(found):6} rows' sealed email and name: {per_open * 1000:.2f} ms")
         read_model.close()
         app.close()
 

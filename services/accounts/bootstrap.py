@@ -109,7 +109,9 @@ def bootstrap(settings: AccountsSettings | None = None) -> Service:
                     signer=bus_keys.signer,
                     keyring=bus_keys.keyring,
                 ),
-                Projection(accounts, read_model, f"{SERVICE}.views", views.apply, erases=views.erases),
+                Projection(
+                    accounts, read_model, f"{SERVICE}.views", views.projector(vault), erases=views.erases
+                ),
                 Eraser(accounts, settings.relay_batch_size),
             ],
             consumers=[inbox, keys],

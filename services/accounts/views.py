@@ -1,12 +1,17 @@
 """The staff directory: accounts to list and search, the blocklist, the staff members.
 
-Derived state only (rebuilt from the event log when the tables are dropped). It holds contact
-details in the clear so that staff can search them; a redaction scrubs the account's row and
-purges the files (`ReadModel.purge`), and a rebuild after the erasure finds only erased values.
+Derived state only (rebuilt from the event log when the tables are dropped). Contact details are
+never here in the clear (`backbone.blindindex`): each is sealed with the account's subject key
+and opened only to answer a request (`opened`), and the search goes through `search_tokens`,
+keyed hashes of the words' prefixes under the tenant's secret. After a redaction the account's
+key is gone, so its sealed columns read as erased in every copy of the database (WAL, replicas,
+backups); its tokens are deleted.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from functools import singledispatch
 from typing import Any, Literal
 from uuid import UUID
@@ -14,8 +19,9 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from backbone.blindindex import BlindIndex, open_column, seal_column
 from backbone.follower import Recorded
-from backbone.personal import Personal
+from backbone.personal import Personal, Vault
 from backbone.readmodel import upsert
 from backbone.sqltypes import UtcDateTime
 from services.accounts.addresses import BlockedEmail
@@ -29,10 +35,12 @@ accounts = sa.Table(
     metadata,
     sa.Column("account_id", sa.String(36), primary_key=True),
     sa.Column("tenant_id", sa.String(64), nullable=False),
-    sa.Column("email", sa.String(320), nullable=True),  # NULL once erased
-    sa.Column("name", sa.String(200), nullable=True),
-    sa.Column("phone", sa.String(32), nullable=True),
-    sa.Column("address", sa.JSON, nullable=True),
+    # Sealed with the account's key (its id is the subject): ciphertext, NULL once erased.
+    # `opened` turns them into email, name, phone and address.
+    sa.Column("email_sealed", sa.Text, nullable=True),
+    sa.Column("name_sealed", sa.Text, nullable=True),
+    sa.Column("phone_sealed", sa.Text, nullable=True),
+    sa.Column("address_sealed", sa.Text, nullable=True),  # the address as JSON
     sa.Column("language", sa.String(8), nullable=True),
     sa.Column("status", sa.String(16), nullable=False),  # active | archived | redacted
     sa.Column("verified", sa.Boolean, nullable=False),
@@ -43,8 +51,22 @@ accounts = sa.Table(
     sa.Column("updated_at", UtcDateTime, nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Index("ix_accounts_tenant_status", "tenant_id", "status", "verified"),
-    sa.Index("ix_accounts_tenant_email", "tenant_id", "email"),
 )
+
+# The directory's search: one row per (account, field, token); a token is a keyed hash of a
+# prefix of a word of the field (backbone.blindindex). Deleted with the account's data.
+search_tokens = sa.Table(
+    "account_search_tokens",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("token", sa.String(32), primary_key=True),
+    sa.Column("account_id", sa.String(36), primary_key=True),
+    sa.Column("field", sa.String(16), primary_key=True),
+    sa.Index("ix_account_tokensaccount", "account_id", "field"),
+)
+
+SEALED = ("email", "name", "phone", "address")
+SEARCHED = ("email", "name", "phone")
 
 blocklist = sa.Table(
     "blocklist",
@@ -78,6 +100,58 @@ def _plain(value: Any) -> Any:
     return value
 
 
+class _Sealer:
+    """What the projection needs to write personal fields: the vault and the blind index."""
+
+    def __init__(self, vault: Vault):
+        self.vault = vault
+        self.index = BlindIndex(vault)
+
+    def columns(self, account_id: UUID, **fields: Any) -> dict[str, str | None]:
+        """Personal fields as the table stores them: sealed with the account's key."""
+        values: dict[str, str | None] = {}
+        for field, value in fields.items():
+            plain = _plain(value)
+            if plain is not None and not isinstance(plain, str):
+                plain = json.dumps(plain, sort_keys=True)
+            values[f"{field}_sealed"] = seal_column(self.vault, Personal(account_id, plain)) if plain else None
+        return values
+
+    def reindex(self, conn: Connection, tenant_id: str, account_id: UUID, **fields: Any) -> None:
+        """Replace the search tokens of the given fields (None: the field has no value)."""
+        for field, value in fields.items():
+            if field not in SEARCHED:
+                continue
+            conn.execute(
+                sa.delete(search_tokens).where(
+                    search_tokens.c.account_id == str(account_id), search_tokens.c.field == field
+                )
+            )
+            plain = _plain(value)
+            tokens = (
+                self.index.search_tokens(tenant_id, phone=plain)
+                if field == "phone"
+                else self.index.search_tokens(tenant_id, plain)
+            )
+            if tokens:
+                conn.execute(
+                    sa.insert(search_tokens),
+                    [
+                        {"tenant_id": tenant_id, "token": t, "account_id": str(account_id), "field": field}
+                        for t in tokens
+                    ],
+                )
+
+    def forget(self, conn: Connection, account_id: UUID) -> None:
+        conn.execute(sa.delete(search_tokens).where(search_tokens.c.account_id == str(account_id)))
+
+
+def _tenant_of(conn: Connection, account_id: UUID) -> str | None:
+    return conn.execute(
+        sa.select(accounts.c.tenant_id).where(accounts.c.account_id == str(account_id))
+    ).scalar()
+
+
 def _touch(conn: Connection, event: Any, **values: Any) -> None:
     conn.execute(
         sa.update(accounts)
@@ -87,22 +161,20 @@ def _touch(conn: Connection, event: Any, **values: Any) -> None:
 
 
 @singledispatch
-def project(event: Any, conn: Connection) -> None:
+def project(event: Any, conn: Connection, sealer: _Sealer) -> None:
     """Events that change no table here."""
 
 
 @project.register
-def _(event: Account.Claimed, conn: Connection) -> None:
+def _(event: Account.Claimed, conn: Connection, sealer: _Sealer) -> None:
+    personal = {"email": event.email, "name": event.name, "phone": event.phone, "address": event.address}
     upsert(
         conn,
         accounts,
         {
             "account_id": str(event.originator_id),
             "tenant_id": event.tenant_id,
-            "email": _plain(event.email),
-            "name": _plain(event.name),
-            "phone": _plain(event.phone),
-            "address": _plain(event.address),
+            **sealer.columns(event.originator_id, **personal),
             "language": event.language,
             "status": ACTIVE,
             "verified": False,
@@ -115,25 +187,28 @@ def _(event: Account.Claimed, conn: Connection) -> None:
         },
         keys=["account_id"],
     )
+    sealer.reindex(conn, event.tenant_id, event.originator_id, **personal)
 
 
 @project.register
-def _(event: Account.ClaimRenewed, conn: Connection) -> None:
+def _(event: Account.ClaimRenewed, conn: Connection, sealer: _Sealer) -> None:
     _touch(conn, event, has_password=False)
 
 
 @project.register
-def _(event: Account.EmailCorrected, conn: Connection) -> None:
-    _touch(conn, event, email=_plain(event.email))
+def _(event: Account.EmailCorrected, conn: Connection, sealer: _Sealer) -> None:
+    _touch(conn, event, **sealer.columns(event.originator_id, email=event.email))
+    _reindex(conn, sealer, event, email=event.email)
 
 
 @project.register
-def _(event: Account.EmailVerified, conn: Connection) -> None:
+def _(event: Account.EmailVerified, conn: Connection, sealer: _Sealer) -> None:
+    _reindex(conn, sealer, event, email=event.email)
     conn.execute(
         sa.update(accounts)
         .where(accounts.c.account_id == str(event.originator_id))
         .values(
-            email=_plain(event.email),
+            **sealer.columns(event.originator_id, email=event.email),
             verified=True,
             verified_at=sa.func.coalesce(accounts.c.verified_at, event.at),
             updated_at=event.timestamp,
@@ -143,32 +218,45 @@ def _(event: Account.EmailVerified, conn: Connection) -> None:
 
 
 @project.register
-def _(event: Account.PasswordSet, conn: Connection) -> None:
+def _(event: Account.PasswordSet, conn: Connection, sealer: _Sealer) -> None:
     _touch(conn, event, has_password=True)
 
 
 @project.register
-def _(event: Account.ProfileChanged, conn: Connection) -> None:
-    _touch(conn, event, **{field: _plain(value) for field, value in event.changes.items()})
+def _(event: Account.ProfileChanged, conn: Connection, sealer: _Sealer) -> None:
+    personal = {f: v for f, v in event.changes.items() if f in SEALED}
+    plain = {f: _plain(v) for f, v in event.changes.items() if f not in SEALED}
+    _touch(conn, event, **sealer.columns(event.originator_id, **personal), **plain)
+    _reindex(conn, sealer, event, **personal)
 
 
 @project.register
-def _(event: Account.Archived, conn: Connection) -> None:
+def _(event: Account.Archived, conn: Connection, sealer: _Sealer) -> None:
     _touch(conn, event, status=ARCHIVED)
 
 
 @project.register
-def _(event: Account.Activated, conn: Connection) -> None:
+def _(event: Account.Activated, conn: Connection, sealer: _Sealer) -> None:
     _touch(conn, event, status=ACTIVE)
 
 
 @project.register
-def _(event: Account.Redacted, conn: Connection) -> None:
-    _touch(conn, event, status=REDACTED, email=None, name=None, phone=None, address=None, has_password=False)
+def _(event: Account.Redacted, conn: Connection, sealer: _Sealer) -> None:
+    # The key is destroyed with the redaction, so the sealed columns are unreadable anyway;
+    # clearing them and deleting the tokens keeps the table tidy.
+    scrubbed = {f"{field}_sealed": None for field in SEALED}
+    _touch(conn, event, status=REDACTED, has_password=False, **scrubbed)
+    sealer.forget(conn, event.originator_id)
+
+
+def _reindex(conn: Connection, sealer: _Sealer, event: Any, **fields: Any) -> None:
+    tenant_id = _tenant_of(conn, event.originator_id)
+    if tenant_id is not None:
+        sealer.reindex(conn, tenant_id, event.originator_id, **fields)
 
 
 @project.register
-def _(event: BlockedEmail.Blocked, conn: Connection) -> None:
+def _(event: BlockedEmail.Blocked, conn: Connection, sealer: _Sealer) -> None:
     upsert(
         conn,
         blocklist,
@@ -186,7 +274,7 @@ def _(event: BlockedEmail.Blocked, conn: Connection) -> None:
 
 @project.register(BlockedEmail.Unblocked)
 @project.register(BlockedEmail.BlockedAgain)
-def _(event: Any, conn: Connection) -> None:
+def _(event: Any, conn: Connection, sealer: _Sealer) -> None:
     conn.execute(
         sa.update(blocklist)
         .where(blocklist.c.entry_id == str(event.originator_id))
@@ -199,7 +287,7 @@ def _(event: Any, conn: Connection) -> None:
 
 
 @project.register
-def _(event: StaffMember.Added, conn: Connection) -> None:
+def _(event: StaffMember.Added, conn: Connection, sealer: _Sealer) -> None:
     upsert(
         conn,
         staff,
@@ -215,7 +303,7 @@ def _(event: StaffMember.Added, conn: Connection) -> None:
 
 
 @project.register
-def _(event: StaffMember.Removed, conn: Connection) -> None:
+def _(event: StaffMember.Removed, conn: Connection, sealer: _Sealer) -> None:
     conn.execute(sa.update(staff).where(staff.c.staff_id == str(event.originator_id)).values(active=False))
 
 
@@ -223,8 +311,14 @@ def _actor(event: Any) -> str:
     return str((getattr(event, "meta", None) or {}).get("actor") or "service:accounts")
 
 
-def apply(conn: Connection, recorded: Recorded) -> None:
-    project(recorded.event, conn)
+def projector(vault: Vault) -> Callable[[Connection, Recorded], None]:
+    """The projection's apply function (it seals personal fields with the vault)."""
+    sealer = _Sealer(vault)
+
+    def apply(conn: Connection, recorded: Recorded) -> None:
+        project(recorded.event, conn, sealer)
+
+    return apply
 
 
 def erases(event: Any) -> bool:
@@ -238,12 +332,20 @@ Filter = Literal["all", "claimed", "unclaimed", "archived", "redacted"]
 
 
 def directory(
-    conn: Connection, tenant_id: str, status: Filter, search: str | None, limit: int, offset: int
+    conn: Connection,
+    tenant_id: str,
+    status: Filter,
+    tokens: list[str] | None,
+    limit: int,
+    offset: int,
 ) -> tuple[int, list[dict[str, Any]]]:
-    """One page of the tenant's accounts, newest first, and how many match in total.
+    """One page of the tenant's accounts, newest first, and how many match in total. Rows are
+    sealed: open them with `opened` to answer.
 
     claimed = the customer proved the address; unclaimed = not yet (their own claim pending,
-    or created by staff and awaiting the customer); both exclude archived and redacted."""
+    or created by staff and awaiting the customer); both exclude archived and redacted.
+    `tokens` are `BlindIndex.query_tokens` of the search: a row matches when it has
+    every one of them (in any of its fields)."""
     where = [accounts.c.tenant_id == tenant_id]
     if status == "claimed":
         where += [accounts.c.status == ACTIVE, accounts.c.verified.is_(True)]
@@ -251,15 +353,14 @@ def directory(
         where += [accounts.c.status == ACTIVE, accounts.c.verified.is_(False)]
     elif status in (ARCHIVED, REDACTED):
         where.append(accounts.c.status == status)
-    if search:
-        needle = search.strip().lower()
-        where.append(
-            sa.or_(
-                accounts.c.email.contains(needle, autoescape=True),
-                sa.func.lower(accounts.c.name).contains(needle, autoescape=True),
-                accounts.c.phone.contains(needle, autoescape=True),
-            )
+    if tokens:
+        matching = (
+            sa.select(search_tokens.c.account_id)
+            .where(search_tokens.c.tenant_id == tenant_id, search_tokens.c.token.in_(tokens))
+            .group_by(search_tokens.c.account_id)
+            .having(sa.func.count(sa.distinct(search_tokens.c.token)) == len(set(tokens)))
         )
+        where.append(accounts.c.account_id.in_(matching))
     total = conn.execute(sa.select(sa.func.count()).select_from(accounts).where(*where)).scalar_one()
     rows = conn.execute(
         sa.select(accounts)
@@ -269,6 +370,16 @@ def directory(
         .offset(offset)
     ).mappings()
     return total, [dict(row) for row in rows]
+
+
+def opened(row: dict[str, Any], vault: Vault) -> dict[str, Any]:
+    """A row with its personal fields in the clear (None once erased), to answer a request."""
+    plain = {k: v for k, v in row.items() if not k.endswith("_sealed")}
+    for field in SEALED:
+        plain[field] = open_column(vault, row["account_id"], row.get(f"{field}_sealed"))
+    if plain.get("address") is not None:
+        plain["address"] = json.loads(plain["address"])
+    return plain
 
 
 def account_row(conn: Connection, tenant_id: str, account_id: UUID) -> dict[str, Any] | None:

@@ -125,7 +125,7 @@ def routes(
     """The customer routes. `reads` answers the reads (give the one whose cache the service's
     projection keeps current; without it, every read queries the read model's tables)."""
     as_customer = customer_session(verifier)
-    reads = reads or CustomerReads(read_model, bookings.clock)
+    reads = reads or CustomerReads(read_model, bookings.clock, vault=bookings.vault)
     tags = ["customers"]
 
     def as_problem(action: str, work: Any) -> Any:

@@ -40,7 +40,7 @@ def bootstrap(settings: BookingsSettings | None = None) -> Service:
     # Events are believed from their owners, commands from the publishers registered here.
     bus_keys.verifier.lookup = publishers.lookup(bookings)
     read_model = ReadModel(store.views_url(SERVICE), views.metadata)
-    reads = CustomerReads(read_model, bookings.clock, ReadCache())
+    reads = CustomerReads(read_model, bookings.clock, ReadCache(), vault=vault)
     projection = reads.projection(bookings, f"{SERVICE}.views", erases=views.erases)
     broker = bus.make_broker(
         settings.kafka_bootstrap_servers, client_id=SERVICE, security=settings.kafka_security()

@@ -25,6 +25,7 @@ import asyncio
 from collections.abc import Sequence
 
 from backbone import context
+from backbone.blindindex import BlindIndex
 from backbone.context import Cause
 from backbone.follower import Follower, Recorded
 from backbone.logging import get_logger
@@ -44,6 +45,7 @@ class Eraser(Follower):
         self.app: Bookings = app
         self.read_model = read_model
         self.projection = projection  # the name of the projection that fills `views.bookings`
+        self.index = BlindIndex(app.vault)  # the read model knows addresses by their tokens
 
     async def handle(self, batch: Sequence[Recorded]) -> None:
         for recorded in batch:
@@ -62,7 +64,7 @@ class Eraser(Follower):
                     account.tenant_id,
                     account.account_id,
                     decision.position,
-                    account.every_verified_email,
+                    [self.index.exact(account.tenant_id, email) for email in account.every_verified_email],
                 )
             bookings = [self.app.repository.get(booking_id) for booking_id in booking_ids]
             cause = Cause.from_meta(decision.event.meta)

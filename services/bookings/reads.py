@@ -35,6 +35,7 @@ from backbone.credentials import Session
 from backbone.eventstore import ServiceApplication
 from backbone.follower import Recorded
 from backbone.http import NotFound
+from backbone.personal import Vault
 from backbone.readmodel import Project, Projection, ReadModel
 from services.bookings import answers, views
 from services.bookings.answers import BookingDetail, BookingSummary, HistoryEntry
@@ -126,7 +127,7 @@ class AccountCopy:
     account_id: UUID
     tenant_id: str
     is_verified: bool
-    verified_email: str | None
+    verified_email_token: str | None  # the blind-index token of the verified address
     sessions_revoked_before: datetime | None
     archived: bool
     redacted: bool
@@ -136,23 +137,26 @@ class AccountCopy:
 
     def owns(self, row: dict[str, Any]) -> bool:
         """As `CustomerAccount.owns`, for a row of `views.bookings`."""
-        if row["tenant_id"] != self.tenant_id or self.verified_email is None:
+        if row["tenant_id"] != self.tenant_id or self.verified_email_token is None:
             return False
-        return row["account_id"] == str(self.account_id) or row["email"] == self.verified_email
+        return row["account_id"] == str(self.account_id) or row["email_token"] == self.verified_email_token
 
 
 class CustomerReads:
     """What customers read, for the HTTP API (blocking: call it off the event loop)."""
 
-    def __init__(self, read_model: ReadModel, clock: Clock, cache: ReadCache | None = None):
+    def __init__(
+        self, read_model: ReadModel, clock: Clock, cache: ReadCache | None = None, *, vault: Vault
+    ):
         self.read_model = read_model
         self.clock = clock
+        self.vault = vault  # opens the sealed columns of a customer's own booking
         # Without a cache kept current by the projection, every request reads the tables.
         self.cache = cache if cache is not None else ReadCache(size=0)
 
     def projection(self, app: ServiceApplication, name: str, **kwargs: Any) -> CachingProjection:
         """The projection of `views` that keeps this cache current."""
-        return CachingProjection(app, self.read_model, name, views.apply, self.cache, **kwargs)
+        return CachingProjection(app, self.read_model, name, views.projector(self.vault), self.cache, **kwargs)
 
     # ------------------------------------------------------------------ the answers
 
@@ -165,7 +169,7 @@ class CustomerReads:
                 conn,
                 session.tenant_id,
                 account.account_id,
-                account.verified_email or "",
+                account.verified_email_token,
                 with_pre=rules.show_pre_bookings,
             )
         now = self.clock()
@@ -183,10 +187,12 @@ class CustomerReads:
                 raise NotFound("No such booking.")
             events = views.history_rows(conn, booking_id)
         summary = answers.row_summary(row, rules.terms, self.clock(), custom)
+        plain = views.opened(row, self.vault)
+        events = views.opened_history(events, row["customer_subject"], self.vault)
         return BookingDetail(
             **summary.model_dump(),
-            contact=row["contact"],
-            form=row["form"],
+            contact=plain["contact"],
+            form=plain["form"],
             terms=Terms.from_dict(row["terms"]).as_dict(),
             history=[HistoryEntry(**e) for e in customer_history(events, session.account_id, custom)],
         )
@@ -247,7 +253,7 @@ def _account_copy(conn: sa.Connection, account_id: UUID) -> AccountCopy | None:
         account_id=account_id,
         tenant_id=row["tenant_id"],
         is_verified=bool(row["verified"]),
-        verified_email=row["verified_email"],
+        verified_email_token=row["verified_email_token"],
         sessions_revoked_before=row["sessions_revoked_before"],
         archived=bool(row["archived"]),
         redacted=bool(row["redacted"]),

@@ -3,10 +3,15 @@ needs: contact details, form answers, the version to confirm against, the histor
 tenant rules and custom statuses.
 
 Derived state only: `project` turns each recorded event into rows; drop the tables and the
-projection rebuilds them from the event log. Personal columns (email, name, contact, form)
-hold plaintext for queries; they are scrubbed when a customer is erased, and a rebuild after
-the erasure finds only erased values in the log (the key is gone), so it gives the same
-scrubbed answers.
+projection rebuilds them from the event log.
+
+No personal data in the clear (`backbone.blindindex`): a booking's customer details (email,
+name, the contact details and the form's answers) and a customer's cancellation reason in the
+history are sealed with the booking's subject key (`customer_subject`) and opened only to answer
+(`opened`, `opened_history`); "the bookings of this verified address" compares blind-index
+tokens (`email_token`, `verified_email_token`: keyed hashes under the tenant's secret). Once a
+customer is erased the keys are gone, so every copy of these rows (WAL, replicas, backups) reads
+as erased.
 
 The customers' read path (`reads.py`) answers from these tables alone, never by replaying an
 aggregate: whatever a customer's answer shows must be projected here.
@@ -14,7 +19,8 @@ aggregate: whatever a customer's answer shows must be projected here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from functools import singledispatch
 from typing import Any
@@ -23,8 +29,10 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from backbone.blindindex import BlindIndex, open_column, seal_column
 from backbone.context import Cause
 from backbone.follower import Recorded
+from backbone.personal import Personal, Vault
 from backbone.readmodel import upsert
 from backbone.sqltypes import UtcDateTime, jsonable
 from services.bookings import history
@@ -42,8 +50,10 @@ bookings = sa.Table(
     sa.Column("tenant_id", sa.String(64), nullable=False),
     sa.Column("code", sa.String(32), nullable=False),
     sa.Column("account_id", sa.String(36), nullable=True),
-    sa.Column("email", sa.String(320), nullable=True),
-    sa.Column("name", sa.String(200), nullable=True),
+    sa.Column("customer_subject", sa.String(36), nullable=True),  # whose key opens the *_sealed
+    sa.Column("email_sealed", sa.Text, nullable=True),  # `opened` gives email, name, contact, form
+    sa.Column("name_sealed", sa.Text, nullable=True),
+    sa.Column("email_token", sa.String(32), nullable=True),  # blind index of the email
     sa.Column("customer_erased", sa.Boolean, nullable=False, default=False),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("currency", sa.String(3), nullable=False),
@@ -57,9 +67,12 @@ bookings = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("lines", sa.JSON, nullable=False),
     sa.Column("terms", sa.JSON, nullable=False),  # frozen when placed
-    sa.Column("contact", sa.JSON, nullable=False),  # email, name, phone (personal)
-    sa.Column("form", sa.JSON, nullable=False),  # the booking form's answers (personal)
-    sa.Index("ix_bookings_tenant_email", "tenant_id", "email"),
+    sa.Column("contact_sealed", sa.Text, nullable=True),  # email, name, phone as JSON
+    sa.Column("form_sealed", sa.Text, nullable=True),  # the booking form's answers as JSON
+    # The field names (not personal): what an erased customer's contact and form read as.
+    sa.Column("contact_fields", sa.JSON, nullable=False),
+    sa.Column("form_fields", sa.JSON, nullable=False),
+    sa.Index("ix_bookings_tenant_email_token", "tenant_id", "email_token"),
     sa.Index("ix_bookings_tenant_account", "tenant_id", "account_id"),
 )
 
@@ -69,9 +82,8 @@ customer_accounts = sa.Table(
     sa.Column("account_id", sa.String(36), primary_key=True),
     sa.Column("aggregate_id", sa.String(36), nullable=False, unique=True),
     sa.Column("tenant_id", sa.String(64), nullable=False),
-    sa.Column("email", sa.String(320), nullable=True),
     sa.Column("verified", sa.Boolean, nullable=False, default=False),  # stays once erased
-    sa.Column("verified_email", sa.String(320), nullable=True),
+    sa.Column("verified_email_token", sa.String(32), nullable=True),  # blind index
     sa.Column("sessions_revoked_before", UtcDateTime, nullable=True),
     sa.Column("archived", sa.Boolean, nullable=False, default=False),
     sa.Column("redacted", sa.Boolean, nullable=False, default=False),
@@ -108,8 +120,39 @@ custom_statuses = sa.Table(
 )
 
 
+class _Sealer:
+    """What the projection needs for personal fields: the vault and the blind index."""
+
+    def __init__(self, vault: Vault):
+        self.vault = vault
+        self.index = BlindIndex(vault)
+
+    def customer(self, tenant_id: str, subject: UUID, customer: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "customer_subject": str(subject),
+            "email_sealed": seal_column(self.vault, customer.get("email")),
+            "name_sealed": seal_column(self.vault, customer.get("name")),
+            "email_token": self.token(tenant_id, customer.get("email")),
+            "contact_sealed": self.json(subject, _plain(customer)),
+            "contact_fields": sorted(customer),
+        }
+
+    def form(self, subject: UUID, form: dict[str, Any]) -> dict[str, Any]:
+        return {"form_sealed": self.json(subject, _plain(form)), "form_fields": sorted(form)}
+
+    def json(self, subject: UUID, values: dict[str, Any]) -> str | None:
+        if not values or all(v is None for v in values.values()):
+            return None
+        return seal_column(self.vault, Personal(subject, json.dumps(values, sort_keys=True)))
+
+    def token(self, tenant_id: str, email: Personal | None) -> str | None:
+        if email is None or email.value is None:
+            return None
+        return self.index.exact(tenant_id, email.value)
+
+
 @singledispatch
-def project(event: Any, conn: Connection, recorded: Recorded) -> None:
+def project(event: Any, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
     """Events that change no read model."""
 
 
@@ -117,7 +160,7 @@ def project(event: Any, conn: Connection, recorded: Recorded) -> None:
 
 
 @project.register
-def _(event: Booking.Placed, conn: Connection, recorded: Recorded) -> None:
+def _(event: Booking.Placed, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
     upsert(
         conn,
         bookings,
@@ -126,8 +169,8 @@ def _(event: Booking.Placed, conn: Connection, recorded: Recorded) -> None:
             "tenant_id": event.tenant_id,
             "code": event.code,
             "account_id": str(event.account_id) if event.account_id else None,
-            "email": event.customer["email"].value,  # None once the customer is erased
-            "name": event.customer["name"].value,
+            **sealer.customer(event.tenant_id, _subject(event), event.customer),  # None once erased
+            **sealer.form(_subject(event), event.form or {}),
             "customer_erased": False,
             "status": event.status,
             "currency": event.currency,
@@ -141,26 +184,24 @@ def _(event: Booking.Placed, conn: Connection, recorded: Recorded) -> None:
             "version": event.originator_version,
             "lines": jsonable(event.lines),
             "terms": jsonable(event.terms),
-            "contact": _plain(event.customer),
-            "form": _plain(event.form or {}),
         },
         keys=["booking_id"],
     )
 
 
 @project.register
-def _(event: Booking.PaymentRecorded, conn: Connection, recorded: Recorded) -> None:
+def _(event: Booking.PaymentRecorded, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
     paid = conn.execute(sa.select(bookings.c.amount_paid).where(_booking(event))).scalar_one()
     _update(conn, event, amount_paid=Decimal(paid) + event.amount)
 
 
 @project.register
-def _(event: Booking.StatusChanged, conn: Connection, recorded: Recorded) -> None:
+def _(event: Booking.StatusChanged, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
     _update(conn, event, status=event.status)
 
 
 @project.register
-def _(event: Booking.Modified, conn: Connection, recorded: Recorded) -> None:
+def _(event: Booking.Modified, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
     values: dict[str, Any] = {}
     if event.lines is not None:
         values.update(
@@ -170,34 +211,28 @@ def _(event: Booking.Modified, conn: Connection, recorded: Recorded) -> None:
             ends_at=max(line["ends_at"] for line in event.lines),
         )
     if event.customer is not None:
-        values.update(
-            email=event.customer["email"].value,
-            name=event.customer["name"].value,
-            contact=_plain(event.customer),
-        )
+        tenant_id = conn.execute(sa.select(bookings.c.tenant_id).where(_booking(event))).scalar_one()
+        values.update(sealer.customer(tenant_id, _subject(event), event.customer))
     if event.form is not None:
-        values.update(form=_plain(event.form))
+        values.update(sealer.form(_subject(event), event.form))
     _update(conn, event, **values)
 
 
 @project.register
-def _(event: Booking.Cancelled, conn: Connection, recorded: Recorded) -> None:
+def _(event: Booking.Cancelled, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
     _update(conn, event, status=STOP, cancelled_at=event.cancelled_at)
 
 
 @project.register
-def _(event: Booking.Voided, conn: Connection, recorded: Recorded) -> None:
+def _(event: Booking.Voided, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
     _update(conn, event, status=VOID)
 
 
 @project.register
-def _(event: Booking.CustomerErased, conn: Connection, recorded: Recorded) -> None:
-    row = conn.execute(sa.select(bookings.c.contact, bookings.c.form).where(_booking(event))).one()
-    erased = {
-        "contact": {key: None for key in row.contact},
-        "form": {key: None for key in row.form},
-    }
-    _update(conn, event, email=None, name=None, customer_erased=True, **erased)
+def _(event: Booking.CustomerErased, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
+    # The key goes with the erasure, so the sealed columns read as erased anyway.
+    erased = {"email_sealed": None, "name_sealed": None, "contact_sealed": None, "form_sealed": None}
+    _update(conn, event, email_token=None, customer_erased=True, **erased)
 
 
 def _booking(event: Any) -> Any:
@@ -210,15 +245,24 @@ def _update(conn: Connection, event: Any, **values: Any) -> None:
     )
 
 
+def _subject(event: Any) -> UUID:
+    """The data subject of a booking's customer details: the booking itself."""
+    return event.originator_id
+
+
 def _plain(values: dict[str, Any]) -> dict[str, Any]:
     """Personal values as their plain text (None: absent, or erased)."""
     return {key: (value.value if value is not None else None) for key, value in values.items()}
 
 
-def _record_history(event: Any, conn: Connection) -> None:
+def _record_history(event: Any, conn: Connection, sealer: _Sealer) -> None:
     facts = history.recorded(event)
     if facts is None:
         return
+    if facts.get("reason") is not None:  # the customer's own words: personal, sealed here too
+        reason = facts["reason"]
+        text = reason.value if isinstance(reason, Personal) else reason
+        facts["reason"] = {"sealed": seal_column(sealer.vault, Personal(_subject(event), text))}
     upsert(
         conn,
         booking_history,
@@ -238,7 +282,7 @@ def _record_history(event: Any, conn: Connection) -> None:
 
 
 @project.register
-def _(event: CustomerAccount.Learned, conn: Connection, recorded: Recorded) -> None:
+def _(event: CustomerAccount.Learned, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
     upsert(
         conn,
         customer_accounts,
@@ -246,9 +290,8 @@ def _(event: CustomerAccount.Learned, conn: Connection, recorded: Recorded) -> N
             "account_id": str(event.account_id),
             "aggregate_id": str(event.originator_id),
             "tenant_id": event.tenant_id,
-            "email": event.email.value if event.email else None,
             "verified": False,
-            "verified_email": None,
+            "verified_email_token": None,
             "sessions_revoked_before": None,
             "archived": False,
             "redacted": False,
@@ -258,39 +301,48 @@ def _(event: CustomerAccount.Learned, conn: Connection, recorded: Recorded) -> N
 
 
 @project.register
-def _(event: CustomerAccount.EmailVerified, conn: Connection, recorded: Recorded) -> None:
-    _update_account(conn, event, verified=True, verified_email=event.email.value)
+def _(event: CustomerAccount.EmailVerified, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
+    token = sealer.token(_account_tenant(conn, event), event.email)
+    _update_account(conn, event, verified=True, verified_email_token=token)
 
 
 @project.register
-def _(event: CustomerAccount.SessionsRevoked, conn: Connection, recorded: Recorded) -> None:
+def _(event: CustomerAccount.SessionsRevoked, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
     _update_account(conn, event, sessions_revoked_before=event.before)
 
 
 @project.register
-def _(event: CustomerAccount.Archived, conn: Connection, recorded: Recorded) -> None:
+def _(event: CustomerAccount.Archived, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
     _update_account(conn, event, archived=True)
 
 
 @project.register
-def _(event: CustomerAccount.Activated, conn: Connection, recorded: Recorded) -> None:
+def _(event: CustomerAccount.Activated, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
     _update_account(conn, event, archived=False)
 
 
 @project.register
-def _(event: CustomerAccount.Redacted, conn: Connection, recorded: Recorded) -> None:
-    # The email stays until the erasure is carried out: the eraser finds the bookings by it.
+def _(event: CustomerAccount.Redacted, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
+    # The token stays until the erasure is carried out: the eraser finds the bookings by it.
     _update_account(conn, event, redacted=True)
 
 
 @project.register
-def _(event: CustomerAccount.Erased, conn: Connection, recorded: Recorded) -> None:
-    _update_account(conn, event, email=None, verified_email=None)
+def _(event: CustomerAccount.Erased, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
+    _update_account(conn, event, verified_email_token=None)
 
 
 def erases(event: Any) -> bool:
     """Events after which scrubbed personal data must be purged from the files."""
     return isinstance(event, Booking.CustomerErased | CustomerAccount.Erased)
+
+
+def _account_tenant(conn: Connection, event: Any) -> str:
+    return conn.execute(
+        sa.select(customer_accounts.c.tenant_id).where(
+            customer_accounts.c.aggregate_id == str(event.originator_id)
+        )
+    ).scalar_one()
 
 
 def _update_account(conn: Connection, event: Any, **values: Any) -> None:
@@ -305,7 +357,7 @@ def _update_account(conn: Connection, event: Any, **values: Any) -> None:
 
 
 @project.register
-def _(event: TenantPolicy.Adopted, conn: Connection, recorded: Recorded) -> None:
+def _(event: TenantPolicy.Adopted, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
     upsert(
         conn,
         tenant_policies,
@@ -320,7 +372,7 @@ def _(event: TenantPolicy.Adopted, conn: Connection, recorded: Recorded) -> None
 
 
 @project.register
-def _(event: TenantPolicy.Updated, conn: Connection, recorded: Recorded) -> None:
+def _(event: TenantPolicy.Updated, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
     conn.execute(
         sa.update(tenant_policies)
         .where(tenant_policies.c.aggregate_id == str(event.originator_id))
@@ -329,7 +381,7 @@ def _(event: TenantPolicy.Updated, conn: Connection, recorded: Recorded) -> None
 
 
 @project.register
-def _(event: TenantStatuses.Defined, conn: Connection, recorded: Recorded) -> None:
+def _(event: TenantStatuses.Defined, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
     upsert(
         conn,
         custom_statuses,
@@ -345,7 +397,7 @@ def _(event: TenantStatuses.Defined, conn: Connection, recorded: Recorded) -> No
 
 
 @project.register
-def _(event: TenantStatuses.Retired, conn: Connection, recorded: Recorded) -> None:
+def _(event: TenantStatuses.Retired, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
     conn.execute(
         sa.update(custom_statuses)
         .where(
@@ -355,10 +407,16 @@ def _(event: TenantStatuses.Retired, conn: Connection, recorded: Recorded) -> No
     )
 
 
-def apply(conn: Connection, recorded: Recorded) -> None:
-    project(recorded.event, conn, recorded)
-    if isinstance(recorded.event, Booking.Event):
-        _record_history(recorded.event, conn)
+def projector(vault: Vault) -> Callable[[Connection, Recorded], None]:
+    """The projection's apply function (it seals personal fields and indexes emails)."""
+    sealer = _Sealer(vault)
+
+    def apply(conn: Connection, recorded: Recorded) -> None:
+        project(recorded.event, conn, recorded, sealer)
+        if isinstance(recorded.event, Booking.Event):
+            _record_history(recorded.event, conn, sealer)
+
+    return apply
 
 
 # ----------------------------------------------------------------------------- queries
@@ -368,7 +426,7 @@ def apply(conn: Connection, recorded: Recorded) -> None:
 SUMMARY_COLUMNS = [
     bookings.c[name]
     for name in (
-        "booking_id", "tenant_id", "code", "account_id", "email", "status", "currency", "total",
+        "booking_id", "tenant_id", "code", "account_id", "email_token", "status", "currency", "total",
         "amount_paid", "starts_at", "ends_at", "version", "lines", "terms",
     )
 ]  # fmt: skip
@@ -382,7 +440,7 @@ def _customer_bookings_query(*, with_pre: bool) -> Any:
         .where(
             sa.or_(
                 bookings.c.account_id == sa.bindparam("account_id"),
-                bookings.c.email == sa.bindparam("email"),
+                bookings.c.email_token == sa.bindparam("email_token"),
             )
         )
         .order_by(bookings.c.starts_at.desc())
@@ -394,12 +452,12 @@ _CUSTOMER_BOOKINGS = {with_pre: _customer_bookings_query(with_pre=with_pre) for 
 
 
 def customer_bookings(
-    conn: Connection, tenant_id: str, account_id: UUID, verified_email: str, *, with_pre: bool
+    conn: Connection, tenant_id: str, account_id: UUID, verified_email_token: str | None, *, with_pre: bool
 ) -> list[dict[str, Any]]:
     """Every booking of a verified customer (`SUMMARY_COLUMNS`): made under their account, or
-    with their verified email (also before the account existed); pre-bookings only when the
-    tenant shows them. Latest start first."""
-    params = {"tenant_id": tenant_id, "account_id": str(account_id), "email": verified_email}
+    with their verified email (its blind-index token; also before the account existed);
+    pre-bookings only when the tenant shows them. Latest start first."""
+    params = {"tenant_id": tenant_id, "account_id": str(account_id), "email_token": verified_email_token}
     return [dict(row) for row in conn.execute(_CUSTOMER_BOOKINGS[with_pre], params).mappings()]
 
 
@@ -408,24 +466,53 @@ def bookings_to_erase(
     tenant_id: str,
     account_id: UUID,
     before_position: int,
-    earlier_emails: Sequence[str] = (),
+    earlier_email_tokens: Sequence[str] = (),
 ) -> list[UUID]:
     """The bookings made under an account or with its verified email (the current one, and
-    `earlier_emails` it had verified before), placed before the decision to erase it (a later
-    booking with one of those addresses is someone's new booking)."""
-    email = conn.execute(
-        sa.select(customer_accounts.c.verified_email).where(customer_accounts.c.account_id == str(account_id))
+    those it had verified before, as blind-index tokens), placed before the decision to erase it
+    (a later booking with one of those addresses is someone's new booking)."""
+    token = conn.execute(
+        sa.select(customer_accounts.c.verified_email_token).where(
+            customer_accounts.c.account_id == str(account_id)
+        )
     ).scalar()
-    emails = list(dict.fromkeys([*earlier_emails, *([email] if email else [])]))
+    tokens = list(dict.fromkeys([*earlier_email_tokens, *([token] if token else [])]))
     mine = bookings.c.account_id == str(account_id)
-    if emails:
-        mine = sa.or_(mine, bookings.c.email.in_(emails))
+    if tokens:
+        mine = sa.or_(mine, bookings.c.email_token.in_(tokens))
     rows = conn.execute(
         sa.select(bookings.c.booking_id)
         .where(bookings.c.tenant_id == tenant_id, bookings.c.placed_position < before_position, mine)
         .order_by(bookings.c.placed_position)
     ).scalars()
     return [UUID(booking_id) for booking_id in rows]
+
+
+def opened(row: dict[str, Any], vault: Vault) -> dict[str, Any]:
+    """A booking row with its customer's details in the clear (None once erased): `email`,
+    `name`, `contact` and `form` in place of their sealed columns."""
+    subject = row.get("customer_subject")
+    plain = {
+        key.removesuffix("_sealed"): open_column(vault, subject, value) if key.endswith("_sealed") else value
+        for key, value in row.items()
+    }
+    for field in ("contact", "form"):
+        if field in plain:
+            names = row.get(f"{field}_fields") or []
+            values = json.loads(plain[field]) if plain[field] else {}
+            plain[field] = {name: values.get(name) for name in names}
+    return plain
+
+
+def opened_history(rows: list[dict[str, Any]], subject: str | None, vault: Vault) -> list[dict[str, Any]]:
+    """History rows with a sealed reason opened (None once the customer is erased)."""
+    result = []
+    for row in rows:
+        reason = (row["facts"] or {}).get("reason")
+        if isinstance(reason, dict):
+            row = {**row, "facts": {**row["facts"], "reason": open_column(vault, subject, reason.get("sealed"))}}
+        result.append(row)
+    return result
 
 
 def tenant_custom_statuses(conn: Connection, tenant_id: str) -> dict[str, CustomStatus]:

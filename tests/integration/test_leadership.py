@@ -134,7 +134,7 @@ async def test_a_stalled_ex_leader_cannot_write_to_the_read_model(store, postgre
     claim(app, 3)
     read_model = ReadModel(store.views_url("accounts"), views.metadata)
     read_model.create()
-    projection = Projection(app, read_model, "accounts.views", views.apply)
+    projection = Projection(app, read_model, "accounts.views", views.projector(app.vault))
     stopping = asyncio.Event()
     old, new = lock(store, "accounts/accounts.views"), lock(store, "accounts/accounts.views")
     assert await old.acquire(stopping)

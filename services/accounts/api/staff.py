@@ -8,6 +8,7 @@ from uuid import UUID
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 
+from backbone.blindindex import BlindIndex
 from backbone.http import NotFound, run_sync
 from backbone.logging import mask_email
 from backbone.readmodel import ReadModel
@@ -34,10 +35,18 @@ ACCOUNT = "/v1/staff/tenants/{tenant_id}/accounts/{account_id}"
 
 def routes(api: FastAPI, accounts: Accounts, read_model: ReadModel) -> None:
     as_staff = auth.staff(accounts)
+    index = BlindIndex(accounts.vault)  # the directory's search, on keyed hashes only
 
     def query(run: Any, *args: Any) -> Any:
         with read_model.engine.connect() as conn:
             return run(conn, *args)
+
+    def search(tenant_id: str, status: views.Filter, q: str | None, limit: int, offset: int) -> Any:
+        tokens = index.query_tokens(tenant_id, q) if q and q.strip() else None
+        if tokens == []:  # only punctuation: no word to look for, so nothing matches
+            return 0, []
+        total, rows = query(views.directory, tenant_id, status, tokens, limit, offset)
+        return total, [views.opened(row, accounts.vault) for row in rows]
 
     # ------------------------------------------------------------------ settings
 
@@ -88,11 +97,19 @@ def routes(api: FastAPI, accounts: Accounts, read_model: ReadModel) -> None:
         tenant_id: Tenant,
         _: str = Depends(as_staff),
         status: Annotated[views.Filter, Query(description="claimed = verified by the customer")] = "all",
-        q: Annotated[str | None, Query(max_length=100, description="Part of an email, name or phone")] = None,
+        q: Annotated[
+            str | None,
+            Query(
+                max_length=100,
+                description="Words that begin words of the email, name or phone (all must match): "
+                "'ada lov' finds Ada Lovelace, 'lovelace@exa' ada.lovelace@example.com, '660 12' "
+                "+43 660 123. Not the middle of a word.",
+            ),
+        ] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     ) -> Any:
-        total, rows = await run_sync(query, views.directory, tenant_id, status, q, limit, offset)
+        total, rows = await run_sync(search, tenant_id, status, q, limit, offset)
         return DirectoryPage(
             total=total, limit=limit, offset=offset, items=[AccountSummary.model_validate(r) for r in rows]
         )
@@ -120,6 +137,7 @@ def routes(api: FastAPI, accounts: Accounts, read_model: ReadModel) -> None:
             row = query(views.account_row, tenant_id, account_id)
             if row is None:  # recorded, not projected yet: a moment
                 raise NotFound("No such account (yet): try again in a moment.")
+            row = views.opened(row, accounts.vault)
             events = accounts.repository.event_store.get(account_id)
             return {**row, "history": [history.entry(e) for e in events]}
 

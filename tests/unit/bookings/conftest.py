@@ -52,7 +52,7 @@ class Harness:
         self.read_model = ReadModel("sqlite+pysqlite:///:memory:", views.metadata)
         self.read_model.create()
         # The service's wiring: the customers' reads cached, the projection keeping them current.
-        self.reads = CustomerReads(self.read_model, self.app.clock, ReadCache())
+        self.reads = CustomerReads(self.read_model, self.app.clock, ReadCache(), vault=self.app.vault)
         self.projection = self.reads.projection(self.app, "bookings.views")
         self.app.add_listener(self.project)  # at once after every save, as the service's wakes up
         self.accounts = AccountsFeed(TENANT)

@@ -155,7 +155,7 @@ async def test_a_projection_whose_position_moved_forgets_everything_it_cached(ha
     """Two instances of the service on one read model: the other one applied the events."""
     await harness.hear(harness.accounts.settings(allow_cancel=True))
     ada = await harness.customer()
-    here = CustomerReads(harness.read_model, harness.app.clock, ReadCache())
+    here = CustomerReads(harness.read_model, harness.app.clock, ReadCache(), vault=harness.app.vault)
     projection_here = here.projection(harness.app, "bookings.views")
     projection_here.position = projection_here.load_position()
     assert here.account(ada.account_id).archived is False  # cached
