@@ -141,7 +141,7 @@ def routes(
     )
     async def verify(body: TokenRequest, request: Request) -> Verified:
         account = await redeeming(request, accounts.verify_email, body.token)
-        return Verified(account_id=account.id)
+        return Verified(account_id=account.id, tenant_id=account.tenant_id)
 
     @api.post(
         "/v1/new-passwords",
@@ -152,7 +152,9 @@ def routes(
     )
     async def new_password(body: NewPasswordRequest, request: Request) -> PasswordSet:
         account = await redeeming(request, accounts.set_password, body.token, body.password)
-        return PasswordSet(account_id=account.id, detail="Your password is set. Log in with it.")
+        return PasswordSet(
+            account_id=account.id, tenant_id=account.tenant_id, detail="Your password is set. Log in with it."
+        )
 
     @api.post(
         "/v1/magic-link-sessions",

@@ -68,11 +68,13 @@ class Accepted(BaseModel):
 
 class Verified(BaseModel):
     account_id: UUID
+    tenant_id: str = Field(description="The business the account belongs to (where to log in).")
     verified: bool = True
 
 
 class PasswordSet(BaseModel):
     account_id: UUID
+    tenant_id: str = Field(description="The business the account belongs to (where to log in).")
     detail: str
 
 
