@@ -48,10 +48,27 @@ class ServiceSpec:
 
 
 # The one list of services that `up` starts (in this order).
+# Emailed links land in the portal (8004), which calls the three services' HTTP APIs.
+PORTAL = "http://127.0.0.1:8004"
 SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec("accounts", "services.accounts", 8001, {"PUBLIC_BASE_URL": "http://127.0.0.1:8001"}),
+    ServiceSpec("accounts", "services.accounts", 8001, {"PUBLIC_BASE_URL": PORTAL}),
     ServiceSpec("bookings", "services.bookings", 8002),
-    ServiceSpec("notifier", "services.notifier", 8003, {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": "1025"}),
+    ServiceSpec(
+        "notifier",
+        "services.notifier",
+        8003,
+        {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": "1025", "PORTAL_URL": PORTAL},
+    ),
+    ServiceSpec(
+        "portal",
+        "services.portal",
+        8004,
+        {
+            "ACCOUNTS_URL": "http://127.0.0.1:8001",
+            "BOOKINGS_URL": "http://127.0.0.1:8002",
+            "NOTIFIER_URL": "http://127.0.0.1:8003",
+        },
+    ),
 )
 
 app = typer.Typer(
@@ -375,7 +392,8 @@ def up(
                     env.setdefault(key, value)  # the caller's environment wins
                 if spec.name == "notifier":
                     env["SMTP_PORT"] = str(catcher.port)
-                ops_envs[spec.name] = {k: v for k, v in env.items() if os.environ.get(k) != v}
+                if spec.name != "portal":  # no store, no bus: nothing for the operator tool
+                    ops_envs[spec.name] = {k: v for k, v in env.items() if os.environ.get(k) != v}
                 svc = _Service(spec, env)
                 why_not = svc.runnable()
                 if why_not:
@@ -384,7 +402,8 @@ def up(
                     continue
                 svc.start()
                 services.append(svc)
-                lines.append(f"{spec.name:<14} http://127.0.0.1:{spec.http_port}/docs")
+                page = "/t/demo/" if spec.name == "portal" else "/docs"
+                lines.append(f"{spec.name:<14} http://127.0.0.1:{spec.http_port}{page}")
             lines += notes
             lines.append(
                 f"operator tool: booking-accounts --config {write_ops_config(bootstrap, ops_envs)} status"

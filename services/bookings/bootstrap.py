@@ -21,7 +21,7 @@ from contracts.topics import (
     BOOKINGS_EVENTS,
     dead_letters,
 )
-from services.bookings import api, views
+from services.bookings import api, api_staff, staffkeys, views
 from services.bookings.application import Bookings
 from services.bookings.erasure import Eraser
 from services.bookings.handlers import HANDLERS
@@ -44,7 +44,7 @@ def bootstrap(settings: BookingsSettings | None = None) -> Service:
         broker=broker,
         topics=[settings.topic(BOOKINGS_COMMANDS), settings.topic(ACCOUNTS_EVENTS)],
         catalog=Catalog((*ALL_COMMANDS, *ALL_EVENTS)),
-        handlers=HANDLERS,
+        handlers={**HANDLERS, **staffkeys.HANDLERS},
         dead_letter_topic=settings.topic(dead_letters(SERVICE)),
         batch_size=settings.consumer_batch_size,
     )
@@ -64,6 +64,8 @@ def bootstrap(settings: BookingsSettings | None = None) -> Service:
         "commands on the `bookings.commands` topic (docs/publishing-booking-commands.md).",
     )
     api.routes(http, bookings, read_model, SessionVerifier(load_verify_key(settings.session_public_key_file)))
+    http.state.bookings, http.state.read_model = bookings, read_model
+    http.include_router(api_staff.router)
     return attach(
         Service(
             name=SERVICE,

@@ -337,3 +337,41 @@ def tenant_custom_statuses(conn: Connection, tenant_id: str) -> dict[str, Custom
         row["status"]: CustomStatus(row["status"], row["label"], row["locks_inventory"], row["active"])
         for row in rows
     }
+
+
+def staff_bookings(
+    conn: Connection,
+    tenant_id: str,
+    *,
+    status: str | None = None,
+    starts_from: Any = None,
+    starts_before: Any = None,
+    customer: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[dict[str, Any]], int]:
+    """A tenant's bookings for its staff, latest start first, filtered by status, start date
+    and customer (a part of the email, name or booking code, or the account id); and how many
+    match in all."""
+    where = [bookings.c.tenant_id == tenant_id]
+    if status:
+        where.append(bookings.c.status == status)
+    if starts_from is not None:
+        where.append(bookings.c.starts_at >= starts_from)
+    if starts_before is not None:
+        where.append(bookings.c.starts_at < starts_before)
+    if customer:
+        pattern = f"%{customer.strip().lower()}%"
+        where.append(
+            sa.or_(
+                sa.func.lower(bookings.c.email).like(pattern),
+                sa.func.lower(bookings.c.name).like(pattern),
+                sa.func.lower(bookings.c.code).like(pattern),
+                bookings.c.account_id == customer.strip(),
+            )
+        )
+    total = conn.execute(sa.select(sa.func.count()).select_from(bookings).where(*where)).scalar() or 0
+    rows = conn.execute(
+        sa.select(bookings).where(*where).order_by(bookings.c.starts_at.desc()).limit(limit).offset(offset)
+    ).mappings()
+    return [dict(row) for row in rows], int(total)

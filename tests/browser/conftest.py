@@ -2,7 +2,7 @@
 services and the portal as OS processes, a real Kafka broker and a real SMTP server.
 
 Playwright's own browser download is never used (`playwright install` is not run): the
-browser is /usr/bin/chromium (deploy/test installs it). One system per module: starting the
+browser is /usr/bin/chromium (deploy/test installs it). One system for the package: starting the
 services is what costs; each test uses a fresh browser context (no cookies) and its own
 tenant or addresses.
 """
@@ -31,7 +31,7 @@ CHROMIUM_ARGS = [
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def mail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailCatcher]:
     catcher = MailCatcher(port=0, directory=tmp_path_factory.mktemp("mail"))
     catcher.start()
@@ -39,7 +39,7 @@ def mail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailCatcher]:
     catcher.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def system(
     tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap_servers: str, mail: MailCatcher
 ) -> Iterator[System]:
@@ -52,7 +52,7 @@ def system(
         assert service.errors() == [], f"{service.name} logged errors"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
         pytest.fail("chromium is missing: deploy/test installs it (apt-get install chromium)")
