@@ -272,3 +272,72 @@ def _note(words: Any, brand: dict[str, Any], booking: dict[str, Any]) -> str:
 
 
 __all__ = ["Visitor", "router"]
+
+
+# ----------------------------------------------------------------------------- my details
+
+
+@router.get("/details", response_class=HTMLResponse)
+async def my_details(
+    request: Request, tenant: TenantPath, portal: PortalDep, brand: Brand, token: CustomerToken
+) -> HTMLResponse:
+    me = await _as_me(request, portal, tenant, token, "GET")
+    return portal.render(request, "details.html", brand=brand, me=me)
+
+
+@router.post("/details", response_class=HTMLResponse)
+async def change_details(
+    request: Request,
+    tenant: TenantPath,
+    portal: PortalDep,
+    brand: Brand,
+    token: CustomerToken,
+    visitor: CheckedVisitor,
+    name: Annotated[str, Form(max_length=200)],
+    phone: Annotated[str, Form(max_length=40)] = "",
+) -> Response:
+    words = words_for(request, portal.settings, brand)
+    try:
+        await _as_me(request, portal, tenant, token, "PATCH", json={"name": name, "phone": phone or None})
+    except Refused as refused:
+        visitor.tell(refused.detail)
+    else:
+        visitor.tell(words.t("details.saved"))
+    return redirect(f"/t/{tenant}/details")
+
+
+@router.post("/details/email", response_class=HTMLResponse)
+async def change_email(
+    request: Request,
+    tenant: TenantPath,
+    portal: PortalDep,
+    brand: Brand,
+    token: CustomerToken,
+    visitor: CheckedVisitor,
+    email: EmailField,
+    current_password: Annotated[str, Form(max_length=128)] = "",
+) -> Response:
+    """The new address takes effect once the link sent to it is followed (verified again)."""
+    words = words_for(request, portal.settings, brand)
+    body = {"email": email, **({"current_password": current_password} if current_password else {})}
+    try:
+        await _as_me(request, portal, tenant, token, "POST", "/email-change", json=body)
+    except Refused as refused:
+        visitor.tell(refused.detail)
+    else:
+        visitor.tell(words.t("details.email_sent"))
+    return redirect(f"/t/{tenant}/details")
+
+
+async def _as_me(
+    request: Request, portal: Any, tenant: str, token: str, method: str, sub: str = "", **kwargs: Any
+) -> Any:
+    try:
+        return await portal.backends.call(
+            "accounts", method, f"/v1/me{sub}", caller(request, token), **kwargs
+        )
+    except Refused as refused:
+        if refused.status == 401:
+            request.state.visitor.log_out()
+            raise LoginNeeded(f"/t/{tenant}/login") from None
+        raise

@@ -11,6 +11,7 @@ decide, as for any other client, what the key may see. Removing the staff member
 from __future__ import annotations
 
 from datetime import datetime, time
+from decimal import Decimal
 from typing import Annotated, Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
@@ -356,7 +357,16 @@ async def booking(
 ) -> HTMLResponse:
     brand = await portal.branding(tenant)
     found = await _call(request, portal, tenant, key, "bookings", "GET", f"/bookings/{booking_id}")
-    return _page(request, portal, tenant, "booking.html", brand=brand, booking=found)
+    recorded = sum((Decimal(p["amount"]) for p in found["payments"]), Decimal(0))
+    return _page(
+        request,
+        portal,
+        tenant,
+        "booking.html",
+        brand=brand,
+        booking=found,
+        paid_when_booked=Decimal(found["amount_paid"]) - recorded,
+    )
 
 
 @router.post("/bookings/{booking_id}/cancel")

@@ -25,9 +25,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.middleware.base import BaseHTTPMiddleware
 
+from backbone.logging import get_logger
 from services.portal.backends import Backends, Caller
 from services.portal.i18n import Words, language_of
 from services.portal.settings import PortalSettings
+
+log = get_logger(__name__)
 
 COOKIE = "portal_session"
 TEMPLATES = Path(__file__).parent / "templates"
@@ -163,7 +166,8 @@ class Portal:
         facts, asked of the notifier, which keeps the tenant's branding."""
         try:
             found = await self.backends.branding(tenant)
-        except Exception:
+        except Exception as error:  # the pages still work, with the last known (or plain) branding
+            log.warning("branding unavailable", tenant_id=tenant, error=str(error))
             found = self._branding.get(tenant) or {
                 "tenant_id": tenant,
                 "business_name": tenant,

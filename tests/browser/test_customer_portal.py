@@ -99,6 +99,8 @@ def test_claim_verify_log_in_and_cancel_in_the_dialog(system, mail, page):
     page.get_by_role("button", name="Verify my email address").click()
     page.wait_for_url(re.compile(rf"/t/{TENANT}/login$"))
     assert "verified" in page.locator(".notice").inner_text()
+    welcome = mail.wait_for(lambda m: email in m.rcpt_tos and "Welcome" in m.subject, timeout=30)
+    assert f"{system.portal.url}/t/{TENANT}/login" in welcome.links  # the welcome email links here
 
     # Log in: My bookings, with items, products and status labels.
     page.get_by_label("Email address").fill(email)
@@ -226,3 +228,29 @@ def test_session_cookie_and_headers(system, page):
     assert "frame-ancestors 'none'" in headers["content-security-policy"]
     [cookie] = [c for c in page.context.cookies() if c["name"] == "portal_session"]
     assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+
+
+def test_my_details_and_an_email_change_verified_again(system, mail, page):
+    email = f"kai-{uuid.uuid4().hex[:6]}@example.com"
+    new = f"kai-new-{uuid.uuid4().hex[:6]}@example.com"
+    open_business(system, TENANT, "Lakeside Tours")
+    in_thread(verified_customer, system, None, TENANT, email, PASSWORD)
+    log_in(page, system, TENANT, email)
+    page.get_by_role("link", name="My details").click()
+    page.get_by_label("Name").fill("Kai Lindqvist")
+    page.get_by_role("button", name="Save my details").click()
+    assert page.locator(".notice").inner_text() == "Your details are saved."
+    assert page.get_by_label("Name").input_value() == "Kai Lindqvist"
+    accessible(page)
+
+    page.get_by_label("New email address").fill(new)
+    page.get_by_label("Current password (if you have one)").fill(PASSWORD)
+    page.get_by_role("button", name="Send the link").click()
+    assert "on its way to the new address" in page.locator(".notice").inner_text()
+    message = mail.wait_for(lambda m: new in m.rcpt_tos, timeout=30)
+    [link] = [url for url in message.links if "/verify-email?token=" in url]
+    page.goto(link)
+    page.get_by_role("button", name="Verify my email address").click()
+    page.wait_for_url(re.compile(rf"/t/{TENANT}/login$"))
+    page.goto(f"{system.portal.url}/t/{TENANT}/details")
+    assert new in page.locator("main").inner_text()

@@ -13,7 +13,7 @@ import pytest
 
 from tests.browser.conftest import accessible, in_thread, screenshot
 from tests.browser.test_customer_portal import PASSWORD, log_in, open_business, place, see_bookings
-from tests.support.system import staff_headers, verified_customer, wait_for
+from tests.support.system import set_tenant_settings, staff_headers, verified_customer, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -134,3 +134,30 @@ def test_the_directory_with_confirmations_and_a_parked_email_sent_again(system, 
     page.get_by_role("button", name="Yes: archive this account").click()
     assert "Archive this account: done." in page.locator(".notice").inner_text()
     assert "archived" in page.locator("main").inner_text()
+
+
+def test_an_invitation_sent_while_logins_are_off_says_why_it_waits(system, mail, page):
+    tenant = "quiet-canoes"  # customer logins are off: the default
+    email = f"jo-{uuid.uuid4().hex[:6]}@example.com"
+    created = httpx.post(
+        f"{system.accounts.url}/v1/staff/tenants/{tenant}/accounts",
+        headers=staff_headers(system, tenant),
+        json={"email": email, "name": "Jo"},
+        timeout=10,
+    )
+    assert created.status_code == 201, created.text
+    invitation = mail.wait_for(lambda m: email in m.rcpt_tos, timeout=30)
+    [link] = [url for url in invitation.links if "/set-password?token=" in url]
+    page.goto(link)
+    page.get_by_label("New password").fill(PASSWORD)
+    page.get_by_role("button", name="Save my password").click()
+    assert "has not turned customer accounts on yet" in page.locator(".error").inner_text()
+    screenshot(page, "customer-invitation-waiting")
+
+    # Once the business turns accounts on, the same link works.
+    in_thread(set_tenant_settings, system, tenant, customer_logins_enabled=True)
+    page.goto(link)
+    page.get_by_label("New password").fill(PASSWORD)
+    page.get_by_role("button", name="Save my password").click()
+    page.wait_for_url(re.compile(rf"/t/{tenant}/login$"))
+    assert "password is saved" in page.locator(".notice").inner_text()
