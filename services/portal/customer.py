@@ -9,6 +9,7 @@ in German for the refusals the portal knows); a session that ended sends the vis
 from __future__ import annotations
 
 import contextlib
+from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -341,3 +342,89 @@ async def _as_me(
             request.state.visitor.log_out()
             raise LoginNeeded(f"/t/{tenant}/login") from None
         raise
+
+
+# ----------------------------------------------------------------------------- changing a booking
+
+
+@router.get("/bookings/{booking_id}/change", response_class=HTMLResponse)
+async def change_page(
+    request: Request,
+    tenant: TenantPath,
+    booking_id: UUID,
+    portal: PortalDep,
+    brand: Brand,
+    token: CustomerToken,
+) -> Response:
+    booking = await _as_customer(request, portal, tenant, token, "GET", f"/v1/me/bookings/{booking_id}")
+    if not booking["modify"]["allowed"]:
+        return redirect(f"/t/{tenant}/bookings/{booking_id}")
+    words = words_for(request, portal.settings, brand)
+    starts = {line["index"]: _local_input(line["starts_at"], words.zone) for line in booking["lines"]}
+    return portal.render(request, "change.html", brand=brand, booking=booking, starts=starts)
+
+
+@router.post("/bookings/{booking_id}/change", response_class=HTMLResponse)
+async def change_preview_or_confirm(
+    request: Request,
+    tenant: TenantPath,
+    booking_id: UUID,
+    portal: PortalDep,
+    brand: Brand,
+    token: CustomerToken,
+    visitor: CheckedVisitor,
+) -> Response:
+    """Without `booking_version`: the preview (new lines, total, balance due), nothing saved;
+    with it (the preview's confirm button): the change, checked against the rules again."""
+    form = await request.form()
+    words = words_for(request, portal.settings, brand)
+    booking = await _as_customer(request, portal, tenant, token, "GET", f"/v1/me/bookings/{booking_id}")
+    changes = _line_changes(form, booking, words.zone)
+    path = f"/v1/me/bookings/{booking_id}"
+    version = str(form.get("booking_version") or "")
+    try:
+        if version.isdigit():
+            await _as_customer(
+                request,
+                portal,
+                tenant,
+                token,
+                "POST",
+                f"{path}/modification",
+                json={"lines": changes, "booking_version": int(version)},
+            )
+            visitor.tell(words.t("change.done"))
+            return redirect(f"/t/{tenant}/bookings/{booking_id}")
+        preview = await _as_customer(
+            request, portal, tenant, token, "POST", f"{path}/modification-preview", json={"lines": changes}
+        )
+    except Refused as refused:
+        visitor.tell(words.refusal(refused.code, refused.detail))
+        return redirect(f"/t/{tenant}/bookings/{booking_id}/change")
+    return portal.render(
+        request, "change_preview.html", brand=brand, booking=booking, preview=preview, fields=dict(form)
+    )
+
+
+def _local_input(value: str, zone: Any) -> str:
+    return datetime.fromisoformat(value).astimezone(zone).strftime("%Y-%m-%dT%H:%M")
+
+
+def _line_changes(form: Any, booking: dict[str, Any], zone: Any) -> list[dict[str, Any]]:
+    """What the customer changed on each line (quantity, start in the business's time zone)."""
+    changes = []
+    for line in booking["lines"]:
+        index = line["index"]
+        change: dict[str, Any] = {}
+        quantity = str(form.get(f"quantity_{index}") or "")
+        if quantity.isdigit() and int(quantity) != line["quantity"]:
+            change["quantity"] = int(quantity)
+        start = str(form.get(f"starts_{index}") or "")
+        if start and start != _local_input(line["starts_at"], zone):
+            try:
+                change["starts_at"] = datetime.fromisoformat(start).replace(tzinfo=zone).isoformat()
+            except ValueError:  # the bookings service says what is wrong with it
+                change["starts_at"] = start
+        if change:
+            changes.append({"line": index, **change})
+    return changes

@@ -254,3 +254,30 @@ def test_my_details_and_an_email_change_verified_again(system, mail, page):
     page.wait_for_url(re.compile(rf"/t/{TENANT}/login$"))
     page.goto(f"{system.portal.url}/t/{TENANT}/details")
     assert new in page.locator("main").inner_text()
+
+
+def test_change_a_booking_after_seeing_the_new_total(system, page):
+    open_business(system, TENANT, "Lakeside Tours")
+    set_tenant_settings(system, TENANT, allow_modify=True, modify_cutoff={"amount": 1, "unit": "days"})
+    email = f"lea-{uuid.uuid4().hex[:6]}@example.com"
+    in_thread(verified_customer, system, None, TENANT, email, PASSWORD)
+    booking = place(system, TENANT, email, starts_in=timedelta(days=7), paid="30.00")
+    log_in(page, system, TENANT, email)
+    see_bookings(page, 1)
+
+    def change_link() -> bool:  # bookings hears of the setting on the bus
+        page.goto(f"{system.portal.url}/t/{TENANT}/bookings/{booking['booking_id']}")
+        return page.locator("#change-link").count() == 1
+
+    wait_for(change_link, timeout=30, interval=1, what="the Change booking link")
+    page.locator("#change-link").click()
+    page.get_by_label("Quantity").nth(1).fill("3")  # three picnic lunches instead of two
+    page.get_by_role("button", name="See what changes").click()
+    assert page.locator("#new-total").inner_text() == "€117.50"
+    assert page.locator("#new-balance").inner_text() == "€87.50"
+    screenshot(page, "customer-change-preview")
+    accessible(page)
+    page.get_by_role("button", name="Confirm the change").click()
+    page.wait_for_url(re.compile(rf"/bookings/{booking['booking_id']}$"))
+    assert page.locator(".notice").inner_text() == "Your booking is changed."
+    assert "€117.50" in page.locator("main").inner_text()
