@@ -85,3 +85,23 @@ def test_swagger_ui_is_served_from_the_service_itself():
         assert "cdn" not in docs.lower()
         [script] = re.findall(r'src="([^"]+swagger-ui-bundle\.js)"', docs)
         assert client.get(script).status_code == 200
+
+
+def test_the_cookie_is_secure_under_tls(tmp_path):
+    dead = "http://127.0.0.1:9"
+    settings = PortalSettings(data_dir=tmp_path, accounts_url=dead, bookings_url=dead, notifier_url=dead)
+    with TestClient(bootstrap(settings), base_url="https://portal.example") as client:
+        assert "Secure" in client.get("/t/acme/login").headers["set-cookie"]
+
+
+def test_a_logged_in_customer_of_one_business_is_asked_to_log_in_at_another(client):
+    from services.portal.web import Sealer, Visitor
+
+    sealer = Sealer(client.app.state.settings.cookie_key_path(), 3600)
+    visitor = Visitor()
+    visitor.log_in("customer", "acme", "a-session-token")
+    client.cookies.set(COOKIE, sealer.seal(visitor))
+    response = client.get("/t/other-business/bookings", follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"] == "/t/other-business/login"
+    staff = client.get("/staff/t/acme/bookings", follow_redirects=False)  # a customer is not staff
+    assert staff.status_code == 303 and staff.headers["location"] == "/staff/t/acme/login"
