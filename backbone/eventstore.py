@@ -29,6 +29,7 @@ from eventsourcing.popo import POPOProcessRecorder
 from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteProcessRecorder
 
+from backbone.faults import probe_all
 from backbone.personal import Personal, PersonalAsSealed, Vault, subjects_in
 from backbone.settings import StoreSettings
 from contracts.personal import Sealed
@@ -128,6 +129,21 @@ class ServiceApplication(Application[UUID]):
         super().__init__(env)
         self._listeners: list[Callable[[], None]] = []
         self._listeners_lock = threading.Lock()
+        self._probes: dict[str, Callable[[], Any]] = {
+            "event store": lambda: self.recorder.max_tracking_id("health-probe"),
+            "vault": self.vault.ping,
+        }
+
+    def add_probe(self, name: str, probe: Callable[[], Any]) -> None:
+        """Another store this service depends on (a read model, Redis): `probe()` raises when
+        it does not answer. See `unreachable_stores`."""
+        self._probes[name] = probe
+
+    def unreachable_stores(self) -> list[str]:
+        """The stores that do not answer a trivial query right now, each with the reason; empty
+        when all are healthy. Asked after a failure, to tell an outage from a bad message
+        (`backbone.faults`). Blocking."""
+        return probe_all(self._probes)
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)

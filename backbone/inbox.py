@@ -10,7 +10,9 @@ effects live. For each batch taken from Kafka the inbox:
 2. decodes each record against the consumer's catalog (an allow-list of contract models; the
    eventsourcing topic resolver is never involved) and hands it to its handler, a plain
    function `(message, uow)`; commands go through their receipt (`backbone.commands`);
-3. dead-letters what cannot be decoded or applied (the partition keeps flowing);
+3. dead-letters what cannot be decoded or applied while every store answers (the partition
+   keeps flowing); a failure while a store does not answer is an outage, never the message's
+   fault: the batch is retried with backoff until the store is back (`backbone.faults`);
 4. saves every changed aggregate together with the new positions in ONE transaction.
 
 Kafka's own committed offsets are only a hint for monitoring: on start and on every
@@ -32,7 +34,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
-from eventsourcing.persistence import IntegrityError, PersistenceError, Tracking
+from eventsourcing.persistence import IntegrityError, Tracking
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -42,6 +44,7 @@ from backbone.bus import H_SOURCE, H_SOURCE_POSITION
 from backbone.commands import CommandHandler, apply_command, record_failure
 from backbone.domain import DomainError
 from backbone.eventstore import ServiceApplication
+from backbone.faults import classify, is_infrastructure
 from backbone.logging import get_logger
 from backbone.personal import UnknownSubject
 from backbone.unitofwork import UnitOfWork
@@ -51,10 +54,6 @@ from contracts.envelope import Command, Message
 log = get_logger(__name__)
 
 Handler = Callable[[Any, UnitOfWork], Any]
-
-# Errors of the store or the machine, or a subject key that has not arrived yet: the batch is
-# retried as a whole, never dead-lettered.
-INFRASTRUCTURE_ERRORS = (PersistenceError, OSError, TimeoutError, UnknownSubject)
 
 TP = tuple[str, int]
 
@@ -146,6 +145,13 @@ class Inbox:
                 if isinstance(error, UnknownSubject):  # its key is on the way: not an error
                     pause = min(pause, 2.0)
                     log.info("waiting for a subject key", inbox=self.name, detail=str(error))
+                elif is_infrastructure(error):  # an outage: no traceback at every retry
+                    log.warning(
+                        "a store or the broker is unavailable; the batch will be retried",
+                        inbox=self.name,
+                        pause_seconds=pause,
+                        error=f"{type(error).__name__}: {error}",
+                    )
                 else:
                     log.exception("batch failed; will retry", inbox=self.name, pause_seconds=pause)
                 self._forget({(r.topic, r.partition) for r in records})
@@ -252,9 +258,13 @@ class Inbox:
                 with plan.uow.scope():
                     handler(message, plan.uow)
                 plan.applied += 1
-            except INFRASTRUCTURE_ERRORS:
-                raise
-            except Exception as error:  # a bug or a broken invariant: this message only
+            except Exception as error:
+                outage = classify(error, self.app.unreachable_stores)
+                if outage is error:
+                    raise
+                if outage is not None:  # a store is down: stall and retry, never blame the message
+                    raise outage from error
+                # Every store answers: a bug or a broken invariant, this message only.
                 log.exception("handler failed; dead-lettering", inbox=self.name)
                 detail = f"{type(error).__name__}: {error}"
                 plan.dead.append(deadletters.DeadLetter(record, deadletters.HANDLER_FAILED, detail))

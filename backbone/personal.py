@@ -285,6 +285,11 @@ class Vault:
         self.key_for(subject_id)
         return Personal(subject_id, value)
 
+    def ping(self) -> None:
+        """A trivial query: raises if the vault's database does not answer."""
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
     def close(self) -> None:
         self.engine.dispose()
 

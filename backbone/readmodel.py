@@ -114,6 +114,11 @@ class ReadModel:
             time.sleep(0.05)  # a reader holds an older snapshot: let it finish
         return False
 
+    def ping(self) -> None:
+        """A trivial query: raises if the read model's database does not answer."""
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
     def close(self) -> None:
         self.engine.dispose()
 

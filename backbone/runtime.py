@@ -43,6 +43,10 @@ class Service:
     workers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if self.read_model is not None:  # an outage of it stalls consumers (backbone.faults)
+            self.app.add_probe("read model", self.read_model.ping)
+
     async def start(self) -> None:
         settings = self.settings
         await bus.ensure_topics(

@@ -7,8 +7,11 @@ checks what does not depend on the address (the body, the tenant's settings, rat
 queues the work here and answers 202 at once; one worker does the work in order.
 
 The queue is bounded (a full queue answers 503, whatever the address). On shutdown the worker
-finishes what was accepted. A process killed with work still queued loses those requests (a
-few milliseconds' worth): nothing was recorded, nothing was sent, and the customer asks again.
+finishes what was accepted. A request that fails while a store does not answer (an outage,
+`backbone.faults`) is retried with backoff until the store is back, in order; one that fails
+with every store answering is dropped and counted (the customer asks again). A process
+killed with work still queued loses those requests (a few milliseconds' worth): nothing was
+recorded, nothing was sent, and the customer asks again.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import asyncio
 from collections.abc import Callable
 
 from backbone import context
+from backbone.faults import classify
 from backbone.http import Problem, run_sync
 from backbone.logging import get_logger
 from services.accounts import metrics
@@ -25,7 +29,9 @@ log = get_logger(__name__)
 
 
 class Deferred:
-    def __init__(self, capacity: int = 1000):
+    def __init__(self, capacity: int = 1000, probe: Callable[[], list[str]] = list, max_pause: float = 5.0):
+        self.probe = probe  # the stores that do not answer (ServiceApplication.unreachable_stores)
+        self.max_pause = max_pause
         self.queue: asyncio.Queue[tuple[context.Cause, str, Callable[[], object]]] = asyncio.Queue(capacity)
 
     def submit(self, what: str, work: Callable[[], object]) -> None:
@@ -51,11 +57,30 @@ class Deferred:
 
     async def _do(self, cause: context.Cause, what: str, work: Callable[[], object]) -> None:
         try:
-            await run_sync(_within, cause, work)
-            metrics.deferred.labels(what, "done").inc()
-        except Exception as error:  # one request's failure must not stop the others
-            metrics.deferred.labels(what, "failed").inc()
-            log.warning("deferred request failed", request=what, error=f"{type(error).__name__}: {error}")
+            failures = 0
+            while True:
+                try:
+                    await run_sync(_within, cause, work)
+                    metrics.deferred.labels(what, "done").inc()
+                    return
+                except Exception as error:
+                    outage = await run_sync(classify, error, self.probe)
+                    if outage is None:  # the request's own failure: must not stop the others
+                        metrics.deferred.labels(what, "failed").inc()
+                        log.warning(
+                            "deferred request failed", request=what, error=f"{type(error).__name__}: {error}"
+                        )
+                        return
+                    failures += 1
+                    pause = min(self.max_pause, 0.1 * 2**failures)
+                    metrics.deferred.labels(what, "retried").inc()
+                    log.warning(
+                        "a store is unavailable; the deferred request will be retried",
+                        request=what,
+                        pause_seconds=pause,
+                        error=f"{type(outage).__name__}: {outage}",
+                    )
+                    await asyncio.sleep(pause)
         finally:
             self.queue.task_done()
 

@@ -153,14 +153,12 @@ def _email_form(path: str, template: str, api: str, with_name: bool = False) -> 
         visitor: CheckedVisitor,
         email: EmailField,
         name: Annotated[str, Form(max_length=200)] = "",
-        password: Annotated[str, Form(max_length=128)] = "",
     ) -> HTMLResponse:
         body: dict[str, Any] = {"email": email}
         if with_name:
             words = words_for(request, portal.settings, brand)
+            # No password here: whoever proves the address chooses it, on the verification page.
             body.update(name=name or email.split("@")[0], language=words.language)
-            if password:
-                body["password"] = password
         try:
             answer = await portal.backends.call(
                 "accounts", "POST", api.format(tenant=tenant), caller(request), json=body

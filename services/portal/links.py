@@ -1,5 +1,5 @@
 """The pages emailed links open. Accounts builds its links from PUBLIC_BASE_URL: point it at the
-portal, and /verify-email, /set-password, /reset-password and /magic-link land here.
+portal, and /verify-email, /confirm-email, /set-password, /reset-password and /magic-link land here.
 
 Opening a link (GET) never uses its token up (mail scanners prefetch links): the token moves
 from the URL into the sealed session cookie and the browser is sent to the same path without
@@ -21,7 +21,8 @@ from services.portal.web import CheckedVisitor, PortalDep, Visitor, VisitorDep, 
 router = APIRouter(tags=["emailed links"], include_in_schema=False)
 
 PAGES = {
-    "/verify-email": ("verify.title", "verify.intro", "verify.submit", False),
+    "/verify-email": ("verify.title", "verify.intro", "verify.submit", True),
+    "/confirm-email": ("confirm.title", "confirm.intro", "confirm.submit", False),
     "/magic-link": ("link.open_title", "link.open_intro", "link.open_submit", False),
     "/set-password": ("password.title", None, "password.submit", True),
     "/reset-password": ("password.title", None, "password.submit", True),
@@ -90,17 +91,37 @@ for _path in PAGES:
 
 
 @router.post("/verify-email", response_class=HTMLResponse)
-async def verify(request: Request, portal: PortalDep, visitor: CheckedVisitor) -> Response:
+async def verify(
+    request: Request,
+    portal: PortalDep,
+    visitor: CheckedVisitor,
+    password: Annotated[str, Form(max_length=128)] = "",
+) -> Response:
+    """The first verification of a claimed account: whoever proves the address chooses the
+    password here (or none: a login link is emailed right away, and whenever asked)."""
+    body: dict[str, Any] = {"token": visitor.link}
+    body.update({"password": password} if password else {"send_login_link": True})
+    return await _verify(request, portal, visitor, "/verify-email", body)
+
+
+@router.post("/confirm-email", response_class=HTMLResponse)
+async def confirm(request: Request, portal: PortalDep, visitor: CheckedVisitor) -> Response:
+    """A new address of an existing account."""
+    return await _verify(request, portal, visitor, "/confirm-email", {"token": visitor.link})
+
+
+async def _verify(
+    request: Request, portal: Any, visitor: Visitor, path: str, body: dict[str, Any]
+) -> Response:
     try:
-        done = await _redeem(
-            request, portal, visitor, "/verify-email", "/v1/email-verifications", {"token": visitor.link}
-        )
+        done = await _redeem(request, portal, visitor, path, "/v1/email-verifications", body)
     except _Shown as shown:
         return shown.page
     if done is None:
-        return _form(request, portal, visitor, "/verify-email")
+        return _form(request, portal, visitor, path)
     visitor.link = None
-    visitor.tell(words_for(request, portal.settings, None).t("verify.done"))
+    words = words_for(request, portal.settings, None)
+    visitor.tell(words.t("verify.done" if done.get("has_password", True) else "verify.done_link"))
     return redirect(f"/t/{done['tenant_id']}/login")
 
 

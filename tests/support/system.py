@@ -437,18 +437,21 @@ def verified_customer(
     email: str,
     password: str = "a-long-and-unguessable-passphrase",
 ) -> dict[str, str]:
-    """Claim, verify through the link sent for the email, log in: the customer's Authorization
-    header. (The link is read from the bus, opened with the notifier's key, so this does not
-    depend on the notifier running; `mail_server` is kept for callers that pass it.)"""
+    """Claim, verify through the link sent for the email (choosing the password there), log
+    in: the customer's Authorization header. (The link is read from the bus, opened with the
+    notifier's key, so this does not depend on the notifier running; `mail_server` is kept for
+    callers that pass it.)"""
     response = httpx.post(
         f"{system.accounts.url}/v1/tenants/{tenant}/accounts",
-        json={"email": email, "name": "Customer", "password": password},
+        json={"email": email, "name": "Customer"},
         timeout=10,
     )
     assert response.status_code == 202, response.text
     link = wait_for_link(system, email, "verify_email")
     verified = httpx.post(
-        f"{system.accounts.url}/v1/email-verifications", json={"token": link.token}, timeout=10
+        f"{system.accounts.url}/v1/email-verifications",
+        json={"token": link.token, "password": password},
+        timeout=10,
     )
     assert verified.status_code == 200, verified.text
     session = httpx.post(

@@ -16,7 +16,7 @@ from backbone.auditapi import routes
 from backbone.auditexport import Export, Selection, digest, verify
 from backbone.eventstore import store_env
 from backbone.http import create_api
-from backbone.personal import Vault
+from backbone.personal import Personal, Vault
 from backbone.settings import StoreSettings
 from services.accounts.application import Accounts, AccountsConfig
 
@@ -31,7 +31,7 @@ def make_accounts():
     )
     for tenant in ("lakeside", "hilltop"):
         app.change_settings(tenant, {"customer_logins_enabled": True})
-    app.claim_account("lakeside", "ada@example.com", "Ada", PASSWORD, "en")
+    app.claim_account("lakeside", "ada@example.com", "Ada", "en")
     ada = app.account_by_email("lakeside", "ada@example.com").id
     bob = app.create_account("hilltop", "bob@example.com", "Bob", {})
     app.change_settings("lakeside", {"allow_cancel": True})
@@ -57,14 +57,26 @@ def test_history_shows_who_did_what_with_personal_data_sealed_and_secrets_redact
     assert claimed.version == 1 and claimed.tenant_id == "lakeside"
     assert claimed.actor == "service:unknown"  # no request set a cause in this test
     assert claimed.data["email"] == {"subject_id": str(ada), "sealed": True}
-    for secret in ("password_hash", "link"):  # the link: its token's hash, sealed for the notifier
-        assert claimed.data[secret] == "[redacted]"
+    assert claimed.data["link"] == "[redacted]"  # its token's hash, sealed for the notifier
+    assert claimed.data["password_hash"] is None  # chosen when the address is proven, not before
     rendered = json.dumps(claimed.as_dict())
-    assert "ada@example.com" not in rendered and "argon2" not in rendered
+    assert "ada@example.com" not in rendered
 
     revealed = AuditLog(app, reveal=True).history(ada)[0]
     assert revealed.data["email"] == {"subject_id": str(ada), "value": "ada@example.com"}
-    assert revealed.data["password_hash"] == "[redacted]"  # never, even for operators
+
+
+def test_password_hashes_are_redacted_even_for_operators():
+    app, ada, _ = make_accounts()
+    account = app.account(ada)
+    account.record_password(password_hash=Personal(ada, app.passwords.hash("x" * 20)), via="change")
+    app.save(account)
+    for log in (AuditLog(app), AuditLog(app, reveal=True)):
+        password_set = log.history(ada)[-1]
+        assert password_set.event_type == "Account.PasswordSet"
+        assert password_set.data["password_hash"] == "[redacted]"
+        assert "argon2" not in json.dumps(password_set.as_dict())
+    app.close()
 
 
 def test_an_erased_customer_shows_as_erased_everywhere():

@@ -276,3 +276,58 @@ async def test_a_consumer_that_lost_its_partition_writes_nothing(harness):
 
     with pytest.raises(AggregateNotFoundError):
         app.repository.get(uuid.UUID(late["booking_id"]))
+
+
+# ---------------------------------------------------------------- outages are not bad messages
+
+
+async def test_a_database_outage_in_a_handler_stalls_the_batch_not_dead_letters(harness, monkeypatch):
+    # What a PostgreSQL restart looks like from the vault or a read model: SQLAlchemy's
+    # OperationalError, which is neither a PersistenceError nor an OSError.
+    import sqlalchemy.exc
+
+    app, inbox, dead, _ = harness
+    from contracts.bookings import PlaceBooking
+
+    def outage(command, uow):
+        raise sqlalchemy.exc.OperationalError("SELECT 1", {}, ConnectionRefusedError("connection failed"))
+
+    monkeypatch.setitem(inbox.handlers, PlaceBooking, outage)
+    command = place_booking()
+    with pytest.raises(sqlalchemy.exc.OperationalError):
+        await inbox.apply([record(CMDS, 0, 0, command)])
+    assert dead == [] and app.position("bookings.inbox@bookings.commands/0") is None
+
+    monkeypatch.undo()  # the database is back: the same record is applied, once
+    await inbox.apply([record(CMDS, 0, 0, command)])
+    assert app.repository.get(uuid.UUID(command["booking_id"])).version == 1 and dead == []
+
+
+async def test_any_failure_while_a_store_does_not_answer_is_an_outage(harness, monkeypatch):
+    # A failure of an unknown type (a driver wrapping it, a handler re-raising it) is asked
+    # about: the probe finds the vault down, so the message is not blamed.
+    from backbone.faults import StoreUnavailable
+    from contracts.bookings import PlaceBooking
+
+    app, inbox, dead, _ = harness
+    vault_down = True
+
+    def ping():
+        if vault_down:
+            raise ConnectionRefusedError("vault down")
+
+    app.add_probe("vault", ping)
+
+    def confused(command, uow):
+        raise RuntimeError("something went wrong somewhere below")
+
+    monkeypatch.setitem(inbox.handlers, PlaceBooking, confused)
+    with pytest.raises(StoreUnavailable, match="vault"):
+        await inbox.apply([record(CMDS, 0, 0, place_booking())])
+    assert dead == []
+
+    # The same failure with every store answering is the message's own: dead-lettered.
+    vault_down = False
+    await inbox.apply([record(CMDS, 0, 0, place_booking())])
+    assert [dict(r.headers)["dlq-reason"] for r in dead] == [b"handler_failed"]
+    assert app.position("bookings.inbox@bookings.commands/0") == 1

@@ -26,6 +26,7 @@ from services.accounts.api.models import (
     SessionToken,
     Tenant,
     TokenRequest,
+    VerificationRequest,
     Verified,
 )
 from services.accounts.application import Accounts
@@ -77,15 +78,10 @@ def routes(
     )
     async def claim(tenant_id: Tenant, body: ClaimRequest, request: Request) -> Accepted:
         await run_sync(accounts.require_logins, tenant_id)
-        if body.password is not None:
-            await run_sync(accounts.passwords.check_strength, body.password, body.email, body.name)
         await limits.hit("claim", tenant_id, body.email, auth.client_of(request))
         with auth.cause(request, "customer:anonymous", tenant_id):
             deferred.submit(
-                "claim",
-                lambda: accounts.claim_account(
-                    tenant_id, body.email, body.name, body.password, body.language
-                ),
+                "claim", lambda: accounts.claim_account(tenant_id, body.email, body.name, body.language)
             )
         return Accepted(detail=CLAIM_ANSWER)
 
@@ -131,17 +127,20 @@ def routes(
         "/v1/email-verifications",
         response_model=Verified,
         tags=["customers"],
-        summary="Verify an email address with the token of the emailed link",
+        summary="Verify an email address with the token of the emailed link (and choose a password)",
         responses={
             400: {"description": "The link is invalid, used, replaced or expired"},
             403: {"description": "Customer accounts are off for this business"},
             409: {"description": "The new address was taken by another account meanwhile"},
+            422: {"description": "The password is too weak, or not expected with this link"},
             429: {},
         },
     )
-    async def verify(body: TokenRequest, request: Request) -> Verified:
-        account = await redeeming(request, accounts.verify_email, body.token)
-        return Verified(account_id=account.id, tenant_id=account.tenant_id)
+    async def verify(body: VerificationRequest, request: Request) -> Verified:
+        account = await redeeming(
+            request, accounts.verify_email, body.token, body.password, body.send_login_link
+        )
+        return Verified(account_id=account.id, tenant_id=account.tenant_id, has_password=account.has_password)
 
     @api.post(
         "/v1/new-passwords",

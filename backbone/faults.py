@@ -1,0 +1,123 @@
+"""Is this failure the message's fault, or the machine's? Decided by asking the stores.
+
+A consumer that fails on a message has two very different ways forward: a message that cannot
+be applied while everything it depends on is healthy is dead-lettered (the partition keeps
+flowing, operators look at it later); a failure to reach a store is an outage, and the only
+correct answer is to stall, retry with backoff, and resume where it stopped once the store is
+back. Blaming a message for an outage loses it: the position moves past it and the merge rules
+skip it for good.
+
+The exception alone does not tell reliably. The event store raises eventsourcing's
+`PersistenceError`s, the vault and the read models SQLAlchemy's `OperationalError`, psycopg and
+redis their own, and a driver may wrap one in another (or a handler in a `RuntimeError`). So:
+
+1. a failure whose exception (or any exception in its cause chain) is a known "could not
+   reach / could not write" type is infrastructure at once;
+2. any other failure is followed by a cheap probe of every store the service uses
+   (`ServiceApplication.unreachable_stores`): if one does not answer, the failure is treated
+   as infrastructure (`StoreUnavailable`, which carries the probe's answer) and retried;
+3. only a failure with every store answering is the message's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from eventsourcing.persistence import IntegrityError as _ESIntegrityError
+from eventsourcing.persistence import PersistenceError
+
+from backbone.personal import UnknownSubject
+
+
+class StoreUnavailable(Exception):
+    """A store the service needs did not answer its health probe: an outage, not bad input."""
+
+
+def _infrastructure_types() -> tuple[type[BaseException], ...]:
+    types: list[type[BaseException]] = [
+        PersistenceError,
+        OSError,  # includes ConnectionError and socket errors
+        TimeoutError,
+        UnknownSubject,  # a subject key that has not arrived yet
+        StoreUnavailable,
+    ]
+    try:
+        import sqlalchemy.exc as sa_exc
+
+        # Not DBAPIError as a whole: it includes IntegrityError and DataError, which a bad
+        # message can cause while the database is perfectly healthy (the probe decides those).
+        types += [
+            sa_exc.OperationalError,
+            sa_exc.InterfaceError,
+            sa_exc.TimeoutError,
+            sa_exc.DisconnectionError,
+        ]
+    except ImportError:  # pragma: no cover - sqlalchemy is a dependency
+        pass
+    try:
+        import psycopg
+
+        types += [psycopg.OperationalError, psycopg.InterfaceError]
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import redis.exceptions as redis_exc  # the shared rate limits' store, where installed
+
+        types += [redis_exc.ConnectionError, redis_exc.TimeoutError]
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = _infrastructure_types()
+
+# Errors of the event store that are about the data written, not the store's health: a
+# conflicting version or position (another writer won a race). Never infrastructure by type.
+_NOT_BY_TYPE: tuple[type[BaseException], ...] = (_ESIntegrityError,)
+
+
+def causes(error: BaseException) -> Iterator[BaseException]:
+    """The error and everything it was raised from or during, once each."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def is_infrastructure(error: BaseException) -> bool:
+    """By type alone: is this (or anything in its cause chain) a failure to reach a store?"""
+    return any(
+        isinstance(e, INFRASTRUCTURE_ERRORS) and not isinstance(e, _NOT_BY_TYPE) for e in causes(error)
+    )
+
+
+def classify(error: BaseException, probe: Callable[[], list[str]]) -> BaseException | None:
+    """The infrastructure error to stall on, or None if the failure is the message's own.
+
+    `probe` returns the stores that do not answer (empty when all are healthy); it is called
+    only when the type does not already decide.
+    """
+    if is_infrastructure(error):
+        return error
+    try:
+        down = probe()
+    except Exception as probe_error:  # a probe that cannot even run: treat as an outage
+        return StoreUnavailable(f"store probe failed: {type(probe_error).__name__}: {probe_error}")
+    if down:
+        return StoreUnavailable("not answering: " + "; ".join(down))
+    return None
+
+
+def probe_all(probes: dict[str, Callable[[], Any]]) -> list[str]:
+    """Run each named probe; the names (with the reason) of those that fail."""
+    down = []
+    for name, probe in probes.items():
+        try:
+            probe()
+        except Exception as error:
+            first_line = (str(error).splitlines() or [""])[0]
+            down.append(f"{name} ({type(error).__name__}: {first_line})")
+    return down
