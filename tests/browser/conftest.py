@@ -67,7 +67,7 @@ def browser() -> Iterator[Any]:
 @pytest.fixture
 def context(browser: Any) -> Iterator[Any]:
     context = browser.new_context(locale="en-GB", viewport={"width": 1000, "height": 800})
-    context.set_default_timeout(20_000)
+    context.set_default_timeout(60_000)  # a loaded CI machine: waits, not limits
     yield context
     context.close()
 
