@@ -141,6 +141,10 @@ async def list_bookings(
     starts_from: Annotated[datetime | None, Query(description="Starting at or after")] = None,
     starts_before: Annotated[datetime | None, Query(description="Starting before")] = None,
     customer: Annotated[str | None, Query(max_length=320, description="Part of email, name or code")] = None,
+    account_id: Annotated[UUID | None, Query(description="One customer account's bookings")] = None,
+    account_email: Annotated[
+        str | None, Query(max_length=320, description="With account_id: also those made with this address")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> StaffBookingList:
@@ -154,6 +158,7 @@ async def list_bookings(
                 starts_from=starts_from,
                 starts_before=starts_before,
                 customer=customer,
+                account=(str(account_id), account_email) if account_id else None,
                 limit=limit,
                 offset=offset,
             )

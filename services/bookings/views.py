@@ -347,12 +347,13 @@ def staff_bookings(
     starts_from: Any = None,
     starts_before: Any = None,
     customer: str | None = None,
+    account: tuple[str, str | None] | None = None,
     limit: int = 50,
     offset: int = 0,
 ) -> tuple[list[dict[str, Any]], int]:
     """A tenant's bookings for its staff, latest start first, filtered by status, start date
-    and customer (a part of the email, name or booking code, or the account id); and how many
-    match in all."""
+    and customer (a part of the email, name or booking code, or the account id), or one
+    account's (its id and address, exactly); and how many match in all."""
     where = [bookings.c.tenant_id == tenant_id]
     if status:
         where.append(bookings.c.status == status)
@@ -370,6 +371,10 @@ def staff_bookings(
                 bookings.c.account_id == customer.strip(),
             )
         )
+    if account is not None:  # one customer's: made under the account, or with its address
+        account_id, email = account
+        mine = bookings.c.account_id == account_id
+        where.append(sa.or_(mine, sa.func.lower(bookings.c.email) == email.lower()) if email else mine)
     total = conn.execute(sa.select(sa.func.count()).select_from(bookings).where(*where)).scalar() or 0
     rows = conn.execute(
         sa.select(bookings).where(*where).order_by(bookings.c.starts_at.desc()).limit(limit).offset(offset)

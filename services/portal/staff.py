@@ -241,7 +241,7 @@ async def customer(
         "bookings",
         "GET",
         "/bookings",
-        params={"customer": account.get("email") or str(account_id), "limit": 200},
+        params={"account_id": str(account_id), "account_email": account.get("email"), "limit": 200},
     )
     return _page(request, portal, tenant, "customer.html", account=account, bookings=found["bookings"])
 

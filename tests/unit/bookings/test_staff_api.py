@@ -56,6 +56,12 @@ async def test_staff_list_filter_see_and_cancel_with_an_override(harness, staff)
     by_customer = (await staff.get(url, headers=headers, params={"customer": "ADA@"})).json()
     assert [b["customer_email"] for b in by_customer["bookings"]] == ["ada@example.com"]
     assert (await staff.get(url, headers=headers, params={"status": "STOP"})).json()["total"] == 0
+    # One customer's page: their account's bookings and those made with their address, exactly.
+    account = {"account_id": str(uuid.uuid4()), "account_email": "ADA@example.com"}
+    mine = (await staff.get(url, headers=headers, params=account)).json()
+    assert [b["booking_id"] for b in mine["bookings"]] == [soon["booking_id"]]
+    near = {**account, "account_email": "da@example.com"}
+    assert (await staff.get(url, headers=headers, params=near)).json()["total"] == 0
 
     detail = (await staff.get(f"{url}/{soon['booking_id']}", headers=headers)).json()
     assert detail["cancel"]["reason_code"] == "cutoff_passed"
