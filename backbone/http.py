@@ -15,6 +15,7 @@ from typing import Any, ParamSpec, TypeVar
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.datastructures import Headers, MutableHeaders
@@ -54,7 +55,9 @@ def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
 
 
 def create_api(title: str, version: str, description: str) -> FastAPI:
-    api = FastAPI(title=title, version=version, description=description)
+    # /docs and /redoc with Swagger UI's and ReDoc's assets served from the package
+    # (fastapi-offline), not from a CDN: the pages work without internet.
+    api = FastAPIOffline(title=title, version=version, description=description)
     api.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)  # (inside _Edge: the last added is outermost)
     api.add_middleware(_Edge)
 

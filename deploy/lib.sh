@@ -83,3 +83,10 @@ ensure_java_and_maven() {
   command -v mvn >/dev/null 2>&1 || missing+=(maven)
   if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
 }
+
+# Debian's chromium for the browser tests (tests/browser, driven by Playwright with
+# executable_path=/usr/bin/chromium: Playwright's own browser download is never used).
+ensure_chromium() {
+  if [ -x /usr/bin/chromium ]; then return; fi
+  apt_install chromium
+}

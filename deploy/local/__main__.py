@@ -48,12 +48,24 @@ class ServiceSpec:
 
 
 # The one list of services that `up` starts (in this order).
+# Emailed links land in the portal (8004), which calls the three services' HTTP APIs.
+PORTAL = "http://127.0.0.1:8004"
 SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec("accounts", "services.accounts", 8001, {"PUBLIC_BASE_URL": "http://127.0.0.1:8001"}),
+    ServiceSpec("accounts", "services.accounts", 8001, {"PUBLIC_BASE_URL": PORTAL}),
     ServiceSpec("bookings", "services.bookings", 8002),
     # Mail: the catcher's, or SMTP_HOST/SMTP_PORT from the caller. SMTP_TLS unset: none for a
     # mail server on loopback (the catcher), STARTTLS for any other (services/notifier/settings.py).
-    ServiceSpec("notifier", "services.notifier", 8003),
+    ServiceSpec("notifier", "services.notifier", 8003, {"PORTAL_URL": PORTAL}),
+    ServiceSpec(
+        "portal",
+        "services.portal",
+        8004,
+        {
+            "ACCOUNTS_URL": "http://127.0.0.1:8001",
+            "BOOKINGS_URL": "http://127.0.0.1:8002",
+            "NOTIFIER_URL": "http://127.0.0.1:8003",
+        },
+    ),
 )
 
 app = typer.Typer(
@@ -409,7 +421,8 @@ def up(
             for spec in SERVICES:
                 defaults = {**secrets.get(spec.name, {}), **(mail if spec.name == "notifier" else {})}
                 env = service_env(spec, bootstrap, defaults=defaults)
-                ops_envs[spec.name] = env
+                if spec.name != "portal":  # no store, no bus: nothing for the operator tool
+                    ops_envs[spec.name] = env
                 why_not = runnable(spec)
                 if why_not:
                     _echo(f"skipping {spec.name}: {why_not}", color="yellow")
@@ -437,7 +450,8 @@ def up(
             for spec in SERVICES:
                 svc = next((s for s in services if s.name == spec.name), None)
                 state = f"not started ({skipped[spec.name]})" if svc is None else svc.state()
-                lines.append(f"{spec.name:<14} {state:<8} http://127.0.0.1:{spec.http_port}/docs")
+                page = "/t/demo/" if spec.name == "portal" else "/docs"
+                lines.append(f"{spec.name:<14} {state:<8} http://127.0.0.1:{spec.http_port}{page}")
             lines += notes
             lines.append(f"operator tool: booking-accounts --config {config} status")
             lines.append(

@@ -10,15 +10,13 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
+from contracts.wording import refund_note
 from services.bookings.application import Bookings, Preview
 from services.bookings.domainmodel import Booking
 from services.bookings.statuses import label
 from services.bookings.terms import Rule, Terms, applicable_rule, zone
 
-REFUND_NOTE = (
-    "Refunds are not automatic: the business has been told what you paid and will "
-    "contact you about the refund."
-)
+REFUND_NOTE = refund_note("en")  # the one sentence (contracts.wording): the customer contacts the business
 
 
 # ----------------------------------------------------------------------------- answers

@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
@@ -29,7 +30,7 @@ from services.bookings import lines as booking_lines
 from services.bookings.customers import CustomerAccount
 from services.bookings.domainmodel import Booking
 from services.bookings.errors import Refused
-from services.bookings.statuses import PRE
+from services.bookings.statuses import PRE, STOP
 from services.bookings.tenants import TenantPolicy, TenantStatuses
 from services.bookings.terms import Action, Rule, applicable_rule
 
@@ -175,6 +176,51 @@ class Bookings(ServiceApplication):
                 return booking
             self._same_version(booking, booking_version)
             booking.cancel(now=self.clock(), rule=self.rule("cancel", booking), reason=reason)
+            self.save(booking)
+            return booking
+
+        return self._retrying(attempt)
+
+    # ----------------------------------------------------------------- staff (api_staff.py)
+
+    def staff_key(self, staff_id: UUID) -> Any:
+        from services.bookings.staffkeys import StaffKey
+
+        return self._get(StaffKey, staff_id)
+
+    def staff_booking(self, tenant_id: str, booking_id: UUID) -> Booking:
+        """A booking of the staff member's tenant; NotFound for another tenant's."""
+        booking = self._get(Booking, booking_id)
+        if booking is None or booking.tenant_id != tenant_id:
+            raise NotFound("No such booking.")
+        return booking
+
+    def cancel_by_staff(
+        self,
+        tenant_id: str,
+        booking_id: UUID,
+        booking_version: int,
+        reason: str | None,
+        override: bool,
+        refund_due: Decimal | None,
+    ) -> Booking:
+        """Staff cancel, at the version they saw: within the customer rules, or overriding them
+        (recorded as such); the refund due is what was paid unless they say less."""
+
+        def attempt() -> Booking:
+            booking = self.staff_booking(tenant_id, booking_id)
+            if booking.status == STOP and booking.cancellation and booking.cancellation.get(
+                "based_on_version"
+            ) == booking_version:
+                return booking  # the same confirmation again
+            self._same_version(booking, booking_version)
+            booking.cancel(
+                now=self.clock(),
+                rule=self.rule("cancel", booking),
+                reason=reason,
+                override=override,
+                refund_due=refund_due,
+            )
             self.save(booking)
             return booking
 

@@ -21,7 +21,7 @@ from contracts.topics import (
     BOOKINGS_EVENTS,
     dead_letters,
 )
-from services.bookings import admin, api, publishers, views
+from services.bookings import admin, api, api_staff, publishers, staffkeys, views
 from services.bookings.application import Bookings
 from services.bookings.erasure import Eraser
 from services.bookings.handlers import HANDLERS, prefetch
@@ -52,7 +52,7 @@ def bootstrap(settings: BookingsSettings | None = None) -> Service:
         broker=broker,
         topics=[settings.topic(BOOKINGS_COMMANDS), settings.topic(ACCOUNTS_EVENTS)],
         catalog=Catalog((*ALL_COMMANDS, *ALL_EVENTS)),
-        handlers=HANDLERS,
+        handlers={**HANDLERS, **staffkeys.HANDLERS},
         dead_letter_topic=settings.topic(dead_letters(SERVICE)),
         batch_size=settings.consumer_batch_size,
         prefetch=prefetch,
@@ -80,6 +80,8 @@ def bootstrap(settings: BookingsSettings | None = None) -> Service:
     verifier = SessionVerifier(load_verify_key(settings.session_public_key_file))
     api.routes(http, bookings, read_model, verifier, reads)
     http.include_router(admin.router(bookings, settings.admin_api_token))
+    http.state.bookings, http.state.read_model = bookings, read_model
+    http.include_router(api_staff.router)
     return attach(
         Service(
             name=SERVICE,

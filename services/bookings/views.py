@@ -109,6 +109,17 @@ booking_history = sa.Table(
     sa.Column("facts", sa.JSON, nullable=False),  # see history.recorded
 )
 
+# The staff's search by customer: keyed hashes of the beginnings of the words of the customer's
+# name and email (backbone.blindindex), deleted with the customer's details.
+search_tokens = sa.Table(
+    "booking_search_tokens",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("token", sa.String(32), primary_key=True),
+    sa.Column("booking_id", sa.String(36), primary_key=True),
+    sa.Index("ix_booking_search_tokens_booking", "booking_id"),
+)
+
 custom_statuses = sa.Table(
     "custom_statuses",
     metadata,
@@ -136,6 +147,17 @@ class _Sealer:
             "contact_sealed": self.json(subject, _plain(customer)),
             "contact_fields": sorted(customer),
         }
+
+    def reindex(self, conn: Connection, tenant_id: str, booking_id: UUID, customer: dict[str, Any] | None) -> None:
+        """Replace the booking's search tokens (none once the customer is erased)."""
+        conn.execute(sa.delete(search_tokens).where(search_tokens.c.booking_id == str(booking_id)))
+        plain = _plain(customer or {})
+        tokens = self.index.search_tokens(tenant_id, plain.get("name"), plain.get("email"))
+        if tokens:
+            conn.execute(
+                sa.insert(search_tokens),
+                [{"tenant_id": tenant_id, "token": t, "booking_id": str(booking_id)} for t in tokens],
+            )
 
     def form(self, subject: UUID, form: dict[str, Any]) -> dict[str, Any]:
         return {"form_sealed": self.json(subject, _plain(form)), "form_fields": sorted(form)}
@@ -187,6 +209,7 @@ def _(event: Booking.Placed, conn: Connection, recorded: Recorded, sealer: _Seal
         },
         keys=["booking_id"],
     )
+    sealer.reindex(conn, event.tenant_id, event.originator_id, event.customer)
 
 
 @project.register
@@ -213,6 +236,7 @@ def _(event: Booking.Modified, conn: Connection, recorded: Recorded, sealer: _Se
     if event.customer is not None:
         tenant_id = conn.execute(sa.select(bookings.c.tenant_id).where(_booking(event))).scalar_one()
         values.update(sealer.customer(tenant_id, _subject(event), event.customer))
+        sealer.reindex(conn, tenant_id, event.originator_id, event.customer)
     if event.form is not None:
         values.update(sealer.form(_subject(event), event.form))
     _update(conn, event, **values)
@@ -233,6 +257,7 @@ def _(event: Booking.CustomerErased, conn: Connection, recorded: Recorded, seale
     # The key goes with the erasure, so the sealed columns read as erased anyway.
     erased = {"email_sealed": None, "name_sealed": None, "contact_sealed": None, "form_sealed": None}
     _update(conn, event, email_token=None, customer_erased=True, **erased)
+    conn.execute(sa.delete(search_tokens).where(search_tokens.c.booking_id == str(event.originator_id)))
 
 
 def _booking(event: Any) -> Any:
@@ -557,3 +582,56 @@ def tenant_rules(conn: Connection, tenant_id: str) -> dict[str, Any] | None:
     query = sa.select(tenant_policies).where(tenant_policies.c.tenant_id == tenant_id)
     row = conn.execute(query).mappings().first()
     return dict(row) if row is not None else None
+
+
+def staff_bookings(
+    conn: Connection,
+    tenant_id: str,
+    *,
+    status: str | None = None,
+    starts_from: Any = None,
+    starts_before: Any = None,
+    customer: str | None = None,
+    customer_tokens: Sequence[str] = (),
+    account: tuple[str, str | None] | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[dict[str, Any]], int]:
+    """A tenant's bookings for its staff, latest start first, filtered by status, start date
+    and customer, or one account's; and how many match in all. Rows are sealed (`opened`).
+
+    `customer` matches a part of the booking code or the account id; `customer_tokens`
+    (`BlindIndex.query_tokens` of the same text) the beginnings of words of the customer's name
+    or email (all of them). `account` is an account id and the blind-index token of its address:
+    the bookings made under the account, or with that address."""
+    where = [bookings.c.tenant_id == tenant_id]
+    if status:
+        where.append(bookings.c.status == status)
+    if starts_from is not None:
+        where.append(bookings.c.starts_at >= starts_from)
+    if starts_before is not None:
+        where.append(bookings.c.starts_at < starts_before)
+    if customer:
+        text = customer.strip()
+        matches = [
+            sa.func.lower(bookings.c.code).like(f"%{text.lower()}%", escape="\\"),
+            bookings.c.account_id == text,
+        ]
+        if customer_tokens:
+            named = (
+                sa.select(search_tokens.c.booking_id)
+                .where(search_tokens.c.tenant_id == tenant_id, search_tokens.c.token.in_(customer_tokens))
+                .group_by(search_tokens.c.booking_id)
+                .having(sa.func.count(sa.distinct(search_tokens.c.token)) == len(set(customer_tokens)))
+            )
+            matches.append(bookings.c.booking_id.in_(named))
+        where.append(sa.or_(*matches))
+    if account is not None:  # one customer's: made under the account, or with its address
+        account_id, email_token = account
+        mine = bookings.c.account_id == account_id
+        where.append(sa.or_(mine, bookings.c.email_token == email_token) if email_token else mine)
+    total = conn.execute(sa.select(sa.func.count()).select_from(bookings).where(*where)).scalar() or 0
+    rows = conn.execute(
+        sa.select(bookings).where(*where).order_by(bookings.c.starts_at.desc()).limit(limit).offset(offset)
+    ).mappings()
+    return [dict(row) for row in rows], int(total)

@@ -75,6 +75,9 @@ class Retried(BaseModel):
     retried: list[UUID]
 
 
+LogoUrl = Annotated[str, StringConstraints(max_length=500, pattern=r"^https://[^\s\"'<>]+$")]
+
+
 class BrandingChange(BaseModel):
     """Only the fields given change; null puts a field back to the deployment's default."""
 
@@ -85,6 +88,24 @@ class BrandingChange(BaseModel):
     footer: Annotated[str, StringConstraints(strip_whitespace=True, max_length=1000)] | None = None
     staff_email: EmailStr | None = Field(default=None, description="Where staff notices go.")
     default_language: Literal[LANGUAGES] | None = None  # type: ignore[valid-type]
+    logo_url: LogoUrl | None = Field(
+        default=None, description="An https URL of the business's logo, for the portal's pages."
+    )
+    colour: Annotated[str, StringConstraints(pattern=r"^#[0-9a-fA-F]{6}$")] | None = Field(
+        default=None, description="The portal's accent colour, #rrggbb."
+    )
+
+
+class PublicBranding(BaseModel):
+    """What any visitor of the business's pages sees anyway: no personal data, no settings."""
+
+    tenant_id: str
+    business_name: str
+    contact_email: str | None = Field(description="Where customers write (the reply-to address).")
+    timezone: str
+    default_language: str | None
+    logo_url: str | None
+    colour: str | None
 
 
 class BrandingView(BaseModel):
@@ -187,6 +208,24 @@ def routes(api: FastAPI, notifier: Notifier, read_model: ReadModel, as_staff: Ca
                 return [notifier.retry(email_id, actor, tenant_id).id for email_id in ids]
 
         return Retried(retried=await run_sync(retry_all))
+
+    @api.get(
+        "/v1/tenants/{tenant_id}/branding",
+        response_model=PublicBranding,
+        tags=["public"],
+        summary="The business as its customers' pages show it (public: name, contact, time zone, logo)",
+    )
+    async def public_branding(tenant_id: TenantPath) -> PublicBranding:
+        tenant = await run_sync(notifier.tenant, tenant_id)
+        return PublicBranding(
+            tenant_id=tenant_id,
+            business_name=notifier.branding(tenant).business_name,
+            contact_email=tenant.branding.get("reply_to"),
+            timezone=tenant.timezone,
+            default_language=tenant.branding.get("default_language"),
+            logo_url=tenant.branding.get("logo_url"),
+            colour=tenant.branding.get("colour"),
+        )
 
     @api.get(
         "/v1/staff/tenants/{tenant_id}/branding",

@@ -75,12 +75,18 @@ class Notifier(ServiceApplication):
         policy: DeliveryPolicy | None = None,
         default_language: str = "en",
         default_business_name: str = "Bookings",
+        portal_url: str | None = None,
     ):
         super().__init__(env, vault)
+        self.portal_url = portal_url.rstrip("/") if portal_url else None
         self.clock = clock
         self.policy = policy or DeliveryPolicy()
         self.default_language = default_language
         self.default_business_name = default_business_name
+
+    def login_url(self, tenant_id: str) -> str | None:
+        """The portal's login page of the business (PORTAL_URL), for emails that say "log in"."""
+        return f"{self.portal_url}/t/{tenant_id}/login" if self.portal_url else None
 
     # ---------------------------------------------------------------------- delivery
 

@@ -39,6 +39,7 @@ def bootstrap(settings: NotifierSettings | None = None) -> Service:
         policy=settings.delivery_policy(),
         default_language=settings.default_language,
         default_business_name=renderer.default_name,
+        portal_url=settings.portal_url,
     )
     read_model = ReadModel(store.views_url(SERVICE), views.metadata)
     projection = Projection(notifier, read_model, f"{SERVICE}.views", views.projector(vault))

@@ -117,6 +117,8 @@ BRANDING_DEFAULTS: dict[str, str | None] = {
     "footer": None,
     "staff_email": None,  # where staff notices (cancellations, refunds due) go
     "default_language": None,  # None: the deployment's DEFAULT_LANGUAGE
+    "logo_url": None,  # the portal's pages show it (https only)
+    "colour": None,  # the portal's accent colour, #rrggbb
 }
 
 

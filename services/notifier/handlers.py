@@ -60,7 +60,7 @@ def when_email_verified(event: accounts.EmailVerified, uow: UnitOfWork) -> None:
             "welcome",
             recipient=email,
             language=_language(uow, event.tenant_id, customer),
-            data={"name": uow.app.vault.open(event.name)},
+            data={"name": uow.app.vault.open(event.name), "login_url": uow.app.login_url(event.tenant_id)},
             account_id=event.account_id,
         )
 

@@ -29,6 +29,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup, escape
 
+from contracts.wording import refund_note
+
 TEMPLATES = Path(__file__).parent / "templates"
 LANGUAGES = ("en", "de")  # every kind of email exists in each of these
 
@@ -118,6 +120,13 @@ class Renderer:
             "reply_to": branding.reply_to,
             "money": lambda amount, currency: _money(amount, currency, language),
             "when": lambda value: _when(value, branding.timezone, language),
+            "refund_note": lambda code: refund_note(
+                language,
+                business_name=branding.business_name,
+                contact=branding.reply_to,
+                booking_code=code,
+                in_email=True,
+            ),
         }
         text_template = self._env.get_template(f"{language}/{kind}.txt.j2")
         subject = _one_line("".join(text_template.blocks["subject"](text_template.new_context(context))))

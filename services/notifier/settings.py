@@ -31,6 +31,9 @@ class NotifierSettings(ServiceSettings):
     smtp_connections: int = Field(default=4, ge=1, le=32, description="SMTP connections in parallel.")
     mail_from: str = "Bookings <no-reply@booking-accounts.local>"
     default_language: str = Field(default="en", pattern=r"^[a-z]{2}$")
+    portal_url: str | None = Field(
+        default=None, description="The customer portal's address: the welcome email links to its login page."
+    )
 
     sealing_key_file: Path | None = None  # default <DATA_DIR>/sealing.key (made by deploy/keys.py)
 

@@ -116,9 +116,10 @@ class System:
     postgres: Any = None  # PostgresParams when store == "postgres"
     namespace: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:10]}")
     overrides: dict[str, dict[str, str]] = field(default_factory=dict)
+    with_portal: bool = False  # also run services.portal; emailed links then point at it
 
     def __post_init__(self) -> None:
-        ports = free_ports(3)
+        ports = free_ports(4 if self.with_portal else 3)
         sealing_key = self.root / "notifier" / "sealing.key"
         _, notifier_public = load_or_create_sealing_keys(sealing_key)
         signing_key = self.root / "accounts" / "session-signing-key.pem"
@@ -152,6 +153,15 @@ class System:
         }
         self.services: dict[str, ServiceProcess] = {}
         self.staff_keys: dict[str, str] = {}  # tenant -> API key of a staff member
+        if self.with_portal:
+            portal_url = f"http://127.0.0.1:{ports[3]}"
+            specific["accounts"]["PUBLIC_BASE_URL"] = portal_url
+            specific["notifier"]["PORTAL_URL"] = portal_url
+            specific["portal"] = {
+                "ACCOUNTS_URL": f"http://127.0.0.1:{ports[0]}",
+                "BOOKINGS_URL": f"http://127.0.0.1:{ports[1]}",
+                "NOTIFIER_URL": f"http://127.0.0.1:{ports[2]}",
+            }
         for (name, extra), port in zip(specific.items(), ports, strict=True):
             env = {
                 **common,
@@ -162,7 +172,7 @@ class System:
                 "DATA_DIR": str(self.root / name),
                 **self.overrides.get(name, {}),
             }
-            if self.store == "postgres":
+            if self.store == "postgres" and name != "portal":  # the portal has no store
                 database = f"{self.namespace}_{name}"
                 self.postgres.create_database(database)
                 env.update(
@@ -196,6 +206,10 @@ class System:
     @property
     def notifier(self) -> ServiceProcess:
         return self.services["notifier"]
+
+    @property
+    def portal(self) -> ServiceProcess:
+        return self.services["portal"]
 
     def topic(self, name: str) -> str:
         return f"{self.namespace}.{name}"

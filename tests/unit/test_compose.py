@@ -15,9 +15,15 @@ import yaml
 from services.accounts.settings import AccountsSettings
 from services.bookings.settings import BookingsSettings
 from services.notifier.settings import NotifierSettings
+from services.portal.settings import PortalSettings
 
 COMPOSE = Path(__file__).parents[2] / "deploy" / "compose"
-SETTINGS = {"accounts": AccountsSettings, "bookings": BookingsSettings, "notifier": NotifierSettings}
+SETTINGS = {
+    "accounts": AccountsSettings,
+    "bookings": BookingsSettings,
+    "notifier": NotifierSettings,
+    "portal": PortalSettings,
+}
 
 
 def service(name: str) -> dict:

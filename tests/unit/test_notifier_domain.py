@@ -184,6 +184,6 @@ def test_tenant_branding_records_only_real_changes_and_who_made_them():
     t.change_branding({"business_name": "Acme Tours", "footer": None}, "staff:api")
     t.change_branding({"business_name": "Acme Tours"}, "staff:api")
     with pytest.raises(UnknownBranding):
-        t.change_branding({"colour": "red"}, "staff:api")
+        t.change_branding({"font": "Comic Sans"}, "staff:api")
     changes = [e for e in t.collect_events() if type(e).__name__ == "BrandingChanged"]
     assert [(c.changes, c.by) for c in changes] == [({"business_name": "Acme Tours"}, "staff:api")]

@@ -135,7 +135,7 @@ def routes(
         account = await redeeming(
             request, accounts.verify_email, body.token, body.password, body.send_login_link
         )
-        return Verified(account_id=account.id, has_password=account.has_password)
+        return Verified(account_id=account.id, tenant_id=account.tenant_id, has_password=account.has_password)
 
     @api.post(
         "/v1/new-passwords",
@@ -146,7 +146,9 @@ def routes(
     )
     async def new_password(body: NewPasswordRequest, request: Request) -> PasswordSet:
         account = await redeeming(request, accounts.set_password, body.token, body.password)
-        return PasswordSet(account_id=account.id, detail="Your password is set. Log in with it.")
+        return PasswordSet(
+            account_id=account.id, tenant_id=account.tenant_id, detail="Your password is set. Log in with it."
+        )
 
     @api.post(
         "/v1/magic-link-sessions",

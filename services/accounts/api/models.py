@@ -91,12 +91,14 @@ class Accepted(BaseModel):
 
 class Verified(BaseModel):
     account_id: UUID
+    tenant_id: str = Field(description="The business the account belongs to (where to log in).")
     verified: bool = True
     has_password: bool = Field(description="False: the customer logs in with emailed links.")
 
 
 class PasswordSet(BaseModel):
     account_id: UUID
+    tenant_id: str = Field(description="The business the account belongs to (where to log in).")
     detail: str
 
 

@@ -1,5 +1,9 @@
 """The pages emailed links open (PUBLIC_BASE_URL + /verify-email, /confirm-email, /set-password,
-/reset-password, /magic-link), for a deployment without a customer portal of its own.
+/reset-password, /magic-link), for a deployment without a customer portal (services/portal
+serves the same paths, and is where PUBLIC_BASE_URL should point).
+
+A login link needs somewhere to keep the session it opens: only the portal has that (a sealed,
+HttpOnly cookie). Here its page says so and uses nothing up; it never prints a session token.
 
 Opening a link (GET) never uses its token up: mail scanners prefetch links. The page shows a
 form that posts the token (and a new password) back, and the POST does the work. A portal that
@@ -95,7 +99,16 @@ def routes(api: FastAPI, accounts: Accounts, signer: SessionSigner, limits: Rate
     landing("/confirm-email", "Confirm your new email address", "Confirm my new email address")
     landing("/set-password", "Choose your password", "Save my password", password=True)
     landing("/reset-password", "Choose a new password", "Save my new password", password=True)
-    landing("/magic-link", "Log in", "Log me in")
+
+    @api.get(
+        "/magic-link", response_class=HTMLResponse, tags=["pages"], summary="The page a login link opens"
+    )
+    async def magic_link_page() -> HTMLResponse:
+        return page(
+            "Log in",
+            "<p>Login links open the business's customer portal, which is not set up at this address. "
+            "Ask the business for its portal's address and log in there.</p>",
+        )
 
     @api.post("/verify-email", response_class=HTMLResponse, include_in_schema=False)
     async def verify(
@@ -153,14 +166,3 @@ def routes(api: FastAPI, accounts: Accounts, signer: SessionSigner, limits: Rate
         password: Annotated[str, Form(max_length=128)],
     ) -> HTMLResponse:
         return await choose_password(request, "Choose a new password", token, password)
-
-    @api.post("/magic-link", response_class=HTMLResponse, include_in_schema=False)
-    async def magic_link(request: Request, token: Annotated[str, Form(max_length=200)]) -> HTMLResponse:
-        def session(account: Any) -> str:
-            bearer, issued = signer.issue(account.id, account.tenant_id, now=accounts.clock())
-            return (
-                "<p>You are logged in. Your session (use it as <code>Authorization: Bearer</code>) "
-                f"lasts until {issued.expires_at:%Y-%m-%d %H:%M} UTC:</p><pre>{html.escape(bearer)}</pre>"
-            )
-
-        return await attempt(request, "Log in", lambda: accounts.log_in_by_link(token), session)

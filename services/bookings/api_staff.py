@@ -1,0 +1,268 @@
+"""The bookings service's HTTP API for a tenant's staff: list and search bookings, one
+booking with its history, payments and cancellation, and cancelling (with the override of the
+customer rules, and the refund due).
+
+Staff use the API keys accounts issued (announced on accounts.events; see `staffkeys.py`),
+for their own tenant only; another tenant's booking is "not found". The routes take what they
+need from the app's state (set by the composition root) through `Annotated` dependencies.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+
+from backbone import context
+from backbone.auth import staff_member
+from backbone.blindindex import BlindIndex
+from backbone.http import run_sync
+from backbone.readmodel import ReadModel
+from contracts.bookings import LongText
+from contracts.envelope import TenantId
+from contracts.wording import refund_note
+from services.bookings import answers, views
+from services.bookings.answers import BookingSummary, Cancelled, HistoryEntry
+from services.bookings.application import Bookings
+from services.bookings.history import customer_history
+
+TenantPath = Annotated[TenantId, Path(description="The business's tenant id")]
+_bearer = HTTPBearer(auto_error=False)
+_NOBODY = UUID(int=0)  # staff are nobody's "you" in a booking's history
+
+
+def _bookings(request: Request) -> Bookings:
+    return request.app.state.bookings
+
+
+def _read_model(request: Request) -> ReadModel:
+    return request.app.state.read_model
+
+
+async def _staff(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    return await staff_member(request.app.state.bookings.staff_key)(request, credentials)
+
+
+App = Annotated[Bookings, Depends(_bookings)]
+Views = Annotated[ReadModel, Depends(_read_model)]
+Staff = Annotated[str, Depends(_staff)]
+
+PROBLEM = {
+    "type": "object",
+    "description": "RFC 9457 problem details (backbone.http)",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "code": {"type": "string"},
+    },
+}
+
+
+def refused(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/problem+json": {"schema": PROBLEM}}}
+
+
+router = APIRouter(
+    prefix="/v1/staff/tenants/{tenant_id}/bookings",
+    tags=["staff"],
+    responses={
+        401: refused("A valid staff API key is required"),
+        403: refused("This staff API key belongs to another business"),
+        422: refused("Invalid request"),
+    },
+)
+
+
+class StaffBookingRow(BookingSummary):
+    customer_email: str | None = Field(description="Null once the customer's data is erased.")
+    customer_name: str | None
+    account_id: UUID | None
+    placed_at: datetime
+
+
+class StaffBookingList(BaseModel):
+    bookings: list[StaffBookingRow]
+    total: int = Field(description="How many bookings match the filters in all.")
+
+
+class Payment(BaseModel):
+    payment_id: str
+    amount: Decimal
+
+
+class Cancellation(BaseModel):
+    status_before: str
+    refund_due: Decimal
+    reason: str | None
+    cancelled_at: datetime
+    rules_overridden: bool
+
+
+class StaffBookingDetail(BookingSummary):
+    contact: dict[str, str | None]
+    form: dict[str, str | None]
+    terms: dict[str, Any]
+    payments: list[Payment]
+    cancellation: Cancellation | None
+    refund_note: str
+    history: list[HistoryEntry]
+
+
+class StaffCancelRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    booking_version: Annotated[int, Field(ge=1, description="The version the staff member looked at.")]
+    reason: LongText | None = None
+    override_customer_rules: bool = Field(
+        default=False, description="Cancel although the customer rules would not allow it now."
+    )
+    refund_due: Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2)] | None = Field(
+        default=None, description="Default: what was paid. Never more."
+    )
+
+
+@router.get("", response_model=StaffBookingList, summary="List and search the tenant's bookings")
+async def list_bookings(
+    tenant_id: TenantPath,
+    bookings: App,
+    read_model: Views,
+    _: Staff,
+    status: Annotated[str | None, Query(max_length=32, description="A status id, e.g. PEND or STOP")] = None,
+    starts_from: Annotated[datetime | None, Query(description="Starting at or after")] = None,
+    starts_before: Annotated[datetime | None, Query(description="Starting before")] = None,
+    customer: Annotated[
+        str | None,
+        Query(
+            max_length=320,
+            description="Part of the booking code, the account id, or words that begin words of the "
+            "customer's name or email (all of them)",
+        ),
+    ] = None,
+    account_id: Annotated[UUID | None, Query(description="One customer account's bookings")] = None,
+    account_email: Annotated[
+        str | None, Query(max_length=320, description="With account_id: also those made with this address")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> StaffBookingList:
+    def query() -> StaffBookingList:
+        policy = bookings.policy(tenant_id)
+        index = BlindIndex(bookings.vault)  # the read model knows customers by keyed hashes only
+        email_token = index.exact(tenant_id, account_email) if account_email else None
+        with read_model.engine.connect() as conn:
+            rows, total = views.staff_bookings(
+                conn,
+                tenant_id,
+                status=status,
+                starts_from=starts_from,
+                starts_before=starts_before,
+                customer=customer,
+                customer_tokens=index.query_tokens(tenant_id, customer) if customer else (),
+                account=(str(account_id), email_token) if account_id else None,
+                limit=limit,
+                offset=offset,
+            )
+            custom = views.tenant_custom_statuses(conn, tenant_id)
+        rows = [views.opened(row, bookings.vault) for row in rows]
+        now, current = bookings.clock(), policy.terms()
+        return StaffBookingList(
+            bookings=[
+                StaffBookingRow(
+                    **answers.row_summary(row, current, now, custom).model_dump(),
+                    customer_email=row["email"],
+                    customer_name=row["name"],
+                    account_id=row["account_id"],
+                    placed_at=row["placed_at"],
+                )
+                for row in rows
+            ],
+            total=total,
+        )
+
+    return await run_sync(query)
+
+
+@router.get(
+    "/{booking_id}",
+    response_model=StaffBookingDetail,
+    summary="One booking: history, payments, cancellation",
+    responses={404: refused("No such booking for this business")},
+)
+async def get_booking(tenant_id: TenantPath, booking_id: UUID, bookings: App, _: Staff) -> StaffBookingDetail:
+    return await run_sync(_detail, bookings, tenant_id, booking_id)
+
+
+@router.post(
+    "/{booking_id}/cancellation",
+    response_model=Cancelled,
+    summary="Cancel, within the customer rules or overriding them; say the refund due",
+    responses={
+        400: refused("Malformed JSON"),
+        404: refused("No such booking for this business"),
+        409: refused(
+            "Not allowed by the customer rules (without override), a refund above what was paid, "
+            "or the booking changed meanwhile"
+        ),
+    },
+)
+async def cancel_booking(
+    tenant_id: TenantPath,
+    booking_id: UUID,
+    body: StaffCancelRequest,
+    request: Request,
+    bookings: App,
+    actor: Staff,
+) -> Cancelled:
+    def attempt() -> Any:
+        with context.caused_by(actor, tenant_id, request.state.correlation_id):
+            return bookings.cancel_by_staff(
+                tenant_id,
+                booking_id,
+                body.booking_version,
+                body.reason,
+                body.override_customer_rules,
+                body.refund_due,
+            )
+
+    booking = await run_sync(attempt)
+    return Cancelled(
+        booking_id=booking.id,
+        code=booking.code,
+        booking_version=booking.version,
+        status=booking.status,
+        currency=booking.currency,
+        amount_paid=booking.amount_paid,
+        refund_due=(booking.cancellation or {}).get("refund_due", booking.amount_paid),
+        refund_note=refund_note("en"),
+    )
+
+
+def _detail(bookings: Bookings, tenant_id: str, booking_id: UUID) -> StaffBookingDetail:
+    booking = bookings.staff_booking(tenant_id, booking_id)
+    custom = bookings.custom_statuses(tenant_id)
+    summary = answers.booking_summary(booking, bookings, custom)
+    history = customer_history(bookings.booking_events(booking.id), _NOBODY, custom)
+    cancellation = booking.cancellation
+    return StaffBookingDetail(
+        **summary.model_dump(),
+        contact={k: (v.value if v is not None else None) for k, v in booking.customer.items()},
+        form={k: v.value for k, v in booking.form.items()},
+        terms=booking.frozen_terms.as_dict(),
+        payments=[Payment(payment_id=k, amount=v) for k, v in booking.payments.items()],
+        cancellation=Cancellation(**{k: cancellation[k] for k in Cancellation.model_fields})
+        if cancellation
+        else None,
+        refund_note=refund_note("en"),
+        history=[HistoryEntry(**entry) for entry in history],
+    )
