@@ -51,7 +51,12 @@ class ServiceSpec:
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("accounts", "services.accounts", 8001, {"PUBLIC_BASE_URL": "http://127.0.0.1:8001"}),
     ServiceSpec("bookings", "services.bookings", 8002),
-    ServiceSpec("notifier", "services.notifier", 8003, {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": "1025", "SMTP_TLS": "none"}),
+    ServiceSpec(
+        "notifier",
+        "services.notifier",
+        8003,
+        {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": "1025", "SMTP_TLS": "none"},
+    ),
 )
 
 app = typer.Typer(

@@ -64,7 +64,7 @@ def bootstrap(settings: AccountsSettings | None = None) -> Service:
         topics=[settings.topic(subject_keys_topic("bookings"))],
         dead_letter_topic=settings.topic(dead_letters(SERVICE)),
     )
-    deferred = Deferred(settings.deferred_capacity)
+    deferred = Deferred(settings.deferred_capacity, settings.deferred_per_client)
     http = create_api(
         title="booking-accounts: accounts",
         version="1.0.0",

@@ -6,7 +6,9 @@ existing one, nothing at all) and so does its cost (hashing, writing). So the HT
 checks what does not depend on the address (the body, the tenant's settings, rate limits),
 queues the work here and answers 202 at once; one worker does the work in order.
 
-The queue is bounded (a full queue answers 503, whatever the address). On shutdown the worker
+The queue is bounded (a full queue answers 503, whatever the address), and so is each client's
+share of it (`per_client` waiting requests per client network, then 429): a few dozen clients
+cannot fill it and make claims answer 503 for everyone. On shutdown the worker
 finishes what was accepted. A process killed with work still queued loses those requests (a
 few milliseconds' worth): nothing was recorded, nothing was sent, and the customer asks again.
 """
@@ -14,9 +16,11 @@ few milliseconds' worth): nothing was recorded, nothing was sent, and the custom
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable
 
 from backbone import context
+from backbone.auth import client_network
 from backbone.http import Problem, run_sync
 from backbone.logging import get_logger
 from services.accounts import metrics
@@ -25,16 +29,29 @@ log = get_logger(__name__)
 
 
 class Deferred:
-    def __init__(self, capacity: int = 1000):
-        self.queue: asyncio.Queue[tuple[context.Cause, str, Callable[[], object]]] = asyncio.Queue(capacity)
+    def __init__(self, capacity: int = 1000, per_client: int = 10):
+        self.queue: asyncio.Queue[tuple[context.Cause, str, Callable[[], object], str]] = asyncio.Queue(
+            capacity
+        )
+        self.per_client = per_client
+        self.waiting: Counter[str] = Counter()  # requests queued, per client network
 
-    def submit(self, what: str, work: Callable[[], object]) -> None:
+    def submit(self, what: str, work: Callable[[], object], client: str = "unknown") -> None:
+        network = client_network(client)
+        if self.waiting[network] >= self.per_client:
+            raise Problem(
+                429,
+                "Too many requests",
+                "Too many of your requests are waiting already; try again in a minute.",
+                code="rate_limited",
+            )
         try:
-            self.queue.put_nowait((context.current(), what, work))
+            self.queue.put_nowait((context.current(), what, work, network))
         except asyncio.QueueFull:
             raise Problem(
                 503, "Busy", "Too many requests are waiting right now; try again in a minute.", code="busy"
             ) from None
+        self.waiting[network] += 1
 
     async def run(self) -> None:
         try:
@@ -49,7 +66,7 @@ class Deferred:
         """Until everything submitted so far is done (for tests and benchmarks)."""
         await self.queue.join()
 
-    async def _do(self, cause: context.Cause, what: str, work: Callable[[], object]) -> None:
+    async def _do(self, cause: context.Cause, what: str, work: Callable[[], object], network: str) -> None:
         try:
             await run_sync(_within, cause, work)
             metrics.deferred.labels(what, "done").inc()
@@ -57,6 +74,9 @@ class Deferred:
             metrics.deferred.labels(what, "failed").inc()
             log.warning("deferred request failed", request=what, error=f"{type(error).__name__}: {error}")
         finally:
+            self.waiting[network] -= 1
+            if self.waiting[network] <= 0:
+                del self.waiting[network]
             self.queue.task_done()
 
 
