@@ -21,7 +21,7 @@ from backbone.credentials import InvalidSession, Session, SessionVerifier, parse
 
 _bearer = HTTPBearer(auto_error=False)
 
-OPERATOR_TOKEN_FAILURES = "20/15 minutes"  # per client network, for the admin and audit tokens
+OPERATOR_TOKEN_FAILURES = "20/15 minutes"  # noqa: S105 - a rate, not a secret; per client network, for the admin and audit tokens
 
 
 def client_network(client: str) -> str:

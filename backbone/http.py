@@ -2,7 +2,8 @@
 
 Every error a caller can cause gets a 4xx with a sentence saying what is wrong (RFC 9457
 problem details), never a 500: malformed JSON, a schema violation, an oversized body (counted
-as it arrives, chunked or not: `_BodyLimit`), a business rule. A 500 only ever means a bug, and carries the correlation id to find it in logs.
+as it arrives, chunked or not: `_BodyLimit`), a business rule. A 500 only ever means a bug,
+and carries the correlation id to find it in logs.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backbone import metrics

@@ -90,7 +90,10 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as root:
             system = System(
-                Path(root), bootstrap, smtp_port=1, overrides={"accounts": {"RATE_LIMITS": NO_LIMITS}}
+                Path(root),
+                bootstrap,
+                smtp_port=1,
+                overrides={"accounts": {"RATE_LIMITS": NO_LIMITS, "DEFERRED_PER_CLIENT": "100000"}},
             )
             system.start("accounts")
             try:

@@ -71,7 +71,9 @@ def bootstrap(settings: AccountsSettings | None = None) -> Service:
         verifier=bus_keys.verifier,
         signer=bus_keys.signer,
     )
-    deferred = Deferred(settings.deferred_capacity, probe=accounts.unreachable_stores)
+    deferred = Deferred(
+        settings.deferred_capacity, settings.deferred_per_client, probe=accounts.unreachable_stores
+    )
     http = create_api(
         title="booking-accounts: accounts",
         version="1.0.0",

@@ -6,20 +6,24 @@ existing one, nothing at all) and so does its cost (hashing, writing). So the HT
 checks what does not depend on the address (the body, the tenant's settings, rate limits),
 queues the work here and answers 202 at once; one worker does the work in order.
 
-The queue is bounded (a full queue answers 503, whatever the address). On shutdown the worker
-finishes what was accepted. A request that fails while a store does not answer (an outage,
-`backbone.faults`) is retried with backoff until the store is back, in order; one that fails
-with every store answering is dropped and counted (the customer asks again). A process
-killed with work still queued loses those requests (a few milliseconds' worth): nothing was
-recorded, nothing was sent, and the customer asks again.
+The queue is bounded (a full queue answers 503, whatever the address), and so is each client's
+share of it (`per_client` waiting requests per client network, then 429): a few dozen clients
+cannot fill it and make claims answer 503 for everyone. On shutdown the worker finishes what
+was accepted. A request that fails while a store does not answer (an outage, `backbone.faults`)
+is retried with backoff until the store is back, in order; one that fails with every store
+answering is dropped and counted (the customer asks again). A process killed with work still
+queued loses those requests (a few milliseconds' worth): nothing was recorded, nothing was
+sent, and the customer asks again.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable
 
 from backbone import context
+from backbone.auth import client_network
 from backbone.faults import classify
 from backbone.http import Problem, run_sync
 from backbone.logging import get_logger
@@ -29,18 +33,37 @@ log = get_logger(__name__)
 
 
 class Deferred:
-    def __init__(self, capacity: int = 1000, probe: Callable[[], list[str]] = list, max_pause: float = 5.0):
+    def __init__(
+        self,
+        capacity: int = 1000,
+        per_client: int = 10,
+        probe: Callable[[], list[str]] = list,
+        max_pause: float = 5.0,
+    ):
+        self.queue: asyncio.Queue[tuple[context.Cause, str, Callable[[], object], str]] = asyncio.Queue(
+            capacity
+        )
+        self.per_client = per_client
+        self.waiting: Counter[str] = Counter()  # requests queued, per client network
         self.probe = probe  # the stores that do not answer (ServiceApplication.unreachable_stores)
         self.max_pause = max_pause
-        self.queue: asyncio.Queue[tuple[context.Cause, str, Callable[[], object]]] = asyncio.Queue(capacity)
 
-    def submit(self, what: str, work: Callable[[], object]) -> None:
+    def submit(self, what: str, work: Callable[[], object], client: str = "unknown") -> None:
+        network = client_network(client)
+        if self.waiting[network] >= self.per_client:
+            raise Problem(
+                429,
+                "Too many requests",
+                "Too many of your requests are waiting already; try again in a minute.",
+                code="rate_limited",
+            )
         try:
-            self.queue.put_nowait((context.current(), what, work))
+            self.queue.put_nowait((context.current(), what, work, network))
         except asyncio.QueueFull:
             raise Problem(
                 503, "Busy", "Too many requests are waiting right now; try again in a minute.", code="busy"
             ) from None
+        self.waiting[network] += 1
 
     async def run(self) -> None:
         try:
@@ -55,7 +78,7 @@ class Deferred:
         """Until everything submitted so far is done (for tests and benchmarks)."""
         await self.queue.join()
 
-    async def _do(self, cause: context.Cause, what: str, work: Callable[[], object]) -> None:
+    async def _do(self, cause: context.Cause, what: str, work: Callable[[], object], network: str) -> None:
         try:
             failures = 0
             while True:
@@ -82,6 +105,9 @@ class Deferred:
                     )
                     await asyncio.sleep(pause)
         finally:
+            self.waiting[network] -= 1
+            if self.waiting[network] <= 0:
+                del self.waiting[network]
             self.queue.task_done()
 
 

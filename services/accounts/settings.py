@@ -27,6 +27,9 @@ class AccountsSettings(ServiceSettings):
     rate_limits: dict[str, str] = Field(default_factory=dict)
     rate_limit_storage: str = "async+memory://"
     deferred_capacity: int = Field(default=1000, ge=1, le=100_000)
+    deferred_per_client: int = Field(
+        default=10, ge=1, le=100_000, description="Requests one client network may have waiting."
+    )
 
     @field_validator("admin_api_token")
     @classmethod

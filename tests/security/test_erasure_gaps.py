@@ -63,7 +63,9 @@ async def test_a_cancellation_reason_is_neither_stored_nor_published_in_the_clea
     )
     assert done.status_code == 200, done.text
 
-    stored = b"".join(bytes(n.state) for n in harness.app.recorder.select_notifications(start=1, limit=10_000))
+    stored = b"".join(
+        bytes(n.state) for n in harness.app.recorder.select_notifications(start=1, limit=10_000)
+    )
     assert b"Kayak for two" in stored  # (stored readable: the check below could fail)
     assert secret.encode() not in stored
     records = read_log(harness.app, 0, 10_000)

@@ -30,12 +30,23 @@ def test_a_service_refuses_to_start_with_a_short_operator_token():
 def test_guessing_the_admin_token_is_throttled_per_client(system, api):
     guesser = client_headers("203.0.113.99")
     answers = [
-        api.get("/v1/admin/tenants/harbour-cruises/staff", headers={**guesser, "Authorization": f"Bearer guess-{i}"})
+        api.get(
+            "/v1/admin/tenants/harbour-cruises/staff",
+            headers={**guesser, "Authorization": f"Bearer guess-{i}"},
+        )
         for i in range(21)
     ]
     assert [a.status_code for a in answers] == [401] * 20 + [429]
     assert int(answers[-1].headers["retry-after"]) >= 1
     # The right token from the same client waits too; from elsewhere it works.
-    assert api.get("/v1/admin/tenants/harbour-cruises/staff", headers={**guesser, **admin_headers()}).status_code == 429
+    assert (
+        api.get("/v1/admin/tenants/harbour-cruises/staff", headers={**guesser, **admin_headers()}).status_code
+        == 429
+    )
     elsewhere = client_headers("203.0.113.100")
-    assert api.get("/v1/admin/tenants/harbour-cruises/staff", headers={**elsewhere, **admin_headers()}).status_code == 200
+    assert (
+        api.get(
+            "/v1/admin/tenants/harbour-cruises/staff", headers={**elsewhere, **admin_headers()}
+        ).status_code
+        == 200
+    )

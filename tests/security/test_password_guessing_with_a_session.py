@@ -40,7 +40,9 @@ def test_email_change_requests_are_limited_per_account(system, api):
     customer = verified_customer(system, None, "harbour-cruises", new_email(), PASSWORD)
     answers = [
         api.post(
-            "/v1/me/email-change", headers=customer, json={"email": new_email("spam"), "current_password": PASSWORD}
+            "/v1/me/email-change",
+            headers=customer,
+            json={"email": new_email("spam"), "current_password": PASSWORD},
         ).status_code
         for _ in range(EMAIL_CHANGE_LIMIT + 1)
     ]

@@ -139,6 +139,7 @@ class System:
                 "NOTIFIER_PUBLIC_KEY": base64.b64encode(notifier_public).decode(),
                 "ADMIN_API_TOKEN": ADMIN_TOKEN,
                 "RATE_LIMITS": GENEROUS_CLIENT_LIMITS,
+                "DEFERRED_PER_CLIENT": "100000",  # (like the limits: every test is 127.0.0.1)
                 "SESSION_SIGNING_KEY_FILE": str(signing_key),
             },
             "bookings": {

@@ -73,10 +73,13 @@ def routes(
     )
     async def claim(tenant_id: Tenant, body: ClaimRequest, request: Request) -> Accepted:
         await run_sync(accounts.require_logins, tenant_id)
-        await limits.hit("claim", tenant_id, body.email, auth.client_of(request))
+        client = auth.client_of(request)
+        await limits.hit("claim", tenant_id, body.email, client)
         with auth.cause(request, "customer:anonymous", tenant_id):
             deferred.submit(
-                "claim", lambda: accounts.claim_account(tenant_id, body.email, body.name, body.language)
+                "claim",
+                lambda: accounts.claim_account(tenant_id, body.email, body.name, body.language),
+                client,
             )
         return Accepted(detail=CLAIM_ANSWER)
 
@@ -92,9 +95,14 @@ def routes(
         )
         async def request_link(tenant_id: Tenant, body: EmailRequest, request: Request) -> Accepted:
             await run_sync(accounts.require_logins, tenant_id)
-            await limits.hit(action, tenant_id, body.email, auth.client_of(request))
+            client = auth.client_of(request)
+            await limits.hit(action, tenant_id, body.email, client)
             with auth.cause(request, "customer:anonymous", tenant_id):
-                deferred.submit(action, lambda: accounts.request_link(tenant_id, body.email, purpose))  # type: ignore[arg-type]
+                deferred.submit(
+                    action,
+                    lambda: accounts.request_link(tenant_id, body.email, purpose),  # type: ignore[arg-type]
+                    client,
+                )
             return Accepted(detail=LINK_ANSWER)
 
     link_request(
@@ -247,7 +255,11 @@ def routes(
         await limits.hit("email_change", "", str(session.account_id), auth.client_of(request))
         await run_sync(accounts.check_password, session, body.current_password)
         with auth.cause(request, f"customer:{session.account_id}", session.tenant_id):
-            deferred.submit("email_change", lambda: accounts.request_email_change(session, body.email))
+            deferred.submit(
+                "email_change",
+                lambda: accounts.request_email_change(session, body.email),
+                auth.client_of(request),
+            )
         return Accepted(detail="If this address can be used, a link to confirm it is on its way to it.")
 
 

@@ -81,7 +81,11 @@ async def test_a_refused_request_costs_nothing_on_its_other_keys():
 
 
 def test_an_ipv6_client_is_its_64_and_an_ipv4_client_its_address():
-    assert client_network("2001:db8:1:2:aaaa::1") == client_network("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert (
+        client_network("2001:db8:1:2:aaaa::1")
+        == client_network("2001:db8:1:2:ffff::9")
+        == "2001:db8:1:2::/64"
+    )
     assert client_network("2001:db8:1:3::1") != client_network("2001:db8:1:2::1")
     assert client_network("::ffff:192.0.2.7") == client_network("192.0.2.7") == "192.0.2.7"
     assert client_network("unknown") == "unknown"
