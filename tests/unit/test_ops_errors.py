@@ -33,9 +33,21 @@ ARGS = {
     "dlq discard": ["bookings", "0:0", "--reason", "test", "--operator", "ops-test"],
     "emails log": ["--tenant", "t"],
     "emails retry": ["--by", "ops-test", "--all-parked"],
+    "positions replay-from-start": ["bookings", "bookings.commands/0", "--operator", "ops-test"],
+    "positions accept-log-start": ["bookings", "bookings.commands/0", "--operator", "ops-test"],
 }
 NEEDS_NO_CONFIG = {"verify"}
-NEEDS_KAFKA = {"status", "replay", "republish", "dlq list", "dlq show", "dlq retry", "dlq discard"}
+NEEDS_KAFKA = {
+    "status",
+    "replay",
+    "republish",
+    "dlq list",
+    "dlq show",
+    "dlq retry",
+    "dlq discard",
+    "positions replay-from-start",
+    "positions accept-log-start",
+}
 
 
 def commands(group, prefix: str = "") -> list[str]:
