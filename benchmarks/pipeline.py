@@ -13,7 +13,8 @@ then measures, in one run on that broker:
                published to `bookings.commands` by an outside producer, applied by the real
                bookings service (its own OS process, SQLite store), until every command's
                `CommandOutcome` is on `bookings.command-outcomes`; printed with its ratio to
-               the pipe;
+               the pipe, and the service process's CPU time per command (a figure that a
+               machine busy with other work does not distort as it does rates);
 * rebuild:     the bookings read model rebuilt from 10k, 100k (and, without --quick, 1M)
                events by `ops.rebuild` (shadow + switch), to see whether the rate stays flat.
 
@@ -58,6 +59,7 @@ class Row:
     seconds: float
     unit: str = "msg/s"
     ratio: float | None = None  # to the raw pipe
+    cpu_ms: float | None = None  # CPU of the service process per command (load-independent)
 
     @property
     def rate(self) -> float:
@@ -221,17 +223,26 @@ async def end_to_end(servers: str, count: int, root: Path) -> list[Row]:
             ready = asyncio.Event()
             reader = asyncio.create_task(_count(servers, outcomes, count, ready, patience=900))
             await ready.wait()
+            cpu = _cpu_seconds(system.bookings.proc.pid)
             began = time.monotonic()
             await _send(
                 servers, commands, [(b["booking_id"].encode(), json.dumps(b).encode()) for b in bodies]
             )
             ended = await reader
-            rows.append(Row(f"end to end, SQLite: {label}", count, ended - began, "commands/s"))
+            row = Row(f"end to end, SQLite: {label}", count, ended - began, "commands/s")
+            row.cpu_ms = (_cpu_seconds(system.bookings.proc.pid) - cpu) * 1000 / count
+            rows.append(row)
         if system.bookings.errors():
             print("\n".join(system.bookings.errors()[:5]), file=sys.stderr)
     finally:
         system.stop()
     return rows
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # ------------------------------------------------------------------------------ rebuild
@@ -286,7 +297,8 @@ async def measure(args: argparse.Namespace, servers: str, root: Path) -> list[Ro
 def _line(row: Row) -> str:
     ratio = f"{row.ratio:6.1%}" if row.ratio is not None else ""
     rate = f"{row.rate:>9,.0f} {row.unit:<10}"
-    return f"| {row.what:<40} | {row.count:>9,} | {row.seconds:7.2f} s | {rate} | {ratio:>6} |"
+    cpu = f"{row.cpu_ms:6.2f} ms" if row.cpu_ms is not None else ""
+    return f"| {row.what:<40} | {row.count:>9,} | {row.seconds:7.2f} s | {rate} | {ratio:>6} | {cpu:>9} |"
 
 
 def main() -> None:
@@ -307,8 +319,8 @@ def main() -> None:
     )
     if not args.json:
         print(f"# booking-accounts pipeline benchmark, {when:%Y-%m-%d %H:%M} UTC, {machine}")
-        print(f"| {'what':<40} | {'count':>9} | {'time':>9} | {'rate':>20} | {'/pipe':>6} |")
-        print(f"|{'-' * 42}|{'-' * 11}|{'-' * 11}|{'-' * 22}|{'-' * 8}|")
+        print(f"| {'what':<40} | {'count':>9} | {'time':>9} | {'rate':>20} | {'/pipe':>6} | {'CPU/cmd':>9} |")
+        print(f"|{'-' * 42}|{'-' * 11}|{'-' * 11}|{'-' * 22}|{'-' * 8}|{'-' * 11}|")
     with kafka() as servers, tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
         rows = asyncio.run(measure(args, servers, Path(tmp)))
     if args.json:
@@ -326,6 +338,9 @@ def main() -> None:
                             "rate": round(r.rate, 1),
                             "unit": r.unit,
                             "ratio_to_pipe": round(r.ratio, 4) if r.ratio is not None else None,
+                            "service_cpu_ms_per_command": round(r.cpu_ms, 3)
+                            if r.cpu_ms is not None
+                            else None,
                         }
                         for r in rows
                     ],

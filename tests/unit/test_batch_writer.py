@@ -4,7 +4,7 @@ the same statements in the same order, whichever of them are put together in mem
 from __future__ import annotations
 
 import sqlalchemy as sa
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backbone.readmodel import BatchWriter, upsert
@@ -64,7 +64,7 @@ def table_after(steps_, batched: bool) -> list[tuple]:
     return found
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps)
 def test_a_batch_writer_leaves_the_same_rows_as_each_statement_in_turn(steps_):
     assert table_after(steps_, batched=True) == table_after(steps_, batched=False)
