@@ -3,8 +3,9 @@ partitions, killed with kill -9 at random and restarted while they work through 
 commands: nothing lost, nothing applied twice, one event id per stored event.
 
 Opt-in for now (SCALE_OUT=1): it has not passed on the shared development machine yet, where
-the broker's group coordinator did not answer for 90 s under load; it did find a real bug
-(instances starting at once raced to create their tables). The load is scaled down:
+the broker's group coordinator did not answer for 90 s under load, and a later run (no error
+logged, leaders taken over after each kill) ran out of pytest's 300 s; it did find a real
+bug (instances starting at once raced to create their tables). The load is scaled down:
 SCALE_OUT_COMMANDS bookings placed (600 by default), a tenth of them cancelled afterwards, and
 SCALE_OUT_KILLS kills (4 by default). The issue's full size is
 `SCALE_OUT=1 SCALE_OUT_COMMANDS=20000 SCALE_OUT_KILLS=30 ./deploy/test tests/integration/test_scale_out.py`.
@@ -38,6 +39,7 @@ KILLS = int(os.environ.get("SCALE_OUT_KILLS", "4"))
 INSTANCES = 3
 
 
+@pytest.mark.timeout(1800)  # processes, broker and database on a shared 2-core machine
 def test_three_instances_killed_at_random_lose_nothing_and_apply_nothing_twice(
     tmp_path, kafka_bootstrap_servers, postgres
 ):
