@@ -45,7 +45,7 @@ def jsonable(value: Any) -> Any:
 
 T = TypeVar("T")
 
-_RACES = ("already exists", "concurrently updated", "violates unique constraint \"pg_")
+_RACES = ("already exists", "concurrently updated", 'violates unique constraint "pg_')
 
 
 def created_concurrently(error: BaseException) -> bool:
