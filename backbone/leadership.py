@@ -124,7 +124,7 @@ class AdvisoryLock:
             if token is not None:
                 self._token, self._held = token, True
                 self._watch = asyncio.create_task(self._watchdog(), name=f"{self.name}.lease")
-                log.info("leading", follower=self.name, token=token)
+                log.info("leading", follower=self.name, fencing=token)
                 return True
             if not waiting_logged:
                 log.info("another instance leads; standing by", follower=self.name)

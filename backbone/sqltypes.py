@@ -58,7 +58,7 @@ def server_engine(url: str, pool_size: int, max_overflow: int) -> sa.Engine:
 
 T = TypeVar("T")
 
-_RACES = ("already exists", "concurrently updated", "violates unique constraint \"pg_")
+_RACES = ("already exists", "concurrently updated", 'violates unique constraint "pg_')
 
 
 def created_concurrently(error: BaseException) -> bool:

@@ -155,7 +155,7 @@ async def test_a_stalled_ex_leader_cannot_write_to_the_read_model(store, postgre
 
 async def test_two_relays_publish_each_event_once_and_the_survivor_takes_over(store, postgres, app):
     """Two instances' relays on one store: only the leader publishes; kill it, the other
-    resumes from the stored position (no tail published again by the standby)."""
+    resumes from the stored position."""
     broker = KafkaBroker()
     seen: list[str] = []
 
@@ -176,6 +176,7 @@ async def test_two_relays_publish_each_event_once_and_the_survivor_takes_over(st
         leader = next(r for r in relays if r.leading)
         standby = next(r for r in relays if r is not leader)
         assert not standby.leading
+        assert len(seen) == len(set(seen))  # one leader: each event published once
 
         kill_session(postgres, leader.leadership)
         await until(lambda: standby.leading)
@@ -184,5 +185,7 @@ async def test_two_relays_publish_each_event_once_and_the_survivor_takes_over(st
         for relay in relays:
             relay.stop()
         await asyncio.gather(*tasks, return_exceptions=True)
+    # Nothing lost. At the takeover, a batch the old leader published but could not commit
+    # under its lease is published again, with the same event ids (consumers drop the copies).
     expected = {str(out.message.event_id) for out in relays[0].messages(read_log(app, 0, 10_000))}
-    assert len(seen) == len(set(seen)) and set(seen) == expected
+    assert set(seen) == expected
