@@ -99,7 +99,7 @@ class Vault:
         self._cache: OrderedDict[UUID, bytes | None] = OrderedDict()  # most recent last
         self._lock = threading.Lock()
         self._listeners: list[Callable[[list[UUID]], None]] = []
-        self._known_erased: set[UUID] = set()  # of the window, already handled here
+        self._erasures_seen: set[UUID] = set()  # of the window, already handled here
         self._next_sync = 0.0
 
     # ------------------------------------------------------- erasures by other instances
@@ -121,8 +121,8 @@ class Vault:
                 ).scalars()
             }
         with self._lock:
-            new = sorted(recent - self._known_erased)
-            self._known_erased = recent  # older ones leave the window, and never come back
+            new = sorted(recent - self._erasures_seen)
+            self._erasures_seen = recent  # older ones leave the window, and never come back
             for subject_id in new:
                 if subject_id in self._cache:
                     self._cache[subject_id] = None
@@ -276,7 +276,7 @@ class Vault:
             self._erase_in(conn, subject_id, self.service, published=False)
         with self._lock:
             self._cache[subject_id] = None
-            self._known_erased.add(subject_id)  # handled here already
+            self._erasures_seen.add(subject_id)  # handled here already
         if self.engine.dialect.name == "postgresql":
             # Reclaim the dead row now rather than at the next autovacuum.
             with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:

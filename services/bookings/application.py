@@ -186,11 +186,11 @@ class Bookings(ServiceApplication):
     def staff_key(self, staff_id: UUID) -> Any:
         from services.bookings.staffkeys import StaffKey
 
-        return self._get(StaffKey, staff_id)
+        return self.find(StaffKey, staff_id)
 
     def staff_booking(self, tenant_id: str, booking_id: UUID) -> Booking:
         """A booking of the staff member's tenant; NotFound for another tenant's."""
-        booking = self._get(Booking, booking_id)
+        booking = self.find(Booking, booking_id)
         if booking is None or booking.tenant_id != tenant_id:
             raise NotFound("No such booking.")
         return booking
