@@ -131,15 +131,38 @@ class AuditLog:
         )
 
 
+SEALED_MARK, ERASED_MARK = "\u2039sealed\u203a", "\u2039erased\u203a"  # ‹sealed›, ‹erased›  # noqa: RUF003
+
+
 def shown(value: Any) -> str:
-    """A rendered value for a human (tables): personal values as [sealed]/[erased]/the value."""
+    """A rendered value for a human, on one line: personal values as SEALED_MARK, ERASED_MARK
+    or the value (revealed), nested values inline."""
     if isinstance(value, dict) and "subject_id" in value and len(value) == 2:
         if value.get("erased"):
-            return "[erased]"
+            return ERASED_MARK
         if value.get("sealed"):
-            return "[sealed]"
-        return str(value.get("value"))
-    return str(value)
+            return SEALED_MARK
+        return shown(value.get("value"))
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {shown(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(shown(v) for v in value) + "]"
+    return " ".join(str(value).split())
+
+
+def folded(data: dict[str, Any], width: int = 100, prefix: str = "") -> list[str]:
+    """A record's data for a table: one line per field (a nested record's fields as
+    `outer.inner`), each cut to `width` characters. `--json` keeps everything."""
+    lines = []
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        personal = isinstance(value, dict) and "subject_id" in value and len(value) == 2
+        if isinstance(value, dict) and value and not personal:
+            lines += folded(value, width, f"{name}.")
+            continue
+        line = f"{name}: {shown(value)}"
+        lines.append(line if len(line) <= width else line[: width - 1] + "…")
+    return lines
 
 
 # ---------------------------------------------------------------------------- internals

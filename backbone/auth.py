@@ -3,17 +3,64 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 from uuid import UUID
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from limits import parse
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import FixedWindowRateLimiter
 from pydantic import SecretStr
 
 from backbone.credentials import InvalidSession, Session, SessionVerifier, parse_staff_api_key, same
 
 _bearer = HTTPBearer(auto_error=False)
+
+OPERATOR_TOKEN_FAILURES = "20/15 minutes"  # per client network, for the admin and audit tokens
+
+
+def client_network(client: str) -> str:
+    """The bucket a client address counts in: an IPv6 /64 (any host has a whole one to pick
+    addresses from), or the IPv4 address itself (IPv4-mapped IPv6 too)."""
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return client  # "unknown", or a name from a test client
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+class FailureThrottle:
+    """Wrong operator tokens per client network: each attempt is counted before the token is
+    compared (so a parallel burst cannot slip through) and given back when it was right; over
+    the limit, 429 without comparing. In memory, per instance."""
+
+    def __init__(self, limit: str = OPERATOR_TOKEN_FAILURES):
+        self.item = parse(limit)
+        self.storage = MemoryStorage()
+        self.limiter = FixedWindowRateLimiter(self.storage)
+
+    async def check(self, request: Request, right: Callable[[], bool]) -> bool:
+        client = client_network(request.client.host if request.client else "unknown")
+        if not await self.limiter.hit(self.item, "operator_token", client):
+            await self.storage.incr(self.item.key_for("operator_token", client), self.item.get_expiry(), -1)
+            stats = await self.limiter.get_window_stats(self.item, "operator_token", client)
+            retry_after = str(max(1, math.ceil(stats.reset_time - time.time())))
+            raise HTTPException(
+                429, "Too many wrong tokens. Try again later.", headers={"Retry-After": retry_after}
+            )
+        if right():
+            await self.storage.incr(self.item.key_for("operator_token", client), self.item.get_expiry(), -1)
+            return True
+        return False
 
 
 def _unauthorized(detail: str) -> HTTPException:
@@ -60,28 +107,40 @@ def staff_member(find: Callable[[UUID], StaffKeyHolder | None]) -> Callable[...,
     return dependency
 
 
-def auditor(token: SecretStr | None) -> Callable[..., str]:
-    """The read-only audit API's bearer token (AUDIT_API_TOKEN); unset, nobody gets in."""
+def auditor(token: SecretStr | None) -> Callable[..., Awaitable[str]]:
+    """The read-only audit API's bearer token (AUDIT_API_TOKEN); unset, nobody gets in.
+    Wrong tokens are throttled per client network (`FailureThrottle`)."""
+    throttle = FailureThrottle()
 
-    def dependency(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> str:
+    async def dependency(
+        request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+    ) -> str:
         expected = token.get_secret_value() if token is not None else ""
         if not expected:
             raise _unauthorized("The audit API is not enabled on this instance (no AUDIT_API_TOKEN).")
-        if credentials is None or not same(credentials.credentials, expected):
+        if not await throttle.check(
+            request, lambda: credentials is not None and same(credentials.credentials, expected)
+        ):
             raise _unauthorized("A valid audit API token is required (Authorization: Bearer).")
         return "auditor"
 
     return dependency
 
 
-def admin(token: SecretStr | None) -> Callable[..., str]:
-    """The platform operator's token (ADMIN_API_TOKEN); unset, the admin API is off."""
+def admin(token: SecretStr | None) -> Callable[..., Awaitable[str]]:
+    """The platform operator's token (ADMIN_API_TOKEN); unset, the admin API is off. Wrong
+    tokens are throttled per client network (`FailureThrottle`)."""
+    throttle = FailureThrottle()
 
-    def dependency(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> str:
+    async def dependency(
+        request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+    ) -> str:
         expected = token.get_secret_value() if token is not None else ""
         if not expected:
             raise HTTPException(403, "The admin API is turned off (set ADMIN_API_TOKEN to use it).")
-        if credentials is None or not same(credentials.credentials, expected):
+        if not await throttle.check(
+            request, lambda: credentials is not None and same(credentials.credentials, expected)
+        ):
             raise _unauthorized("The admin token is required (Authorization: Bearer).")
         return "service:admin"
 

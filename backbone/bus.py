@@ -22,6 +22,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 
 from backbone import metrics
+from backbone.kafkasecurity import PLAINTEXT, KafkaSecurity
 from backbone.logging import get_logger
 from contracts import Message
 
@@ -59,14 +60,18 @@ class Outgoing:
         }
 
 
-def make_broker(bootstrap_servers: str, client_id: str) -> KafkaBroker:
+def make_broker(bootstrap_servers: str, client_id: str, security: KafkaSecurity = PLAINTEXT) -> KafkaBroker:
     return KafkaBroker(
         bootstrap_servers,
+        security=security.for_faststream(),
         client_id=client_id,
         enable_idempotence=True,  # implies acks="all"
         acks="all",
         linger_ms=5,
         request_timeout_ms=30_000,
+        # A topic deleted and created again (or given partitions) is noticed within seconds, not
+        # the client's default 5 minutes: its consumers rebalance and check their positions.
+        metadata_max_age_ms=10_000,
         graceful_timeout=15.0,
         middlewares=[KafkaPrometheusMiddleware(registry=metrics.REGISTRY, app_name=client_id)],
         logger=logging.getLogger(f"faststream.{client_id}"),  # stdlib: rendered by our handler
@@ -137,9 +142,12 @@ async def ensure_topics(
     replication_factor: int = 1,
     compacted: tuple[str, ...] = (),
     compacted_segment_ms: int = 3_600_000,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> None:
     """Create the topics a service writes or reads, if missing (idempotent)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=30_000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, request_timeout_ms=30_000, **security.for_aiokafka()
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -136,17 +137,34 @@ def load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
             raise ValueError(f"{path} is not an Ed25519 private key")
         return key
     key = Ed25519PrivateKey.generate()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(
+    write_private(
+        path,
         key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
-        )
+        ),
     )
-    path.chmod(0o600)
     public_path(path).write_bytes(public_pem(key))
     return key
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a secret readable by its owner only from the first byte: created 0600 (never
+    written first and chmodded after, when another user could open it in between), under a
+    temporary name, then renamed into place (a crash leaves the old file or the new one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def public_path(private_path: Path) -> Path:
@@ -184,8 +202,6 @@ def load_or_create_sealing_keys(path: Path) -> tuple[bytes, bytes]:
         private = PrivateKey(base64.b64decode(path.read_text().strip()))
     else:
         private = PrivateKey.generate()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(base64.b64encode(bytes(private)).decode())
-        path.chmod(0o600)
+        write_private(path, base64.b64encode(bytes(private)))
         path.with_suffix(".pub").write_text(base64.b64encode(bytes(private.public_key)).decode())
     return bytes(private), bytes(private.public_key)

@@ -16,6 +16,8 @@ consumer that lost its partitions but is still writing ("zombie").
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -23,10 +25,11 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from eventsourcing.application import Application
 from eventsourcing.persistence import JSONTranscoder, Tracking
 from eventsourcing.popo import POPOProcessRecorder
-from eventsourcing.postgres import PostgresProcessRecorder
+from eventsourcing.postgres import PostgresFactory, PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteProcessRecorder
 
 from backbone.faults import probe_all
@@ -34,7 +37,7 @@ from backbone.personal import Personal, PersonalAsSealed, Vault, subjects_in
 from backbone.settings import StoreSettings
 from contracts.personal import Sealed
 
-__all__ = ["ServiceApplication", "Tracking", "store_env"]
+__all__ = ["ServiceApplication", "Tracking", "store_env", "store_missing"]
 
 
 class _RecordsPositions:
@@ -70,9 +73,26 @@ class MemoryServiceRecorder(POPOProcessRecorder):
         return returning
 
 
+class PostgresTLSFactory(PostgresFactory):
+    """eventsourcing's PostgreSQL factory, whose connections also take libpq's TLS parameters
+    (`POSTGRES_SSLMODE`, `POSTGRES_SSLROOTCERT`, `POSTGRES_SSLCERT`, `POSTGRES_SSLKEY` of its
+    environment): the library has no settings for them. Its pool opens on first use, so
+    they are in place before any connection is made."""
+
+    TLS_PARAMETERS = ("sslmode", "sslrootcert", "sslcert", "sslkey")
+
+    def __init__(self, env: Any):
+        super().__init__(env)
+        connection = self.datastore.pool.kwargs
+        assert isinstance(connection, dict)
+        for name in self.TLS_PARAMETERS:
+            if value := self.env.get(f"POSTGRES_{name.upper()}"):
+                connection[name] = value
+
+
 _RECORDERS = {
     "sqlite": ("eventsourcing.sqlite", SQLiteServiceRecorder),
-    "postgres": ("eventsourcing.postgres", PostgresServiceRecorder),
+    "postgres": (f"{__name__}:PostgresTLSFactory", PostgresServiceRecorder),
     "memory": ("eventsourcing.popo", MemoryServiceRecorder),
 }
 
@@ -103,8 +123,8 @@ def store_env(store: StoreSettings, service: str) -> dict[str, str]:
             POSTGRES_PORT=str(store.postgres_port),
             POSTGRES_USER=store.postgres_user,
             POSTGRES_PASSWORD=store.postgres_password.get_secret_value(),
-            POSTGRES_POOL_SIZE="5",
-            POSTGRES_MAX_OVERFLOW="5",
+            POSTGRES_POOL_SIZE=str(store.postgres_pool_size),
+            POSTGRES_MAX_OVERFLOW=str(store.postgres_max_overflow),
             POSTGRES_CONNECT_TIMEOUT="10",
             POSTGRES_PRE_PING="y",
             POSTGRES_LOCK_TIMEOUT="10",
@@ -112,7 +132,62 @@ def store_env(store: StoreSettings, service: str) -> dict[str, str]:
         )
         if store.postgres_schema:
             env["POSTGRES_SCHEMA"] = store.postgres_schema
+        env.update({f"POSTGRES_{name.upper()}": value for name, value in store.postgres_tls().items()})
     return env
+
+
+def events_table(store: StoreSettings, service: str) -> str:
+    """The table the service's events are in (the library names it after the application in
+    PostgreSQL; a SQLite file holds one service's store)."""
+    return "stored_events" if store.kind == "sqlite" else f"{service}_events"
+
+
+def store_missing(store: StoreSettings, service: str) -> str | None:
+    """Why the service's event store cannot be the one the service runs on (it does not exist,
+    or it has no tables: the service never started on it), or None if it looks right.
+
+    Looks without creating anything, unlike the application, which creates what is missing:
+    tools that only read or repair a store (the operator tool) must never open an empty new
+    one in place of the service's, and call this first.
+    """
+    if store.kind == "memory":
+        return None
+    table = events_table(store, service)
+    if store.kind == "sqlite":
+        path = Path(store.data_dir) / f"{service}-events.sqlite3"
+        if not path.is_file():
+            return f"{service}: no event store at {path} (STORE=sqlite, DATA_DIR={store.data_dir})"
+        try:
+            with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+                found = db.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)
+                ).fetchone()
+        except sqlite3.Error as error:
+            return f"{service}: cannot read the event store {path}: {error}"
+        return None if found else f"{service}: the event store {path} is empty (no {table} table)"
+    dbname = store.postgres_dbname or service
+    where = f"PostgreSQL {store.postgres_host}:{store.postgres_port}"
+    try:
+        with psycopg.connect(
+            host=store.postgres_host,
+            port=store.postgres_port,
+            user=store.postgres_user,
+            password=store.postgres_password.get_secret_value(),
+            dbname=dbname,
+            connect_timeout=10,
+            **store.postgres_tls(),
+        ) as conn:
+            found = conn.execute(
+                "SELECT to_regclass(%s)", (f"{store.postgres_schema or 'public'}.{table}",)
+            ).fetchone()
+    except psycopg.OperationalError as error:
+        reason = " ".join(str(error).split())
+        if f'database "{dbname}" does not exist' in reason:
+            return f"{service}: no event store: database {dbname!r} does not exist on {where}"
+        return f"{service}: cannot reach its event store on {where}, database {dbname!r}: {reason}"
+    if not found or found[0] is None:
+        return f"{service}: the event store (database {dbname!r} on {where}) is empty (no {table} table)"
+    return None
 
 
 class ServiceApplication(Application[UUID]):

@@ -62,6 +62,19 @@ def _infrastructure_types() -> tuple[type[BaseException], ...]:
     except ImportError:  # pragma: no cover
         pass
     try:
+        import aiokafka.errors as kafka_exc  # the broker (a relay publishing, a dead letter sent)
+
+        types += [
+            kafka_exc.KafkaConnectionError,
+            kafka_exc.KafkaTimeoutError,
+            kafka_exc.NodeNotReadyError,
+            kafka_exc.RequestTimedOutError,
+            kafka_exc.NotEnoughReplicasError,
+            kafka_exc.NotLeaderForPartitionError,
+        ]
+    except ImportError:  # pragma: no cover - aiokafka is a dependency
+        pass
+    try:
         import redis.exceptions as redis_exc  # the shared rate limits' store, where installed
 
         types += [redis_exc.ConnectionError, redis_exc.TimeoutError]
@@ -109,6 +122,13 @@ def classify(error: BaseException, probe: Callable[[], list[str]]) -> BaseExcept
     if down:
         return StoreUnavailable("not answering: " + "; ".join(down))
     return None
+
+
+def cause_of(error: BaseException, probe: Callable[[], list[str]]) -> str:
+    """For a loop that retries whatever fails (followers, workers): "outage" if a store or the
+    broker does not answer, else "failure" (a bug or bad data; it keeps retrying, never
+    skipping). Blocking: may probe the stores."""
+    return "outage" if classify(error, probe) is not None else "failure"
 
 
 def probe_all(probes: dict[str, Callable[[], Any]]) -> list[str]:

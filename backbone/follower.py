@@ -6,7 +6,10 @@ follower that remembers the last id it handled never misses an event. Two kinds 
 use this loop: the outbox relay (log -> Kafka) and the projections (log -> read models).
 
 A follower handles a batch, makes its position durable, and only then moves on; if handling
-fails it retries the same batch with a growing pause, so nothing is skipped. It wakes up as
+fails it retries the same batch with a growing pause, so nothing is skipped: neither a store
+or broker outage (logged as such, without a traceback at every retry: `backbone.faults`) nor a
+batch that keeps failing with everything healthy (logged with its traceback) moves it on. While
+it retries, the `consumer_stalled` gauge is 1 for it. It wakes up as
 soon as the application saves something in this process, and polls otherwise (another process,
 or a write that came through another instance).
 """
@@ -20,7 +23,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from backbone import metrics
 from backbone.eventstore import ServiceApplication
+from backbone.faults import cause_of
 from backbone.logging import get_logger
 
 log = get_logger(__name__)
@@ -114,9 +119,10 @@ class Follower(ABC):
                     self.caught_up.clear()
                     await self.handle(batch)
                     self.position = batch[-1].position
-                    self.failures = 0
+                    self._moving()
                     continue
                 await self.idle()
+                self._moving()
                 self.caught_up.set()
                 await self._wakeup.sleep(self.poll_interval)
             except asyncio.CancelledError:
@@ -126,17 +132,29 @@ class Follower(ABC):
                     "position moved; resuming from the stored one", follower=self.name, detail=str(moved)
                 )
                 reload = True
-            except Exception:
+            except Exception as error:
                 self.failures += 1
                 pause = min(self.max_pause, 0.2 * 2**self.failures)
-                log.exception(
-                    "follower failed, retrying the same batch",
-                    follower=self.name,
-                    position=self.position,
-                    attempt=self.failures,
-                    pause_seconds=pause,
-                )
+                cause = await asyncio.to_thread(cause_of, error, self.app.unreachable_stores)
+                metrics.stalled.labels(self.name).set(1)
+                metrics.retries.labels(self.name, cause).inc()
+                details = {"follower": self.name, "position": self.position, "attempt": self.failures}
+                if cause == "outage":  # expected to pass: no traceback at every retry
+                    log.warning(
+                        "a store or the broker is unavailable; retrying the same batch",
+                        error=f"{type(error).__name__}: {error}",
+                        pause_seconds=pause,
+                        **details,
+                    )
+                else:
+                    log.exception("follower failed, retrying the same batch", pause_seconds=pause, **details)
                 await self._wakeup.sleep(pause)
+
+    def _moving(self) -> None:
+        if self.failures:
+            log.info("follower moving again", follower=self.name, after_attempts=self.failures)
+            self.failures = 0
+        metrics.stalled.labels(self.name).set(0)
 
     def stop(self) -> None:
         self._stopping.set()

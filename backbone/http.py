@@ -1,8 +1,8 @@
 """The HTTP edge shared by the services: errors as problem+json, correlation ids, health.
 
 Every error a caller can cause gets a 4xx with a sentence saying what is wrong (RFC 9457
-problem details), never a 500: malformed JSON, a schema violation, an oversized body, a
-business rule. A 500 only ever means a bug, and carries the correlation id to find it in logs.
+problem details), never a 500: malformed JSON, a schema violation, an oversized body (counted
+as it arrives, chunked or not: `_BodyLimit`), a business rule. A 500 only ever means a bug, and carries the correlation id to find it in logs.
 """
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ import uuid
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.datastructures import Headers
 from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backbone import metrics
 from backbone.domain import DomainError
@@ -54,6 +56,7 @@ def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
 
 def create_api(title: str, version: str, description: str) -> FastAPI:
     api = FastAPI(title=title, version=version, description=description)
+    api.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)  # (inside _Edge: the last added is outermost)
     api.add_middleware(_Edge)
 
     @api.exception_handler(RequestValidationError)
@@ -69,7 +72,15 @@ def create_api(title: str, version: str, description: str) -> FastAPI:
 
     @api.exception_handler(StarletteHTTPException)
     async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:
-        titles = {401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Not allowed"}
+        titles = {
+            401: "Unauthorized",
+            403: "Forbidden",
+            404: "Not found",
+            405: "Not allowed",
+            413: "Payload too large",
+        }
+        if error.status_code == 413:
+            return _too_large(MAX_BODY_BYTES)
         response = problem(error.status_code, titles.get(error.status_code, "Error"), str(error.detail))
         for key, value in (error.headers or {}).items():
             response.headers[key] = value
@@ -100,7 +111,7 @@ def create_api(title: str, version: str, description: str) -> FastAPI:
 
 
 class _Edge(BaseHTTPMiddleware):
-    """Correlation id in and out, a body size limit, and a safety net for bugs."""
+    """Correlation id in and out, and a safety net for bugs."""
 
     async def dispatch(self, request: Request, call_next: Any) -> Response:
         correlation = request.headers.get(CORRELATION_HEADER, "")
@@ -109,9 +120,6 @@ class _Edge(BaseHTTPMiddleware):
         except ValueError:
             correlation = str(uuid.uuid4())
         request.state.correlation_id = correlation
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return problem(413, "Payload too large", f"The body must be under {MAX_BODY_BYTES} bytes.")
         try:
             response = await call_next(request)
         except Exception:
@@ -121,3 +129,39 @@ class _Edge(BaseHTTPMiddleware):
             )
         response.headers[CORRELATION_HEADER] = correlation
         return response
+
+
+class _BodyLimit:
+    """At most `limit` bytes of body, counted as they arrive: a chunked body has no
+    Content-Length to check up front. (Starlette's RequestBodyLimitMiddleware counts the same
+    way but answers in plain text, replacing even our problem+json answer.) A declared length
+    over the limit is refused before anything is read; a body that grows over it makes the
+    read fail with 413, which the handlers above turn into a problem."""
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.limit:
+            await _too_large(self.limit)(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise HTTPException(413, "too large")  # (FastAPI's: its body reader lets it through)
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return problem(413, "Payload too large", f"The body must be at most {limit} bytes.")

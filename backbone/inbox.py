@@ -20,6 +20,13 @@ rebalance the consumer seeks to the positions in its store. A write that loses a
 another instance (same partition, after a rebalance) fails on the position high-water mark
 and changes nothing.
 
+Before it seeks, the inbox checks that each stored position belongs to the partition as it is
+now (same topic id, within the log; `backbone.topiclife`). One that does not (the topic was
+created again, the cluster replaced, retention passed it) stalls that partition, paused,
+until an operator decides (`booking-accounts positions`); it is never reset silently. A batch
+that shows the client reset a position on its own (records below the stored position) is
+checked the same way before anything of it is applied.
+
 eventsourcing is synchronous, so decoding, handlers and the store run in a worker thread;
 only Kafka I/O happens on the event loop.
 """
@@ -27,6 +34,7 @@ only Kafka I/O happens on the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -35,6 +43,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, Tracking
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
@@ -48,6 +57,7 @@ from backbone.eventstore import ServiceApplication
 from backbone.faults import classify, is_infrastructure
 from backbone.logging import get_logger
 from backbone.personal import UnknownSubject
+from backbone.topiclife import PartitionLife, Verdict, check, life_suffix, topic_ids
 from backbone.unitofwork import UnitOfWork
 from contracts.catalog import Catalog, DecodeError
 from contracts.envelope import Command, Message
@@ -123,6 +133,11 @@ class Inbox:
         self._sources: dict[tuple[str, TP], int] = {}
         self._lock = asyncio.Lock()
         self._failures = 0
+        self._lives: dict[TP, PartitionLife | None] = {}  # cached; see `backbone.topiclife`
+        self.stalled: dict[TP, Verdict] = {}  # paused partitions whose positions do not fit
+        self.recheck_seconds = 2.0  # how often a stalled partition looks for a decision
+        self._watcher: asyncio.Task[None] | None = None
+        self._checked_at = 0.0  # monotonic time of the last check (`_check_positions`)
         self.subscriber = broker.subscriber(
             *self.topics,
             group_id=name,
@@ -146,14 +161,20 @@ class Inbox:
             records = (records,)
         consumer = message.consumer
         async with self._lock:
+            records = await self._fitting(records, consumer)
+            if not records:
+                return
             try:
                 await self.apply(records, consumer)
                 self._failures = 0
+                metrics.stalled.labels(self.name).set(0)
             except Exception as error:
                 # Nothing of the batch was stored: go back to the stored positions and retry
                 # after a pause (a store or broker outage stalls the partition; never skips).
                 self._failures += 1
                 pause = min(30.0, 0.2 * 2**self._failures)
+                metrics.stalled.labels(self.name).set(1)
+                metrics.retries.labels(self.name, "outage" if is_infrastructure(error) else "failure").inc()
                 if isinstance(error, UnknownSubject):  # its key is on the way: not an error
                     pause = min(pause, 2.0)
                     log.info("waiting for a subject key", inbox=self.name, detail=str(error))
@@ -224,13 +245,170 @@ class Inbox:
 
     async def on_assigned(self, assigned: set[TopicPartition], consumer: Any) -> None:
         tps = {(tp.topic, tp.partition) for tp in assigned}
-        self._forget(tps)
-        await self._seek_to_stored(tps, consumer)
+        # Under the batch lock: a batch the client fetched meanwhile (from wherever it reset
+        # to) waits, and then finds the partitions that do not fit already stalled.
+        async with self._lock:
+            self._forget(tps)
+            for tp in tps:
+                self._lives.pop(tp, None)
+            await self._check_positions(tps, consumer)
+            await self._seek_to_stored(tps - set(self.stalled), consumer)
         log.info("partitions assigned", inbox=self.name, partitions=sorted(tps))
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:  # let the batch in flight finish before the partitions go
-            self._forget({(tp.topic, tp.partition) for tp in revoked})
+            tps = {(tp.topic, tp.partition) for tp in revoked}
+            self._forget(tps)
+            for tp in tps & set(self.stalled):  # another instance checks it now
+                self._unstall(tp)
+
+    # ------------------------------------------------ positions of another life (topiclife)
+
+    def verdicts(
+        self,
+        tps: set[TP],
+        ids: Mapping[str, Any],
+        starts: Mapping[TP, int],
+        ends: Mapping[TP, int],
+        bind: bool = False,
+    ) -> dict[TP, Verdict]:
+        """Does each partition's stored position fit the partition as the broker has it
+        (topic ids by topic, log starts and ends)? With `bind`, the topic id is stored for
+        positions that fit and have none yet (blocking)."""
+        found = {}
+        for tp in tps:
+            life = self._life(tp)
+            topic_id = ids.get(tp[0])
+            position = self.app.position(self._offset_key(tp))
+            verdict = check(position, life.topic_id if life else None, topic_id, starts[tp], ends[tp])
+            if bind and verdict.fits and topic_id is not None and (life is None or life.topic_id is None):
+                self._bind(tp, life, topic_id)
+            found[tp] = verdict
+        return found
+
+    def life(self, tp: TP) -> PartitionLife | None:
+        """The record of a partition's positions: topic id and decisions (blocking; fresh)."""
+        self._lives.pop(tp, None)
+        return self._life(tp)
+
+    def _life(self, tp: TP) -> PartitionLife | None:
+        if tp not in self._lives:
+            try:
+                life = self.app.repository.get(PartitionLife.create_id(self.name, *tp))
+            except AggregateNotFoundError:
+                life = None
+            self._lives[tp] = life
+        return self._lives[tp]
+
+    def _bind(self, tp: TP, life: PartitionLife | None, topic_id: Any) -> None:
+        with context.caused_by(f"service:{self.service}"):
+            if life is None:
+                life = PartitionLife(self.name, tp[0], tp[1], topic_id)
+            else:
+                life.bind(topic_id)
+        try:
+            self.app.save(life)
+        except IntegrityError:  # another instance bound it first
+            self._lives.pop(tp, None)
+            return
+        self._lives[tp] = life
+
+    async def _check_positions(self, tps: set[TP], consumer: Any) -> set[TP]:
+        """Stall (pause) the partitions whose stored position does not fit; resume those that
+        fit again after an operator's decision. Returns the partitions that fit."""
+        if not tps or not isinstance(consumer, AIOKafkaConsumer):
+            return set(tps)
+        self._checked_at = time.monotonic()
+        try:
+            ids = (await topic_ids(consumer._client, sorted({t for t, _ in tps}))).ids
+        except Exception as error:  # an older broker, or the broker busy: offsets only
+            log.warning(
+                "topic ids unavailable; checking stored positions against the log's offsets only",
+                inbox=self.name,
+                error=f"{type(error).__name__}: {error}",
+            )
+            ids = {}
+        parts = [TopicPartition(*tp) for tp in tps]
+        try:
+            starts = {(k.topic, k.partition): v for k, v in (await consumer.beginning_offsets(parts)).items()}
+            ends = {(k.topic, k.partition): v for k, v in (await consumer.end_offsets(parts)).items()}
+        except (KafkaError, OSError) as error:  # seeking will fail too; the next rebalance checks
+            log.warning("cannot read the partitions' offsets", inbox=self.name, error=str(error))
+            return set(tps)
+        verdicts = await asyncio.to_thread(self.verdicts, set(tps), ids, starts, ends, True)
+        for tp, verdict in verdicts.items():
+            if verdict.fits:
+                if tp in self.stalled:
+                    self._unstall(tp, consumer)
+                    log.info("stalled partition fits again; resuming", inbox=self.name, partition=tp)
+            else:
+                self._stall(tp, verdict, consumer)
+        return {tp for tp, verdict in verdicts.items() if verdict.fits}
+
+    def _stall(self, tp: TP, verdict: Verdict, consumer: Any) -> None:
+        with contextlib.suppress(IllegalStateError):
+            consumer.pause(TopicPartition(*tp))
+        if tp not in self.stalled:
+            partition = f"{tp[0]}/{tp[1]}"
+            log.error(
+                "stored position does not fit the partition: partition stalled until an operator decides",
+                inbox=self.name,
+                partition=partition,
+                reason=verdict.status,
+                detail=verdict.detail,
+                decide=f"booking-accounts positions replay-from-start|accept-log-start {self.service} "
+                f"{partition}",
+            )
+        self.stalled[tp] = verdict
+        metrics.partition_stalled.labels(self.name, tp[0], str(tp[1])).set(1)
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.create_task(self._watch_stalled(consumer), name=f"{self.name}.stalled")
+
+    def _unstall(self, tp: TP, consumer: Any = None) -> None:
+        self.stalled.pop(tp, None)
+        metrics.partition_stalled.labels(self.name, tp[0], str(tp[1])).set(0)
+        if consumer is not None:
+            with contextlib.suppress(IllegalStateError):
+                consumer.resume(TopicPartition(*tp))
+
+    async def _watch_stalled(self, consumer: Any) -> None:
+        """While partitions are stalled, look every few seconds for an operator's decision
+        (recorded in the store by `booking-accounts positions`) and resume those that fit."""
+        while self.stalled:
+            await asyncio.sleep(self.recheck_seconds)
+            async with self._lock:
+                assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+                tps = set(self.stalled) & assigned
+                for tp in set(self.stalled) - assigned:
+                    self._unstall(tp)
+                for tp in tps:
+                    self._lives.pop(tp, None)
+                    self._forget({tp})
+                try:
+                    fitting = await self._check_positions(tps, consumer)
+                except Exception:  # the store or the broker is down: look again later
+                    log.warning("cannot check stalled partitions yet", inbox=self.name, exc_info=True)
+                    continue
+                await self._seek_to_stored(fitting & tps, consumer)
+
+    async def _fitting(self, records: Sequence[Any], consumer: Any) -> Sequence[Any]:
+        """The records of partitions that are not stalled. A partition whose first record
+        here is below the position this inbox holds was reset by the client on its own (its
+        position was out of range): it is checked, and stalled if it no longer fits. Every ten
+        seconds or so, the partitions of a batch are checked anyway (a topic created again
+        faster than the client refreshes its metadata, and already past the stored position)."""
+        firsts: dict[TP, int] = {}
+        for record in records:
+            tp = (record.topic, record.partition)
+            firsts[tp] = min(record.offset, firsts.get(tp, record.offset))
+        suspect = {tp for tp, first in firsts.items() if tp in self._next and first < self._next[tp]}
+        if time.monotonic() - self._checked_at > self.recheck_seconds * 5:  # a topic created again
+            suspect = set(firsts)  # between two metadata refreshes, and already past our position
+        if suspect - set(self.stalled):
+            await self._check_positions(suspect - set(self.stalled), consumer)
+        if not self.stalled:
+            return records
+        return [r for r in records if (r.topic, r.partition) not in self.stalled]
 
     # ------------------------------------------------------------ the store side (threads)
 
@@ -369,11 +547,13 @@ class Inbox:
         return self._sources[key]
 
     def _offset_key(self, tp: TP) -> str:
-        return f"{self.name}@{tp[0]}/{tp[1]}"
+        life = self._life(tp)
+        return f"{self.name}@{tp[0]}/{tp[1]}" + life_suffix(life.offsets_life if life else 0)
 
     def _source_key(self, key: tuple[str, TP]) -> str:
         source, (topic, partition) = key
-        return f"{self.name}<{source}@{topic}/{partition}"
+        life = self._life((topic, partition))
+        return f"{self.name}<{source}@{topic}/{partition}" + life_suffix(life.marks_life if life else 0)
 
     def _forget(self, tps: set[TP]) -> None:
         for tp in tps:

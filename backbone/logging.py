@@ -1,8 +1,9 @@
 """Structured logs: one JSON object per line (or readable console lines for local runs).
 
 The standard library's loggers (uvicorn, faststream, aiokafka, eventsourcing) go through the
-same renderer. Secrets never reach a log: fields named like a secret are dropped and email
-addresses are masked, whatever logger wrote them.
+same renderer. Secrets never reach a log: fields named like a secret are dropped, secrets
+inside text (`token=...`, `Bearer ...`) redacted and email addresses masked, whatever logger
+wrote them, in exception texts and tracebacks too.
 """
 
 from __future__ import annotations
@@ -16,10 +17,22 @@ import structlog
 
 _SECRET_KEYS = re.compile(r"token|password|secret|link|authorization|cookie", re.I)
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+)")
+# A secret inside free text (an exception's message, a URL): `token=...`, `"password": "..."`,
+# `Bearer ...`.
+_SECRET_IN_TEXT = re.compile(
+    r"""(?i)(token|password|secret|authorization|api_key)(["']?\s*[:=]\s*["']?)[^\s&"',;)}\]]+"""
+)
+_BEARER = re.compile(r"(?i)\bBearer\s+[A-Za-z0-9._~+/=-]+")
 
 
 def mask_email(text: str) -> str:
     return _EMAIL.sub(r"\1***@\2", text)
+
+
+def scrub_text(text: str) -> str:
+    """Free text as it may be logged: addresses masked, secrets in it redacted."""
+    text = _SECRET_IN_TEXT.sub(r"\1\2[redacted]", _BEARER.sub("Bearer [redacted]", text))
+    return mask_email(text)
 
 
 def _scrub(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
@@ -27,7 +40,7 @@ def _scrub(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
         if _SECRET_KEYS.search(key):
             event_dict[key] = "[redacted]"
         elif isinstance(event_dict[key], str):
-            event_dict[key] = mask_email(event_dict[key])
+            event_dict[key] = scrub_text(event_dict[key])
     return event_dict
 
 
@@ -55,6 +68,7 @@ def configure(service: str, level: str = "INFO", fmt: str = "json") -> None:
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            _scrub,  # again: the exception's text (and traceback) exists only from here on
             renderer,
         ],
     )

@@ -48,3 +48,25 @@ unknown_subjects = Counter(
     ["consumer"],
     registry=REGISTRY,
 )
+stalled = Gauge(
+    "consumer_stalled",
+    "1 while a consumer, follower or worker retries the same work because a store, the broker or "
+    "the SMTP server does not answer (or the work keeps failing); 0 once it moves again.",
+    ["consumer"],
+    registry=REGISTRY,
+)
+retries = Counter(
+    "consumer_retries_total",
+    "Retries of the same work after a failure, by cause: outage (a store or the broker did not "
+    "answer) or failure (everything answered; see the logs).",
+    ["consumer", "cause"],
+    registry=REGISTRY,
+)
+partition_stalled = Gauge(
+    "inbox_partition_stalled",
+    "1 while an inbox holds a partition paused because its stored position does not fit the "
+    "partition (another life of the topic, or retention passed it): an operator decides "
+    "(`booking-accounts positions`).",
+    ["consumer", "topic", "partition"],
+    registry=REGISTRY,
+)

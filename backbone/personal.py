@@ -36,7 +36,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import Transcoding
 
-from backbone.sqltypes import UtcDateTime
+from backbone.sqltypes import UtcDateTime, server_engine
 from contracts.personal import Sealed, SubjectKey
 
 ERASED_TEXT = "[erased]"
@@ -420,4 +420,4 @@ def _engine(url: str) -> sa.Engine:
             cursor.close()
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=3)
+    return server_engine(url, pool_size=2, max_overflow=3)

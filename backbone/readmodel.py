@@ -32,6 +32,7 @@ from sqlalchemy.pool import StaticPool
 from backbone import metrics
 from backbone.eventstore import ServiceApplication
 from backbone.follower import Follower, PositionMoved, Recorded
+from backbone.sqltypes import server_engine
 
 Project = Callable[[Connection, Recorded], None]
 
@@ -208,4 +209,4 @@ def _engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    return server_engine(url, pool_size=5, max_overflow=5)

@@ -16,7 +16,7 @@ import uvicorn
 from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 
-from backbone import auditapi, bus
+from backbone import auditapi, bus, deadletters
 from backbone.eventstore import ServiceApplication
 from backbone.follower import Follower
 from backbone.inbox import Inbox
@@ -56,6 +56,12 @@ class Service:
             settings.topic_replication_factor,
             compacted=tuple(self.compacted_topics),
             compacted_segment_ms=settings.subject_keys_segment_ms,
+            security=settings.kafka_security(),
+        )
+        await deadletters.keep_for(
+            settings.kafka_bootstrap_servers,
+            [t for t in self.topics if t.endswith(deadletters.SUFFIX)],
+            settings.dead_letter_retention_ms,
         )
         if self.read_model is not None:
             await asyncio.to_thread(self.read_model.create)
@@ -90,11 +96,25 @@ class Service:
             await self.stop()
 
     async def ready(self) -> bool:
-        """Started, connected, and every consumer has been given its partitions."""
-        return bool(self._tasks or not (self.followers or self.workers)) and all(
-            consumer.subscriber.consumer is not None and consumer.subscriber.consumer.assignment()
-            for consumer in self.consumers
+        """Started, connected, every consumer has been given its partitions, and no partition
+        is stalled on a stored position that does not fit it (`backbone.topiclife`)."""
+        return (
+            bool(self._tasks or not (self.followers or self.workers))
+            and all(
+                consumer.subscriber.consumer is not None and consumer.subscriber.consumer.assignment()
+                for consumer in self.consumers
+            )
+            and not self.stalled_partitions()
         )
+
+    def stalled_partitions(self) -> list[str]:
+        """'<consumer> <topic>/<partition>: <why>' for each partition an inbox holds stalled."""
+        return [
+            f"{consumer.name} {topic}/{partition}: {verdict.detail}"
+            for consumer in self.consumers
+            if isinstance(consumer, Inbox)
+            for (topic, partition), verdict in sorted(consumer.stalled.items())
+        ]
 
 
 def attach(service: Service) -> Service:
@@ -109,6 +129,10 @@ def attach(service: Service) -> Service:
 
         if await service.ready():
             return {"status": "ready"}
+        stalled = service.stalled_partitions()
+        if stalled:
+            detail = "Stalled until an operator decides (booking-accounts positions): " + "; ".join(stalled)
+            return problem(503, "Not ready", detail)
         return problem(503, "Not ready", "Still starting: joining consumer groups.")
 
     return service

@@ -10,12 +10,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+import sqlalchemy as sa
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from backbone.kafkasecurity import KafkaCluster, KafkaSecurity, Mechanism, Protocol
 from backbone.signing import BusKeys
 
 StoreKind = Literal["sqlite", "postgres", "memory"]
+
+
+SSLMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 
 
 @dataclass(frozen=True)
@@ -28,32 +33,86 @@ class StoreSettings:
     postgres_password: SecretStr = field(default_factory=lambda: SecretStr(""))
     postgres_dbname: str | None = None
     postgres_schema: str | None = None
+    postgres_sslmode: SSLMode | None = None
+    postgres_sslrootcert: Path | None = None
+    postgres_sslcert: Path | None = None
+    postgres_sslkey: Path | None = None
+    postgres_pool_size: int = 5
+    postgres_max_overflow: int = 5
     aggregate_cache_size: int = 10_000
+
+    def postgres_tls(self) -> dict[str, str]:
+        """libpq's TLS parameters that are set (sslmode, sslrootcert, sslcert, sslkey): every
+        connection of the service to PostgreSQL takes them (event store, read models, vault)."""
+        given = {
+            "sslmode": self.postgres_sslmode,
+            "sslrootcert": self.postgres_sslrootcert,
+            "sslcert": self.postgres_sslcert,
+            "sslkey": self.postgres_sslkey,
+        }
+        return {name: str(value) for name, value in given.items() if value is not None}
 
     def views_url(self, service: str) -> str:
         """SQLAlchemy URL of the service's read models (its derived, rebuildable state)."""
         if self.kind == "postgres":
-            password = self.postgres_password.get_secret_value()
-            return (
-                f"postgresql+psycopg://{self.postgres_user}:{password}@{self.postgres_host}:"
-                f"{self.postgres_port}/{self.postgres_dbname or service}"
-            )
+            pool = {
+                "pool_size": str(self.postgres_pool_size),
+                "max_overflow": str(self.postgres_max_overflow),
+            }
+            return self._postgres_url(service, pool)
         if self.kind == "memory":
             return "sqlite+pysqlite:///:memory:"
         return f"sqlite+pysqlite:///{Path(self.data_dir) / f'{service}-views.sqlite3'}"
 
     def vault_url(self, service: str) -> str:
         """Where the service's subject keys live (see backbone.personal): never in the event
-        store, because deleting a key must really delete it."""
+        store, because deleting a key must really delete it. (In PostgreSQL: the service's
+        database, with the vault's own small pool.)"""
         if self.kind == "sqlite":
             return f"sqlite+pysqlite:///{Path(self.data_dir) / f'{service}-keys.sqlite3'}"
+        if self.kind == "postgres":
+            return self._postgres_url(service, {})
         return self.views_url(service)
+
+    def _postgres_url(self, service: str, pool: dict[str, str]) -> str:
+        # Built, not formatted: a password with '@', ':' or '/' is escaped. `pool_size` and
+        # `max_overflow` are read (and removed) by the engines (backbone/sqltypes.py).
+        url = sa.engine.URL.create(
+            "postgresql+psycopg",
+            username=self.postgres_user,
+            password=self.postgres_password.get_secret_value(),
+            host=self.postgres_host,
+            port=self.postgres_port,
+            database=self.postgres_dbname or service,
+            query={**self.postgres_tls(), **pool},
+        )
+        return url.render_as_string(hide_password=False)
+
+
+MIN_TOKEN_LENGTH = 32  # operator tokens (admin, audit): e.g. `openssl rand -base64 32`
+
+
+def long_enough(token: SecretStr | None, name: str) -> SecretStr | None:
+    """Refuse to start with a guessable operator token (empty means unset: the API is off)."""
+    if token is not None and 0 < len(token.get_secret_value()) < MIN_TOKEN_LENGTH:
+        raise ValueError(f"{name} must be at least {MIN_TOKEN_LENGTH} characters (or unset)")
+    return token
 
 
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    # A secured cluster (backbone/kafkasecurity.py): TLS, SASL, or both.
+    kafka_security_protocol: Protocol = "PLAINTEXT"
+    kafka_sasl_mechanism: Mechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_file: Path | None = Field(default=None, description="CA bundle (default: the system's).")
+    kafka_ssl_cert_file: Path | None = Field(default=None, description="Client certificate (mTLS).")
+    kafka_ssl_key_file: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_ssl_check_hostname: bool = True
     topic_namespace: str = Field(
         default="",
         pattern=r"^[a-z0-9-]*$",
@@ -68,6 +127,12 @@ class ServiceSettings(BaseSettings):
         description="Segment age of the compacted subject-keys topics: an erased key leaves Kafka "
         "within about this long (the log cleaner only compacts closed segments).",
     )
+    dead_letter_retention_ms: int = Field(
+        default=7 * 24 * 3_600_000,
+        ge=60_000,
+        description="How long a dead-letter topic keeps a letter (its retention.ms, set at every "
+        "start): dead letters are raw messages that an erasure cannot reach.",
+    )
     consumer_batch_size: int = Field(default=500, ge=1, le=10_000)
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)
 
@@ -79,6 +144,25 @@ class ServiceSettings(BaseSettings):
     postgres_password: SecretStr = SecretStr("")
     postgres_dbname: str | None = None
     postgres_schema: str | None = None
+    postgres_sslmode: SSLMode | None = Field(
+        default=None, description="libpq's sslmode (verify-full to check the server's certificate and name)."
+    )
+    postgres_sslrootcert: Path | None = Field(
+        default=None, description="CA the server's certificate is checked with."
+    )
+    postgres_sslcert: Path | None = Field(
+        default=None, description="Client certificate, if the server asks for one."
+    )
+    postgres_sslkey: Path | None = None
+    postgres_pool_size: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="Connections kept by each pool: the event store's and the read models'.",
+    )
+    postgres_max_overflow: int = Field(
+        default=5, ge=0, le=100, description="Connections a pool may open beyond."
+    )
 
     http_host: str = "127.0.0.1"
     http_port: int = 8000
@@ -119,6 +203,32 @@ class ServiceSettings(BaseSettings):
             accept_unsigned_commands,
         )
 
+    @field_validator("audit_api_token")
+    @classmethod
+    def _audit_token_long_enough(cls, token: SecretStr | None) -> SecretStr | None:
+        return long_enough(token, "AUDIT_API_TOKEN")
+
+    @model_validator(mode="after")
+    def _kafka_security_fits(self) -> ServiceSettings:
+        self.kafka_security()  # raises ValueError, naming the settings that do not fit together
+        return self
+
+    def kafka_security(self) -> KafkaSecurity:
+        return KafkaSecurity(
+            protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_username=self.kafka_sasl_username,
+            sasl_password=self.kafka_sasl_password,
+            ssl_ca_file=self.kafka_ssl_ca_file,
+            ssl_cert_file=self.kafka_ssl_cert_file,
+            ssl_key_file=self.kafka_ssl_key_file,
+            ssl_key_password=self.kafka_ssl_key_password,
+            ssl_check_hostname=self.kafka_ssl_check_hostname,
+        )
+
+    def kafka_cluster(self) -> KafkaCluster:
+        return KafkaCluster(self.kafka_bootstrap_servers, self.kafka_security())
+
     def topic(self, name: str) -> str:
         """The real name of a topic (or consumer group) of the contracts in this deployment."""
         return f"{self.topic_namespace}.{name}" if self.topic_namespace else name
@@ -133,4 +243,10 @@ class ServiceSettings(BaseSettings):
             postgres_password=self.postgres_password,
             postgres_dbname=self.postgres_dbname,
             postgres_schema=self.postgres_schema,
+            postgres_sslmode=self.postgres_sslmode,
+            postgres_sslrootcert=self.postgres_sslrootcert,
+            postgres_sslcert=self.postgres_sslcert,
+            postgres_sslkey=self.postgres_sslkey,
+            postgres_pool_size=self.postgres_pool_size,
+            postgres_max_overflow=self.postgres_max_overflow,
         )

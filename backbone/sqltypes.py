@@ -1,5 +1,5 @@
-"""Column types and value conversions shared by the SQL tables the services keep beside their
-event stores (read models, the personal-data vault)."""
+"""Column types, value conversions and the engine of a database server, shared by the SQL
+tables the services keep beside their event stores (read models, the personal-data vault)."""
 
 from __future__ import annotations
 
@@ -39,3 +39,16 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, Decimal | UUID):
         return str(value)
     return value
+
+
+POOL_OPTIONS = ("pool_size", "max_overflow")
+
+
+def server_engine(url: str, pool_size: int, max_overflow: int) -> sa.Engine:
+    """An engine for a database server (PostgreSQL). The URL may carry its pool's size as
+    `pool_size` and `max_overflow` (see `StoreSettings.views_url`): taken from it here, since
+    they are options of the pool, not of the connection; the others (sslmode, ...) go to libpq."""
+    parsed = sa.engine.make_url(url)
+    pool = {name: int(parsed.query[name]) for name in POOL_OPTIONS if name in parsed.query}
+    options = {"pool_size": pool_size, "max_overflow": max_overflow, **pool}
+    return sa.create_engine(parsed.difference_update_query(POOL_OPTIONS), pool_pre_ping=True, **options)

@@ -2,7 +2,9 @@
 
 Keys are not effects in the event store, so no exactly-once machinery is needed here: applying
 a record twice changes nothing (`Vault.accept` is idempotent and an erasure is final). Offsets
-are committed after the vault has the records; a malformed record is dead-lettered.
+are committed after the vault has the records; a malformed record is dead-lettered. Any other
+failure (the vault's database down, the broker gone) rewinds and retries the batch with a
+growing pause: an outage never dead-letters or skips a key.
 
 A record is believed only from the subject's owner: signed with the owner's bus key, on the
 owner's own keys topic, naming that owner (`backbone.signing`); anything else is dead-lettered
@@ -29,6 +31,7 @@ from faststream.kafka.annotations import KafkaMessage
 from pydantic import ValidationError
 
 from backbone import bus, deadletters, metrics
+from backbone.faults import cause_of, probe_all
 from backbone.logging import get_logger
 from backbone.personal import Vault
 from backbone.signing import NOT_FROM_OWNER, Signer, TrustedKey, Verifier, open_subject_key
@@ -85,6 +88,7 @@ class SubjectKeyReceiver:
         self.on_erased = on_erased
         self.broker = broker
         self.dead_letter_topic = dead_letter_topic
+        self._failures = 0
         self.subscriber = broker.subscriber(
             *topics,
             group_id=name,
@@ -106,10 +110,29 @@ class SubjectKeyReceiver:
             if dead:
                 await deadletters.send(self.broker, self.dead_letter_topic, self.name, dead)
             await message.ack()
-        except Exception:
-            log.exception("could not store subject keys; will retry", receiver=self.name)
+            self._failures = 0
+            metrics.stalled.labels(self.name).set(0)
+        except Exception as error:
+            # Nothing is skipped: the batch is taken again (nack rewinds), a store outage or not.
+            self._failures += 1
+            pause = min(30.0, 0.5 * 2**self._failures)
+            cause = await asyncio.to_thread(cause_of, error, self._probe)
+            metrics.stalled.labels(self.name).set(1)
+            metrics.retries.labels(self.name, cause).inc()
+            if cause == "outage":
+                log.warning(
+                    "the vault or the broker is unavailable; the subject keys will be retried",
+                    receiver=self.name,
+                    error=f"{type(error).__name__}: {error}",
+                    pause_seconds=pause,
+                )
+            else:
+                log.exception("could not store subject keys; will retry", receiver=self.name)
             await message.nack()
-            await asyncio.sleep(1)
+            await asyncio.sleep(pause)
+
+    def _probe(self) -> list[str]:
+        return probe_all({"vault": self.vault.ping})
 
     def apply(self, records: Sequence[Any]) -> list[deadletters.DeadLetter]:
         dead, keys = [], []

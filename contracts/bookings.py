@@ -358,7 +358,7 @@ class BookingCancelled(_BookingEvent):
     """A booking was cancelled. No money moves: `refund_due` tells staff what to refund by hand."""
 
     event_type: Literal["BookingCancelled"] = "BookingCancelled"
-    schema_version: Literal[2] = 2
+    schema_version: Literal[3] = 3  # v3: the reason sealed (`sealed_reason`)
 
     email: Sealed
     name: Sealed
@@ -367,7 +367,15 @@ class BookingCancelled(_BookingEvent):
     amount_paid: Money
     currency: Currency
     refund_due: Money
-    reason: LongText | None = None
+    reason: LongText | None = Field(
+        default=None,
+        description="Only on cancellations recorded before v3 sealed reasons: see `sealed_reason`.",
+    )
+    sealed_reason: Sealed | None = Field(
+        default=None,
+        description="Why, in the canceller's words (free text, often about the customer): sealed "
+        "with the booking's subject key, like the customer's details, and erased with them.",
+    )
     rules_overridden: bool = Field(
         default=False, description="Staff cancelled although the customer rules would not allow it."
     )

@@ -8,15 +8,30 @@ Progress bars, notes and errors go to stderr.
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from backbone.logging import configure
 from ops import cli_audit, output, registry
 from ops.cli_dlq import dlq
-from ops.commands import DryRun, Json, Service, deployment, handles_errors, maybe_producer, run, topic_names
+from ops.cli_positions import positions
+from ops.commands import (
+    DEBUG,
+    DryRun,
+    Json,
+    Service,
+    deployment,
+    ends_a_command,
+    failure,
+    handles_errors,
+    maybe_producer,
+    run,
+    topic_names,
+)
 from ops.config import CONFIG_ENV, Deployment, OpsError
 from ops.kafka import Kafka
 from ops.output import emit_json, fail, note, parse_time, progress, table
@@ -26,10 +41,26 @@ from ops.republish import republish as run_republish
 from ops.status import ServiceStatus, kafka_status, store_status
 from services.notifier.cli import cli as emails
 
+
+class _Tool(TyperGroup):
+    """Every command, its subcommands included, fails the same way: one sentence on stderr
+    and exit code 1 (2 for a usage error); `--debug` prints the traceback first."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as error:
+            if ends_a_command(error):
+                raise
+            raise failure(error) from None
+
+
 app = typer.Typer(
     name="booking-accounts",
+    cls=_Tool,
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
     rich_markup_mode=None,
     help="Operate and audit the booking-accounts services: status, rebuild, replay, republish, "
     "dead letters, history, export, verify. Point it at a deployment with the services' own "
@@ -44,8 +75,17 @@ def _options(
         Path | None,
         typer.Option("--config", "-c", envvar=CONFIG_ENV, help="TOML file naming each service's settings."),
     ] = None,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Print the traceback of a failure, not only what failed.")
+    ] = False,
 ) -> None:
-    configure("booking-accounts", "WARNING", "console")
+    DEBUG.set(debug)
+    configure("booking-accounts", "DEBUG" if debug else "WARNING", "console")
+    # The Kafka client logs each failed connection at ERROR; the failure reaches the operator
+    # once, as the command's one line (all of it with --debug).
+    # (asyncio: a producer that never connected is reported unclosed when collected.)
+    for library in ("aiokafka", "asyncio"):
+        logging.getLogger(library).setLevel(logging.NOTSET if debug else logging.CRITICAL)
     try:
         ctx.obj = Deployment.load(config)
     except OpsError as error:
@@ -261,6 +301,7 @@ def republish(
 
 
 app.add_typer(dlq, name="dlq")
+app.add_typer(positions, name="positions")
 app.add_typer(emails, name="emails", help="The notifier's delivery log; send parked emails again.")
 for audit_command in (cli_audit.history, cli_audit.export, cli_audit.verify):
     app.command()(audit_command)

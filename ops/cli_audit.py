@@ -8,14 +8,15 @@ from typing import Annotated
 from uuid import UUID
 
 import typer
+from rich.table import Table
 
-from backbone.audit import AuditLog, shown
+from backbone.audit import AuditLog, AuditRecord, folded
 from backbone.auditexport import Export, Selection
 from backbone.auditexport import verify as verify_export
 from ops import output, registry
 from ops.commands import Json, Service, deployment, handles_errors
 from ops.config import OpsError
-from ops.output import emit_json, note, parse_time, progress, table
+from ops.output import emit_json, note, parse_time, progress
 
 
 @handles_errors
@@ -40,23 +41,39 @@ def history(
     if json_:
         emit_json([{"service": name, **r.as_dict()} for name, r in found])
         return
-    table(
-        f"{found[0][1].aggregate_type} {aggregate_id}",
-        ["service", "v", "event", "occurred at", "actor", "correlation", "causation", "data"],
-        [
-            (
-                name,
-                r.version,
-                r.event_type,
-                r.occurred_at,
-                r.actor,
-                r.correlation_id,
-                r.causation_id,
-                ", ".join(f"{k}={shown(v)}" for k, v in r.data.items()),
-            )
-            for name, r in found
-        ],
-    )
+    output.out.print(history_table(f"{found[0][1].aggregate_type} {aggregate_id}", found, output.out.width))
+
+
+def history_table(title: str, found: list[tuple[str, AuditRecord]], width: int) -> Table:
+    """One row per event, as tall as its data has fields, in `width` columns: personal values
+    marked sealed or erased, each field on one line (cut with …), ids by their first 8
+    characters (`--json` has them whole)."""
+    shown = Table(title=title, title_justify="left", show_edge=False, header_style="bold")
+    shown.add_column("service", no_wrap=True)
+    shown.add_column("v", no_wrap=True, justify="right")
+    shown.add_column("event", no_wrap=True)
+    shown.add_column("at, by, ids", overflow="fold", max_width=22)
+    shown.add_column("data", no_wrap=True, overflow="ellipsis")
+    for name, r in found:
+        shown.add_row(
+            name,
+            str(r.version),
+            r.event_type,
+            "\n".join(
+                (
+                    f"{r.occurred_at[:19]}Z",
+                    r.actor,
+                    f"corr  {_short(r.correlation_id)}",
+                    f"cause {_short(r.causation_id)}",
+                )
+            ),
+            "\n".join(folded(r.data, max(24, width - 68))),
+        )
+    return shown
+
+
+def _short(identifier: str | None) -> str:
+    return identifier[:8] if identifier else "-"
 
 
 @handles_errors

@@ -5,10 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import sqlite3
+import sys
+import traceback
 from collections.abc import AsyncIterator, Callable, Coroutine
+from contextvars import ContextVar
 from typing import Annotated, Any, TypeVar
 
+import psycopg
+import sqlalchemy as sa
 import typer
+from aiokafka.errors import KafkaError
+from eventsourcing.persistence import PersistenceError
 from faststream.kafka import KafkaBroker
 
 from ops import registry
@@ -24,16 +32,58 @@ Service = Annotated[str, typer.Argument(help=f"One of: {', '.join(registry.NAMES
 
 
 def handles_errors(command: Callable[..., T]) -> Callable[..., T]:
-    """An `OpsError` ends the command with its message on stderr and exit code 1."""
+    """Any failure ends the command with one sentence on stderr and exit code 1 (`failure`);
+    with --debug, the traceback first."""
 
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> T:
         try:
             return command(*args, **kwargs)
-        except OpsError as error:
-            raise fail(str(error)) from None
+        except Exception as error:
+            if ends_a_command(error):
+                raise
+            raise failure(error) from None
 
     return run
+
+
+DEBUG: ContextVar[bool] = ContextVar("booking_accounts_debug", default=False)  # set by --debug
+
+
+def ends_a_command(error: BaseException) -> bool:
+    """Whether this is the command line library's own way to end (exit, usage error, abort)."""
+    return isinstance(error, typer.Exit | typer.Abort) or hasattr(error, "exit_code")
+
+
+def failure(error: BaseException) -> typer.Exit:
+    """The one line an operator sees for a failure (the traceback too with --debug)."""
+    debug = DEBUG.get()
+    if debug:
+        traceback.print_exception(error, file=sys.stderr)
+    return fail(explain(error, hint=not debug))
+
+
+def explain(error: BaseException, hint: bool = True) -> str:
+    """One sentence: what failed and the reason the library gave, without its traceback."""
+    if isinstance(error, OpsError):
+        return _one_line(str(error))
+    reason = _one_line(str(getattr(error, "orig", None) or error)) or type(error).__name__
+    if isinstance(error, sa.exc.SQLAlchemyError | psycopg.Error | sqlite3.Error | PersistenceError):
+        what = f"a store failed ({type(error).__name__}): {reason}"
+    elif isinstance(error, KafkaError):
+        what = f"Kafka failed ({type(error).__name__}): {reason}"
+    elif isinstance(error, TimeoutError):
+        what = f"timed out: {reason}" if str(error) else "timed out"
+    elif isinstance(error, OSError):
+        what = reason
+    else:
+        what = f"unexpected {type(error).__name__}: {reason}"
+    return f"{what} (--debug shows the traceback)" if hint else what
+
+
+def _one_line(text: str, limit: int = 600) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def deployment(ctx: typer.Context) -> Deployment:

@@ -18,6 +18,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from faststream.kafka import KafkaBroker
 
 from backbone import bus
+from backbone.kafkasecurity import KafkaCluster
 from ops.config import OpsError
 
 TP = tuple[str, int]
@@ -27,17 +28,23 @@ CLIENT_ID = "booking-accounts-ops"
 class Kafka:
     """One connection to the cluster for looking (use as `async with Kafka(servers) as kafka`)."""
 
-    def __init__(self, bootstrap_servers: str, max_records: int = 500):
-        self.bootstrap_servers = bootstrap_servers
+    def __init__(self, cluster: KafkaCluster | str, max_records: int = 500):
+        cluster = cluster if isinstance(cluster, KafkaCluster) else KafkaCluster(cluster)
+        self.bootstrap_servers = cluster.bootstrap_servers
+        secured = cluster.security.for_aiokafka()  # the service's own TLS and SASL settings
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers,
+            bootstrap_servers=cluster.bootstrap_servers,
             client_id=CLIENT_ID,
             enable_auto_commit=False,
             max_poll_records=max_records,
             request_timeout_ms=30_000,
+            **secured,
         )
         self.admin = AIOKafkaAdminClient(
-            bootstrap_servers=bootstrap_servers, client_id=CLIENT_ID, request_timeout_ms=30_000
+            bootstrap_servers=cluster.bootstrap_servers,
+            client_id=CLIENT_ID,
+            request_timeout_ms=30_000,
+            **secured,
         )
         self._partitions: dict[str, list[int]] = {}
 
@@ -127,12 +134,17 @@ class Kafka:
 
 
 @contextlib.asynccontextmanager
-async def producer(bootstrap_servers: str) -> AsyncIterator[KafkaBroker]:
-    """A producer with the services' own settings (idempotent, acks=all), no subscribers."""
-    broker = bus.make_broker(bootstrap_servers, client_id=CLIENT_ID)
+async def producer(cluster: KafkaCluster | str) -> AsyncIterator[KafkaBroker]:
+    """A producer with the services' own settings (idempotent, acks=all, their TLS and SASL
+    settings), no subscribers."""
+    cluster = cluster if isinstance(cluster, KafkaCluster) else KafkaCluster(cluster)
+    bootstrap_servers = cluster.bootstrap_servers
+    broker = bus.make_broker(bootstrap_servers, client_id=CLIENT_ID, security=cluster.security)
     try:
         await broker.start()
     except (KafkaConnectionError, KafkaError, OSError) as error:
+        with contextlib.suppress(Exception):
+            await broker.stop()  # its half-started producer, else left unclosed
         raise OpsError(f"cannot reach Kafka at {bootstrap_servers}: {error}") from None
     try:
         yield broker

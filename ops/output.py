@@ -29,7 +29,7 @@ from ops.config import OpsError
 
 # Data is shown as it is (no markup); piped, tables are not squeezed into 80 columns.
 out = Console(highlight=False, soft_wrap=True, markup=False, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False, markup=False)
+err = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)  # a message is one line
 
 
 def emit_json(value: Any) -> None:

@@ -15,8 +15,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from backbone.eventstore import ServiceApplication
+from backbone.eventstore import ServiceApplication, store_missing
 from backbone.inbox import Inbox
+from backbone.kafkasecurity import KafkaCluster
 from backbone.outbox import OutboxRelay
 from backbone.readmodel import Projection, ReadModel
 from backbone.runtime import Service
@@ -58,8 +59,9 @@ class ServiceHandle:
         return self.service.settings
 
     @property
-    def kafka(self) -> str:
-        return self.settings.kafka_bootstrap_servers
+    def kafka(self) -> KafkaCluster:
+        """The service's cluster and how to reach it (its TLS and SASL settings)."""
+        return self.settings.kafka_cluster()
 
     @property
     def relays(self) -> list[OutboxRelay]:
@@ -108,13 +110,20 @@ def entry(name: str) -> Entry:
     raise OpsError(f"no service {name!r}: the services are {', '.join(NAMES)}")
 
 
+def settings_class(name: str) -> type[ServiceSettings]:
+    return _load(entry(name).settings)
+
+
 def build(name: str, deployment: Deployment) -> ServiceHandle:
-    found = entry(name)
-    settings = deployment.settings(name, _load(found.settings))
+    settings = deployment.settings(name, settings_class(name))
     if settings.store == "memory":
         raise OpsError(f"{name} is configured with STORE=memory: there is nothing to operate on")
+    # Building the service would create a store that is missing: look first, without creating.
+    problem = store_missing(settings.store_settings(), name)
+    if problem:
+        raise OpsError(f"{problem}; the tool never creates a store: give it the service's own settings")
     try:
-        service = _load(found.bootstrap)(settings)
+        service = _load(entry(name).bootstrap)(settings)
     except (OSError, ValueError) as error:
         raise OpsError(f"{name}: cannot be built from its configuration: {error}") from None
     return ServiceHandle(name, service)

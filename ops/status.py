@@ -5,7 +5,9 @@
   head they are;
 * consumers: per partition, the position stored with the effects (inboxes) or the consumer
   group's committed offset (subject-key receivers, whose effects are idempotent), against the
-  end of the topic: the lag;
+  end of the topic: the lag; an inbox position that does not fit its partition (another life
+  of the topic, beyond the log end, below the log start: `backbone.topiclife`) is a problem,
+  with the command that decides it;
 * dead letters: records in each dead-letter topic, and how many no operator has handled yet;
 * an unfinished rebuild, if any.
 """
@@ -18,6 +20,7 @@ from typing import Any
 
 from backbone.deadletters import DeadLetterCase
 from backbone.inbox import Inbox
+from backbone.topiclife import Verdict, topic_ids_at
 from ops.kafka import Kafka
 from ops.rebuild import Rebuild
 from ops.registry import ServiceHandle
@@ -31,6 +34,7 @@ class Lag:
     partition: int
     position: int | None  # None: nothing stored or committed yet
     end: int
+    stalled: str | None = None  # why an inbox's stored position does not fit (topiclife)
 
     @property
     def lag(self) -> int:
@@ -119,12 +123,23 @@ async def kafka_status(handle: ServiceHandle, status: ServiceStatus, kafka: Kafk
         tps = [tp for topic in topics for tp in kafka.partitions(topic)]
         found.missing_topics = [t for t in topics if not kafka.partitions(t)]
         ends = await kafka.ends(tps)
+        verdicts: dict[Any, Verdict] = {}
         if inbox:
             stored = await asyncio.to_thread(_stored_positions, consumer, tps)
             positions: dict[Any, int | None] = {tp: n or None for tp, n in stored.items()}
+            verdicts = await _verdicts(consumer, kafka, tps, ends)
         else:
             positions = await kafka.committed(consumer.name, tps)
-        found.partitions = [Lag(tp[0], tp[1], positions.get(tp), ends[tp]) for tp in tps]
+        found.partitions = [
+            Lag(tp[0], tp[1], positions.get(tp), ends[tp], _stalled(verdicts.get(tp))) for tp in tps
+        ]
+        for tp, verdict in sorted(verdicts.items()):
+            if not verdict.fits:
+                status.problems.append(
+                    f"{consumer.name} {tp[0]}/{tp[1]} is stalled: {verdict.detail}; decide with "
+                    f"`booking-accounts positions replay-from-start {handle.name} {tp[0]}/{tp[1]}` "
+                    "(or accept-log-start)"
+                )
         status.consumers.append(found)
     for topic in handle.dead_letter_topics:
         tps = kafka.partitions(topic)
@@ -146,6 +161,21 @@ async def _open_count(handle: ServiceHandle, kafka: Kafka, topic: str, size: int
             case_id = DeadLetterCase.create_id(record.topic, record.partition, record.offset)
             handled += await asyncio.to_thread(_handled, handle, case_id)
     return size - handled
+
+
+async def _verdicts(inbox: Inbox, kafka: Kafka, tps: list[Any], ends: dict[Any, int]) -> dict[Any, Verdict]:
+    if not tps:
+        return {}
+    try:
+        ids = (await topic_ids_at(kafka.bootstrap_servers, sorted({t for t, _ in tps}))).ids
+    except Exception:  # an older broker: offsets only
+        ids = {}
+    starts = await kafka.beginnings(tps)
+    return await asyncio.to_thread(inbox.verdicts, set(tps), ids, starts, ends)
+
+
+def _stalled(verdict: Verdict | None) -> str | None:
+    return None if verdict is None or verdict.fits else f"{verdict.status}: {verdict.detail}"
 
 
 def _stored_positions(inbox: Inbox, tps: list[Any]) -> dict[Any, int]:

@@ -42,6 +42,15 @@ def _get(name: str) -> KafkaHandle | PostgresHandle:
         pytest.skip(str(exc))
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long",
+        action="store_true",
+        default=False,
+        help="tests/faults: the issue's outage lengths (minutes), not the short CI ones.",
+    )
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Start (in the background) every resource that a selected test needs."""
     if session.config.option.collectonly:

@@ -17,21 +17,21 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from deploy.local._proc import InfraError, Watchdog, terminate_group
+from deploy.local._proc import InfraError, write_private
+from deploy.local.fresh import FreshRefused, clear_postgres, postgres_stores
 from deploy.local.kafka import LocalKafka
 from deploy.local.mailcatcher import MailCatcher, MailCatcherUI
 from deploy.local.postgres import LocalPostgres
+from deploy.local.supervisor import Supervised, wait_until_up
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCAL_DIR = REPO_ROOT / ".local"
@@ -51,7 +51,9 @@ class ServiceSpec:
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("accounts", "services.accounts", 8001, {"PUBLIC_BASE_URL": "http://127.0.0.1:8001"}),
     ServiceSpec("bookings", "services.bookings", 8002),
-    ServiceSpec("notifier", "services.notifier", 8003, {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": "1025"}),
+    # Mail: the catcher's, or SMTP_HOST/SMTP_PORT from the caller. SMTP_TLS unset: none for a
+    # mail server on loopback (the catcher), STARTTLS for any other (services/notifier/settings.py).
+    ServiceSpec("notifier", "services.notifier", 8003),
 )
 
 app = typer.Typer(
@@ -203,56 +205,20 @@ def mailcatcher(
 # --------------------------------------------------------------------------- up
 
 
-class _Service:
-    def __init__(self, spec: ServiceSpec, env: dict[str, str]) -> None:
-        self.spec = spec
-        self.env = env
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._pump: threading.Thread | None = None
-
-    def runnable(self) -> str | None:
-        """None if ``python -m <module>`` can run, else why not."""
-        try:
-            if importlib.util.find_spec(self.spec.module) is None:
-                return f"package {self.spec.module} does not exist yet"
-            if importlib.util.find_spec(f"{self.spec.module}.__main__") is None:
-                return f"{self.spec.module} has no __main__.py yet"
-        except Exception as exc:  # an import error in the package itself
-            return f"{self.spec.module} cannot be imported: {exc!r}"
-        return None
-
-    def start(self) -> None:
-        watchdog = Watchdog.get()
-        self.proc = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", self.spec.module],
-            cwd=REPO_ROOT,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        watchdog.watch(self.proc.pid, signal.SIGTERM, 10)
-        self._pump = threading.Thread(target=self._pump_output, daemon=True)
-        self._pump.start()
-
-    def _pump_output(self) -> None:
-        assert self.proc is not None
-        assert self.proc.stdout is not None
-        prefix = typer.style(f"[{self.spec.name:>8}] ", fg="cyan")
-        for line in iter(self.proc.stdout.readline, b""):
-            sys.stdout.write(prefix + line.decode("utf-8", "replace"))
-            sys.stdout.flush()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            terminate_group(self.proc, sig=signal.SIGTERM, timeout=10)
-        if self._pump is not None:
-            self._pump.join(timeout=2)
+def runnable(spec: ServiceSpec) -> str | None:
+    """None if ``python -m <module>`` can run, else why not."""
+    try:
+        if importlib.util.find_spec(spec.module) is None:
+            return f"package {spec.module} does not exist yet"
+        if importlib.util.find_spec(f"{spec.module}.__main__") is None:
+            return f"{spec.module} has no __main__.py yet"
+    except Exception as exc:  # an import error in the package itself
+        return f"{spec.module} cannot be imported: {exc!r}"
+    return None
 
 
 ADMIN_TOKEN_ENV = "BOOKING_ACCOUNTS_ADMIN_TOKEN"  # noqa: S105 - a variable name
-DEFAULT_LOCAL_ADMIN_TOKEN = "local-admin-token"  # noqa: S105 - local development only
+DEFAULT_LOCAL_ADMIN_TOKEN = "local-admin-token-for-development-only"  # noqa: S105 - local development only
 
 
 def local_secrets() -> tuple[dict[str, dict[str, str]], list[str]]:
@@ -308,28 +274,57 @@ def local_secrets() -> tuple[dict[str, dict[str, str]], list[str]]:
 
 
 OPS_CONFIG = LOCAL_DIR / "ops.toml"
-_NOT_SETTINGS = {"KAFKA_BOOTSTRAP_SERVERS", "PYTHONUNBUFFERED"}  # shared, or not a service setting
 
 
-def write_ops_config(bootstrap: str, envs: dict[str, dict[str, str]]) -> Path:
+def setting_names(service: str) -> set[str] | None:
+    """The upper-case names of a service's settings (its settings class), or None if the
+    service's code cannot say (then the whole environment is a service's settings)."""
+    try:
+        from ops.registry import settings_class
+
+        return {name.upper() for name in settings_class(service).model_fields}
+    except Exception:  # a service under construction: keep going, the file is a convenience
+        return None
+
+
+def write_ops_config(bootstrap: str, envs: dict[str, dict[str, str]], path: Path = OPS_CONFIG) -> Path:
     """The operator tool's view of this local deployment (`booking-accounts -c .local/ops.toml`):
-    what ``up`` gives each service beyond the caller's environment."""
+    every setting each service was started with, the caller's environment included (STORE,
+    POSTGRES_*, ...), so that the tool opens the very stores the services use."""
     lines = ["# Written by ./deploy/up: booking-accounts --config .local/ops.toml status", "", "[env]"]
     lines.append(f"KAFKA_BOOTSTRAP_SERVERS = {json.dumps(bootstrap)}")
     for name, env in envs.items():
+        names = setting_names(name)
+        settings = {
+            key.upper(): value
+            for key, value in env.items()
+            if (key.upper() in names if names is not None else key not in os.environ)
+            and key.upper() != "KAFKA_BOOTSTRAP_SERVERS"
+        }
         lines += ["", f"[services.{name}.env]"]
-        lines += [
-            f"{key} = {json.dumps(value)}" for key, value in sorted(env.items()) if key not in _NOT_SETTINGS
-        ]
-    OPS_CONFIG.write_text("\n".join(lines) + "\n")
-    OPS_CONFIG.chmod(0o600)  # it names the staff token
-    return OPS_CONFIG
+        lines += [f"{key} = {json.dumps(value)}" for key, value in sorted(settings.items())]
+    # Readable by its owner only, from the start: it names the staff token and any password.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_private(path, "\n".join(lines) + "\n")
+    return path
 
 
-def service_env(spec: ServiceSpec, bootstrap: str) -> dict[str, str]:
-    data_dir = LOCAL_DIR / "data" / spec.name
+MAIL_SETTINGS = ("SMTP_HOST", "SMTP_PORT")
+
+
+def service_env(
+    spec: ServiceSpec,
+    bootstrap: str,
+    caller: Mapping[str, str] | None = None,
+    local_dir: Path = LOCAL_DIR,
+    defaults: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment a service starts with: the caller's (``os.environ``) with what ``up``
+    decides for each service (the broker it started, a DATA_DIR and an HTTP port), and, where
+    the caller gave none, the spec's settings and ``defaults`` (keys, the mail catcher)."""
+    data_dir = local_dir / "data" / spec.name
     data_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
+    env = dict(os.environ if caller is None else caller)
     env.update(
         KAFKA_BOOTSTRAP_SERVERS=bootstrap,
         DATA_DIR=str(data_dir),
@@ -337,26 +332,59 @@ def service_env(spec: ServiceSpec, bootstrap: str) -> dict[str, str]:
         LOG_FORMAT="console",
         PYTHONUNBUFFERED="1",
     )
-    env.update(spec.env)
+    given_mail_server = any(key in env for key in MAIL_SETTINGS)
+    for key, value in {**spec.env, **(defaults or {})}.items():
+        if key in MAIL_SETTINGS and given_mail_server:
+            continue  # the caller's mail server, host and port together
+        env.setdefault(key, value)  # the caller's environment wins
     return env
+
+
+def mail_line(env: Mapping[str, str], catcher_port: int) -> str:
+    """The banner's line about where the notifier sends email."""
+    host, port = env.get("SMTP_HOST", "127.0.0.1"), env.get("SMTP_PORT", "1025")
+    if (host, port) == ("127.0.0.1", str(catcher_port)):
+        return f"Mail (SMTP)    127.0.0.1:{catcher_port}, the mail catcher"
+    return (
+        f"Mail (SMTP)    the notifier sends to {host}:{port} (SMTP_HOST/SMTP_PORT from your "
+        "environment), not to the mail catcher"
+    )
 
 
 @app.command("up")
 def up(
     fresh: Annotated[
-        bool, typer.Option("--fresh", help="Delete .local/kafka and .local/data first.")
+        bool,
+        typer.Option(
+            "--fresh",
+            help="Delete .local/kafka and .local/data first, and clear the services' PostgreSQL "
+            "databases when STORE=postgres (or refuse, saying why).",
+        ),
     ] = False,
     kafka_port: Annotated[int, typer.Option(help="Kafka broker port.")] = 9092,
     kafka_controller_port: Annotated[int, typer.Option(help="KRaft controller port.")] = 9093,
     smtp_port: Annotated[int, typer.Option(help="Mail catcher SMTP port.")] = 1025,
     mail_ui_port: Annotated[int, typer.Option(help="Mail catcher web UI port.")] = 8025,
+    restart: Annotated[
+        bool,
+        typer.Option(
+            "--restart/--no-restart", help="Restart a service that exits, with a backoff (1 s ... 30 s)."
+        ),
+    ] = True,
 ) -> None:
     """Kafka + mail catcher + the services, until Ctrl-C.
 
     Kafka data and the services' DATA_DIRs persist in .local/ between runs (--fresh wipes
-    them).
+    them). A service that exits is restarted (deploy/local/supervisor.py), unless
+    --no-restart. SMTP_HOST/SMTP_PORT in your environment send the notifier's email there.
     """
-    if fresh:
+    if fresh:  # every store, PostgreSQL included, or nothing (deploy/local/fresh.py)
+        try:
+            envs = {spec.name: {**os.environ, **spec.env} for spec in SERVICES}
+            for line in clear_postgres(postgres_stores(envs)):
+                _echo(line)
+        except FreshRefused as exc:
+            raise _fail(exc) from None
         for d in (LOCAL_DIR / "kafka", LOCAL_DIR / "data"):
             shutil.rmtree(d, ignore_errors=True)
     kafka = LocalKafka(
@@ -367,56 +395,63 @@ def up(
     )
     catcher = MailCatcher(port=smtp_port, directory=LOCAL_DIR / "mail")
     ui = MailCatcherUI(catcher, port=mail_ui_port)
-    services: list[_Service] = []
+    services: list[Supervised] = []
     with _sigterm_as_keyboard_interrupt():
         try:
             _echo("Assembling and starting Kafka ...")
             bootstrap = kafka.start()
             catcher.start()
             ui.start()
-            lines = [
-                f"Kafka          {bootstrap}   (log: {kafka.log_file})",
-                f"Mail (SMTP)    127.0.0.1:{catcher.port}",
-                f"Mail (web UI)  {ui.url}",
-            ]
             secrets, notes = local_secrets()
+            mail = {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(catcher.port)}
             ops_envs: dict[str, dict[str, str]] = {}
+            skipped: dict[str, str] = {}
             for spec in SERVICES:
-                env = service_env(spec, bootstrap)
-                for key, value in secrets.get(spec.name, {}).items():
-                    env.setdefault(key, value)  # the caller's environment wins
-                if spec.name == "notifier":
-                    env["SMTP_PORT"] = str(catcher.port)
-                ops_envs[spec.name] = {k: v for k, v in env.items() if os.environ.get(k) != v}
-                svc = _Service(spec, env)
-                why_not = svc.runnable()
+                defaults = {**secrets.get(spec.name, {}), **(mail if spec.name == "notifier" else {})}
+                env = service_env(spec, bootstrap, defaults=defaults)
+                ops_envs[spec.name] = env
+                why_not = runnable(spec)
                 if why_not:
                     _echo(f"skipping {spec.name}: {why_not}", color="yellow")
-                    lines.append(f"{spec.name:<14} not started ({why_not})")
+                    skipped[spec.name] = why_not
                     continue
+                svc = Supervised(
+                    spec.name,
+                    [sys.executable, "-m", spec.module],
+                    env,
+                    cwd=REPO_ROOT,
+                    restart=restart,
+                    health_url=f"http://127.0.0.1:{spec.http_port}/health",
+                    say=lambda text, color: _echo(text, color=color),
+                )
                 svc.start()
                 services.append(svc)
-                lines.append(f"{spec.name:<14} http://127.0.0.1:{spec.http_port}/docs")
+            config = write_ops_config(bootstrap, ops_envs)
+            _echo("Waiting for the services to answer ...")
+            wait_until_up(services, timeout=90)
+            lines = [
+                f"Kafka          {bootstrap}   (log: {kafka.log_file})",
+                mail_line(ops_envs["notifier"], catcher.port),
+                f"Mail (web UI)  {ui.url}",
+            ]
+            for spec in SERVICES:
+                svc = next((s for s in services if s.name == spec.name), None)
+                state = f"not started ({skipped[spec.name]})" if svc is None else svc.state()
+                lines.append(f"{spec.name:<14} {state:<8} http://127.0.0.1:{spec.http_port}/docs")
             lines += notes
+            lines.append(f"operator tool: booking-accounts --config {config} status")
             lines.append(
-                f"operator tool: booking-accounts --config {write_ops_config(bootstrap, ops_envs)} status"
+                "a service that exits is "
+                + ("restarted, with a backoff" if restart else "not restarted (--no-restart)")
             )
             _echo("\n".join(["", "Running:", *("  " + s for s in lines), ""]), color="green")
             if not services:
                 _echo("No service could be started; Kafka and the mail catcher keep running.")
             _echo("Ctrl-C to stop everything.")
-            reported: set[str] = set()
             while True:
                 time.sleep(0.5)
                 for svc in services:
-                    exited = svc.proc is not None and svc.proc.poll() is not None
-                    if exited and svc.spec.name not in reported:
-                        reported.add(svc.spec.name)
-                        assert svc.proc is not None
-                        _echo(
-                            f"{svc.spec.name} exited with code {svc.proc.returncode}",
-                            color="red",
-                        )
+                    svc.check()
         except KeyboardInterrupt:
             _echo("\nStopping ...")
         except (InfraError, TimeoutError, OSError) as exc:

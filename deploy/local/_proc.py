@@ -264,3 +264,17 @@ def run_checked(
 
 def elapsed(t0: float) -> float:
     return round(time.monotonic() - t0, 2)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, 0600 from its creation (never chmodded after):
+    under a temporary name, then renamed into place."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise

@@ -127,8 +127,16 @@ class LocalKafka:
         version: str | None = None,
         java: str | None = None,
         mvn: str | None = None,
+        sasl_users: dict[str, str] | None = None,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         self.version = version or kafka_version()
+        # With users: a second listener, SASL_PLAINTEXT (PLAIN and SCRAM-SHA-512), on
+        # `sasl_port`, or SASL_SSL with `tls` (a PEM certificate and its unencrypted PKCS#8
+        # key); the PLAINTEXT one stays for the broker itself and for plain clients.
+        self.sasl_users = dict(sasl_users or {})
+        self.tls = tls
+        self.sasl_port: int | None = None
         self.cache_root = Path(cache_root) if cache_root else default_cache_root()
         self._work_dir_arg = Path(work_dir) if work_dir else None
         self._owns_work_dir = work_dir is None
@@ -329,8 +337,14 @@ class LocalKafka:
             shutil.rmtree(self.data_dir)
         self.properties_file.write_text(
             render_server_properties(self.broker_port, self.controller_port, self.data_dir)
+            + self._sasl_properties()
         )
         self.cluster_id = new_cluster_id()
+        scram = [
+            arg
+            for name, password in self.sasl_users.items()
+            for arg in ("--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]")
+        ]
         t0 = time.monotonic()
         run_checked(
             self._java_argv(
@@ -341,12 +355,48 @@ class LocalKafka:
                 self.cluster_id,
                 "-c",
                 str(self.properties_file),
+                *scram,
                 opts=FORMAT_JVM_OPTS,
             ),
             what="Formatting the Kafka data dir (kafka.tools.StorageTool format)",
             timeout=120,
         )
         self.timings["format_s"] = elapsed(t0)
+
+    def _sasl_properties(self) -> str:
+        """Settings appended to server.properties for the SASL listener (a later line wins)."""
+        if not self.sasl_users:
+            return ""
+        b, c, port = self.broker_port, self.controller_port, self.sasl_port
+        protocol = "SASL_SSL" if self.tls else "SASL_PLAINTEXT"
+        name = protocol.lower()
+        plain_users = " ".join(f'user_{n}="{p}"' for n, p in self.sasl_users.items())
+        lines = [
+            "",
+            f"# {protocol} (LocalKafka(sasl_users=...)): PLAIN and SCRAM-SHA-512 on a second listener.",
+            f"listeners=PLAINTEXT://127.0.0.1:{b},CONTROLLER://127.0.0.1:{c},{protocol}://127.0.0.1:{port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{b},CONTROLLER://127.0.0.1:{c},{protocol}://127.0.0.1:{port}",
+            f"listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,{protocol}:{protocol}",
+            "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512",
+            f"listener.name.{name}.plain.sasl.jaas.config="
+            f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};",
+            f"listener.name.{name}.scram-sha-512.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        ]
+        if self.tls:
+            keystore = self.work_dir / "broker-keystore.pem"  # PEM keystore: key, then certificate
+            keystore.write_bytes(self.tls[1].read_bytes() + self.tls[0].read_bytes())
+            keystore.chmod(0o600)
+            lines += [
+                f"listener.name.{name}.ssl.keystore.type=PEM",
+                f"listener.name.{name}.ssl.keystore.location={keystore}",
+            ]
+        return "\n".join([*lines, ""])
+
+    @property
+    def sasl_bootstrap_servers(self) -> str:
+        assert self.sasl_port, "start() a LocalKafka with sasl_users first"
+        return f"{LOOPBACK}:{self.sasl_port}"
 
     def _launch(self, timeout: float) -> None:
         """Start the JVM on the current ports/data dir and wait until it is ready."""
@@ -404,6 +454,7 @@ class LocalKafka:
             picked = [p for p in free_ports(3) if p not in wanted]
             self.broker_port = self._want_broker_port or picked.pop(0)
             self.controller_port = self._want_controller_port or picked.pop(0)
+            self.sasl_port = picked.pop(0) if self.sasl_users else None
             if fixed:
                 self._check_ports_free()
             self._format()

@@ -44,6 +44,7 @@ from deploy.local._proc import (
     spawn,
     tail,
     terminate_group,
+    write_private,
 )
 
 PG_OS_USER = "postgres"
@@ -164,6 +165,7 @@ class LocalPostgres:
         password: str | None = None,
         bin_dir: Path | str | None = None,
         max_connections: int = 200,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         self._work_dir = Path(work_dir) if work_dir else None
         self._owns_work_dir = work_dir is None
@@ -173,6 +175,7 @@ class LocalPostgres:
         self.password = password or secrets.token_urlsafe(18)
         self.bin_dir = Path(bin_dir) if bin_dir else None
         self.max_connections = max_connections
+        self.tls = tls  # (certificate, key) PEM files: the server then also accepts TLS
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
         self.timings: dict[str, float] = {}
@@ -274,8 +277,7 @@ class LocalPostgres:
         if self.data_dir.exists():
             shutil.rmtree(self.data_dir)
         pwfile = self.work_dir / ".pwfile"
-        pwfile.write_text(self.password + "\n")
-        pwfile.chmod(0o600)
+        write_private(pwfile, self.password + "\n")
         if self._as_root:
             pw = pwd.getpwnam(PG_OS_USER)
             os.chown(self.work_dir, pw.pw_uid, pw.pw_gid)
@@ -324,6 +326,7 @@ class LocalPostgres:
                 f"max_connections={self.max_connections}",
                 "-c",
                 "logging_collector=off",
+                *self._tls_options(),
             ]
         )
         self._log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
@@ -358,6 +361,22 @@ class LocalPostgres:
                 )
             time.sleep(0.05)
         self.timings["launch_s"] = elapsed(t0)
+
+    def _tls_options(self) -> list[str]:
+        """`-c ssl=on ...` with copies of the certificate and key the server may read (the
+        key: its own, mode 0600, as PostgreSQL requires)."""
+        if self.tls is None:
+            return []
+        copies = []
+        for source, name in zip(self.tls, ("server.crt", "server.key"), strict=True):
+            copy = self.work_dir / name
+            shutil.copyfile(source, copy)
+            copy.chmod(0o600)
+            if self._as_root:
+                pw = pwd.getpwnam(PG_OS_USER)
+                os.chown(copy, pw.pw_uid, pw.pw_gid)
+            copies.append(copy)
+        return ["-c", "ssl=on", "-c", f"ssl_cert_file={copies[0]}", "-c", f"ssl_key_file={copies[1]}"]
 
     # ------------------------------------------------------------------ lifecycle
 

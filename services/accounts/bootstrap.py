@@ -44,7 +44,9 @@ def bootstrap(settings: AccountsSettings | None = None) -> Service:
     )
     read_model = ReadModel(store.views_url(SERVICE), views.metadata)
     signing_key = load_or_create_signing_key(settings.signing_key_path())
-    broker = bus.make_broker(settings.kafka_bootstrap_servers, client_id=SERVICE)
+    broker = bus.make_broker(
+        settings.kafka_bootstrap_servers, client_id=SERVICE, security=settings.kafka_security()
+    )
     # Bookings' events bring customer details to merge into profiles (handlers.py), sealed
     # with the bookings' subject keys: those arrive on bookings' keys topic.
     inbox = Inbox(

@@ -28,7 +28,7 @@ R = TypeVar("R")
 # Where each kind of link lands, under PUBLIC_BASE_URL (see `pages.py`).
 LINK_PATHS: dict[str, str] = {
     "verify_email": "/verify-email",
-    "verify_new_email": "/verify-email",
+    "verify_new_email": "/confirm-email",  # (links sent before it existed land on /verify-email)
     "set_password": "/set-password",
     "password_reset": "/reset-password",
     "magic_link": "/magic-link",

@@ -47,13 +47,11 @@ class WrongPassword(DomainError):
 class CustomerCases(AccountsCore):
     # ----------------------------------------------------------- anonymous, deferred
 
-    def claim_account(
-        self, tenant_id: str, email: str, name: str, password: str | None, language: str | None
-    ) -> None:
-        """Claim an account for `email` (or do what fits the account it already has)."""
-        # Hashed whatever the address turns out to be: the work (and the load it puts on the
-        # machine, which the next requests would feel) must not depend on the address.
-        password_hash = self.passwords.hash(password) if password else None
+    def claim_account(self, tenant_id: str, email: str, name: str, language: str | None) -> None:
+        """Claim an account for `email` (or do what fits the account it already has).
+
+        No password is taken here: the claimant may not be the owner of the address, so the
+        password is chosen by whoever follows the link that proves it (`verify_email`)."""
 
         def attempt() -> None:
             self.require_logins(tenant_id)
@@ -62,7 +60,7 @@ class CustomerCases(AccountsCore):
             reservation = self.reservation(tenant_id, email)
             account = self.account(reservation.account_id) if reservation and reservation.account_id else None
             if account is None:
-                self._open_account(tenant_id, email, name, password_hash, language, reservation)
+                self._open_account(tenant_id, email, name, language, reservation)
             elif account.is_active and account.is_verified:
                 account.issue(self.new_link(account.id, "magic_link"))  # "you already have one"
                 self.save(account)
@@ -77,7 +75,6 @@ class CustomerCases(AccountsCore):
         tenant_id: str,
         email: str,
         name: str,
-        password_hash: str | None,
         language: str | None,
         reservation: EmailAddress | None,
     ) -> None:
@@ -88,7 +85,7 @@ class CustomerCases(AccountsCore):
             email=Personal(account_id, email),
             name=Personal(account_id, name),
             claimed_by="customer",
-            password_hash=Personal(account_id, password_hash) if password_hash else None,
+            password_hash=None,
             language=language,
             link=self.new_link(account_id, "verify_email"),
         )
@@ -130,15 +127,25 @@ class CustomerCases(AccountsCore):
 
     # ------------------------------------------------------------------ links followed
 
-    def verify_email(self, token: str) -> Account:
+    def verify_email(self, token: str, password: str | None = None, login_link: bool = False) -> Account:
+        """Prove an address with the link sent to it. A first proof also settles how the
+        customer logs in: with `password` (chosen now, by whoever reads the mailbox), or by
+        emailed links (`login_link` sends one right away)."""
+
         def attempt() -> Account:
             account, token_hash = self.account_for_token(token)
             self.require_logins(account.tenant_id)
             purpose = account.redeem(("verify_email", "verify_new_email"), token_hash, self.clock())
+            hashed = None
+            if password is not None:
+                self.passwords.check_strength(password, str(account.email), str(account.name))
+                hashed = Personal(account.id, self.passwords.hash(password))
             changed: list[Any] = [account]
             if purpose == "verify_new_email":
                 changed += self._move_reservation(account)
-            account.verify(token_hash, self.clock())
+            account.verify(token_hash, self.clock(), hashed)
+            if login_link and purpose == "verify_email" and not account.has_password:
+                account.issue(self.new_link(account.id, "magic_link"))
             self.save(*changed)
             return account
 

@@ -1,8 +1,9 @@
 """A customer account: claimed for an email address, proven through emailed links, erasable.
 
-An `Account` is claimed by the customer (with a password, or none to log in by emailed links)
-or created by staff for them (the customer then sets a password through an emailed link, which
-also proves the address). It shows nothing until the address is verified.
+An `Account` is claimed by the customer or created by staff for them. Either way whoever follows
+the emailed link that proves the address chooses the password (or none, to log in by emailed
+links): a password chosen before the proof could be a stranger's. It shows nothing until the
+address is verified.
 
 Every emailed link carries a 256-bit token of which only the hash is kept here (`EmailedLink`);
 a link is used once, expires, and is replaced (the old one stops working) when a new one of the
@@ -24,6 +25,8 @@ from backbone.personal import Personal
 
 Purpose = Literal["verify_email", "set_password", "verify_new_email", "magic_link", "password_reset"]
 VERIFYING: tuple[Purpose, ...] = ("verify_email", "set_password", "verify_new_email")
+# Links that open the account: a password or email change revokes them.
+LOGGING_IN: tuple[Purpose, ...] = ("magic_link", "password_reset")
 
 ACTIVE = "active"
 ARCHIVED = "archived"
@@ -49,6 +52,10 @@ class AccountInactive(DomainError):
 class NothingToVerify(DomainError):
     code = "nothing_to_verify"
     http_status = 409
+
+
+class PasswordNotExpected(DomainError):
+    code = "password_not_expected"
 
 
 @dataclass(frozen=True)
@@ -163,13 +170,35 @@ class Account(Aggregate):
 
     # ------------------------------------------------------------------ verification
 
-    def verify(self, token_hash: str, now: datetime) -> None:
+    def verify(self, token_hash: str, now: datetime, password_hash: Personal | None = None) -> Purpose:
+        """Prove the address with the link sent to it.
+
+        The first proof of a claimed address drops any password chosen before it: whoever
+        claimed the address may not be whoever reads its mail (an attacker claiming a
+        stranger's address with a password of their own would otherwise log in as soon as the
+        owner clicks "Verify"). Whoever follows the link chooses the password (`password_hash`),
+        or none and logs in with emailed links. A link to a new address of a verified account
+        changes no password (`PasswordNotExpected` if one is given)."""
         purpose = self.redeem(("verify_email", "verify_new_email"), token_hash, now)
         if purpose == "verify_new_email":
+            if password_hash is not None:
+                raise PasswordNotExpected(
+                    "This link confirms a new email address: it does not change the password."
+                )
             assert self.pending_email is not None
             self.record_email_verified(email=self.pending_email, purpose=purpose, first_time=False, at=now)
-        else:
-            self.record_email_verified(email=self.email, purpose=purpose, first_time=True, at=now)
+            return purpose
+        if self.password_hash is not None:
+            self.record_unproven_password_discarded()
+        self.record_email_verified(email=self.email, purpose=purpose, first_time=True, at=now)
+        if password_hash is not None:
+            self.record_password(password_hash=password_hash, via="verification")
+        return purpose
+
+    @event("UnprovenPasswordDiscarded")
+    def record_unproven_password_discarded(self) -> None:
+        """The password given with the claim (accounts claimed before this rule) is gone."""
+        self.password_hash = None
 
     @event("EmailVerified")
     def record_email_verified(
@@ -181,6 +210,9 @@ class Account(Aggregate):
         self.verified_at = self.verified_at or at
         for used in VERIFYING:  # the address is proven: every pending verifying link is spent
             self.links.pop(used, None)
+        if purpose == "verify_new_email":  # links sent to the old address stop working
+            for link in LOGGING_IN:
+                self.links.pop(link, None)
 
     def change_email(self, new_email: Personal, link: EmailedLink) -> None:
         """A verified account changes address once the new one is proven (`verify` with the
@@ -230,9 +262,15 @@ class Account(Aggregate):
         self.revoke_sessions(before=now, reason="password_changed")
 
     @event("PasswordSet")
-    def record_password(self, password_hash: Personal, via: Literal["invitation", "reset", "change"]) -> None:
+    def record_password(
+        self, password_hash: Personal, via: Literal["invitation", "verification", "reset", "change"]
+    ) -> None:
         self.password_hash = password_hash
-        self.links.pop("set_password" if via == "invitation" else "password_reset", None)
+        if via == "invitation":
+            self.links.pop("set_password", None)
+        elif via in ("reset", "change"):  # every emailed way in that predates the new password
+            for link in LOGGING_IN:
+                self.links.pop(link, None)
 
     # ---------------------------------------------------------------------- sessions
 

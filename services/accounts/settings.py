@@ -4,9 +4,9 @@ import base64
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
-from backbone.settings import ServiceSettings
+from backbone.settings import ServiceSettings, long_enough
 
 
 class AccountsSettings(ServiceSettings):
@@ -27,6 +27,11 @@ class AccountsSettings(ServiceSettings):
     rate_limits: dict[str, str] = Field(default_factory=dict)
     rate_limit_storage: str = "async+memory://"
     deferred_capacity: int = Field(default=1000, ge=1, le=100_000)
+
+    @field_validator("admin_api_token")
+    @classmethod
+    def _admin_token_long_enough(cls, token: SecretStr | None) -> SecretStr | None:
+        return long_enough(token, "ADMIN_API_TOKEN")
 
     def signing_key_path(self) -> Path:
         return self.session_signing_key_file or self.data_dir / "session-signing-key.pem"

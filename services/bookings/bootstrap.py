@@ -40,7 +40,9 @@ def bootstrap(settings: BookingsSettings | None = None) -> Service:
     bus_keys.verifier.lookup = publishers.lookup(bookings)
     read_model = ReadModel(store.views_url(SERVICE), views.metadata)
     projection = Projection(bookings, read_model, f"{SERVICE}.views", views.apply, erases=views.erases)
-    broker = bus.make_broker(settings.kafka_bootstrap_servers, client_id=SERVICE)
+    broker = bus.make_broker(
+        settings.kafka_bootstrap_servers, client_id=SERVICE, security=settings.kafka_security()
+    )
     inbox = Inbox(
         service=SERVICE,
         name=settings.topic(f"{SERVICE}.inbox"),

@@ -20,6 +20,10 @@ _ACCOUNT_IDS = uuid5(NAMESPACE_URL, "urn:booking-accounts:bookings:customer-acco
 class CustomerAccount(Aggregate):
     """What bookings knows of a customer account (from the accounts service's events)."""
 
+    # Every address verified before the current one (an erasure reaches the bookings made with
+    # any of them). A class default: snapshots taken before it existed have none.
+    earlier_verified: tuple[Personal, ...] = ()
+
     @staticmethod
     def create_id(account_id: UUID) -> UUID:
         return uuid5(_ACCOUNT_IDS, str(account_id))
@@ -37,7 +41,15 @@ class CustomerAccount(Aggregate):
 
     @event("EmailVerified")
     def email_verified(self, email: Personal) -> None:
+        if self.verified is not None and self.verified.value not in (None, email.value):
+            self.earlier_verified = (*self.earlier_verified, self.verified)
         self.verified = email
+
+    @property
+    def every_verified_email(self) -> list[str]:
+        """The current verified address and every earlier one."""
+        found = [p.value for p in (*self.earlier_verified, self.verified) if p is not None and p.value]
+        return list(dict.fromkeys(found))
 
     @property
     def verified_email(self) -> str | None:
@@ -84,6 +96,7 @@ class CustomerAccount(Aggregate):
         self.erased_booking_ids = booking_ids
         self.email = Personal(self.account_id, None) if self.email else None
         self.verified = Personal(self.account_id, None) if self.verified else None
+        self.earlier_verified = ()
 
     def owns(self, booking: Booking) -> bool:
         """A verified customer sees the bookings made under their account, and those made

@@ -258,7 +258,9 @@ class Booking(Aggregate):
         self.record_cancellation(
             status_before=self.status,
             refund_due=refund,
-            reason=reason,
+            # Free text, often about the customer: sealed with the booking's customer details
+            # (erased with them), never stored or published in the clear.
+            reason=Personal(self.id, reason) if reason else None,
             cancelled_at=now,
             rules_overridden=refusal is not None,
             rule=rule.describe(),
@@ -270,7 +272,7 @@ class Booking(Aggregate):
         self,
         status_before: str,
         refund_due: Decimal,
-        reason: str | None,
+        reason: Personal | str | None,  # (a str: recorded before reasons were sealed)
         cancelled_at: datetime,
         rules_overridden: bool = False,
         rule: dict[str, Any] | None = None,

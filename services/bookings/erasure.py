@@ -1,8 +1,9 @@
 """Erasing a customer in bookings, when the accounts service redacts their account.
 
 What goes: this service's copy of the account (its subject key: the account id) and the
-customer details of every booking made under that account or with its verified email (each
-booking's details are their own subject: the booking id). What stays: the bookings and their
+customer details of every booking made under that account or with any address it verified,
+the current one or an earlier one (each booking's details are their own subject: the booking
+id). What stays: the bookings and their
 amounts, for the books.
 
 Crash-safe in three steps, each durable before the next:
@@ -61,7 +62,11 @@ class Eraser(Follower):
         if account.erased_booking_ids is None:
             with self.read_model.engine.connect() as conn:
                 booking_ids = views.bookings_to_erase(
-                    conn, account.tenant_id, account.account_id, decision.position
+                    conn,
+                    account.tenant_id,
+                    account.account_id,
+                    decision.position,
+                    account.every_verified_email,
                 )
             bookings = [self.app.repository.get(booking_id) for booking_id in booking_ids]
             cause = Cause.from_meta(decision.event.meta)

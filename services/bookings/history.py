@@ -13,6 +13,7 @@ from typing import Any
 from uuid import UUID
 
 from backbone.context import Cause
+from backbone.personal import Personal
 from services.bookings.domainmodel import Booking
 from services.bookings.statuses import CustomStatus, label
 from services.bookings.terms import Terms
@@ -61,8 +62,9 @@ def customer_history(
             )
             if event.rules_overridden:
                 summary += " The business cancelled it outside the online rules."
-            if by["you"] and event.reason:
-                summary += f" Your reason: {event.reason}"
+            reason = event.reason.value if isinstance(event.reason, Personal) else event.reason
+            if by["you"] and reason:
+                summary += f" Your reason: {reason}"
             entry.update(what="cancelled", summary=summary, policy=_rule(event))
         elif isinstance(event, Booking.Voided):
             entry.update(what="voided", summary="Voided (made in error).")

@@ -17,6 +17,7 @@ from backbone.commands import outcome_messages
 from backbone.context import Cause
 from backbone.follower import Recorded
 from backbone.outbox import envelope
+from backbone.personal import Personal
 from contracts import bookings as contract
 from contracts.envelope import Actor
 from contracts.outcomes import CommandOutcome
@@ -124,7 +125,8 @@ def cancelled(app: Bookings, recorded: Recorded, booking: Booking) -> Any:
         amount_paid=booking.amount_paid,
         currency=booking.currency,
         refund_due=event.refund_due,
-        reason=event.reason,
+        reason=event.reason if isinstance(event.reason, str) else None,  # (recorded unsealed)
+        sealed_reason=app.sealed(event.reason) if isinstance(event.reason, Personal) else None,
         rules_overridden=event.rules_overridden,
     )
 

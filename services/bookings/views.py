@@ -9,6 +9,7 @@ only erased values in the log (the key is gone), so it gives the same scrubbed a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 from functools import singledispatch
 from typing import Any
@@ -311,15 +312,23 @@ def customer_bookings(
     return [dict(row) for row in conn.execute(query).mappings()]
 
 
-def bookings_to_erase(conn: Connection, tenant_id: str, account_id: UUID, before_position: int) -> list[UUID]:
-    """The bookings made under an account or with its verified email, placed before the
-    decision to erase it (a later booking with that address is someone's new booking)."""
+def bookings_to_erase(
+    conn: Connection,
+    tenant_id: str,
+    account_id: UUID,
+    before_position: int,
+    earlier_emails: Sequence[str] = (),
+) -> list[UUID]:
+    """The bookings made under an account or with its verified email (the current one, and
+    `earlier_emails` it had verified before), placed before the decision to erase it (a later
+    booking with one of those addresses is someone's new booking)."""
     email = conn.execute(
         sa.select(customer_accounts.c.verified_email).where(customer_accounts.c.account_id == str(account_id))
     ).scalar()
+    emails = list(dict.fromkeys([*earlier_emails, *([email] if email else [])]))
     mine = bookings.c.account_id == str(account_id)
-    if email:
-        mine = sa.or_(mine, bookings.c.email == email)
+    if emails:
+        mine = sa.or_(mine, bookings.c.email.in_(emails))
     rows = conn.execute(
         sa.select(bookings.c.booking_id)
         .where(bookings.c.tenant_id == tenant_id, bookings.c.placed_position < before_position, mine)

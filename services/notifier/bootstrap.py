@@ -44,7 +44,9 @@ def bootstrap(settings: NotifierSettings | None = None) -> Service:
     projection = Projection(notifier, read_model, f"{SERVICE}.views", views.projector(vault))
     eraser = Eraser(notifier, read_model)
     private_key, _ = load_or_create_sealing_keys(settings.sealing_key_path())
-    broker = bus.make_broker(settings.kafka_bootstrap_servers, client_id=SERVICE)
+    broker = bus.make_broker(
+        settings.kafka_bootstrap_servers, client_id=SERVICE, security=settings.kafka_security()
+    )
     inbox = Inbox(
         service=SERVICE,
         name=settings.topic(f"{SERVICE}.inbox"),

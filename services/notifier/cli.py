@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from backbone import context
-from backbone.eventstore import store_env
+from backbone.eventstore import store_env, store_missing
 from backbone.http import NotFound
 from backbone.personal import Vault
 from backbone.readmodel import ReadModel
@@ -45,8 +45,12 @@ def _open(ctx: typer.Context) -> tuple[Notifier, ReadModel]:
         settings = settings_of(SERVICE, NotifierSettings) if settings_of else NotifierSettings()
     except Exception as error:  # incomplete or invalid settings: say which, no traceback
         typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(1) from None
     store = settings.store_settings()
+    problem = store_missing(store, SERVICE)  # opening a missing store would create an empty one
+    if problem:
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(1)
     notifier = Notifier(
         env=store_env(store, SERVICE),
         vault=Vault(store.vault_url(SERVICE), SERVICE),

@@ -137,7 +137,7 @@ def when_booking_cancelled(event: bookings.BookingCancelled, uow: UnitOfWork) ->
         "currency": event.currency,
         "cancelled_by_kind": event.cancelled_by.kind,
         "cancelled_by_id": event.cancelled_by.id,
-        "reason": event.reason,
+        "reason": vault.open(event.sealed_reason) if event.sealed_reason else event.reason,
     }
     queue(
         uow,

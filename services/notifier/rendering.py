@@ -3,8 +3,10 @@ language, with the tenant's branding.
 
 Templates live in `templates/<language>/<kind>.{txt,html}.j2` and extend that language's
 `_layout`, which adds the branding (business name, footer, reply-to). The text template's
-`subject` block is the subject line. HTML is autoescaped; subjects and headers never carry a
-line break (no header injection). Dates are shown in the tenant's time zone, amounts and
+`subject` block is the subject line. HTML is autoescaped, by the file name: every template
+that writes HTML ends in `.html.j2`, its macros included (`_macros.html.j2`; the text ones are
+in `_macros.txt.j2`). A link goes into an `href` only through the `url` filter, which takes
+http(s) URLs only. Subjects and headers never carry a line break (no header injection). Dates are shown in the tenant's time zone, amounts and
 dates in the language's conventions.
 """
 
@@ -21,6 +23,7 @@ from email.mime.text import MIMEText
 from email.utils import format_datetime, formataddr, parseaddr
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
@@ -93,6 +96,7 @@ class Renderer:
             lstrip_blocks=True,
         )
         self._env.filters["nl2br"] = _nl2br
+        self._env.filters["url"] = _url
 
     def render(
         self,
@@ -145,6 +149,18 @@ def _one_line(text: str) -> str:
 
 def _nl2br(text: str | None) -> Markup:
     return Markup("<br>\n").join(escape(line) for line in (text or "").splitlines())
+
+
+class UnsafeLink(ValueError):
+    """A link that is not a plain http(s) URL (e.g. `javascript:`): the email is not sent."""
+
+
+def _url(link: str) -> str:
+    """A link for an `href`: http(s) only (autoescaping then keeps it inside its quotes)."""
+    parts = urlsplit(str(link))
+    if parts.scheme.lower() not in ("https", "http") or not parts.netloc:
+        raise UnsafeLink(f"refusing to put a {parts.scheme or 'relative'!s} link in an email")
+    return str(link)
 
 
 def _money(amount: Any, currency: str, language: str) -> str:

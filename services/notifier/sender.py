@@ -24,6 +24,11 @@ A 5xx reply parks the email at once; a 4xx reply or a connection problem is retr
 exponential backoff (`DeliveryPolicy`), so an SMTP server that is down for minutes loses
 nothing. When the server cannot be reached, the rest of the batch waits for the next retry
 instead of trying to connect once per email.
+
+A store outage never parks or skips an email: reading what is due fails and is retried every
+second; answers already received wait in memory until they can be recorded; a batch whose
+preparation fails ends its attempts as temporary failures. While it retries, the
+`consumer_stalled` gauge is 1 for `notifier.sender`.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from backbone import metrics
 from backbone.credentials import unseal
+from backbone.faults import cause_of
 from backbone.follower import Wakeup
 from backbone.http import run_sync
 from backbone.logging import get_logger
@@ -119,15 +125,23 @@ class Sender:
                 await self._read_model_caught_up()
                 due = await run_sync(self._due)
                 if due and await self.send(due):
+                    metrics.stalled.labels(self.name).set(0)
                     continue
                 await self._close_idle()  # nothing to send: no connection kept open
                 await run_sync(self._count)
+                metrics.stalled.labels(self.name).set(0)
             except asyncio.CancelledError:
                 for smtp in self._idle:
                     smtp.close()
                 raise
-            except Exception:
-                log.exception("sender cycle failed; retrying shortly")
+            except Exception as error:  # the store or read model is down, most likely: retry
+                cause = await run_sync(cause_of, error, self.notifier.unreachable_stores)
+                metrics.stalled.labels(self.name).set(1)
+                metrics.retries.labels(self.name, cause).inc()
+                if cause == "outage":
+                    log.warning("a store is unavailable; the sender retries shortly", error=str(error))
+                else:
+                    log.exception("sender cycle failed; retrying shortly")
             await self._wakeup.sleep(1.0)
 
     async def send(self, email_ids: list[UUID]) -> bool:
@@ -137,7 +151,15 @@ class Sender:
             return False
         started = time.monotonic()
         batch = _Batch(deadline=started + self.notifier.policy.lease.total_seconds() / 2)
-        prepared = await run_sync(self._prepare, emails)
+        try:
+            prepared = await run_sync(self._prepare, emails)
+        except Exception as error:
+            # A store did not answer (most likely) while reading the tenants' branding: these
+            # attempts end now as temporary failures, retried with the usual backoff, rather
+            # than each waiting for its lease to run out. Recording them waits for the store.
+            log.warning("cannot prepare the batch; its emails will be retried", error=str(error))
+            detail = without_addresses(f"not sent: {type(error).__name__} while preparing; will retry")
+            prepared = [NotDelivered(email.id, email.attempts, detail, False) for email in emails]
         results: asyncio.Queue[Outcome | None] = asyncio.Queue()
         work: asyncio.Queue[_Ready] = asyncio.Queue()
         for item in prepared:

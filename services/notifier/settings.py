@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import ipaddress
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
@@ -16,7 +17,11 @@ class NotifierSettings(ServiceSettings):
     # The mail server (a mail catcher locally, see README).
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 1025
-    smtp_tls: Literal["none", "starttls", "tls"] = "none"
+    smtp_tls: Literal["none", "starttls", "tls"] | None = Field(
+        default=None,
+        description="Unset: `none` for a mail server on this machine (loopback), else `starttls` "
+        "(links that log customers in must not cross a network in the clear).",
+    )
     smtp_ca_file: Path | None = Field(
         default=None, description="CA bundle to verify the server with (default: the system's)."
     )
@@ -28,6 +33,13 @@ class NotifierSettings(ServiceSettings):
     default_language: str = Field(default="en", pattern=r"^[a-z]{2}$")
 
     sealing_key_file: Path | None = None  # default <DATA_DIR>/sealing.key (created if missing)
+
+    @property
+    def smtp_tls_mode(self) -> Literal["none", "starttls", "tls"]:
+        """SMTP_TLS, or what fits the host when it is unset."""
+        if self.smtp_tls is not None:
+            return self.smtp_tls
+        return "none" if _loopback(self.smtp_host) else "starttls"
 
     # Delivery: batches, backoff, parking.
     send_batch_size: int = Field(default=100, ge=1, le=1000)
@@ -51,3 +63,12 @@ class NotifierSettings(ServiceSettings):
             max_attempts=self.max_attempts,
             lease=timedelta(seconds=self.sending_lease_seconds),
         )
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -54,8 +54,8 @@ class Mailer:
             hostname=s.smtp_host,
             port=s.smtp_port,
             timeout=s.smtp_timeout_seconds,
-            use_tls=s.smtp_tls == "tls",
-            start_tls=s.smtp_tls == "starttls",
+            use_tls=s.smtp_tls_mode == "tls",
+            start_tls=s.smtp_tls_mode == "starttls",
             tls_context=self._tls,
             username=s.smtp_username,
             password=s.smtp_password.get_secret_value() if s.smtp_password else None,
@@ -113,7 +113,7 @@ class Mailer:
 
 
 def _tls_context(settings: NotifierSettings) -> ssl.SSLContext | None:
-    if settings.smtp_tls == "none":
+    if settings.smtp_tls_mode == "none":
         return None
     # Certificates and host names are always verified; a private CA is given as a file.
     cafile = str(settings.smtp_ca_file) if settings.smtp_ca_file else None

@@ -99,7 +99,7 @@ def test_claim_verify_and_log_in_with_the_link_built_from_configuration(system, 
 
     page = api.get("/verify-email", params={"token": link.token})  # opening the link uses nothing up
     assert page.status_code == 200 and page.headers["referrer-policy"] == "no-referrer"
-    verified = api.post("/v1/email-verifications", json={"token": link.token})
+    verified = api.post("/v1/email-verifications", json={"token": link.token, "password": PASSWORD})
     assert verified.status_code == 200 and verified.json()["account_id"] == link.account_id
     [event] = wait_for(lambda: events(system, "EmailVerified", link.account_id), what="EmailVerified")
     assert event["first_time"] is True

@@ -98,7 +98,8 @@ def test_a_redacted_customer_cannot_be_found_anywhere_and_a_replay_brings_nothin
     api.post(f"/v1/tenants/{TENANT}/accounts", json={"email": email, "name": name, "password": PASSWORD})
     link = wait_for_link(system, email, "verify_email")
     account_id = link.account_id
-    assert api.post("/v1/email-verifications", json={"token": link.token}).status_code == 200
+    verification = {"token": link.token, "password": PASSWORD}
+    assert api.post("/v1/email-verifications", json=verification).status_code == 200
     session = api.post(f"/v1/tenants/{TENANT}/sessions", json={"email": email, "password": PASSWORD}).json()
     customer = {"Authorization": f"Bearer {session['token']}"}
     profile = {

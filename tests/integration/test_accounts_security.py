@@ -89,7 +89,8 @@ def test_guessed_replayed_and_expired_tokens_are_refused_alike(system, api):
     [(status, content_type, body)] = [json.loads(a) for a in answers]
     assert status == 400 and content_type == "application/problem+json" and body["code"] == "link_invalid"
 
-    assert api.post("/v1/email-verifications", json={"token": link.token}).status_code == 200
+    verification = {"token": link.token, "password": PASSWORD}
+    assert api.post("/v1/email-verifications", json=verification).status_code == 200
     replayed = api.post("/v1/email-verifications", json={"token": link.token})
     assert json.dumps(refusal(replayed)) in answers
 

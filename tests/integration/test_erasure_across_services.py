@@ -28,7 +28,7 @@ pytestmark = pytest.mark.integration
 
 TENANT = "forget-me-tours"
 PASSWORD = "a-long-and-unguessable-passphrase"
-AUDIT_TOKEN = "audit-token-for-erasure"
+AUDIT_TOKEN = "audit-token-for-erasure-at-least-32-characters"
 SERVICES = ("accounts", "bookings", "notifier")
 
 

@@ -13,6 +13,7 @@ import pytest
 from backbone import context
 from ops import registry
 from ops.config import Deployment
+from services.accounts.bootstrap import bootstrap as bootstrap_accounts
 from services.accounts.tenants import TenantSettings
 from tests.support.ops import Ops
 from tests.support.system import (
@@ -33,7 +34,7 @@ from tests.support.system import (
 pytestmark = pytest.mark.integration
 
 TENANT = "ops-tours"
-AUDIT_TOKEN = "audit-token-for-tests"
+AUDIT_TOKEN = "audit-token-for-tests-at-least-32-characters"
 
 
 @pytest.fixture
@@ -254,7 +255,10 @@ def test_republishing_ten_thousand_events_changes_nothing_downstream(stopped_sys
     the operator republishes all 10,000: same ids, same upstream positions, so the consumers
     read every copy and apply none."""
     system = stopped_system  # the history is written first, through the service's own save path
-    accounts = registry.build("accounts", Deployment(services={n: s.env for n, s in system.services.items()}))
+    deployment = Deployment(services={n: s.env for n, s in system.services.items()})
+    # Built by the service's own bootstrap, which creates its store (the tool never does).
+    settings = deployment.settings("accounts", registry.settings_class("accounts"))
+    accounts = registry.ServiceHandle("accounts", bootstrap_accounts(settings))
     try:
         for first in range(0, 1000, 100):
             batch = []

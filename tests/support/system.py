@@ -30,7 +30,7 @@ from backbone.signing import Keyring, Signer, create_key
 from deploy.local._proc import free_ports, spawn, tail, terminate_group
 
 REPO = Path(__file__).resolve().parents[2]
-ADMIN_TOKEN = "admin-token-for-tests"
+ADMIN_TOKEN = "admin-token-for-tests-at-least-32-characters"
 # Every test talks to the services from 127.0.0.1: the per-client rate limits are raised so
 # that they do not add up across tests (tests of the limits set their own).
 ALL_CAPABILITIES = ("place", "pay", "cancel", "modify", "statuses", "override", "act_for_customer")
@@ -492,18 +492,21 @@ def verified_customer(
     email: str,
     password: str = "a-long-and-unguessable-passphrase",
 ) -> dict[str, str]:
-    """Claim, verify through the link sent for the email, log in: the customer's Authorization
-    header. (The link is read from the bus, opened with the notifier's key, so this does not
-    depend on the notifier running; `mail_server` is kept for callers that pass it.)"""
+    """Claim, verify through the link sent for the email (choosing the password there), log
+    in: the customer's Authorization header. (The link is read from the bus, opened with the
+    notifier's key, so this does not depend on the notifier running; `mail_server` is kept for
+    callers that pass it.)"""
     response = httpx.post(
         f"{system.accounts.url}/v1/tenants/{tenant}/accounts",
-        json={"email": email, "name": "Customer", "password": password},
+        json={"email": email, "name": "Customer"},
         timeout=10,
     )
     assert response.status_code == 202, response.text
     link = wait_for_link(system, email, "verify_email")
     verified = httpx.post(
-        f"{system.accounts.url}/v1/email-verifications", json={"token": link.token}, timeout=10
+        f"{system.accounts.url}/v1/email-verifications",
+        json={"token": link.token, "password": password},
+        timeout=10,
     )
     assert verified.status_code == 200, verified.text
     session = httpx.post(

@@ -11,12 +11,14 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from backbone.audit import AuditLog
+from backbone.audit import ERASED_MARK as ERASED
+from backbone.audit import SEALED_MARK as SEALED
+from backbone.audit import AuditLog, folded
 from backbone.auditapi import routes
 from backbone.auditexport import Export, Selection, digest, verify
 from backbone.eventstore import store_env
 from backbone.http import create_api
-from backbone.personal import Vault
+from backbone.personal import Personal, Vault
 from backbone.settings import StoreSettings
 from services.accounts.application import Accounts, AccountsConfig
 
@@ -31,7 +33,7 @@ def make_accounts():
     )
     for tenant in ("lakeside", "hilltop"):
         app.change_settings(tenant, {"customer_logins_enabled": True})
-    app.claim_account("lakeside", "ada@example.com", "Ada", PASSWORD, "en")
+    app.claim_account("lakeside", "ada@example.com", "Ada", "en")
     ada = app.account_by_email("lakeside", "ada@example.com").id
     bob = app.create_account("hilltop", "bob@example.com", "Bob", {})
     app.change_settings("lakeside", {"allow_cancel": True})
@@ -57,14 +59,26 @@ def test_history_shows_who_did_what_with_personal_data_sealed_and_secrets_redact
     assert claimed.version == 1 and claimed.tenant_id == "lakeside"
     assert claimed.actor == "service:unknown"  # no request set a cause in this test
     assert claimed.data["email"] == {"subject_id": str(ada), "sealed": True}
-    for secret in ("password_hash", "link"):  # the link: its token's hash, sealed for the notifier
-        assert claimed.data[secret] == "[redacted]"
+    assert claimed.data["link"] == "[redacted]"  # its token's hash, sealed for the notifier
+    assert claimed.data["password_hash"] is None  # chosen when the address is proven, not before
     rendered = json.dumps(claimed.as_dict())
-    assert "ada@example.com" not in rendered and "argon2" not in rendered
+    assert "ada@example.com" not in rendered
 
     revealed = AuditLog(app, reveal=True).history(ada)[0]
     assert revealed.data["email"] == {"subject_id": str(ada), "value": "ada@example.com"}
-    assert revealed.data["password_hash"] == "[redacted]"  # never, even for operators
+
+
+def test_password_hashes_are_redacted_even_for_operators():
+    app, ada, _ = make_accounts()
+    account = app.account(ada)
+    account.record_password(password_hash=Personal(ada, app.passwords.hash("x" * 20)), via="change")
+    app.save(account)
+    for log in (AuditLog(app), AuditLog(app, reveal=True)):
+        password_set = log.history(ada)[-1]
+        assert password_set.event_type == "Account.PasswordSet"
+        assert password_set.data["password_hash"] == "[redacted]"
+        assert "argon2" not in json.dumps(password_set.as_dict())
+    app.close()
 
 
 def test_an_erased_customer_shows_as_erased_everywhere():
@@ -189,3 +203,50 @@ async def test_without_an_audit_token_configured_nobody_gets_in(accounts):
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://test")
     response = await client.get("/v1/audit/events", headers={"Authorization": "Bearer x"})
     assert response.status_code == 401 and "not enabled" in response.json()["detail"]
+
+
+def test_a_history_table_keeps_to_one_line_per_field_with_sealed_values_marked(accounts):
+    """On a normal terminal (100 columns) every event's row is as tall as its data has fields;
+    --json (as_dict) keeps everything."""
+    from rich.console import Console
+
+    from ops.cli_audit import history_table
+
+    app, ada, _ = accounts
+    records = AuditLog(app).history(ada)
+    long_note = "a note that goes on " * 40
+    records[0].data["notes"] = {"staff": long_note, "customer": {"subject_id": str(ada), "erased": True}}
+    console = Console(width=100, record=True, markup=False)
+    console.print(history_table("Account", [("accounts", r) for r in records], console.width))
+    text = console.export_text()
+    fields = sum(max(len(folded(r.data)), 4) for r in records)
+    assert len(text.splitlines()) <= fields + 3  # title, header, rule
+    assert (
+        f"email: {SEALED}" in text and f"notes.customer: {ERASED}" in text and "notes.staff: a note" in text
+    )
+    assert "link: [redacted]" in text and "Account.Claimed" in text  # secrets stay redacted
+    assert "'sealed': True" not in text and "subject_id" not in text
+    assert all(len(line) <= 100 for line in text.splitlines())
+    assert records[0].as_dict()["data"]["notes"]["staff"] == long_note  # the record itself is whole
+
+
+def test_folded_data_marks_personal_values_and_cuts_long_ones():
+    assert (SEALED, ERASED) == ("\u2039sealed\u203a", "\u2039erased\u203a")
+    data = {
+        "email": {"subject_id": "s", "sealed": True},
+        "name": {"subject_id": "s", "value": "Ada"},
+        "customer": {
+            "phone": {"subject_id": "s", "erased": True},
+            "tags": ["a", {"subject_id": "s", "sealed": True}],
+        },
+        "text": "x" * 500,
+        "multi": "two\nlines",
+    }
+    assert folded(data, width=40) == [
+        f"email: {SEALED}",
+        "name: Ada",
+        f"customer.phone: {ERASED}",
+        f"customer.tags: [a, {SEALED}]",
+        "text: " + "x" * 33 + "…",
+        "multi: two lines",
+    ]

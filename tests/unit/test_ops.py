@@ -124,3 +124,39 @@ def test_a_dry_run_replay_records_no_position(inbox):
     report = ReplayReport("bookings.inbox", "inbox", dry_run=True)
     assert _starts(inbox, [tp], {tp: 0}, {tp: 7}, report, dry_run=True) == {tp: 7}
     assert inbox.stored_position(*tp) == 0 and "left out" in report.notes[0]
+
+
+def _files(path):
+    return sorted(p.name for p in path.rglob("*"))
+
+
+def test_the_tool_never_creates_a_store_it_says_which_is_missing_in_one_line(tmp_path, monkeypatch):
+    """A config that names no store (DATA_DIR elsewhere, STORE unset) must not open an empty
+    new one, as it once did (`no such table: emails`, 60 lines of traceback)."""
+    monkeypatch.setenv("SESSION_PUBLIC_KEY_FILE", str(tmp_path / "nowhere.pem"))
+    data = tmp_path / "data"
+    data.mkdir()
+    path = tmp_path / "ops.toml"
+    path.write_text(f'[env]\nDATA_DIR = "{data}"\nKAFKA_BOOTSTRAP_SERVERS = "127.0.0.1:1"\n')
+    runner = CliRunner()
+    commands = (
+        ["replay", "notifier", "--from-offset", "0"],
+        ["status", "bookings"],
+        ["emails", "log", "--tenant", "t"],
+    )
+    for args in commands:
+        result = runner.invoke(app, ["--config", str(path), *args])
+        assert result.exit_code == 1, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and "no event store at" in lines[0] and "-events.sqlite3" in lines[0], lines
+    assert _files(data) == []  # nothing created
+
+
+def test_an_empty_store_is_refused_too(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "notifier-events.sqlite3").touch()  # e.g. made by an older tool
+    deployment = Deployment(common={"DATA_DIR": str(data)})
+    with pytest.raises(OpsError, match=r"notifier: the event store .* is empty \(no stored_events table\)"):
+        registry.build("notifier", deployment)
+    assert _files(data) == ["notifier-events.sqlite3"]

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from backbone.credentials import SessionSigner, SessionVerifier
 from backbone.http import problem
 from backbone.readmodel import ReadModel
-from services.accounts.api import admin, customers, pages, staff
+from services.accounts.api import admin, customers, errors, pages, staff
 from services.accounts.application import Accounts
 from services.accounts.deferred import Deferred
 from services.accounts.ratelimits import RateLimited, RateLimits
@@ -34,6 +34,7 @@ def routes(
         response.headers["Retry-After"] = str(error.retry_after)
         return response
 
+    errors.handlers(api)
     customers.routes(api, accounts, signer, verifier, limits, deferred)
     pages.routes(api, accounts, signer, limits)
     staff.routes(api, accounts, read_model)

@@ -11,7 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
 from backbone import context
-from backbone.auth import customer_session, staff_member
+from backbone.auth import FailureThrottle, customer_session, staff_member
 from backbone.credentials import Session, SessionVerifier, same
 from backbone.http import run_sync
 from services.accounts.application import Accounts
@@ -46,13 +46,19 @@ def staff(accounts: Accounts) -> Callable[..., Any]:
 
 
 def admin(token: SecretStr | None) -> Callable[..., Any]:
-    """The platform operator's token (ADMIN_API_TOKEN): manages staff members, nothing else."""
+    """The platform operator's token (ADMIN_API_TOKEN): manages staff members, nothing else.
+    Wrong tokens are throttled per client network (`backbone.auth.FailureThrottle`)."""
+    throttle = FailureThrottle()
 
-    async def dependency(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> str:
+    async def dependency(
+        request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+    ) -> str:
         expected = token.get_secret_value() if token else ""
         if not expected:
             raise HTTPException(403, "The admin API is turned off (set ADMIN_API_TOKEN to use it).")
-        if credentials is None or not same(credentials.credentials, expected):
+        if not await throttle.check(
+            request, lambda: credentials is not None and same(credentials.credentials, expected)
+        ):
             raise unauthorized("The admin token is required (Authorization: Bearer).")
         return "service:admin"
 

@@ -26,10 +26,11 @@ from services.accounts.api.models import (
     SessionToken,
     Tenant,
     TokenRequest,
+    VerificationRequest,
     Verified,
 )
 from services.accounts.application import Accounts
-from services.accounts.customers import InvalidCredentials
+from services.accounts.customers import InvalidCredentials, WrongPassword
 from services.accounts.deferred import Deferred
 from services.accounts.domainmodel import Account, LinkRefused
 from services.accounts.ratelimits import RateLimits
@@ -56,14 +57,9 @@ def routes(
 
     async def redeeming(request: Request, use: object, *args: object) -> Account:
         """Follow an emailed link; failures count against the client (token guessing)."""
-        client = auth.client_of(request)
-        await limits.check("link", "", "", client)
-        try:
+        async with limits.attempt("link", "", "", auth.client_of(request), failure=LinkRefused):
             with auth.cause(request, "customer:anonymous", None):
                 return await run_sync(use, *args)  # type: ignore[arg-type]
-        except LinkRefused:
-            await limits.count("link", "", "", client)
-            raise
 
     # -------------------------------------------------------------- about an address
 
@@ -77,15 +73,10 @@ def routes(
     )
     async def claim(tenant_id: Tenant, body: ClaimRequest, request: Request) -> Accepted:
         await run_sync(accounts.require_logins, tenant_id)
-        if body.password is not None:
-            await run_sync(accounts.passwords.check_strength, body.password, body.email, body.name)
         await limits.hit("claim", tenant_id, body.email, auth.client_of(request))
         with auth.cause(request, "customer:anonymous", tenant_id):
             deferred.submit(
-                "claim",
-                lambda: accounts.claim_account(
-                    tenant_id, body.email, body.name, body.password, body.language
-                ),
+                "claim", lambda: accounts.claim_account(tenant_id, body.email, body.name, body.language)
             )
         return Accepted(detail=CLAIM_ANSWER)
 
@@ -131,17 +122,20 @@ def routes(
         "/v1/email-verifications",
         response_model=Verified,
         tags=["customers"],
-        summary="Verify an email address with the token of the emailed link",
+        summary="Verify an email address with the token of the emailed link (and choose a password)",
         responses={
             400: {"description": "The link is invalid, used, replaced or expired"},
             403: {"description": "Customer accounts are off for this business"},
             409: {"description": "The new address was taken by another account meanwhile"},
+            422: {"description": "The password is too weak, or not expected with this link"},
             429: {},
         },
     )
-    async def verify(body: TokenRequest, request: Request) -> Verified:
-        account = await redeeming(request, accounts.verify_email, body.token)
-        return Verified(account_id=account.id)
+    async def verify(body: VerificationRequest, request: Request) -> Verified:
+        account = await redeeming(
+            request, accounts.verify_email, body.token, body.password, body.send_login_link
+        )
+        return Verified(account_id=account.id, has_password=account.has_password)
 
     @api.post(
         "/v1/new-passwords",
@@ -180,13 +174,13 @@ def routes(
         responses={401: {}, 403: {}, 429: {}},
     )
     async def log_in(tenant_id: Tenant, body: LoginRequest, request: Request) -> SessionToken:
-        client = auth.client_of(request)
-        await limits.check("login", tenant_id, body.email, client)
         try:
-            account = await run_sync(accounts.log_in, tenant_id, body.email, body.password)
+            async with limits.attempt(
+                "login", tenant_id, body.email, auth.client_of(request), failure=InvalidCredentials
+            ):
+                account = await run_sync(accounts.log_in, tenant_id, body.email, body.password)
         except InvalidCredentials:
             metrics.logins.labels("password", "refused").inc()
-            await limits.count("login", tenant_id, body.email, client)
             raise
         metrics.logins.labels("password", "ok").inc()
         return issue_session(account)
@@ -221,15 +215,19 @@ def routes(
         response_model=SessionToken,
         tags=["customers"],
         summary="Change my password: ends every other session, answers with a new one",
-        responses={403: {"description": "The current password is wrong"}, 422: {}},
+        responses={403: {"description": "The current password is wrong"}, 422: {}, 429: {}},
     )
     async def change_password(
         body: PasswordChange, request: Request, session: Session = Depends(as_customer)
     ) -> SessionToken:
-        with auth.cause(request, f"customer:{session.account_id}", session.tenant_id):
-            account = await run_sync(
-                accounts.change_password, session, body.current_password, body.new_password
-            )
+        # A stolen session must not become a way to guess the password (and lock the owner out).
+        async with limits.attempt(
+            "password_change", "", str(session.account_id), auth.client_of(request), failure=WrongPassword
+        ):
+            with auth.cause(request, f"customer:{session.account_id}", session.tenant_id):
+                account = await run_sync(
+                    accounts.change_password, session, body.current_password, body.new_password
+                )
         return issue_session(account)
 
     @api.post(
@@ -238,11 +236,13 @@ def routes(
         response_model=Accepted,
         tags=["customers"],
         summary="Change my email address: it takes effect when the link sent to it is followed",
-        responses={403: {"description": "The current password is wrong"}},
+        responses={403: {"description": "The current password is wrong"}, 429: {}},
     )
     async def change_email(
         body: EmailChangeRequest, request: Request, session: Session = Depends(as_customer)
     ) -> Accepted:
+        # Every request counts: each is a password guess, and mail to an address of one's choosing.
+        await limits.hit("email_change", "", str(session.account_id), auth.client_of(request))
         await run_sync(accounts.check_password, session, body.current_password)
         with auth.cause(request, f"customer:{session.account_id}", session.tenant_id):
             deferred.submit("email_change", lambda: accounts.request_email_change(session, body.email))

@@ -39,7 +39,15 @@ class Strict(BaseModel):
 class ClaimRequest(Strict):
     email: Email
     name: ShortText
-    password: Password | None = Field(default=None, description="Omit to log in with emailed links only.")
+    password: Password | None = Field(
+        default=None,
+        deprecated=True,
+        description=(
+            "Ignored (accepted so that older clients keep working): whoever claims an address may "
+            "not own it, so the password is chosen when the verification link is followed "
+            "(`POST /v1/email-verifications`)."
+        ),
+    )
     language: Language | None = None
 
 
@@ -49,6 +57,21 @@ class EmailRequest(Strict):
 
 class TokenRequest(Strict):
     token: Token
+
+
+class VerificationRequest(Strict):
+    token: Token
+    password: Password | None = Field(
+        default=None,
+        description=(
+            "The password of a newly claimed account, chosen now by whoever follows the link "
+            "(checked for strength). Omit it to log in with emailed links; not for a link that "
+            "confirms a new address (422 `password_not_expected`)."
+        ),
+    )
+    send_login_link: bool = Field(
+        default=False, description="Without a password: email a login link right away."
+    )
 
 
 class NewPasswordRequest(Strict):
@@ -69,6 +92,7 @@ class Accepted(BaseModel):
 class Verified(BaseModel):
     account_id: UUID
     verified: bool = True
+    has_password: bool = Field(description="False: the customer logs in with emailed links.")
 
 
 class PasswordSet(BaseModel):

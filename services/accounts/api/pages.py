@@ -1,5 +1,5 @@
-"""The pages emailed links open (PUBLIC_BASE_URL + /verify-email, /set-password, /reset-password,
-/magic-link), for a deployment without a customer portal of its own.
+"""The pages emailed links open (PUBLIC_BASE_URL + /verify-email, /confirm-email, /set-password,
+/reset-password, /magic-link), for a deployment without a customer portal of its own.
 
 Opening a link (GET) never uses its token up: mail scanners prefetch links. The page shows a
 form that posts the token (and a new password) back, and the POST does the work. A portal that
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse
@@ -19,8 +19,9 @@ from fastapi.responses import HTMLResponse
 from backbone.credentials import SessionSigner
 from backbone.domain import DomainError
 from backbone.http import run_sync
-from services.accounts.api import auth
+from services.accounts.api import auth, errors
 from services.accounts.application import Accounts
+from services.accounts.domainmodel import LinkRefused
 from services.accounts.ratelimits import RateLimited, RateLimits
 
 HEADERS = {
@@ -48,21 +49,33 @@ def form(path: str, token: str, button: str, password: bool = False) -> str:
     )
 
 
+def verification_form(token: str) -> str:
+    """Whoever follows the link chooses how to log in: a password, or emailed links (the
+    second button skips the browser's check of the password field)."""
+    return (
+        '<form method="post" action="/verify-email">'
+        f'<input type="hidden" name="token" value="{html.escape(token, quote=True)}">'
+        '<p><label>Choose a password <input type="password" name="password" required '
+        'autocomplete="new-password"></label></p>'
+        '<p><button type="submit" name="then" value="password">Verify and save my password</button></p>'
+        "<p>Or log in without a password, with a link we email you each time:</p>"
+        '<p><button type="submit" name="then" value="login_link" formnovalidate>'
+        "Verify and email me a login link</button></p></form>"
+    )
+
+
 def routes(api: FastAPI, accounts: Accounts, signer: SessionSigner, limits: RateLimits) -> None:
     async def attempt(
         request: Request, title: str, work: Callable[[], Any], done: Callable[[Any], str]
     ) -> HTMLResponse:
-        client = auth.client_of(request)
         try:
-            await limits.check("link", "", "", client)
-            with auth.cause(request, "customer:anonymous", None):
-                result = await run_sync(work)
+            async with limits.attempt("link", "", "", auth.client_of(request), failure=LinkRefused):
+                with auth.cause(request, "customer:anonymous", None):
+                    result = await run_sync(work)
         except RateLimited as limited:
             return page(title, f"<p>{html.escape(str(limited))}</p>", 429)
         except DomainError as refused:
-            if refused.code == "link_invalid":
-                await limits.count("link", "", "", client)
-            return page(title, f"<p>{html.escape(str(refused))}</p>", refused.http_status)
+            return page(title, f"<p>{html.escape(str(refused))}</p>", errors.status_of(refused))
         return page(title, done(result))
 
     def landing(path: str, title: str, button: str, password: bool = False) -> None:
@@ -70,18 +83,51 @@ def routes(api: FastAPI, accounts: Accounts, signer: SessionSigner, limits: Rate
         async def show(token: str = "") -> HTMLResponse:
             return page(title, form(path, token, button, password))
 
-    landing("/verify-email", "Verify your email address", "Verify my email address")
+    @api.get(
+        "/verify-email",
+        response_class=HTMLResponse,
+        tags=["pages"],
+        summary="The page a link opens: Verify your email address",
+    )
+    async def show_verification(token: str = "") -> HTMLResponse:
+        return page("Verify your email address", verification_form(token))
+
+    landing("/confirm-email", "Confirm your new email address", "Confirm my new email address")
     landing("/set-password", "Choose your password", "Save my password", password=True)
     landing("/reset-password", "Choose a new password", "Save my new password", password=True)
     landing("/magic-link", "Log in", "Log me in")
 
     @api.post("/verify-email", response_class=HTMLResponse, include_in_schema=False)
-    async def verify(request: Request, token: Annotated[str, Form(max_length=200)]) -> HTMLResponse:
+    async def verify(
+        request: Request,
+        token: Annotated[str, Form(max_length=200)],
+        then: Annotated[Literal["password", "login_link"], Form()] = "login_link",
+        password: Annotated[str | None, Form(max_length=128)] = None,
+    ) -> HTMLResponse:
+        chosen = password if then == "password" and password else None
+
+        def done(account: Any) -> str:
+            if account.has_password:
+                return "<p>Your email address is verified and your password saved. You can now log in.</p>"
+            return (
+                "<p>Your email address is verified. A link to log in is on its way to it; ask for a "
+                "new one whenever you want to log in.</p>"
+            )
+
         return await attempt(
             request,
             "Verify your email address",
+            lambda: accounts.verify_email(token, chosen, login_link=chosen is None),
+            done,
+        )
+
+    @api.post("/confirm-email", response_class=HTMLResponse, include_in_schema=False)
+    async def confirm(request: Request, token: Annotated[str, Form(max_length=200)]) -> HTMLResponse:
+        return await attempt(
+            request,
+            "Confirm your new email address",
             lambda: accounts.verify_email(token),
-            lambda _: "<p>Your email address is verified. You can now log in.</p>",
+            lambda _: "<p>Your new email address is confirmed.</p>",
         )
 
     async def choose_password(request: Request, title: str, token: str, password: str) -> HTMLResponse:

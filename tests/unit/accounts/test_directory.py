@@ -27,7 +27,7 @@ def test_claimed_unclaimed_archived_and_search(world, tmp_path):
     read_model = ReadModel(f"sqlite+pysqlite:///{tmp_path / 'views.sqlite3'}", views.metadata)
     read_model.create()
     world.claimed("verified@example.com")
-    world.app.claim_account(TENANT, "pending@example.com", "Pending Person", None, None)
+    world.app.claim_account(TENANT, "pending@example.com", "Pending Person", None)
     staff_made = world.app.create_account(
         TENANT, "invited@example.com", "Invited Ivan", {"phone": "+49 30 123456"}
     )

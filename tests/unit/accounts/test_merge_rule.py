@@ -84,7 +84,7 @@ def test_a_booking_fills_empty_fields_and_never_overwrites(world):
 
 
 def test_only_the_verified_owner_or_the_account_named_by_the_booking_gets_details(world):
-    world.app.claim_account(TENANT, "ben@example.com", "Ben", None, None)  # not verified
+    world.app.claim_account(TENANT, "ben@example.com", "Ben", None)  # not verified
     handle(world, booking_placed(world, "ben@example.com"))
     assert world.app.account_by_email(TENANT, "ben@example.com").phone is None
 
