@@ -129,14 +129,20 @@ def auditor(token: SecretStr | None) -> Callable[..., Awaitable[str]]:
     return dependency
 
 
-def admin(token: SecretStr | None) -> Callable[..., str]:
-    """The platform operator's token (ADMIN_API_TOKEN); unset, the admin API is off."""
+def admin(token: SecretStr | None) -> Callable[..., Awaitable[str]]:
+    """The platform operator's token (ADMIN_API_TOKEN); unset, the admin API is off. Wrong
+    tokens are throttled per client network (`FailureThrottle`)."""
+    throttle = FailureThrottle()
 
-    def dependency(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> str:
+    async def dependency(
+        request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+    ) -> str:
         expected = token.get_secret_value() if token is not None else ""
         if not expected:
             raise HTTPException(403, "The admin API is turned off (set ADMIN_API_TOKEN to use it).")
-        if credentials is None or not same(credentials.credentials, expected):
+        if not await throttle.check(
+            request, lambda: credentials is not None and same(credentials.credentials, expected)
+        ):
             raise _unauthorized("The admin token is required (Authorization: Bearer).")
         return "service:admin"
 

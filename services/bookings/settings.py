@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
-from backbone.settings import ServiceSettings
+from backbone.settings import ServiceSettings, long_enough
 
 
 class BookingsSettings(ServiceSettings):
@@ -20,3 +20,8 @@ class BookingsSettings(ServiceSettings):
         "from a publisher allowed everything). Never in production: anyone who can write "
         "bookings.commands could then act on any tenant (docs/security.md).",
     )
+
+    @field_validator("admin_api_token")
+    @classmethod
+    def _admin_token_long_enough(cls, token: SecretStr | None) -> SecretStr | None:
+        return long_enough(token, "ADMIN_API_TOKEN")

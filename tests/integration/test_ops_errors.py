@@ -8,6 +8,7 @@ import uuid
 import psycopg
 import pytest
 
+from backbone.signing import key_settings
 from deploy.local._proc import free_ports
 from ops import registry
 from ops.config import Deployment, OpsError
@@ -25,6 +26,7 @@ def postgres_config(postgres, dbname: str, tmp_path, **overrides) -> Deployment:
             "POSTGRES_PASSWORD": postgres.password,
             "POSTGRES_DBNAME": dbname,
             "DATA_DIR": str(tmp_path),
+            **{k.upper(): str(v) for k, v in key_settings(tmp_path / "bus", "ops-test").items()},
             **overrides,
         }
     )

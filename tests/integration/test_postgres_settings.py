@@ -11,6 +11,7 @@ import pytest
 from psycopg import sql
 
 from backbone.credentials import load_or_create_signing_key, public_path
+from backbone.signing import key_settings
 from deploy.local.postgres import LocalPostgres
 from ops import registry
 from ops.config import Deployment, OpsError
@@ -57,6 +58,7 @@ def deployment(params, ca_file, tmp_path) -> tuple[Deployment, str]:
         "POSTGRES_MAX_OVERFLOW": "1",
         "SESSION_PUBLIC_KEY_FILE": str(public_path(signing)),
         "DATA_DIR": str(tmp_path),
+        **{k.upper(): str(v) for k, v in key_settings(tmp_path / "bus", "bookings").items()},
     }
     return Deployment(common=env), database
 

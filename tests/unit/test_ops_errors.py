@@ -14,6 +14,7 @@ import typer
 from typer.testing import CliRunner
 
 from backbone.credentials import load_or_create_sealing_keys, load_or_create_signing_key, public_path
+from backbone.signing import key_settings
 from deploy.local._proc import free_ports
 from ops import registry
 from ops.cli import app
@@ -71,6 +72,7 @@ def keys(root: Path) -> dict[str, str]:
         "SESSION_PUBLIC_KEY_FILE": str(public_path(signing)),
         "SESSION_SIGNING_KEY_FILE": str(signing),
         "SEALING_KEY_FILE": str(root / "sealing.key"),
+        **{k.upper(): str(v) for k, v in key_settings(root / "bus", "ops-test").items()},
     }
 
 
