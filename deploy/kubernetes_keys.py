@@ -27,18 +27,30 @@ ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 API = "https://kubernetes.default.svc"
 
 
+def secret_files(folder: Path) -> dict[str, bytes]:
+    """Every key file `deploy/keys.py` made in `folder`, by its key in the Secret: the path with
+    dots for slashes (`bus/accounts.key` -> `bus.accounts.key`), and a trusted bus key by its
+    service only (`bus/trusted/accounts.<key id>.pub` -> `bus.trusted.accounts.pub`), so that
+    the Deployments can name it; mounted back as `bus/trusted/<service>.current.pub`."""
+    files = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        parts = path.relative_to(folder).parts
+        if parts[:2] == ("bus", "trusted"):
+            key = f"bus.trusted.{parts[-1].split('.', 1)[0]}.pub"
+        else:
+            key = ".".join(parts)
+        files[key] = path.read_bytes()
+    return files
+
+
 def secret_manifest(name: str, folder: Path) -> dict[str, Any]:
-    """The Secret of every key file in `folder` (file name = key in the Secret)."""
+    """The Secret of every key file in `folder` (see `secret_files`)."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "booking-accounts"}},
         "type": "Opaque",
-        "data": {
-            path.name: base64.b64encode(path.read_bytes()).decode()
-            for path in sorted(folder.iterdir())
-            if path.is_file()
-        },
+        "data": {key: base64.b64encode(data).decode() for key, data in secret_files(folder).items()},
     }
 
 

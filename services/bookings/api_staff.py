@@ -22,6 +22,7 @@ from backbone import context
 from backbone.auth import staff_member
 from backbone.blindindex import BlindIndex
 from backbone.http import run_sync
+from backbone.personal import Personal
 from backbone.readmodel import ReadModel
 from contracts.bookings import LongText
 from contracts.envelope import TenantId
@@ -29,7 +30,7 @@ from contracts.wording import refund_note
 from services.bookings import answers, views
 from services.bookings.answers import BookingSummary, Cancelled, HistoryEntry
 from services.bookings.application import Bookings
-from services.bookings.history import customer_history
+from services.bookings.history import customer_history, rows_of
 
 TenantPath = Annotated[TenantId, Path(description="The business's tenant id")]
 _bearer = HTTPBearer(auto_error=False)
@@ -248,11 +249,16 @@ async def cancel_booking(
     )
 
 
+def _plain(value: Any) -> Any:
+    """A personal value (the customer's reason, sealed since BookingCancelled v3) in the clear."""
+    return value.value if isinstance(value, Personal) else value
+
+
 def _detail(bookings: Bookings, tenant_id: str, booking_id: UUID) -> StaffBookingDetail:
     booking = bookings.staff_booking(tenant_id, booking_id)
     custom = bookings.custom_statuses(tenant_id)
     summary = answers.booking_summary(booking, bookings, custom)
-    history = customer_history(bookings.booking_events(booking.id), _NOBODY, custom)
+    history = customer_history(rows_of(bookings.booking_events(booking.id)), _NOBODY, custom)
     cancellation = booking.cancellation
     return StaffBookingDetail(
         **summary.model_dump(),
@@ -260,7 +266,7 @@ def _detail(bookings: Bookings, tenant_id: str, booking_id: UUID) -> StaffBookin
         form={k: v.value for k, v in booking.form.items()},
         terms=booking.frozen_terms.as_dict(),
         payments=[Payment(payment_id=k, amount=v) for k, v in booking.payments.items()],
-        cancellation=Cancellation(**{k: cancellation[k] for k in Cancellation.model_fields})
+        cancellation=Cancellation(**{k: _plain(cancellation[k]) for k in Cancellation.model_fields})
         if cancellation
         else None,
         refund_note=refund_note("en"),

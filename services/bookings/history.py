@@ -62,6 +62,33 @@ def recorded(event: Any) -> dict[str, Any] | None:
     return None
 
 
+def rows_of(events: Iterable[Any]) -> list[dict[str, Any]]:
+    """History rows as `views.booking_history` keeps them, made from a booking's events in
+    memory (staff pages, which read the aggregate anyway). A sealed reason is given in the
+    clear here: these rows are never stored."""
+    from backbone.context import Cause
+    from backbone.personal import Personal
+    from backbone.sqltypes import jsonable
+
+    rows = []
+    for event in events:
+        facts = recorded(event)
+        if facts is None:
+            continue
+        if isinstance(facts.get("reason"), Personal):
+            facts["reason"] = facts["reason"].value
+        rows.append(
+            {
+                "at": event.timestamp,
+                "version": event.originator_version,
+                "actor": Cause.from_meta(getattr(event, "meta", None)).actor,
+                "what": facts.pop("what"),
+                "facts": jsonable(facts),
+            }
+        )
+    return rows
+
+
 def customer_history(
     rows: Iterable[Mapping[str, Any]], account_id: UUID, custom: Mapping[str, CustomStatus]
 ) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from deploy.keys import main as make_keys
+from deploy.kubernetes_keys import secret_files
 from deploy.kubernetes_keys import secret_manifest
 from services.accounts.settings import AccountsSettings
 from services.bookings.settings import BookingsSettings
@@ -66,7 +67,9 @@ def test_each_service_is_given_every_setting_it_requires(name, monkeypatch, tmp_
     env = dict(of_kind("ConfigMap")["booking-accounts"]["data"])
     secrets = {s: d.get("stringData", {}) for s, d in of_kind("Secret").items()}
     make_keys([str(tmp_path)])  # what the keys Job puts in its Secret
-    secrets["booking-accounts-keys"] = {p.name: p.read_text().strip() for p in tmp_path.iterdir()}
+    secrets["booking-accounts-keys"] = {
+        key: data.decode().strip() for key, data in secret_files(tmp_path).items()
+    }
     for variable in container["env"]:
         if "value" in variable:
             env[variable["name"]] = variable["value"]
@@ -88,6 +91,11 @@ def test_each_service_is_given_every_setting_it_requires(name, monkeypatch, tmp_
         if path is not None:
             assert path.parent == Path("/keys") and path.name in mounted
             assert path.name in secrets["booking-accounts-keys"]
+    # Its own bus key, and every service's public bus key (backbone/signing.py).
+    assert settings.bus_key_file == Path(f"/keys/bus/{name}.key") and f"bus/{name}.key" in mounted
+    assert settings.bus_trusted_keys_dir == Path("/keys/bus/trusted")
+    assert {f"bus/trusted/{s}.current.pub" for s in SETTINGS} <= mounted
+    assert {item["key"] for item in keys["secret"]["items"]} <= set(secrets["booking-accounts-keys"])
 
 
 @pytest.mark.parametrize("name", sorted(SETTINGS))
@@ -143,17 +151,21 @@ def consumed_topics(tmp_path: Path) -> dict[str, set[str]]:
     _, public = load_or_create_sealing_keys(tmp_path / "sealing.key")
     signing = tmp_path / "session-signing-key.pem"
     load_or_create_signing_key(signing)
+    from backbone.signing import key_settings
+
     common = {"store": "memory", "data_dir": tmp_path}
+    bus = {name: key_settings(tmp_path / "bus", name) for name in ("accounts", "bookings", "notifier")}
     services = [
         accounts(
             AccountsSettings(
                 **common,
+                **bus["accounts"],
                 session_signing_key_file=signing,
                 notifier_public_key=base64.b64encode(public).decode(),
             )
         ),
-        bookings(BookingsSettings(**common, session_public_key_file=public_path(signing))),
-        notifier(NotifierSettings(**common, sealing_key_file=tmp_path / "sealing.key")),
+        bookings(BookingsSettings(**common, **bus["bookings"], session_public_key_file=public_path(signing))),
+        notifier(NotifierSettings(**common, **bus["notifier"], sealing_key_file=tmp_path / "sealing.key")),
     ]
     consumed = {s.name: {t for c in s.consumers for t in c.topics} for s in services}
     for service in services:
@@ -175,11 +187,14 @@ def test_the_keys_job_makes_a_secret_of_the_key_files(tmp_path):
     make_keys([str(tmp_path)])
     secret = secret_manifest("booking-accounts-keys", tmp_path)
     kubernetes_validate.validate(secret, KUBERNETES_VERSION, strict=True)
+    services = ("accounts", "bookings", "notifier")
     assert set(secret["data"]) == {
         "sealing.key",
         "sealing.pub",
         "session-signing-key.pem",
         "session-signing-key.pub.pem",
+        *(f"bus.{s}.key" for s in services),
+        *(f"bus.trusted.{s}.pub" for s in services),
     }
     assert base64.b64decode(secret["data"]["sealing.pub"]) == (tmp_path / "sealing.pub").read_bytes()
     (job,) = of_kind("Job").values()

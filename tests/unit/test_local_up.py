@@ -35,6 +35,7 @@ def started_with(tmp_path, caller=CALLER):
     return {
         spec.name: service_env(spec, "127.0.0.1:9092", caller, tmp_path, SECRETS[spec.name])
         for spec in SERVICES
+        if spec.name in SECRETS  # the portal has no store: the operator tool has no use for it
     }
 
 
@@ -44,6 +45,8 @@ def test_the_ops_config_holds_every_setting_the_services_start_with_the_callers_
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     deployment = Deployment.load(path)
     for spec in SERVICES:
+        if spec.name not in envs:
+            continue
         cls = settings_class(spec.name)
         in_file = deployment.settings(spec.name, cls).model_dump()
         # What the service itself reads from the environment it is started with.
@@ -90,5 +93,5 @@ def test_the_callers_settings_win_over_ups_defaults_but_not_over_what_up_decides
     envs = started_with(tmp_path, caller)
     assert envs["accounts"]["PUBLIC_BASE_URL"] == "https://accounts.example"
     # One broker, a port and a data directory per service: up's own.
-    assert [envs[s.name]["HTTP_PORT"] for s in SERVICES] == ["8001", "8002", "8003"]
+    assert [envs[s.name]["HTTP_PORT"] for s in SERVICES if s.name in envs] == ["8001", "8002", "8003"]
     assert envs["bookings"]["DATA_DIR"] == str(tmp_path / "data" / "bookings")

@@ -64,6 +64,7 @@ async def test_staff_list_filter_see_and_cancel_with_an_override(harness, staff)
     assert (await staff.get(url, headers=headers, params=near)).json()["total"] == 0
 
     detail = (await staff.get(f"{url}/{soon['booking_id']}", headers=headers)).json()
+    assert "cancel" in detail, detail
     assert detail["cancel"]["reason_code"] == "cutoff_passed"
     assert [p["amount"] for p in detail["payments"]] == ["40.00"] and detail["cancellation"] is None
     body = {"booking_version": detail["version"], "refund_due": "25.00", "reason": "storm"}
