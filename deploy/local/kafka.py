@@ -7,7 +7,7 @@
     kafka.kill(); kafka.restart()     # kill -9, then recover
     kafka.close()                     # stop and delete the temporary work dir
 
-See README.md "Kafka without Docker" and /work/shared/reference/kafka-without-docker.md.
+See README.md "Kafka without Docker".
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from uuid import UUID
 import sqlalchemy as sa
 
 from backbone.credentials import Session
-from backbone.eventstore import ServiceApplication
+from backbone.eventstore import Lease, ServiceApplication
 from backbone.follower import Recorded
 from backbone.http import NotFound
 from backbone.personal import Vault
@@ -107,9 +107,11 @@ class CachingProjection(Projection):
         super().__init__(app, read_model, name, project, **kwargs)
         self.cache = cache
 
-    def apply(self, batch: Sequence[Recorded], previous: int | None = None) -> None:
+    def apply(
+        self, batch: Sequence[Recorded], previous: int | None = None, lease: Lease | None = None
+    ) -> None:
         try:
-            super().apply(batch, previous)
+            super().apply(batch, previous, lease)
         finally:  # committed, or rolled back: either way nothing cached is newer than the tables
             self.cache.forget({recorded.event.originator_id for recorded in batch})
 

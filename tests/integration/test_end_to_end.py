@@ -152,7 +152,8 @@ def test_claim_verify_book_see_cancel_and_be_told(system, mail_server, kafka_boo
     assert receiver.open(event["email"]).value == email
     assert event["status_before"] == "PEND" and event["amount_paid"] == "30.00"
     assert event["refund_due"] == "30.00" and event["currency"] == "EUR"
-    assert event["cancelled_by"]["kind"] == "customer" and event["reason"] == "weather"
+    assert event["cancelled_by"]["kind"] == "customer" and event["reason"] is None
+    assert receiver.open(event["sealed_reason"]).value == "weather"  # the customer's words, sealed
 
     # And the customer is told, by email.
     notice = mail_server.wait_for(lambda m: email in m.rcpt_tos and "cancelled" in m.subject, timeout=30)
