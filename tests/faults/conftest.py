@@ -14,7 +14,7 @@ import pytest
 from deploy.local.mailcatcher import MailCatcher
 from tests.faults.ledger import Books
 from tests.support.ops import Ops
-from tests.support.system import System
+from tests.support.system import TEST_PUBLISHERS, System, publisher
 
 LONG_ENV = "BOOKING_ACCOUNTS_FAULTS_LONG"
 
@@ -73,6 +73,8 @@ def pg_system(tmp_path_factory, local_kafka, local_postgres, postgres, mail) -> 
         service.start()
     for service in system.services.values():
         service.wait_ready(timeout=300)  # a loaded machine (and a broker just restarted) is slow
+    for name in list(TEST_PUBLISHERS):  # the command publishers the ledger's commands come from
+        system.register_publisher(name, publisher(name).public_key)
     yield system
     system.stop()
 

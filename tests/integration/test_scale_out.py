@@ -26,7 +26,7 @@ from deploy.local._proc import free_ports
 from services.bookings.domainmodel import Booking
 from services.bookings.integration import translator
 from tests.support.bookings import AccountsFeed, BookingsBus, command, place
-from tests.support.system import ServiceProcess, System, all_events, open_store
+from tests.support.system import TEST_PUBLISHERS, ServiceProcess, System, all_events, open_store, publisher
 
 pytestmark = [
     pytest.mark.integration,
@@ -63,6 +63,8 @@ def test_three_instances_killed_at_random_lose_nothing_and_apply_nothing_twice(
         instance.start()
     for instance in instances:
         instance.wait_ready()
+    for name in list(TEST_PUBLISHERS):  # the command publishers the test's commands come from
+        system.register_publisher(name, publisher(name).public_key)
     bus = BookingsBus(kafka_bootstrap_servers, system, AccountsFeed(TENANT))
     rng = random.Random(COMMANDS)
     try:
