@@ -14,6 +14,7 @@ import uuid
 import pytest
 
 from backbone.credentials import load_or_create_signing_key, public_path
+from backbone.signing import key_settings
 from deploy.local.__main__ import SERVICES, service_env
 from deploy.local._proc import free_ports
 from deploy.local.supervisor import Backoff, Supervised, wait_until_up
@@ -170,7 +171,10 @@ def test_the_bookings_service_killed_with_kill_9_under_the_supervisor_comes_back
         kafka_bootstrap_servers,
         caller,
         tmp_path,
-        {"SESSION_PUBLIC_KEY_FILE": str(public_path(signing))},
+        {
+            "SESSION_PUBLIC_KEY_FILE": str(public_path(signing)),
+            **{k.upper(): str(v) for k, v in key_settings(tmp_path / "keys" / "bus", "bookings").items()},
+        },
     )
     said = Said()
     service = Supervised(
