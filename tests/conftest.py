@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from deploy.local.kafka import LocalKafka
 from deploy.local.mailcatcher import MailCatcher
@@ -29,6 +30,11 @@ from tests.support.infra import (
     Unavailable,
     require_infra,
 )
+
+# Property tests check rules, never speed: no per-example deadline and no "too slow" health
+# check, which only measure how busy the machine is (a shared CI runner, several suites).
+settings.register_profile("rules", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("rules")
 
 _manager = InfraManager()
 
