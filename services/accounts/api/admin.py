@@ -21,6 +21,8 @@ STAFF = "/v1/admin/tenants/{tenant_id}/staff"
 
 def routes(api: FastAPI, accounts: Accounts, read_model: ReadModel, token: SecretStr | None) -> None:
     as_admin = auth.admin(token)
+    # Wrong tokens are throttled per client network (backbone.auth.admin).
+    throttled = {429: {"description": "Too many wrong tokens from this network: try again later"}}
 
     @api.post(
         STAFF,
@@ -28,6 +30,7 @@ def routes(api: FastAPI, accounts: Accounts, read_model: ReadModel, token: Secre
         response_model=StaffMemberCreated,
         tags=["admin"],
         summary="Add a staff member to a tenant; the answer holds their API key, shown this once",
+        responses=throttled,
     )
     async def add(
         tenant_id: Tenant, body: StaffMemberRequest, request: Request, actor: str = Depends(as_admin)
@@ -36,7 +39,13 @@ def routes(api: FastAPI, accounts: Accounts, read_model: ReadModel, token: Secre
             staff_id, api_key = await run_sync(accounts.add_staff_member, tenant_id, body.label)
         return StaffMemberCreated(staff_id=staff_id, tenant_id=tenant_id, label=body.label, api_key=api_key)
 
-    @api.get(STAFF, response_model=list[StaffMemberView], tags=["admin"], summary="A tenant's staff members")
+    @api.get(
+        STAFF,
+        response_model=list[StaffMemberView],
+        tags=["admin"],
+        summary="A tenant's staff members",
+        responses=throttled,
+    )
     async def members(tenant_id: Tenant, _: str = Depends(as_admin)) -> Any:
         def read() -> Any:
             with read_model.engine.connect() as conn:
@@ -49,7 +58,7 @@ def routes(api: FastAPI, accounts: Accounts, read_model: ReadModel, token: Secre
         status_code=204,
         tags=["admin"],
         summary="Remove a staff member: their API key stops working at once",
-        responses={404: {}},
+        responses={404: {}, **throttled},
     )
     async def remove(
         tenant_id: Tenant, staff_id: UUID, request: Request, actor: str = Depends(as_admin)
