@@ -52,7 +52,7 @@ def replicas(postgres, tmp_path):
 
 def test_after_a_redaction_every_replica_stops_decrypting_within_seconds(replicas):
     first, second = replicas
-    first.claim_account("acme", "wes@example.com", "Wes", None, "en")
+    first.claim_account("acme", "wes@example.com", "Wes", "en")
     account = first.account_by_email("acme", "wes@example.com")
     sealed = first.sealed(account.email)
     # The other replica has read the account: the key and the aggregate are in its memory.
