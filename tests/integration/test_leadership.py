@@ -23,6 +23,7 @@ from backbone.outbox import OutboxRelay
 from backbone.personal import Vault
 from backbone.readmodel import Projection, ReadModel
 from backbone.settings import StoreSettings
+from backbone.signing import Keyring, create_key
 from services.accounts import views
 from services.accounts.application import Accounts, AccountsConfig
 from services.accounts.integration import translator
@@ -60,7 +61,7 @@ def app(store, tmp_path):
 
 def claim(app, count):
     for _ in range(count):
-        app.claim_account("acme", f"{uuid.uuid4().hex[:10]}@example.com", "Ada", None, "en")
+        app.claim_account("acme", f"{uuid.uuid4().hex[:10]}@example.com", "Ada", "en")
 
 
 def lock(store, name="accounts/accounts.outbox", **kwargs):
@@ -153,7 +154,7 @@ async def test_a_stalled_ex_leader_cannot_write_to_the_read_model(store, postgre
     await old.release()
 
 
-async def test_two_relays_publish_each_event_once_and_the_survivor_takes_over(store, postgres, app):
+async def test_two_relays_publish_each_event_once_and_the_survivor_takes_over(store, postgres, app, tmp_path):
     """Two instances' relays on one store: only the leader publishes; kill it, the other
     resumes from the stored position."""
     broker = KafkaBroker()
@@ -164,9 +165,11 @@ async def test_two_relays_publish_each_event_once_and_the_survivor_takes_over(st
         seen.append(body["event_id"])
 
     relays = []
+    signer = create_key(tmp_path / "bus", "accounts")  # what accounts signs its events with
+    keyring = Keyring.load(tmp_path / "bus" / "trusted")
     async with TestKafkaBroker(broker):
         for _ in range(2):
-            relay = OutboxRelay(app, broker, "accounts", translator(app))
+            relay = OutboxRelay(app, broker, "accounts", translator(app), signer=signer, keyring=keyring)
             relay.poll_interval = 0.05
             relay.lead_with(lock(store))
             relays.append(relay)

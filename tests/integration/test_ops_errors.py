@@ -8,6 +8,7 @@ import uuid
 import psycopg
 import pytest
 
+from backbone.credentials import load_or_create_sealing_keys
 from backbone.signing import key_settings
 from deploy.local._proc import free_ports
 from ops import registry
@@ -17,6 +18,7 @@ pytestmark = pytest.mark.integration
 
 
 def postgres_config(postgres, dbname: str, tmp_path, **overrides) -> Deployment:
+    load_or_create_sealing_keys(tmp_path / "sealing.key")  # what deploy.keys makes for the notifier
     return Deployment(
         common={
             "STORE": "postgres",
@@ -26,6 +28,7 @@ def postgres_config(postgres, dbname: str, tmp_path, **overrides) -> Deployment:
             "POSTGRES_PASSWORD": postgres.password,
             "POSTGRES_DBNAME": dbname,
             "DATA_DIR": str(tmp_path),
+            "SEALING_KEY_FILE": str(tmp_path / "sealing.key"),
             **{k.upper(): str(v) for k, v in key_settings(tmp_path / "bus", "ops-test").items()},
             **overrides,
         }

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from backbone.credentials import MissingKey, load_or_create_signing_key, public_path
 from backbone.readmodel import ReadModel
+from backbone.signing import key_settings
 from services.bookings.bootstrap import bootstrap
 from services.bookings.settings import BookingsSettings
 
@@ -33,6 +34,7 @@ def settings(tmp_path, kafka, namespace, name) -> BookingsSettings:
         topic_partitions=1,
         data_dir=tmp_path / name,
         session_public_key_file=public_path(key),
+        **key_settings(tmp_path / "keys" / "bus", "bookings"),
     )
 
 
@@ -90,7 +92,13 @@ async def test_instances_beyond_the_partition_count_are_ready_and_a_dead_store_i
 
 def test_a_missing_key_file_stops_the_start_with_a_clear_message(tmp_path):
     with pytest.raises(MissingKey) as stopped:
-        bootstrap(BookingsSettings(data_dir=tmp_path, session_public_key_file=tmp_path / "nowhere.pem"))
+        bootstrap(
+            BookingsSettings(
+                data_dir=tmp_path,
+                session_public_key_file=tmp_path / "nowhere.pem",
+                **key_settings(tmp_path / "bus", "bookings"),  # present: the session key is not
+            )
+        )
     message = str(stopped.value)
     assert str(tmp_path / "nowhere.pem") in message and "SESSION_PUBLIC_KEY_FILE" in message
     assert "deploy.keys" in message
