@@ -142,7 +142,7 @@ class Service:
         stalled = self.stalled_partitions()  # a position that does not fit its partition
         if stalled:
             reasons.append(
-                "stalled until an operator decides (booking-accounts positions): " + "; ".join(stalled)
+                "Stalled until an operator decides (booking-accounts positions): " + "; ".join(stalled)
             )
         reasons += [f"unreachable: {store}" for store in await asyncio.to_thread(self.app.unreachable_stores)]
         if not await self.broker.ping(timeout=2.0):
