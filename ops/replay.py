@@ -229,7 +229,7 @@ def _already_held(receiver: SubjectKeyReceiver, batch: list[Any]) -> int:
             stored = receiver.vault.key(key.subject_id)
         except (ValidationError, UnknownSubject):
             continue
-        held += stored is None or key.key is not None  # an erasure is final; a key, a key
+        held += stored is None or not key.erased  # an erasure is final; a key (sealed or not), a key
     return held
 
 
