@@ -122,7 +122,7 @@ def test_notifier_killed_while_handling_1000_events(tmp_path, kafka_bootstrap_se
         booking_id = uuid.uuid4()
         event = {
             "event_type": "BookingCancelled",
-            "schema_version": 2,
+            "schema_version": 3,  # v3: the reason sealed (`sealed_reason`)
             "event_id": str(uuid.uuid4()),
             "occurred_at": datetime.now(UTC).isoformat(),
             "tenant_id": TENANT,
