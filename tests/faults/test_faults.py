@@ -26,7 +26,15 @@ import pytest
 from deploy.local.mailcatcher import MailCatcher
 from tests.faults.ledger import Books, Counts, Round
 from tests.support.ops import Ops
-from tests.support.system import System, command_record, place_booking_command, publish, wait_for
+from tests.support.system import (
+    TEST_PUBLISHERS,
+    System,
+    command_record,
+    place_booking_command,
+    publish,
+    publisher,
+    wait_for,
+)
 from tests.support.topics import recreate_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -203,6 +211,8 @@ def test_a_full_disk_under_the_sqlite_store(tmp_path, local_kafka, mail, outages
     system = System(tmp_path, local_kafka.bootstrap_servers, mail.port, overrides=overrides)
     try:
         system.bookings.start().wait_ready(timeout=300)
+        for name in list(TEST_PUBLISHERS):  # the publishers the ledger's commands come from
+            system.register_publisher(name, publisher(name).public_key)
         filler = disk / "filler"
         r = Round("full disk (SQLite), bookings", claims=0, commands=30)
         with filler.open("wb") as f:  # fill it up, to the last block
