@@ -80,7 +80,11 @@ def test_no_email_or_name_in_any_postgresql_file_before_or_after_an_erasure(
             publish(kafka_bootstrap_servers, system.topic("bookings.commands"), [command_record(booking)])
         )
         bookings = httpx.Client(base_url=system.bookings.url, headers=customer, timeout=10)
-        wait_for(lambda: bookings.get("/v1/me/bookings").json(), timeout=60, what="the booking listed")
+        def listed() -> bool:  # 403 until bookings has heard that the address is verified
+            response = bookings.get("/v1/me/bookings")
+            return response.status_code == 200 and bool(response.json())
+
+        wait_for(listed, timeout=60, what="the booking listed")
         quote = bookings.get(f"/v1/me/bookings/{booking['booking_id']}/cancellation-quote")
         assert quote.status_code == 200, quote.text
         confirm = quote.json()["confirm"]
