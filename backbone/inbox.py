@@ -522,6 +522,13 @@ class Inbox:
         try:
             message = self.catalog.decode(record.value)
         except DecodeError as error:
+            log.warning(
+                "undecodable record dead-lettered",
+                inbox=self.name,
+                reason=error.reason,
+                partition=f"{record.topic}/{record.partition}",
+                offset=record.offset,
+            )
             plan.dead.append(deadletters.DeadLetter(record, error.reason, error.detail))
             with plan.uow.scope():
                 record_failure(plan.uow, error.body, error.reason, error.detail)
