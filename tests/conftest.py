@@ -1,10 +1,12 @@
-"""Session-wide infrastructure fixtures: Kafka, PostgreSQL, an SMTP catcher.
+"""Session-wide infrastructure fixtures: Kafka, PostgreSQL, Redis, an SMTP catcher.
 
     kafka_bootstrap_servers  str             env / testcontainers / LocalKafka
     local_kafka              LocalKafka      only when the broker is LocalKafka (restart tests)
     postgres                 PostgresParams  env / testcontainers / LocalPostgres
                                              .create_database(n) .drop_database(n) .dsn(n)
     local_postgres           LocalPostgres   only when PostgreSQL is LocalPostgres
+    redis                    RedisParams     env (REDIS_URL) / LocalRedis   .url .rate_limit_storage
+    local_redis              LocalRedis      only when Redis is LocalRedis (kill/restart/pause tests)
     mail_server              MailCatcher     a fresh SMTP catcher per test on a free port
 
 See tests/support/infra.py for the resolution order and the environment variables.
@@ -20,13 +22,16 @@ from hypothesis import HealthCheck, settings
 from deploy.local.kafka import LocalKafka
 from deploy.local.mailcatcher import MailCatcher
 from deploy.local.postgres import LocalPostgres, PostgresParams
+from deploy.local.redis import LocalRedis, RedisParams
 from tests.support.infra import (
     KAFKA,
     POSTGRES,
+    REDIS,
     RESOURCE_FIXTURES,
     InfraManager,
     KafkaHandle,
     PostgresHandle,
+    RedisHandle,
     Unavailable,
     require_infra,
 )
@@ -39,7 +44,7 @@ settings.load_profile("rules")
 _manager = InfraManager()
 
 
-def _get(name: str) -> KafkaHandle | PostgresHandle:
+def _get(name: str) -> KafkaHandle | PostgresHandle | RedisHandle:
     try:
         return _manager.get(name)
     except Unavailable as exc:
@@ -125,6 +130,26 @@ def local_postgres(postgres: PostgresParams) -> LocalPostgres:
     assert isinstance(handle, PostgresHandle)
     if handle.local is None:
         pytest.skip(f"PostgreSQL is not a LocalPostgres (source: {handle.source})")
+    return handle.local
+
+
+@pytest.fixture(scope="session")
+def redis() -> RedisParams:
+    """Where the session's Redis is (``.url``, ``.rate_limit_storage`` for the accounts service).
+    Tests share it: each uses keys of its own (a test namespace, a fresh address or client)."""
+    handle = _get(REDIS)
+    assert isinstance(handle, RedisHandle)
+    return handle.params
+
+
+@pytest.fixture(scope="session")
+def local_redis(redis: RedisParams) -> LocalRedis:
+    """The LocalRedis behind ``redis``, for kill/restart/SIGSTOP tests (restarts keep the port
+    and the password; the counters are gone)."""
+    handle = _get(REDIS)
+    assert isinstance(handle, RedisHandle)
+    if handle.local is None:
+        pytest.skip(f"Redis is not a LocalRedis (source: {handle.source})")
     return handle.local
 
 

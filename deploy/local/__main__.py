@@ -31,6 +31,7 @@ from deploy.local.fresh import FreshRefused, clear_postgres, postgres_stores
 from deploy.local.kafka import LocalKafka
 from deploy.local.mailcatcher import MailCatcher, MailCatcherUI
 from deploy.local.postgres import LocalPostgres
+from deploy.local.redis import LocalRedis
 from deploy.local.supervisor import Supervised, wait_until_up
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -77,6 +78,8 @@ kafka_app = typer.Typer(no_args_is_help=True, help="A local Kafka broker from Ma
 postgres_app = typer.Typer(no_args_is_help=True, help="A throw-away local PostgreSQL.")
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(postgres_app, name="postgres")
+redis_app = typer.Typer(no_args_is_help=True, help="A throw-away local Redis (the shared rate limits).")
+app.add_typer(redis_app, name="redis")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -183,6 +186,41 @@ def postgres_start(
             raise _fail(exc) from None
         finally:
             pg.close()
+
+
+# --------------------------------------------------------------------------- redis
+
+
+@redis_app.command("install")
+def redis_install() -> None:
+    """Find redis-server; apt-get install Debian's redis-server if missing (root only)."""
+    try:
+        binary = LocalRedis().ensure_installed()
+    except InfraError as exc:
+        raise _fail(exc) from None
+    _echo(f"Redis server: {binary}")
+
+
+@redis_app.command("start")
+def redis_start(
+    port: Annotated[int, typer.Option(help="Port (0 = a free one).")] = 0,
+    password: Annotated[str, typer.Option(help="Its password (default: a random one).")] = "",
+) -> None:
+    """Start a throw-away Redis (nothing persisted) in the foreground until Ctrl-C, and print the
+    accounts service's RATE_LIMIT_STORAGE setting for it."""
+    redis = LocalRedis(port=port, password=password or None)
+    with _sigterm_as_keyboard_interrupt():
+        try:
+            params = redis.start()
+            _echo(f"RATE_LIMIT_STORAGE={params.rate_limit_storage}", color="green")
+            _echo(f"REDIS_URL={params.url}   (Ctrl-C to stop; counters are discarded)")
+            _wait_for_ctrl_c()
+        except KeyboardInterrupt:
+            pass
+        except (InfraError, TimeoutError) as exc:
+            raise _fail(exc) from None
+        finally:
+            redis.close()
 
 
 # --------------------------------------------------------------------------- mailcatcher
@@ -377,6 +415,9 @@ def up(
     kafka_controller_port: Annotated[int, typer.Option(help="KRaft controller port.")] = 9093,
     smtp_port: Annotated[int, typer.Option(help="Mail catcher SMTP port.")] = 1025,
     mail_ui_port: Annotated[int, typer.Option(help="Mail catcher web UI port.")] = 8025,
+    redis_port: Annotated[
+        int, typer.Option(help="Redis port for the shared rate limits (0 = a free one).")
+    ] = 0,
     restart: Annotated[
         bool,
         typer.Option(
@@ -384,11 +425,13 @@ def up(
         ),
     ] = True,
 ) -> None:
-    """Kafka + mail catcher + the services, until Ctrl-C.
+    """Kafka + mail catcher + Redis (the accounts' rate limits) + the services, until Ctrl-C.
 
     Kafka data and the services' DATA_DIRs persist in .local/ between runs (--fresh wipes
     them). A service that exits is restarted (deploy/local/supervisor.py), unless
     --no-restart. SMTP_HOST/SMTP_PORT in your environment send the notifier's email there.
+    Redis is throw-away (its counters start afresh each time); RATE_LIMIT_STORAGE in your
+    environment points the accounts service elsewhere, and then no Redis is started.
     """
     if fresh:  # every store, PostgreSQL included, or nothing (deploy/local/fresh.py)
         try:
@@ -407,6 +450,7 @@ def up(
     )
     catcher = MailCatcher(port=smtp_port, directory=LOCAL_DIR / "mail")
     ui = MailCatcherUI(catcher, port=mail_ui_port)
+    redis = None if "RATE_LIMIT_STORAGE" in os.environ else LocalRedis(port=redis_port)
     services: list[Supervised] = []
     with _sigterm_as_keyboard_interrupt():
         try:
@@ -415,6 +459,8 @@ def up(
             catcher.start()
             ui.start()
             secrets, notes = local_secrets()
+            if redis is not None:  # several accounts instances would share it (docs/operations.md)
+                secrets.setdefault("accounts", {})["RATE_LIMIT_STORAGE"] = redis.start().rate_limit_storage
             mail = {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(catcher.port)}
             ops_envs: dict[str, dict[str, str]] = {}
             skipped: dict[str, str] = {}
@@ -446,6 +492,9 @@ def up(
                 f"Kafka          {bootstrap}   (log: {kafka.log_file})",
                 mail_line(ops_envs["notifier"], catcher.port),
                 f"Mail (web UI)  {ui.url}",
+                f"Redis          {redis.params.host}:{redis.params.port}, the accounts' rate limits"
+                if redis is not None
+                else "Redis          not started: RATE_LIMIT_STORAGE from your environment",
             ]
             for spec in SERVICES:
                 svc = next((s for s in services if s.name == spec.name), None)
@@ -475,6 +524,8 @@ def up(
                 svc.stop()
             ui.stop()
             catcher.stop()
+            if redis is not None:
+                redis.close()
             kafka.stop()
     _echo("Stopped.")
 

@@ -6,6 +6,8 @@ Resolution order for each resource (first that applies wins):
               ->  deploy.local.kafka.LocalKafka (Maven jars + java)
 * PostgreSQL: $POSTGRES_HOST (+ _PORT/_USER/_PASSWORD)  ->  testcontainers PostgresContainer
               ->  deploy.local.postgres.LocalPostgres (distribution binaries, apt if root)
+* Redis:      $REDIS_URL  ->  deploy.local.redis.LocalRedis (Debian's redis-server, apt if
+              root; it starts in milliseconds, so no container is tried)
 
 $BOOKING_ACCOUNTS_INFRA=local|docker forces one of the last two (default: auto).
 When nothing is possible the requesting tests are skipped with the reason - unless
@@ -31,6 +33,7 @@ from typing import Any
 from deploy.local._proc import InfraError, ToolMissingError
 from deploy.local.kafka import LocalKafka
 from deploy.local.postgres import LocalPostgres, PostgresParams
+from deploy.local.redis import LocalRedis, RedisParams
 
 INFRA_ENV = "BOOKING_ACCOUNTS_INFRA"
 REQUIRE_ENV = "BOOKING_ACCOUNTS_REQUIRE_INFRA"
@@ -43,11 +46,13 @@ DEFAULT_POSTGRES_IMAGE = "postgres:15"
 
 KAFKA = "kafka"
 POSTGRES = "postgres"
+REDIS = "redis"
 
 # Which fixtures need which resource (their transitive closure is in item.fixturenames).
 RESOURCE_FIXTURES: dict[str, tuple[str, ...]] = {
     KAFKA: ("kafka_bootstrap_servers", "local_kafka"),
     POSTGRES: ("postgres", "local_postgres"),
+    REDIS: ("redis", "local_redis"),
 }
 
 
@@ -69,6 +74,15 @@ class PostgresHandle:
     params: PostgresParams
     source: str
     local: LocalPostgres | None = None
+    close: Callable[[], None] = lambda: None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class RedisHandle:
+    params: RedisParams
+    source: str  # "env" | "local"
+    local: LocalRedis | None = None
     close: Callable[[], None] = lambda: None
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -259,10 +273,48 @@ def provide_postgres() -> PostgresHandle:
         raise Unavailable(f"no PostgreSQL: POSTGRES_HOST unset; Docker: {why_not}; local: {exc}") from None
 
 
+# --------------------------------------------------------------------------- redis
+
+
+def _redis_from_env() -> RedisHandle | None:
+    url = os.environ.get("REDIS_URL", "").strip()
+    if not url:
+        return None
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url.removeprefix("async+"))
+    params = RedisParams(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 6379,
+        password=unquote(parts.password or ""),
+        db=int(parts.path.strip("/") or 0),
+    )
+    return RedisHandle(params, "env")
+
+
+def provide_redis() -> RedisHandle:
+    from_env = _redis_from_env()
+    if from_env is not None:
+        return from_env
+    redis = LocalRedis()
+    try:
+        redis.ensure_installed()
+    except ToolMissingError as exc:
+        raise Unavailable(f"no Redis: REDIS_URL unset; local: {exc}") from None
+    except InfraError as exc:  # apt-get failed
+        raise Unavailable(f"no Redis: cannot install redis-server: {exc}"[:2000]) from None
+    params = redis.start(timeout=60)
+    return RedisHandle(params, "local", local=redis, close=redis.close, timings=redis.timings)
+
+
 # --------------------------------------------------------------------------- manager
 
 
-PROVIDERS: dict[str, Callable[[], Any]] = {KAFKA: provide_kafka, POSTGRES: provide_postgres}
+PROVIDERS: dict[str, Callable[[], Any]] = {
+    KAFKA: provide_kafka,
+    POSTGRES: provide_postgres,
+    REDIS: provide_redis,
+}
 
 
 class InfraManager:
