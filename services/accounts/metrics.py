@@ -18,6 +18,12 @@ rate_limited = Counter(
     ["action", "scope"],
     registry=REGISTRY,
 )
+rate_limits_unavailable = Counter(
+    "accounts_rate_limits_unavailable_total",
+    "Limited requests refused with 503 because the shared counters (Redis) did not answer.",
+    ["action"],
+    registry=REGISTRY,
+)
 logins = Counter(
     "accounts_logins_total",
     "Customer logins, by method (password, magic_link) and outcome (ok, refused).",

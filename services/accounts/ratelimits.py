@@ -12,25 +12,30 @@ A client is its network, not its address: an IPv6 host holds a whole /64 (every 
 is one bucket), an IPv4 address is itself (IPv4-mapped IPv6 too).
 
 Windows are fixed, starting at a key's first counted request (the `limits` library's fixed
-window: an atomic increment that can be given back). The counters live in memory by default
-(one instance); give `RATE_LIMIT_STORAGE` a shared storage (e.g. `async+redis://host:6379`)
-when several instances serve the same tenants.
+window). The counters (`backbone.counters`) live in memory by default (one instance); with
+several instances, `RATE_LIMIT_STORAGE=async+redis://:<password>@host:6379/0` makes every
+instance count in one Redis, so a limit holds in total, not per instance. Taking a request's
+counts and giving them back are each one atomic step there (a Lua script).
+
+When that Redis does not answer, limited requests are refused with 503 and Retry-After
+(`RateLimitsUnavailable`): never let through uncounted, never blamed on the caller. Requests
+that are not limited keep working.
 """
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse
-from limits.aio.strategies import FixedWindowRateLimiter
-from limits.storage import storage_from_string
 
 from backbone.auth import client_network
+from backbone.counters import Count, CountersUnavailable, counters_from
+from backbone.logging import get_logger
 from services.accounts import metrics
+
+log = get_logger(__name__)
 
 DEFAULTS: dict[str, str] = {
     "claim.email": "5/hour",
@@ -59,7 +64,17 @@ class RateLimited(Exception):
         return f"Too many requests. Try again in {self.retry_after} seconds."
 
 
-Counted = list[tuple[RateLimitItem, tuple[str, ...]]]
+class RateLimitsUnavailable(Exception):
+    """The shared counters did not answer: the request cannot be counted, so it is refused
+    (503, the server's fault), never let through unlimited."""
+
+    retry_after = 5  # seconds
+
+    def __str__(self) -> str:
+        return "Requests of this kind cannot be accepted at the moment. Try again shortly."
+
+
+Counted = list[Count]
 
 
 class RateLimits:
@@ -75,8 +90,7 @@ class RateLimits:
         self.items: dict[str, RateLimitItem] = {
             k: parse(v) for k, v in {**DEFAULTS, **(overrides or {})}.items()
         }
-        self.storage = storage_from_string(storage)
-        self.limiter = FixedWindowRateLimiter(self.storage)
+        self.counters = counters_from(storage)
         self.pseudonym = pseudonym
 
     async def hit(self, action: str, tenant_id: str, email: str, client: str) -> None:
@@ -106,23 +120,28 @@ class RateLimits:
 
     async def take(self, action: str, tenant_id: str, email: str, client: str) -> Counted:
         """Count one request against every key of `action` at once, or none of them:
-        RateLimited (and nothing counted) if any is over its limit."""
-        counted: Counted = []
+        RateLimited (and nothing counted) if any is over its limit; RateLimitsUnavailable if
+        the counters cannot be reached."""
+        scopes, counted = [], []
         for scope, key in self._keys(action, tenant_id, email, client):
-            item, identifiers = self.items[f"{action}.{scope}"], (action, scope, key)
-            allowed = await self.limiter.hit(item, *identifiers)
-            counted.append((item, identifiers))
-            if not allowed:
-                stats = await self.limiter.get_window_stats(item, *identifiers)
-                await self.give_back(counted)
-                metrics.rate_limited.labels(action, scope).inc()
-                raise RateLimited(action, max(1, math.ceil(stats.reset_time - time.time())))
+            item = self.items[f"{action}.{scope}"]
+            scopes.append(scope)
+            counted.append(Count(item.key_for(action, scope, key), item.amount, item.get_expiry()))
+        try:
+            over = await self.counters.take(counted)
+        except CountersUnavailable as error:
+            log.error("rate_limits.unavailable", action=action, error=str(error))
+            metrics.rate_limits_unavailable.labels(action).inc()
+            raise RateLimitsUnavailable() from error
+        if over is not None:
+            metrics.rate_limited.labels(action, scopes[over.index]).inc()
+            raise RateLimited(action, over.retry_after)
         return counted
 
     async def give_back(self, counted: Counted) -> None:
-        """Undo `take` (an increment by -1: atomic in every storage `limits` offers)."""
-        for item, identifiers in counted:
-            await self.storage.incr(item.key_for(*identifiers), item.get_expiry(), amount=-1)
+        """Undo `take`, in one step (a refund that cannot be made is logged: the count then
+        lasts until its window ends)."""
+        await self.counters.give_back(counted)
 
     def _keys(self, action: str, tenant_id: str, email: str, client: str) -> list[tuple[str, str]]:
         keys = []

@@ -15,7 +15,7 @@ from backbone.readmodel import ReadModel
 from services.accounts.api import admin, customers, errors, pages, staff
 from services.accounts.application import Accounts
 from services.accounts.deferred import Deferred
-from services.accounts.ratelimits import RateLimited, RateLimits
+from services.accounts.ratelimits import RateLimited, RateLimits, RateLimitsUnavailable
 
 
 def routes(
@@ -31,6 +31,12 @@ def routes(
     @api.exception_handler(RateLimited)
     async def _rate_limited(_: Request, error: RateLimited) -> JSONResponse:
         response = problem(429, "Too many requests", str(error), code="rate_limited")
+        response.headers["Retry-After"] = str(error.retry_after)
+        return response
+
+    @api.exception_handler(RateLimitsUnavailable)
+    async def _rate_limits_unavailable(_: Request, error: RateLimitsUnavailable) -> JSONResponse:
+        response = problem(503, "Service unavailable", str(error), code="rate_limits_unavailable")
         response.headers["Retry-After"] = str(error.retry_after)
         return response
 
