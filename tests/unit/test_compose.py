@@ -106,3 +106,12 @@ def test_services_scale_behind_the_edge_on_postgres():
         if "booking-accounts" not in image:  # third-party images are pinned to a release
             tag = image.rsplit(":", 1)[-1]
             assert ":" in image and tag != "latest" and any(c.isdigit() for c in tag), (name, image)
+
+
+def test_accounts_replicas_share_their_rate_limits_on_the_redis_service():
+    url = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", service("accounts")["environment"]["RATE_LIMIT_STORAGE"])
+    assert url == "async+redis://:booking@redis:6379/0"
+    assert service("accounts")["depends_on"]["redis"] == {"condition": "service_healthy"}
+    redis = service("redis")
+    assert "--requirepass" in redis["command"] and "ports" not in redis
+    assert "ping" in " ".join(redis["healthcheck"]["test"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 from pathlib import Path
 
 import kubernetes_validate
@@ -71,8 +72,8 @@ def test_each_service_is_given_every_setting_it_requires(name, monkeypatch, tmp_
         key: data.decode().strip() for key, data in secret_files(tmp_path).items()
     }
     for variable in container["env"]:
-        if "value" in variable:
-            env[variable["name"]] = variable["value"]
+        if "value" in variable:  # $(NAME): a variable defined before it (Kubernetes expands it)
+            env[variable["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], variable["value"])
         else:
             ref = variable["valueFrom"]["secretKeyRef"]
             env[variable["name"]] = secrets[ref["name"]][ref["key"]]
@@ -201,3 +202,19 @@ def test_the_keys_job_makes_a_secret_of_the_key_files(tmp_path):
     (container,) = job["spec"]["template"]["spec"]["containers"]
     assert container["command"][:3] == ["python", "-m", "deploy.kubernetes_keys"]
     assert container["command"][3] == secret["metadata"]["name"]
+
+
+def test_accounts_replicas_share_their_rate_limits_on_the_redis_service():
+    (container,) = of_kind("Deployment")["accounts"]["spec"]["template"]["spec"]["containers"]
+    env = {v["name"]: v for v in container["env"]}
+    assert env["RATE_LIMIT_STORAGE"]["value"] == "async+redis://:$(REDIS_PASSWORD)@redis:6379/0"
+    names = [v["name"] for v in container["env"]]
+    assert names.index("REDIS_PASSWORD") < names.index("RATE_LIMIT_STORAGE")  # defined before use
+    ref = env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "booking-accounts-redis", "key": "password"}
+    assert "password" in of_kind("Secret")["booking-accounts-redis"]["stringData"]
+    service = of_kind("Service")["redis"]
+    assert service["spec"]["ports"][0]["port"] == 6379
+    (redis,) = of_kind("Deployment")["redis"]["spec"]["template"]["spec"]["containers"]
+    assert redis["args"][:2] == ["--requirepass", "$(REDIS_PASSWORD)"]
+    assert {v["name"] for v in redis["env"]} == {"REDIS_PASSWORD"}
