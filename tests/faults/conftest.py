@@ -1,7 +1,8 @@
 """The standing fault suite's fixtures: one system of three services on PostgreSQL (module
-scope: started once for all its faults), an SMTP server that can be stopped and made to refuse,
-and the outage lengths (short by default; `--long` or BOOKING_ACCOUNTS_FAULTS_LONG=1 for the
-lengths of the issue: broker 60 s, PostgreSQL 30 s, SMTP 60 s, SIGSTOP 20 s)."""
+scope: started once for all its faults) with the accounts' rate limits on the session's Redis,
+an SMTP server that can be stopped and made to refuse, and the outage lengths (short by default;
+`--long` or BOOKING_ACCOUNTS_FAULTS_LONG=1 for the lengths of the issue: broker 60 s, PostgreSQL
+30 s, SMTP 60 s, SIGSTOP 20 s, Redis 30 s)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ class Outages:
     postgres: float
     smtp: float
     sigstop: float
+    redis: float
     settle: float  # how long the system may take to catch up after a fault
 
 
@@ -32,8 +34,8 @@ class Outages:
 def outages(request: pytest.FixtureRequest) -> Outages:
     long = bool(request.config.getoption("--long", default=False)) or os.environ.get(LONG_ENV) == "1"
     if long:
-        return Outages(broker=60, postgres=30, smtp=60, sigstop=20, settle=240)
-    return Outages(broker=4, postgres=4, smtp=4, sigstop=6, settle=120)
+        return Outages(broker=60, postgres=30, smtp=60, sigstop=20, redis=30, settle=240)
+    return Outages(broker=4, postgres=4, smtp=4, sigstop=6, redis=4, settle=120)
 
 
 @pytest.fixture(scope="module")
@@ -59,15 +61,16 @@ OVERRIDES = {
 
 
 @pytest.fixture(scope="module")
-def pg_system(tmp_path_factory, local_kafka, local_postgres, postgres, mail) -> Iterator[System]:
+def pg_system(tmp_path_factory, local_kafka, local_postgres, postgres, mail, local_redis) -> Iterator[System]:
     root = tmp_path_factory.mktemp("faults-pg")
+    rate_limits = {"RATE_LIMIT_STORAGE": local_redis.params.rate_limit_storage}
     system = System(
         root,
         local_kafka.bootstrap_servers,
         mail.port,
         store="postgres",
         postgres=postgres,
-        overrides=OVERRIDES,
+        overrides={**OVERRIDES, "accounts": {**OVERRIDES["accounts"], **rate_limits}},
     )
     for service in system.services.values():
         service.start()

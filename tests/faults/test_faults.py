@@ -7,7 +7,8 @@ emails at the SMTP server, dead letters, and whether everything caught up. They 
 with `-s` to see them); a fault passes with 0 lost, 0 applied twice and 0 dead letters.
 
 Short outages by default, to fit CI; `--long` (or BOOKING_ACCOUNTS_FAULTS_LONG=1) gives the
-lengths of a real bad day. Redis is not part of the system yet: its fault is skipped, saying so.
+lengths of a real bad day. Redis holds the accounts' rate limits: while it is gone, limited
+requests are refused with 503 (counted by kind here), and nothing else is disturbed.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -169,8 +171,54 @@ def test_smtp_down_then_4xx_then_5xx_for_one_recipient(
     assert parked >= 1 and not mail.messages_to(refused)  # parked for an operator, not lost
 
 
-def test_redis_down():
-    pytest.skip("Redis is not part of the system yet (no service uses it): nothing to take down")
+def test_redis_killed_then_stalled_under_load(pg_system: System, books: Books, outages, local_redis):
+    """The accounts' rate limits live in Redis. While it is down (kill -9) or stalled (SIGSTOP),
+    every login is refused with 503 `rate_limits_unavailable` and Retry-After: never let through
+    uncounted, never a 4xx that blames the caller, never a 500. The bus and the stores are not
+    involved: the round's commands and emails go through untouched, and logins are counted
+    again as soon as Redis answers."""
+    r = Round(f"Redis kill -9 {outages.redis:.0f} s, then SIGSTOP {outages.redis:.0f} s")
+    r.claim_accounts(pg_system)
+    r.send_commands(pg_system)
+    under_way(books, r)
+    logins: Counter[str] = Counter()
+    local_redis.kill()
+    try:
+        _logins_during(pg_system, r, outages.redis, logins, "down")
+    finally:
+        local_redis.restart()
+    _logins_during(pg_system, r, 1, logins, "back")
+    local_redis.pause()
+    try:
+        _logins_during(pg_system, r, outages.redis, logins, "stalled")
+    finally:
+        local_redis.resume()
+    _logins_during(pg_system, r, 1, logins, "back")
+    counts = settle(books, r, outages.settle + 2 * outages.redis)
+    FIGURES.append(f"{r.name}: logins answered " + ", ".join(f"{k}: {v}" for k, v in sorted(logins.items())))
+    judge(r, counts)
+    assert logins["down 503"] >= 1 and logins["stalled 503"] >= 1, logins
+    assert logins["back 401"] >= 2, logins
+    assert set(logins) <= {"down 503", "stalled 503", "back 401"}, logins  # nothing else, ever
+    assert pg_system.accounts.proc.poll() is None  # the service lived through it
+
+
+def _logins_during(system: System, r: Round, seconds: float, answers: Counter[str], phase: str) -> None:
+    """Wrong passwords for the round's addresses for `seconds` (at least one)."""
+    deadline = time.monotonic() + seconds
+    n = 0
+    while n == 0 or time.monotonic() < deadline:
+        response = httpx.post(
+            f"{system.accounts.url}/v1/tenants/{r.tenant}/sessions",
+            json={"email": r.addresses[n % len(r.addresses)], "password": "not-the-password"},
+            timeout=30,
+        )
+        answers[f"{phase} {response.status_code}"] += 1
+        if response.status_code == 503:
+            assert response.json()["code"] == "rate_limits_unavailable", response.text
+            assert int(response.headers["retry-after"]) >= 1
+        n += 1
+        time.sleep(0.2)
 
 
 def test_a_topic_deleted_and_created_again_under_a_running_service(pg_system: System, books: Books, outages):
