@@ -40,6 +40,9 @@ log = get_logger(__name__)
 
 # A stalled Redis answers nothing: a limited request waits this long before its 503.
 REDIS_TIMEOUT_SECONDS = 2.0
+# Connections per instance; a request in a burst waits up to POOL_WAIT_SECONDS for one.
+MAX_CONNECTIONS = 32
+POOL_WAIT_SECONDS = 5.0
 KEY_PREFIX = "booking-accounts:limits:"
 
 
@@ -142,11 +145,15 @@ class RedisCounters:
     """On one Redis server (or a Sentinel-managed primary), shared by every instance.
 
     Not for Redis Cluster: a request's keys are counted in one script and would have to share a
-    hash slot. Retries: one, at once, on a broken connection (a pooled connection to a server
+    hash slot. At most `max_connections` per instance; a request waits up to POOL_WAIT_SECONDS
+    for one.
+    Retries: one, at once, on a broken connection (a pooled connection to a server
     that restarted); none on a timeout, where the script may have run and a retry would count
     twice."""
 
-    def __init__(self, url: str, timeout: float = REDIS_TIMEOUT_SECONDS):
+    def __init__(
+        self, url: str, timeout: float = REDIS_TIMEOUT_SECONDS, max_connections: int = MAX_CONNECTIONS
+    ):
         import redis.asyncio
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
@@ -154,13 +161,19 @@ class RedisCounters:
         from redis.exceptions import RedisError
 
         self._errors = (RedisError, OSError, TimeoutError)
-        self.client = redis.asyncio.Redis.from_url(
+        # A bounded pool that makes a burst wait its turn (each script takes microseconds):
+        # without a bound, redis-py opens a connection per request in flight, and a burst of
+        # thousands timed out connecting (measured: 3,000 takes at once).
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
             url.removeprefix("async+"),
+            max_connections=max_connections,
+            timeout=POOL_WAIT_SECONDS,  # waiting for a free connection, behind the burst
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             health_check_interval=30,
         )
+        self.client = redis.asyncio.Redis.from_pool(pool)
         self._take = self.client.register_script(TAKE)
         self._give_back = self.client.register_script(GIVE_BACK)
 

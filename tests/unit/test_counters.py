@@ -106,6 +106,20 @@ async def test_a_parallel_burst_from_two_instances_gets_exactly_the_limit(redis:
             await instance.close()
 
 
+async def test_a_burst_larger_than_the_connection_pool_waits_its_turn(redis: RedisParams):
+    """Without a bound, redis-py opened a connection per request in flight, and a burst of 3,000
+    takes at once failed to connect for 2,932 of them (503s): the pool is bounded, a request
+    waits for a free connection."""
+    counters = RedisCounters(redis.rate_limit_storage, max_connections=4)
+    try:
+        count = Count(key(), 25, 60)
+        answers = await asyncio.gather(*(counters.take([count]) for _ in range(500)), return_exceptions=True)
+        assert not [a for a in answers if isinstance(a, BaseException)]
+        assert sum(a is None for a in answers) == 25
+    finally:
+        await counters.close()
+
+
 async def test_refunds_and_counts_interleaved_across_instances_keep_the_books(redis: RedisParams):
     """Attempts that succeed give their count back while others are counted: whatever the
     interleaving, the count left is the attempts that failed, never more than the limit."""
