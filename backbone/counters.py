@@ -146,10 +146,8 @@ class RedisCounters:
 
     Not for Redis Cluster: a request's keys are counted in one script and would have to share a
     hash slot. At most `max_connections` per instance; a request waits up to POOL_WAIT_SECONDS
-    for one.
-    Retries: one, at once, on a broken connection (a pooled connection to a server
-    that restarted); none on a timeout, where the script may have run and a retry would count
-    twice."""
+    for one. Retries: one, at once, on a broken connection (a pooled connection to a server that
+    restarted); none on a timeout, where the script may have run and a retry would count twice."""
 
     def __init__(
         self, url: str, timeout: float = REDIS_TIMEOUT_SECONDS, max_connections: int = MAX_CONNECTIONS
@@ -194,12 +192,6 @@ class RedisCounters:
             await self._give_back(keys=[KEY_PREFIX + c.key for c in counts])
         except self._errors as error:
             log.warning("rate_limits.give_back_failed", error=_describe(error), keys=len(counts))
-
-    async def ping(self) -> None:
-        try:
-            await self.client.ping()
-        except self._errors as error:
-            raise CountersUnavailable(f"the rate limits' Redis did not answer: {_describe(error)}") from error
 
     async def close(self) -> None:
         await self.client.aclose()

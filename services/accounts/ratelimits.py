@@ -122,7 +122,8 @@ class RateLimits:
         """Count one request against every key of `action` at once, or none of them:
         RateLimited (and nothing counted) if any is over its limit; RateLimitsUnavailable if
         the counters cannot be reached."""
-        scopes, counted = [], []
+        scopes: list[str] = []
+        counted: Counted = []
         for scope, key in self._keys(action, tenant_id, email, client):
             item = self.items[f"{action}.{scope}"]
             scopes.append(scope)
