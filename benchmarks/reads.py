@@ -5,6 +5,7 @@
     python -m benchmarks.reads --quick               # 8 s each
     python -m benchmarks.reads --stores sqlite --duration 60 --writes 20 --json
     python -m benchmarks.reads --profile /tmp/reads  # py-spy (if installed) records the service
+    python -m benchmarks.reads --rates 250,500,1000  # and the latencies at these offered rates
 
 The bookings service runs as in production: its own OS process (`python -m services.bookings`,
 uvicorn), its inbox and key consumers on a real Kafka broker, its followers (relay, projection,
@@ -15,7 +16,10 @@ servers of `deploy.local` unless KAFKA_BOOTSTRAP_SERVERS or POSTGRES_HOST point 
 
 The load: N verified customers (20) with M bookings each (10), each customer one client with
 its own keep-alive connection, alternating its listing and one of its bookings, as fast as the
-answers come, for a fixed duration after a warm-up. `--writes R` also sends R payment commands
+answers come, for a fixed duration after a warm-up. That closed loop finds the most requests a
+second the service answers; its latencies are then mostly queueing (20 clients always waiting:
+latency = 20 / rate). `--rates` adds open-loop runs at fixed offered rates, where a latency is
+what a customer waits at that load, counted from when the request was due. `--writes R` also sends R payment commands
 a second through Kafka meanwhile (the consumers and the projection then work during the reads).
 
 Printed per store: requests/s, p50/p90/p99/max latency, errors, and the service's CPU time per
@@ -199,6 +203,43 @@ async def load(
     return samples, time.monotonic() - began
 
 
+async def paced(
+    url: str, people: list[Customer], rate: float, seconds: float
+) -> tuple[list[tuple[str, float, int]], float]:
+    """Open loop: requests sent at `rate` per second in all, spread evenly over the customers,
+    each when it is due whether or not the earlier ones were answered (up to 8 connections per
+    customer). A latency counts from when the request was due, so a slow answer that held
+    back the next request shows in that one too (no coordinated omission)."""
+    samples: list[tuple[str, float, int]] = []
+    per_customer = rate / len(people)
+    start = time.monotonic() + 0.1
+    stop_at = start + seconds
+
+    async def one(session: aiohttp.ClientSession, kind: str, path: str, due: float) -> None:
+        async with session.get(url + path) as response:
+            await response.read()
+            samples.append((kind, time.monotonic() - due, response.status))
+
+    async def customer(i: int, person: Customer) -> None:
+        connector = aiohttp.TCPConnector(limit=8)
+        async with aiohttp.ClientSession(connector=connector, headers=person.headers) as session:
+            sent: set[asyncio.Task[None]] = set()
+            turn = 0
+            while (due := start + i / rate + turn / per_customer) < stop_at:
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                kind, path = "list", "/v1/me/bookings"
+                if turn % 2:
+                    kind, path = "detail", f"/v1/me/bookings/{person.booking_ids[(turn // 2) % len(person.booking_ids)]}"
+                task = asyncio.create_task(one(session, kind, path, due))
+                sent.add(task)
+                task.add_done_callback(sent.discard)
+                turn += 1
+            await asyncio.gather(*sent)
+
+    await asyncio.gather(*(customer(i, person) for i, person in enumerate(people)))
+    return samples, time.monotonic() - start
+
+
 async def writes(bus: BookingsBus, people: list[Customer], rate: float, seconds: float) -> int:
     """Payment commands through Kafka at `rate` per second (of 0.01, so bookings stay open)."""
     if rate <= 0:
@@ -226,7 +267,12 @@ def percentile(values: list[float], p: float) -> float:
 
 
 async def measure(
-    store: str, system: System, bus: BookingsBus, people: list[Customer], args: argparse.Namespace
+    store: str,
+    system: System,
+    bus: BookingsBus,
+    people: list[Customer],
+    args: argparse.Namespace,
+    rate: float | None = None,
 ) -> Result:
     url = system.bookings.url
     pid = system.bookings.proc.pid
@@ -234,17 +280,20 @@ async def measure(
     idle = cpu_seconds(pid)
     await asyncio.sleep(2.0)
     idle = (cpu_seconds(pid) - idle) / 2.0  # the followers' and consumers' own polling
-    profiler = start_profiler(pid, store, args)
+    profiler = start_profiler(pid, store, args) if rate is None else None
     service_cpu, client_cpu = cpu_seconds(pid), time.process_time()
     (samples, seconds), sent = await asyncio.gather(
-        load(url, people, args.clients, args.duration), writes(bus, people, args.writes, args.duration)
+        load(url, people, args.clients, args.duration)
+        if rate is None
+        else paced(url, people[: args.clients], rate, args.duration),
+        writes(bus, people, args.writes, args.duration),
     )
     service_cpu, client_cpu = cpu_seconds(pid) - service_cpu, time.process_time() - client_cpu
     stop_profiler(profiler)
     ok = [s for s in samples if s[2] == 200]
     latencies = [s[1] * 1000 for s in ok]
     return Result(
-        store=store,
+        store=store if rate is None else f"{store} @{rate:g}/s",
         duration_s=round(seconds, 2),
         requests=len(samples),
         errors=len(samples) - len(ok),
@@ -281,7 +330,8 @@ def stop_profiler(profiler: subprocess.Popen[bytes] | None) -> None:
         profiler.wait(timeout=60)
 
 
-def run(store: str, kafka: str, postgres: PostgresParams | None, args: argparse.Namespace) -> Result:
+def run(store: str, kafka: str, postgres: PostgresParams | None, args: argparse.Namespace) -> list[Result]:
+    """The store's closed-loop result (as fast as answered), then one per `--rates` rate."""
     with tempfile.TemporaryDirectory(prefix=f"reads-bench-{store}-") as root:
         system = System(Path(root), kafka, smtp_port=1, store=store, postgres=postgres)
         system.start("bookings")
@@ -289,13 +339,15 @@ def run(store: str, kafka: str, postgres: PostgresParams | None, args: argparse.
             bus = BookingsBus(kafka, system, AccountsFeed(TENANT))
             people = seed(system, bus, args.customers, args.bookings)
             asyncio.run(until_listed(system.bookings.url, people, args.bookings))
-            result = asyncio.run(measure(store, system, bus, people, args))
+            results = [asyncio.run(measure(store, system, bus, people, args))]
+            for rate in args.rates:
+                results.append(asyncio.run(measure(store, system, bus, people, args, rate=rate)))
             errors = system.bookings.errors()
             if errors:
                 print(
                     f"# {store}: the service logged {len(errors)} error(s), e.g. {errors[0]}", file=sys.stderr
                 )
-            return result
+            return results
         finally:
             system.stop()
             if postgres is not None:
@@ -342,6 +394,12 @@ def main() -> None:
     parser.add_argument(
         "--writes", type=float, default=0.0, help="payment commands/s through Kafka meanwhile"
     )
+    parser.add_argument(
+        "--rates",
+        default="",
+        help="also offer these total request rates (comma-separated, per second), open loop: "
+        "the latencies a customer sees at that load",
+    )
     parser.add_argument("--quick", action="store_true", help="8 s per store, 1 s warm-up")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--profile", metavar="DIR", help="record the service with py-spy into DIR")
@@ -349,6 +407,7 @@ def main() -> None:
     if args.quick:
         args.duration, args.warmup = min(args.duration, 8.0), min(args.warmup, 1.0)
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]
+    args.rates = [float(r) for r in args.rates.split(",") if r.strip()]
     header = (
         f"# booking-accounts reads benchmark: {args.customers} customers x {args.bookings} bookings, "
         f"{args.clients} clients, {args.duration:.0f} s per store, {args.writes:g} writes/s; "
@@ -359,9 +418,9 @@ def main() -> None:
     results = []
     with infrastructure("postgres" in stores) as (kafka, postgres):
         for store in stores:
-            results.append(run(store, kafka, postgres if store == "postgres" else None, args))
+            results += run(store, kafka, postgres if store == "postgres" else None, args)
             if not args.json:
-                print(f"# {store}: {results[-1].requests_per_s:.0f} requests/s", flush=True)
+                print(f"# {store}: {results[-1 - len(args.rates)].requests_per_s:.0f} requests/s", flush=True)
     if not args.json:
         print(table(results))
     else:
