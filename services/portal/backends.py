@@ -50,7 +50,10 @@ class Backends:
     def __init__(self, accounts: str, bookings: str, notifier: str, timeout: float = 10.0):
         self.urls = {"accounts": accounts.rstrip("/"), "bookings": bookings.rstrip("/"), "notifier": notifier}
         self.urls["notifier"] = notifier.rstrip("/")
-        self.http = httpx.AsyncClient(timeout=timeout)
+        # Keep-alive connections for as many calls as run at once (httpx keeps 20 by default:
+        # under load the rest were opened and closed for every call).
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200, keepalive_expiry=30)
+        self.http = httpx.AsyncClient(timeout=timeout, limits=limits)
 
     async def close(self) -> None:
         await self.http.aclose()

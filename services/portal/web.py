@@ -15,6 +15,7 @@ from __future__ import annotations
 import hmac
 import json
 import secrets
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -33,6 +34,7 @@ from services.portal.settings import PortalSettings
 log = get_logger(__name__)
 
 COOKIE = "portal_session"
+BRANDING_FRESH_SECONDS = 30.0
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
 
@@ -159,16 +161,21 @@ class Portal:
     def __init__(self, settings: PortalSettings, backends: Backends):
         self.settings, self.backends = settings, backends
         self.templates = Jinja2Templates(directory=str(TEMPLATES))
-        self._branding: dict[str, dict[str, Any]] = {}
+        self._branding: dict[str, tuple[float, dict[str, Any]]] = {}  # tenant -> (fresh until, branding)
 
     async def branding(self, tenant: str) -> dict[str, Any]:
         """The business as customers see it (name, contact, time zone, logo, colour): public
-        facts, asked of the notifier, which keeps the tenant's branding."""
+        facts, asked of the notifier, which keeps the tenant's branding. Every page shows
+        them, so an answer is kept for `BRANDING_FRESH_SECONDS` (asking on every page cost a
+        fifth of a page's time): a business's new logo shows within that long."""
+        known = self._branding.get(tenant)
+        if known is not None and time.monotonic() < known[0]:
+            return known[1]
         try:
             found = await self.backends.branding(tenant)
         except Exception as error:  # the pages still work, with the last known (or plain) branding
             log.warning("branding unavailable", tenant_id=tenant, error=str(error))
-            found = self._branding.get(tenant) or {
+            found = known[1] if known else {
                 "tenant_id": tenant,
                 "business_name": tenant,
                 "contact_email": None,
@@ -177,7 +184,10 @@ class Portal:
                 "colour": None,
                 "default_language": None,
             }
-        self._branding[tenant] = found
+            # Asked again at the next page: an outage is not remembered as fresh.
+            self._branding[tenant] = (0.0, found)
+            return found
+        self._branding[tenant] = (time.monotonic() + BRANDING_FRESH_SECONDS, found)
         return found
 
     def render(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
