@@ -19,8 +19,9 @@ its own keep-alive connection, alternating its listing and one of its bookings, 
 answers come, for a fixed duration after a warm-up. That closed loop finds the most requests a
 second the service answers; its latencies are then mostly queueing (20 clients always waiting:
 latency = 20 / rate). `--rates` adds open-loop runs at fixed offered rates, where a latency is
-what a customer waits at that load, counted from when the request was due. `--writes R` also sends R payment commands
-a second through Kafka meanwhile (the consumers and the projection then work during the reads).
+what a customer waits at that load, counted from when the request was due. `--writes R` also
+sends R payment commands a second through Kafka meanwhile (the consumers and the projection
+then work during the reads).
 
 Three audiences (`--audiences`), one after the other on the same data: customers on the
 bookings API; the tenant's staff on its staff API (the list, a search by a word of a
@@ -422,7 +423,10 @@ def run(store: str, kafka: str, postgres: PostgresParams | None, args: argparse.
             for service in system.services.values():
                 errors = service.errors() if service.proc is not None else []
                 if errors:
-                    print(f"# {store} {service.name}: logged {len(errors)} error(s), e.g. {errors[0]}", file=sys.stderr)
+                    print(
+                        f"# {store} {service.name}: logged {len(errors)} error(s), e.g. {errors[0]}",
+                        file=sys.stderr,
+                    )
             return results
         finally:
             system.stop()

@@ -30,7 +30,9 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 import sqlalchemy as sa
+from pydantic import BaseModel
 
+from backbone.blindindex import BlindIndex
 from backbone.credentials import Session
 from backbone.eventstore import Lease, ServiceApplication
 from backbone.follower import Recorded
@@ -189,9 +191,13 @@ class Summaries:
             return None
         return shown
 
-    def put(self, row: dict[str, Any], rules: Rules, custom: dict[str, CustomStatus], now: datetime) -> _Shown:
+    def put(
+        self, row: dict[str, Any], rules: Rules, custom: dict[str, CustomStatus], now: datetime
+    ) -> _Shown:
         summary, valid_until = answers.row_summary_until(row, rules.terms, now, custom)
-        shown = _Shown(row["version"], rules, custom, valid_until, summary, summary.model_dump_json().encode())
+        shown = _Shown(
+            row["version"], rules, custom, valid_until, summary, summary.model_dump_json().encode()
+        )
         if self.size > 0:
             with self._lock:
                 self._entries[row["booking_id"]] = shown
@@ -206,9 +212,7 @@ class Summaries:
 class CustomerReads:
     """What customers read, for the HTTP API (blocking: call it off the event loop)."""
 
-    def __init__(
-        self, read_model: ReadModel, clock: Clock, cache: ReadCache | None = None, *, vault: Vault
-    ):
+    def __init__(self, read_model: ReadModel, clock: Clock, cache: ReadCache | None = None, *, vault: Vault):
         self.read_model = read_model
         self.clock = clock
         self.vault = vault  # opens the sealed columns of a customer's own booking
@@ -218,7 +222,9 @@ class CustomerReads:
 
     def projection(self, app: ServiceApplication, name: str, **kwargs: Any) -> CachingProjection:
         """The projection of `views` that keeps this cache current."""
-        return CachingProjection(app, self.read_model, name, views.projector(self.vault), self.cache, **kwargs)
+        return CachingProjection(
+            app, self.read_model, name, views.projector(self.vault), self.cache, **kwargs
+        )
 
     # ------------------------------------------------------------------ the answers
 
@@ -242,7 +248,10 @@ class CustomerReads:
                 account.verified_email_token,
                 with_pre=rules.show_pre_bookings,
             )
-            shown = {booking_id: self.summaries.get(booking_id, version, rules, custom, now) for booking_id, version in which}
+            shown = {
+                booking_id: self.summaries.get(booking_id, version, rules, custom, now)
+                for booking_id, version in which
+            }
             missing = [booking_id for booking_id, found in shown.items() if found is None]
             rows = views.summary_rows(conn, missing)
         for booking_id in missing:
@@ -336,3 +345,70 @@ def _account_copy(conn: sa.Connection, account_id: UUID) -> AccountCopy | None:
         archived=bool(row["archived"]),
         redacted=bool(row["redacted"]),
     )
+
+
+class _StaffColumns(BaseModel):
+    """What a staff list row shows beyond the summary (`api_staff.StaffBookingRow`'s own fields,
+    in its order: a row's JSON is the summary's with these appended)."""
+
+    customer_email: str | None
+    customer_name: str | None
+    account_id: UUID | None
+    placed_at: datetime
+
+
+class StaffReads:
+    """What a tenant's staff list and search, for the HTTP API (blocking: call it off the
+    event loop). The same cached rules, custom statuses and summaries as the customers' reads:
+    nothing is replayed from the event store, and only the customer's email and name are opened
+    of each row."""
+
+    def __init__(self, reads: CustomerReads):
+        self.reads = reads
+
+    def bookings_json(
+        self,
+        tenant_id: str,
+        *,
+        status: str | None = None,
+        starts_from: datetime | None = None,
+        starts_before: datetime | None = None,
+        customer: str | None = None,
+        account_id: UUID | None = None,
+        account_email: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> bytes:
+        """`api_staff.StaffBookingList` as JSON: a page of the tenant's bookings, latest start
+        first, and how many match in all (see `views.staff_bookings`)."""
+        reads = self.reads
+        rules, custom = reads.rules(tenant_id), reads.custom_statuses(tenant_id)
+        index = BlindIndex(reads.vault)  # the read model knows customers by keyed hashes only
+        email_token = index.exact(tenant_id, account_email) if account_email else None
+        with reads.read_model.engine.connect() as conn:
+            rows, total = views.staff_bookings(
+                conn,
+                tenant_id,
+                status=status,
+                starts_from=starts_from,
+                starts_before=starts_before,
+                customer=customer,
+                customer_tokens=index.query_tokens(tenant_id, customer) if customer else (),
+                account=(str(account_id), email_token) if account_id else None,
+                limit=limit,
+                offset=offset,
+            )
+        now = reads.clock()
+        shown = []
+        for row in rows:
+            summary = reads.summaries.get(row["booking_id"], row["version"], rules, custom, now)
+            summary = summary or reads.summaries.put(row, rules, custom, now)
+            person = views.opened(row, reads.vault, only=("email_sealed", "name_sealed"))
+            extra = _StaffColumns(
+                customer_email=person["email"],
+                customer_name=person["name"],
+                account_id=row["account_id"],
+                placed_at=row["placed_at"],
+            )
+            shown.append(summary.json[:-1] + b"," + extra.model_dump_json().encode()[1:])
+        return b'{"bookings":[' + b",".join(shown) + b'],"total":' + str(total).encode() + b"}"

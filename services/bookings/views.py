@@ -148,7 +148,9 @@ class _Sealer:
             "contact_fields": sorted(customer),
         }
 
-    def reindex(self, conn: Connection, tenant_id: str, booking_id: UUID, customer: dict[str, Any] | None) -> None:
+    def reindex(
+        self, conn: Connection, tenant_id: str, booking_id: UUID, customer: dict[str, Any] | None
+    ) -> None:
         """Replace the booking's search tokens (none once the customer is erased)."""
         conn.execute(sa.delete(search_tokens).where(search_tokens.c.booking_id == str(booking_id)))
         plain = _plain(customer or {})
@@ -479,7 +481,9 @@ _CUSTOMER_BOOKING_VERSIONS = {
     with_pre: query.with_only_columns(bookings.c.booking_id, bookings.c.version)
     for with_pre, query in _CUSTOMER_BOOKINGS.items()
 }
-_SUMMARY_ROWS = sa.select(*SUMMARY_COLUMNS).where(bookings.c.booking_id.in_(sa.bindparam("ids", expanding=True)))
+_SUMMARY_ROWS = sa.select(*SUMMARY_COLUMNS).where(
+    bookings.c.booking_id.in_(sa.bindparam("ids", expanding=True))
+)
 
 
 def customer_bookings(
@@ -504,7 +508,10 @@ def summary_rows(conn: Connection, booking_ids: Sequence[str]) -> dict[str, dict
     """The `SUMMARY_COLUMNS` of these bookings, by booking id."""
     if not booking_ids:
         return {}
-    return {row["booking_id"]: dict(row) for row in conn.execute(_SUMMARY_ROWS, {"ids": list(booking_ids)}).mappings()}
+    return {
+        row["booking_id"]: dict(row)
+        for row in conn.execute(_SUMMARY_ROWS, {"ids": list(booking_ids)}).mappings()
+    }
 
 
 def bookings_to_erase(
@@ -534,13 +541,15 @@ def bookings_to_erase(
     return [UUID(booking_id) for booking_id in rows]
 
 
-def opened(row: dict[str, Any], vault: Vault) -> dict[str, Any]:
+def opened(row: dict[str, Any], vault: Vault, only: Sequence[str] | None = None) -> dict[str, Any]:
     """A booking row with its customer's details in the clear (None once erased): `email`,
-    `name`, `contact` and `form` in place of their sealed columns."""
+    `name`, `contact` and `form` in place of their sealed columns (`only` those sealed columns
+    named, if given: the others are left out)."""
     subject = row.get("customer_subject")
     plain = {
         key.removesuffix("_sealed"): open_column(vault, subject, value) if key.endswith("_sealed") else value
         for key, value in row.items()
+        if only is None or not key.endswith("_sealed") or key in only
     }
     for field in ("contact", "form"):
         if field in plain:
@@ -556,7 +565,10 @@ def opened_history(rows: list[dict[str, Any]], subject: str | None, vault: Vault
     for row in rows:
         reason = (row["facts"] or {}).get("reason")
         if isinstance(reason, dict):
-            row = {**row, "facts": {**row["facts"], "reason": open_column(vault, subject, reason.get("sealed"))}}
+            row = {
+                **row,
+                "facts": {**row["facts"], "reason": open_column(vault, subject, reason.get("sealed"))},
+            }
         result.append(row)
     return result
 

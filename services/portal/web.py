@@ -193,15 +193,19 @@ class Portal:
             found = await self.backends.branding(tenant)
         except Exception as error:  # the pages still work, with the last known (or plain) branding
             log.warning("branding unavailable", tenant_id=tenant, error=str(error))
-            found = known[1] if known else {
-                "tenant_id": tenant,
-                "business_name": tenant,
-                "contact_email": None,
-                "timezone": "UTC",
-                "logo_url": None,
-                "colour": None,
-                "default_language": None,
-            }
+            found = (
+                known[1]
+                if known
+                else {
+                    "tenant_id": tenant,
+                    "business_name": tenant,
+                    "contact_email": None,
+                    "timezone": "UTC",
+                    "logo_url": None,
+                    "colour": None,
+                    "default_language": None,
+                }
+            )
             # Asked again at the next page: an outage is not remembered as fresh.
             self._branding[tenant] = (0.0, found)
             return found

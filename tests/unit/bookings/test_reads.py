@@ -209,7 +209,9 @@ async def test_a_cached_summary_is_answered_only_while_it_is_still_true(harness,
     """The listing's summaries are kept shaped and serialised (`reads.Summaries`): a payment, a
     change of the tenant's rules, the cut-off passing and the booking starting each give a new
     answer, with no event to tell the cache about the last two."""
-    await harness.hear(harness.accounts.settings(allow_cancel=True, cancel_cutoff={"amount": 2, "unit": "days"}))
+    await harness.hear(
+        harness.accounts.settings(allow_cancel=True, cancel_cutoff={"amount": 2, "unit": "days"})
+    )
     ada = await harness.customer()
     booking_id = await a_booking(harness)  # starts in 7 days
     headers = http.headers_for(ada)
@@ -230,7 +232,9 @@ async def test_a_cached_summary_is_answered_only_while_it_is_still_true(harness,
     paid = await summary()
     assert paid["amount_paid"] == "30.00" and paid["version"] > first["version"]
 
-    await harness.hear(harness.accounts.settings(allow_cancel=True, cancel_cutoff={"amount": 1, "unit": "days"}))
+    await harness.hear(
+        harness.accounts.settings(allow_cancel=True, cancel_cutoff={"amount": 1, "unit": "days"})
+    )
     assert (await summary())["cancel"]["until"] != paid["cancel"]["until"]  # the tenant's new cut-off
 
     deadline = harness.reads.summaries._entries[booking_id].valid_until
