@@ -4,7 +4,7 @@
     python -m benchmarks.reads                       # SQLite then PostgreSQL, 30 s each
     python -m benchmarks.reads --quick               # 8 s each
     python -m benchmarks.reads --stores sqlite --duration 60 --writes 20 --json
-    python -m benchmarks.reads --profile /tmp/reads  # py-spy (if installed) records the service
+    python -m benchmarks.reads --profile /tmp/reads  # py-spy (if installed) records the services
     python -m benchmarks.reads --rates 250,500,1000  # and the latencies at these offered rates
 
 The bookings service runs as in production: its own OS process (`python -m services.bookings`,
@@ -346,7 +346,10 @@ async def measure(
     await asyncio.sleep(2.0)
     idle = (cpu() - idle) / 2.0  # the followers' and consumers' own polling
     label = f"{store} {audience.name}" + ("" if rate is None else f" @{rate:g}/s")
-    profiler = start_profiler(audience.pids[0], label.replace(" ", "-"), args) if rate is None else None
+    profilers = [
+        start_profiler(pid, f"{label.replace(' ', '-')}-{n}", args)
+        for n, pid in enumerate(audience.pids if rate is None else [])
+    ]
     service_cpu, client_cpu = cpu(), time.process_time()
     (samples, seconds), sent = await asyncio.gather(
         load(audience, people, args.clients, args.duration)
@@ -355,7 +358,8 @@ async def measure(
         writes(bus, people, args.writes, args.duration),
     )
     service_cpu, client_cpu = cpu() - service_cpu, time.process_time() - client_cpu
-    stop_profiler(profiler)
+    for profiler in profilers:
+        stop_profiler(profiler)
     ok = [s for s in samples if s[2] == 200]
     latencies = [s[1] * 1000 for s in ok]
     return Result(
