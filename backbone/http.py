@@ -59,8 +59,7 @@ def create_api(title: str, version: str, description: str) -> FastAPI:
     # /docs and /redoc with Swagger UI's and ReDoc's assets served from the package
     # (fastapi-offline), not from a CDN: the pages work without internet.
     api = FastAPIOffline(title=title, version=version, description=description)
-    api.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)  # (inside _Edge: the last added is outermost)
-    api.add_middleware(_Edge)
+    api.add_middleware(_Edge, limit=MAX_BODY_BYTES)
 
     @api.exception_handler(RequestValidationError)
     async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:
@@ -114,13 +113,20 @@ def create_api(title: str, version: str, description: str) -> FastAPI:
 
 
 class _Edge:
-    """Correlation id in and out, and a safety net for bugs (the body limit is `_BodyLimit`).
+    """Correlation id in and out, at most `limit` bytes of body, and a safety net for bugs.
 
-    A plain ASGI middleware: Starlette's `BaseHTTPMiddleware` runs every request through a
-    task group and memory streams, which cost more than many of our routes themselves."""
+    A plain ASGI middleware, and one only: Starlette's `BaseHTTPMiddleware` runs every request
+    through a task group and memory streams, and each further layer costs every request a
+    coroutine and a wrapped `send`, more than a cached read costs itself.
 
-    def __init__(self, app: ASGIApp):
-        self.app = app
+    The body is counted as it arrives: a chunked body has no Content-Length to check up front.
+    (Starlette's RequestBodyLimitMiddleware counts the same way but answers in plain text,
+    replacing even our problem+json answer.) A declared length over the limit is refused before
+    anything is read; a body that grows over it makes the read fail with 413, which the
+    handlers above turn into a problem."""
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app, self.limit = app, limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -142,35 +148,9 @@ class _Edge:
                 MutableHeaders(scope=message)[CORRELATION_HEADER] = correlation
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_with_correlation)
-        except Exception:
-            log.exception("unhandled error", path=scope.get("path", ""), correlation_id=correlation)
-            if started:  # too late for an answer of our own: the client sees the connection end
-                raise
-            response = problem(
-                500, "Internal error", "Something went wrong on our side.", correlation_id=correlation
-            )
-            await response(scope, receive, send_with_correlation)
-
-
-class _BodyLimit:
-    """At most `limit` bytes of body, counted as they arrive: a chunked body has no
-    Content-Length to check up front. (Starlette's RequestBodyLimitMiddleware counts the same
-    way but answers in plain text, replacing even our problem+json answer.) A declared length
-    over the limit is refused before anything is read; a body that grows over it makes the
-    read fail with 413, which the handlers above turn into a problem."""
-
-    def __init__(self, app: ASGIApp, limit: int):
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = Headers(scope=scope).get("content-length", "")
+        declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.limit:
-            await _too_large(self.limit)(scope, receive, send)
+            await _too_large(self.limit)(scope, receive, send_with_correlation)
             return
         received = 0
 
@@ -183,7 +163,16 @@ class _BodyLimit:
                     raise HTTPException(413, "too large")  # (FastAPI's: its body reader lets it through)
             return message
 
-        await self.app(scope, counted, send)
+        try:
+            await self.app(scope, counted, send_with_correlation)
+        except Exception:
+            log.exception("unhandled error", path=scope.get("path", ""), correlation_id=correlation)
+            if started:  # too late for an answer of our own: the client sees the connection end
+                raise
+            response = problem(
+                500, "Internal error", "Something went wrong on our side.", correlation_id=correlation
+            )
+            await response(scope, receive, send_with_correlation)
 
 
 def _too_large(limit: int) -> JSONResponse:

@@ -4,7 +4,8 @@
     python -m benchmarks.reads                       # SQLite then PostgreSQL, 30 s each
     python -m benchmarks.reads --quick               # 8 s each
     python -m benchmarks.reads --stores sqlite --duration 60 --writes 20 --json
-    python -m benchmarks.reads --profile /tmp/reads  # py-spy (if installed) records the service
+    python -m benchmarks.reads --profile /tmp/reads  # py-spy (if installed) records the services
+    python -m benchmarks.reads --rates 250,500,1000  # and the latencies at these offered rates
 
 The bookings service runs as in production: its own OS process (`python -m services.bookings`,
 uvicorn), its inbox and key consumers on a real Kafka broker, its followers (relay, projection,
@@ -15,10 +16,19 @@ servers of `deploy.local` unless KAFKA_BOOTSTRAP_SERVERS or POSTGRES_HOST point 
 
 The load: N verified customers (20) with M bookings each (10), each customer one client with
 its own keep-alive connection, alternating its listing and one of its bookings, as fast as the
-answers come, for a fixed duration after a warm-up. `--writes R` also sends R payment commands
-a second through Kafka meanwhile (the consumers and the projection then work during the reads).
+answers come, for a fixed duration after a warm-up. That closed loop finds the most requests a
+second the service answers; its latencies are then mostly queueing (20 clients always waiting:
+latency = 20 / rate). `--rates` adds open-loop runs at fixed offered rates, where a latency is
+what a customer waits at that load, counted from when the request was due. `--writes R` also
+sends R payment commands a second through Kafka meanwhile (the consumers and the projection
+then work during the reads).
 
-Printed per store: requests/s, p50/p90/p99/max latency, errors, and the service's CPU time per
+Three audiences (`--audiences`), one after the other on the same data: customers on the
+bookings API; the tenant's staff on its staff API (the list, a search by a word of a
+customer's email, one booking in full); and customers on the portal's pages (My bookings, one
+booking), rendered by the portal from the bookings API with the branding from the notifier.
+
+Printed per store and audience: requests/s, p50/p90/p99/max latency, errors, and the service's CPU time per
 request (from /proc, less what it uses idle: steadier than requests/s on a shared machine) and
 the load generator's own CPU use (near 100 % means the client, not the service, was the
 limit). Asserts nothing.
@@ -38,15 +48,18 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
+import httpx
 
+from backbone.credentials import new_token, staff_api_key, token_hash
 from deploy.local.kafka import LocalKafka
 from deploy.local.postgres import LocalPostgres, PostgresParams
+from services.portal.web import COOKIE, Sealer, Visitor
 from tests.support.bookings import AccountsFeed, BookingsBus, pay, place, session_token
 from tests.support.system import System
 
@@ -104,6 +117,7 @@ def infrastructure(with_postgres: bool) -> Iterator[tuple[str, PostgresParams | 
 @dataclass
 class Customer:
     account_id: uuid.UUID
+    email: str
     headers: dict[str, str]
     booking_ids: list[str]
 
@@ -142,7 +156,7 @@ def seed(system: System, bus: BookingsBus, customers: int, per_customer: int) ->
             commands.append(body)
             ids.append(body["booking_id"])
         headers = session_token(key_file, account_id, TENANT, now - timedelta(minutes=1))
-        people.append(Customer(account_id, headers, ids))
+        people.append(Customer(account_id, email, headers, ids))
     bus.hear(*records)
     bus.send(*commands)
     return people
@@ -171,24 +185,79 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@dataclass
+class Audience:
+    """Who reads, where, what: `request(person, turn)` is the turn-th (kind, path) of a client
+    playing `person`; `pids` are the processes whose CPU time the requests cost."""
+
+    name: str
+    url: str
+    pids: list[int]
+    headers: Callable[[Customer], dict[str, str]]
+    request: Callable[[Customer, int], tuple[str, str]]
+
+
+def customers(system: System) -> Audience:
+    """Customers on the bookings API: their listing, then one of their bookings."""
+
+    def request(person: Customer, turn: int) -> tuple[str, str]:
+        if turn % 2 == 0:
+            return "list", "/v1/me/bookings"
+        return "detail", f"/v1/me/bookings/{person.booking_ids[(turn // 2) % len(person.booking_ids)]}"
+
+    return Audience("customer", system.bookings.url, [system.bookings.proc.pid], lambda p: p.headers, request)
+
+
+def staff(system: System, key: str) -> Audience:
+    """A tenant's staff on the bookings staff API: the first page of the list, a search by a
+    word of a customer's email, and one booking in full, in turn."""
+    base = f"/v1/staff/tenants/{TENANT}/bookings"
+
+    def request(person: Customer, turn: int) -> tuple[str, str]:
+        if turn % 3 == 0:
+            return "list", f"{base}?limit=50"
+        if turn % 3 == 1:
+            return "search", f"{base}?customer={person.email.split('@')[0]}"
+        return "detail", f"{base}/{person.booking_ids[(turn // 3) % len(person.booking_ids)]}"
+
+    headers = {"Authorization": f"Bearer {key}"}
+    return Audience("staff", system.bookings.url, [system.bookings.proc.pid], lambda _: headers, request)
+
+
+def portal(system: System) -> Audience:
+    """Customers on the portal's pages (rendered by the portal from the bookings API, with the
+    business's branding from the notifier): My bookings, then one booking's page. CPU time is
+    that of the three processes."""
+    sealer = Sealer(Path(system.portal.env["DATA_DIR"]) / "portal-cookie.key", 3600)
+
+    def headers(person: Customer) -> dict[str, str]:
+        visitor = Visitor(kind="customer", tenant=TENANT, credential=person.headers["Authorization"][7:])
+        return {"Cookie": f"{COOKIE}={sealer.seal(visitor)}"}
+
+    def request(person: Customer, turn: int) -> tuple[str, str]:
+        if turn % 2 == 0:
+            return "list", f"/t/{TENANT}/bookings"
+        return "detail", f"/t/{TENANT}/bookings/{person.booking_ids[(turn // 2) % len(person.booking_ids)]}"
+
+    pids = [system.services[name].proc.pid for name in ("portal", "bookings", "notifier")]
+    return Audience("portal", system.portal.url, pids, headers, request)
+
+
 async def load(
-    url: str, people: list[Customer], clients: int, seconds: float
+    audience: Audience, people: list[Customer], clients: int, seconds: float
 ) -> tuple[list[tuple[str, float, int]], float]:
-    """Each client: one customer, one keep-alive connection, list then open, as fast as answered."""
+    """Each client: one person, one keep-alive connection, their requests in turn, as fast as answered."""
     samples: list[tuple[str, float, int]] = []
     stop_at = time.monotonic() + seconds
 
     async def client(person: Customer) -> None:
         connector = aiohttp.TCPConnector(limit=1)
-        async with aiohttp.ClientSession(connector=connector, headers=person.headers) as session:
+        async with aiohttp.ClientSession(connector=connector, headers=audience.headers(person)) as session:
             turn = 0
             while time.monotonic() < stop_at:
-                kind, path = "list", "/v1/me/bookings"
-                if turn % 2:
-                    booking_id = person.booking_ids[(turn // 2) % len(person.booking_ids)]
-                    kind, path = "detail", f"/v1/me/bookings/{booking_id}"
+                kind, path = audience.request(person, turn)
                 began = time.perf_counter()
-                async with session.get(url + path) as response:
+                async with session.get(audience.url + path, allow_redirects=False) as response:
                     await response.read()
                     status = response.status
                 samples.append((kind, time.perf_counter() - began, status))
@@ -197,6 +266,41 @@ async def load(
     began = time.monotonic()
     await asyncio.gather(*(client(people[i % len(people)]) for i in range(clients)))
     return samples, time.monotonic() - began
+
+
+async def paced(
+    audience: Audience, people: list[Customer], rate: float, seconds: float
+) -> tuple[list[tuple[str, float, int]], float]:
+    """Open loop: requests sent at `rate` per second in all, spread evenly over the customers,
+    each when it is due whether or not the earlier ones were answered (up to 8 connections per
+    customer). A latency counts from when the request was due, so a slow answer that held
+    back the next request shows in that one too (no coordinated omission)."""
+    samples: list[tuple[str, float, int]] = []
+    per_customer = rate / len(people)
+    start = time.monotonic() + 0.1
+    stop_at = start + seconds
+
+    async def one(session: aiohttp.ClientSession, kind: str, path: str, due: float) -> None:
+        async with session.get(audience.url + path, allow_redirects=False) as response:
+            await response.read()
+            samples.append((kind, time.monotonic() - due, response.status))
+
+    async def customer(i: int, person: Customer) -> None:
+        connector = aiohttp.TCPConnector(limit=8)
+        async with aiohttp.ClientSession(connector=connector, headers=audience.headers(person)) as session:
+            sent: set[asyncio.Task[None]] = set()
+            turn = 0
+            while (due := start + i / rate + turn / per_customer) < stop_at:
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                kind, path = audience.request(person, turn)
+                task = asyncio.create_task(one(session, kind, path, due))
+                sent.add(task)
+                task.add_done_callback(sent.discard)
+                turn += 1
+            await asyncio.gather(*sent)
+
+    await asyncio.gather(*(customer(i, person) for i, person in enumerate(people)))
+    return samples, time.monotonic() - start
 
 
 async def writes(bus: BookingsBus, people: list[Customer], rate: float, seconds: float) -> int:
@@ -226,25 +330,40 @@ def percentile(values: list[float], p: float) -> float:
 
 
 async def measure(
-    store: str, system: System, bus: BookingsBus, people: list[Customer], args: argparse.Namespace
+    store: str,
+    audience: Audience,
+    bus: BookingsBus,
+    people: list[Customer],
+    args: argparse.Namespace,
+    rate: float | None = None,
 ) -> Result:
-    url = system.bookings.url
-    pid = system.bookings.proc.pid
-    await load(url, people, args.clients, args.warmup)  # warm caches, pools, connections
-    idle = cpu_seconds(pid)
+    await load(audience, people, args.clients, args.warmup)  # warm caches, pools, connections
+
+    def cpu() -> float:
+        return sum(cpu_seconds(pid) for pid in audience.pids)
+
+    idle = cpu()
     await asyncio.sleep(2.0)
-    idle = (cpu_seconds(pid) - idle) / 2.0  # the followers' and consumers' own polling
-    profiler = start_profiler(pid, store, args)
-    service_cpu, client_cpu = cpu_seconds(pid), time.process_time()
+    idle = (cpu() - idle) / 2.0  # the followers' and consumers' own polling
+    label = f"{store} {audience.name}" + ("" if rate is None else f" @{rate:g}/s")
+    profilers = [
+        start_profiler(pid, f"{label.replace(' ', '-')}-{n}", args)
+        for n, pid in enumerate(audience.pids if rate is None else [])
+    ]
+    service_cpu, client_cpu = cpu(), time.process_time()
     (samples, seconds), sent = await asyncio.gather(
-        load(url, people, args.clients, args.duration), writes(bus, people, args.writes, args.duration)
+        load(audience, people, args.clients, args.duration)
+        if rate is None
+        else paced(audience, people[: args.clients], rate, args.duration),
+        writes(bus, people, args.writes, args.duration),
     )
-    service_cpu, client_cpu = cpu_seconds(pid) - service_cpu, time.process_time() - client_cpu
-    stop_profiler(profiler)
+    service_cpu, client_cpu = cpu() - service_cpu, time.process_time() - client_cpu
+    for profiler in profilers:
+        stop_profiler(profiler)
     ok = [s for s in samples if s[2] == 200]
     latencies = [s[1] * 1000 for s in ok]
     return Result(
-        store=store,
+        store=label,
         duration_s=round(seconds, 2),
         requests=len(samples),
         errors=len(samples) - len(ok),
@@ -281,27 +400,62 @@ def stop_profiler(profiler: subprocess.Popen[bytes] | None) -> None:
         profiler.wait(timeout=60)
 
 
-def run(store: str, kafka: str, postgres: PostgresParams | None, args: argparse.Namespace) -> Result:
+def run(store: str, kafka: str, postgres: PostgresParams | None, args: argparse.Namespace) -> list[Result]:
+    """Per audience, the closed-loop result (as fast as answered), then one per `--rates` rate."""
     with tempfile.TemporaryDirectory(prefix=f"reads-bench-{store}-") as root:
-        system = System(Path(root), kafka, smtp_port=1, store=store, postgres=postgres)
-        system.start("bookings")
+        pages = "portal" in args.audiences
+        system = System(Path(root), kafka, smtp_port=1, store=store, postgres=postgres, with_portal=pages)
+        system.start(*(["bookings", "notifier", "portal"] if pages else ["bookings"]))
         try:
             bus = BookingsBus(kafka, system, AccountsFeed(TENANT))
             people = seed(system, bus, args.customers, args.bookings)
             asyncio.run(until_listed(system.bookings.url, people, args.bookings))
-            result = asyncio.run(measure(store, system, bus, people, args))
-            errors = system.bookings.errors()
-            if errors:
-                print(
-                    f"# {store}: the service logged {len(errors)} error(s), e.g. {errors[0]}", file=sys.stderr
-                )
-            return result
+            audiences = {"customer": lambda: customers(system)}
+            if "staff" in args.audiences:
+                key = staff_key(system, bus)
+                audiences["staff"] = lambda: staff(system, key)
+            if pages:
+                audiences["portal"] = lambda: portal(system)
+            results = []
+            for name in args.audiences:
+                audience = audiences[name]()
+                results.append(asyncio.run(measure(store, audience, bus, people, args)))
+                for rate in args.rates if name == "customer" else ():
+                    results.append(asyncio.run(measure(store, audience, bus, people, args, rate=rate)))
+                if not args.json:
+                    print(f"# {results[-1].store}: {results[-1].requests_per_s:.0f} requests/s", flush=True)
+            for service in system.services.values():
+                errors = service.errors() if service.proc is not None else []
+                if errors:
+                    print(
+                        f"# {store} {service.name}: logged {len(errors)} error(s), e.g. {errors[0]}",
+                        file=sys.stderr,
+                    )
+            return results
         finally:
             system.stop()
             if postgres is not None:
                 for name in system.services:
                     with contextlib.suppress(Exception):
                         postgres.drop_database(f"{system.namespace}_{name}")
+
+
+def staff_key(system: System, bus: BookingsBus) -> str:
+    """A staff member's API key, announced as accounts does, once bookings accepts it."""
+    staff_id, secret = uuid.uuid4(), new_token()
+    bus.hear(bus.accounts.staff_member_added(staff_id, token_hash(secret)))
+    key = staff_api_key(staff_id, secret)
+    deadline = time.monotonic() + 60
+    while True:
+        answer = httpx.get(
+            f"{system.bookings.url}/v1/staff/tenants/{TENANT}/bookings?limit=1",
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        if answer.status_code == 200:
+            return key
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"bookings did not accept the staff key: {answer.status_code} {answer.text}")
+        time.sleep(0.2)
 
 
 COLUMNS = (
@@ -342,6 +496,17 @@ def main() -> None:
     parser.add_argument(
         "--writes", type=float, default=0.0, help="payment commands/s through Kafka meanwhile"
     )
+    parser.add_argument(
+        "--rates",
+        default="",
+        help="also offer these total request rates (comma-separated, per second), open loop: "
+        "the latencies a customer sees at that load",
+    )
+    parser.add_argument(
+        "--audiences",
+        default="customer,staff,portal",
+        help="comma-separated: customer (the bookings API), staff (its staff API), portal (the pages)",
+    )
     parser.add_argument("--quick", action="store_true", help="8 s per store, 1 s warm-up")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--profile", metavar="DIR", help="record the service with py-spy into DIR")
@@ -349,6 +514,11 @@ def main() -> None:
     if args.quick:
         args.duration, args.warmup = min(args.duration, 8.0), min(args.warmup, 1.0)
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]
+    args.rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    args.audiences = [a.strip() for a in args.audiences.split(",") if a.strip()]
+    unknown = set(args.audiences) - {"customer", "staff", "portal"}
+    if unknown:
+        parser.error(f"unknown audience(s): {', '.join(sorted(unknown))}")
     header = (
         f"# booking-accounts reads benchmark: {args.customers} customers x {args.bookings} bookings, "
         f"{args.clients} clients, {args.duration:.0f} s per store, {args.writes:g} writes/s; "
@@ -359,9 +529,7 @@ def main() -> None:
     results = []
     with infrastructure("postgres" in stores) as (kafka, postgres):
         for store in stores:
-            results.append(run(store, kafka, postgres if store == "postgres" else None, args))
-            if not args.json:
-                print(f"# {store}: {results[-1].requests_per_s:.0f} requests/s", flush=True)
+            results += run(store, kafka, postgres if store == "postgres" else None, args)
     if not args.json:
         print(table(results))
     else:

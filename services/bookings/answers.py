@@ -156,9 +156,25 @@ def links_for(booking_id: Any, cancel: Eligibility, modify: Eligibility) -> dict
 
 
 def row_summary(row: dict[str, Any], current: Terms, now: datetime, custom: Any) -> BookingSummary:
+    return row_summary_until(row, current, now, custom)[0]
+
+
+def row_summary_until(
+    row: dict[str, Any], current: Terms, now: datetime, custom: Any
+) -> tuple[BookingSummary, datetime | None]:
+    """The summary of a read-model row at `now`, and until when it stays the same answer (the
+    next instant at which a rule's verdict changes with time alone: the booking's start, or a
+    cut-off; None if none is ahead). The row, the tenant's terms and the custom statuses are
+    the rest of what it depends on."""
     frozen = Terms.from_dict(row["terms"])
-    cancel = eligibility(applicable_rule("cancel", frozen, current), row["status"], row["starts_at"], now)
-    modify = eligibility(applicable_rule("modify", frozen, current), row["status"], row["starts_at"], now)
+    starts_at = row["starts_at"]
+    rules = [applicable_rule(action, frozen, current) for action in ("cancel", "modify")]
+    cancel, modify = (eligibility(rule, row["status"], starts_at, now) for rule in rules)
+    ahead = [moment for moment in (starts_at, *(rule.deadline(starts_at) for rule in rules)) if moment > now]
+    return _summary(row, custom, cancel, modify), min(ahead, default=None)
+
+
+def _summary(row: dict[str, Any], custom: Any, cancel: Eligibility, modify: Eligibility) -> BookingSummary:
     raw_lines = [
         {**line, "starts_at": _instant(line["starts_at"]), "ends_at": _instant(line["ends_at"])}
         for line in row["lines"]

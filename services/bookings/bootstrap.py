@@ -26,7 +26,7 @@ from services.bookings.application import Bookings
 from services.bookings.erasure import Eraser
 from services.bookings.handlers import HANDLERS, prefetch
 from services.bookings.integration import SERVICE, declare_publications, translator
-from services.bookings.reads import CustomerReads, ReadCache
+from services.bookings.reads import CustomerReads, ReadCache, StaffReads
 from services.bookings.settings import BookingsSettings
 
 
@@ -81,6 +81,7 @@ def bootstrap(settings: BookingsSettings | None = None) -> Service:
     api.routes(http, bookings, read_model, verifier, reads)
     http.include_router(admin.router(bookings, settings.admin_api_token))
     http.state.bookings, http.state.read_model = bookings, read_model
+    http.state.staff_reads = StaffReads(reads)
     http.include_router(api_staff.router)
     return attach(
         Service(

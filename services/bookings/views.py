@@ -148,7 +148,9 @@ class _Sealer:
             "contact_fields": sorted(customer),
         }
 
-    def reindex(self, conn: Connection, tenant_id: str, booking_id: UUID, customer: dict[str, Any] | None) -> None:
+    def reindex(
+        self, conn: Connection, tenant_id: str, booking_id: UUID, customer: dict[str, Any] | None
+    ) -> None:
         """Replace the booking's search tokens (none once the customer is erased)."""
         conn.execute(sa.delete(search_tokens).where(search_tokens.c.booking_id == str(booking_id)))
         plain = _plain(customer or {})
@@ -474,6 +476,14 @@ def _customer_bookings_query(*, with_pre: bool) -> Any:
 
 
 _CUSTOMER_BOOKINGS = {with_pre: _customer_bookings_query(with_pre=with_pre) for with_pre in (False, True)}
+# The same bookings, only which and at what version (what a cached summary is checked against).
+_CUSTOMER_BOOKING_VERSIONS = {
+    with_pre: query.with_only_columns(bookings.c.booking_id, bookings.c.version)
+    for with_pre, query in _CUSTOMER_BOOKINGS.items()
+}
+_SUMMARY_ROWS = sa.select(*SUMMARY_COLUMNS).where(
+    bookings.c.booking_id.in_(sa.bindparam("ids", expanding=True))
+)
 
 
 def customer_bookings(
@@ -484,6 +494,24 @@ def customer_bookings(
     pre-bookings only when the tenant shows them. Latest start first."""
     params = {"tenant_id": tenant_id, "account_id": str(account_id), "email_token": verified_email_token}
     return [dict(row) for row in conn.execute(_CUSTOMER_BOOKINGS[with_pre], params).mappings()]
+
+
+def customer_booking_versions(
+    conn: Connection, tenant_id: str, account_id: UUID, verified_email_token: str | None, *, with_pre: bool
+) -> list[tuple[str, int]]:
+    """(booking id, version) of `customer_bookings`, in the same order."""
+    params = {"tenant_id": tenant_id, "account_id": str(account_id), "email_token": verified_email_token}
+    return [(row[0], row[1]) for row in conn.execute(_CUSTOMER_BOOKING_VERSIONS[with_pre], params)]
+
+
+def summary_rows(conn: Connection, booking_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The `SUMMARY_COLUMNS` of these bookings, by booking id."""
+    if not booking_ids:
+        return {}
+    return {
+        row["booking_id"]: dict(row)
+        for row in conn.execute(_SUMMARY_ROWS, {"ids": list(booking_ids)}).mappings()
+    }
 
 
 def bookings_to_erase(
@@ -513,13 +541,15 @@ def bookings_to_erase(
     return [UUID(booking_id) for booking_id in rows]
 
 
-def opened(row: dict[str, Any], vault: Vault) -> dict[str, Any]:
+def opened(row: dict[str, Any], vault: Vault, only: Sequence[str] | None = None) -> dict[str, Any]:
     """A booking row with its customer's details in the clear (None once erased): `email`,
-    `name`, `contact` and `form` in place of their sealed columns."""
+    `name`, `contact` and `form` in place of their sealed columns (`only` those sealed columns
+    named, if given: the others are left out)."""
     subject = row.get("customer_subject")
     plain = {
         key.removesuffix("_sealed"): open_column(vault, subject, value) if key.endswith("_sealed") else value
         for key, value in row.items()
+        if only is None or not key.endswith("_sealed") or key in only
     }
     for field in ("contact", "form"):
         if field in plain:
@@ -535,7 +565,10 @@ def opened_history(rows: list[dict[str, Any]], subject: str | None, vault: Vault
     for row in rows:
         reason = (row["facts"] or {}).get("reason")
         if isinstance(reason, dict):
-            row = {**row, "facts": {**row["facts"], "reason": open_column(vault, subject, reason.get("sealed"))}}
+            row = {
+                **row,
+                "facts": {**row["facts"], "reason": open_column(vault, subject, reason.get("sealed"))},
+            }
         result.append(row)
     return result
 
@@ -551,8 +584,17 @@ def tenant_custom_statuses(conn: Connection, tenant_id: str) -> dict[str, Custom
     }
 
 
+# Built once, as the listing's: the read path runs them on every request.
+_BOOKING_ROW = sa.select(bookings).where(bookings.c.booking_id == sa.bindparam("booking_id"))
+_HISTORY_ROWS = (
+    sa.select(booking_history)
+    .where(booking_history.c.booking_id == sa.bindparam("booking_id"))
+    .order_by(booking_history.c.version)
+)
+
+
 def booking_row(conn: Connection, booking_id: UUID) -> dict[str, Any] | None:
-    row = conn.execute(sa.select(bookings).where(bookings.c.booking_id == str(booking_id))).mappings().first()
+    row = conn.execute(_BOOKING_ROW, {"booking_id": str(booking_id)}).mappings().first()
     return dict(row) if row is not None else None
 
 
@@ -564,12 +606,7 @@ def booking_version(conn: Connection, booking_id: UUID) -> int | None:
 
 def history_rows(conn: Connection, booking_id: UUID) -> list[dict[str, Any]]:
     """A booking's history rows (`history.recorded`), oldest first."""
-    query = (
-        sa.select(booking_history)
-        .where(booking_history.c.booking_id == str(booking_id))
-        .order_by(booking_history.c.version)
-    )
-    return [dict(row) for row in conn.execute(query).mappings()]
+    return [dict(row) for row in conn.execute(_HISTORY_ROWS, {"booking_id": str(booking_id)}).mappings()]
 
 
 def customer_account(conn: Connection, account_id: UUID) -> dict[str, Any] | None:

@@ -163,6 +163,10 @@ class AccountsFeed:
             **fields,
         )
 
+    def staff_member_added(self, staff_id: uuid.UUID, key_hash: str, tenant: str | None = None) -> Record:
+        """A staff member of the tenant got an API key (`backbone.credentials.staff_api_key`)."""
+        return self._event("StaffMemberAdded", 1, str(staff_id), tenant, staff_id=str(staff_id), key_hash=key_hash)
+
     def claimed_and_verified(
         self, account_id: uuid.UUID, email: str, tenant: str | None = None
     ) -> list[Record]:

@@ -105,3 +105,39 @@ def test_a_logged_in_customer_of_one_business_is_asked_to_log_in_at_another(clie
     assert response.status_code == 303 and response.headers["location"] == "/t/other-business/login"
     staff = client.get("/staff/t/acme/bookings", follow_redirects=False)  # a customer is not staff
     assert staff.status_code == 303 and staff.headers["location"] == "/staff/t/acme/login"
+
+
+async def test_the_branding_is_kept_for_a_while_and_an_outage_is_not_remembered(tmp_path, monkeypatch):
+    from services.portal import web
+    from services.portal.backends import Unavailable
+
+    class Notifier:  # the notifier's public branding answer, counted
+        def __init__(self):
+            self.asked, self.down, self.name = 0, False, "Lakeside"
+
+        async def branding(self, tenant):
+            self.asked += 1
+            if self.down:
+                raise Unavailable("notifier did not answer")
+            return {"tenant_id": tenant, "business_name": self.name}
+
+    now = [1000.0]
+    monkeypatch.setattr(web.time, "monotonic", lambda: now[0])
+    notifier = Notifier()
+    settings = PortalSettings(data_dir=tmp_path, accounts_url="x", bookings_url="x", notifier_url="x")
+    portal = web.Portal(settings, notifier)
+
+    assert (await portal.branding("acme"))["business_name"] == "Lakeside"
+    notifier.name = "Lakeside Tours"
+    now[0] += web.BRANDING_FRESH_SECONDS - 1
+    assert (await portal.branding("acme"))["business_name"] == "Lakeside"  # kept
+    assert notifier.asked == 1
+    now[0] += 1
+    assert (await portal.branding("acme"))["business_name"] == "Lakeside Tours"  # asked again
+    notifier.down = True
+    now[0] += web.BRANDING_FRESH_SECONDS
+    assert (await portal.branding("acme"))["business_name"] == "Lakeside Tours"  # the last known
+    notifier.down = False
+    assert (await portal.branding("acme"))["business_name"] == "Lakeside Tours"
+    assert notifier.asked == 4  # right after the outage: asked, not taken as fresh
+    assert (await portal.branding("other"))["business_name"] == "Lakeside Tours"

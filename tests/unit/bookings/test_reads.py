@@ -203,3 +203,44 @@ async def a_booking(harness) -> str:
     await harness.send(body)
     assert harness.outcome(body)["outcome"] == "accepted", harness.outcome(body)
     return body["booking_id"]
+
+
+async def test_a_cached_summary_is_answered_only_while_it_is_still_true(harness, http):
+    """The listing's summaries are kept shaped and serialised (`reads.Summaries`): a payment, a
+    change of the tenant's rules, the cut-off passing and the booking starting each give a new
+    answer, with no event to tell the cache about the last two."""
+    await harness.hear(
+        harness.accounts.settings(allow_cancel=True, cancel_cutoff={"amount": 2, "unit": "days"})
+    )
+    ada = await harness.customer()
+    booking_id = await a_booking(harness)  # starts in 7 days
+    headers = http.headers_for(ada)
+
+    async def summary():
+        listing = await http.get("/v1/me/bookings", headers=headers)
+        detail = await http.get(f"/v1/me/bookings/{booking_id}", headers=headers)
+        [shown] = listing.json()
+        assert {k: v for k, v in detail.json().items() if k in shown} == shown  # one answer, both routes
+        return shown
+
+    first = await summary()
+    assert (first["cancel"]["allowed"], first["amount_paid"]) == (True, "0.00")
+    assert await summary() == first
+    assert len(harness.reads.summaries) == 1
+
+    await harness.send(pay(TENANT, booking_id, "30.00"))
+    paid = await summary()
+    assert paid["amount_paid"] == "30.00" and paid["version"] > first["version"]
+
+    await harness.hear(
+        harness.accounts.settings(allow_cancel=True, cancel_cutoff={"amount": 1, "unit": "days"})
+    )
+    assert (await summary())["cancel"]["until"] != paid["cancel"]["until"]  # the tenant's new cut-off
+
+    deadline = harness.reads.summaries._entries[booking_id].valid_until
+    harness.now = deadline - timedelta(seconds=1)
+    assert (await summary())["cancel"]["allowed"] is True
+    harness.now = deadline
+    assert (await summary())["cancel"]["reason_code"] == "cutoff_passed"
+    harness.now += timedelta(days=7)
+    assert (await summary())["cancel"]["reason_code"] == "already_started"

@@ -13,6 +13,7 @@ import pytest
 from backbone.credentials import new_token, parse_staff_api_key, staff_api_key
 from backbone.http import create_api
 from services.bookings import api_staff, openapi
+from services.bookings.reads import StaffReads
 from services.bookings.staffkeys import StaffKey
 from tests.support.bookings import pay, place
 from tests.unit.bookings.conftest import TENANT
@@ -22,6 +23,7 @@ from tests.unit.bookings.conftest import TENANT
 async def staff(harness):
     app = create_api("bookings", "test", "test")
     app.state.bookings, app.state.read_model = harness.app, harness.read_model
+    app.state.staff_reads = StaffReads(harness.reads)
     app.include_router(api_staff.router)
 
     def key_of(tenant: str) -> dict[str, str]:
