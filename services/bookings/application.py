@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
+from eventsourcing.utils import register_topic
 
 from backbone.context import Cause
 from backbone.credentials import Session
@@ -33,6 +34,12 @@ from services.bookings.errors import Refused
 from services.bookings.statuses import PRE, STOP
 from services.bookings.tenants import TenantPolicy, TenantStatuses
 from services.bookings.terms import Action, Rule, applicable_rule
+
+# Aggregates that lived in `domainmodel` once: the events stored then name it in their topics.
+# Registered here, where the application that loads them is defined, rather than imported
+# back into `domainmodel` (which made the modules import each other).
+for _moved in (CustomerAccount, TenantPolicy, TenantStatuses):
+    register_topic(f"services.bookings.domainmodel:{_moved.__qualname__}", _moved)
 
 Clock = Callable[[], datetime]
 A = TypeVar("A")

@@ -321,9 +321,3 @@ class Booking(Aggregate):
         word = "cancelled" if self.status == STOP else "void"
         return Refused("booking_closed", f"The booking is {word}: nothing more can change.")
 
-
-# Aggregates that lived in this module: their stored events name it (eventsourcing topics).
-from services.bookings.customers import CustomerAccount  # noqa: E402
-from services.bookings.tenants import TenantPolicy, TenantStatuses  # noqa: E402
-
-__all__ = ["Booking", "CustomerAccount", "TenantPolicy", "TenantStatuses"]

@@ -24,7 +24,8 @@ from backbone.personal import UnknownSubject, Vault
 from backbone.settings import StoreSettings
 from contracts.catalog import ALL_COMMANDS, ALL_EVENTS, Catalog
 from services.bookings.application import Bookings
-from services.bookings.domainmodel import Booking, CustomerAccount
+from services.bookings.customers import CustomerAccount
+from services.bookings.domainmodel import Booking
 from services.bookings.handlers import HANDLERS
 
 CMDS, EVENTS, DLQ = "bookings.commands", "accounts.events", "bookings.dead-letters"

@@ -10,7 +10,7 @@ from backbone.eventstore import store_env
 from backbone.personal import Personal, UnknownSubject, Vault
 from backbone.settings import StoreSettings
 from services.bookings.application import Bookings
-from services.bookings.domainmodel import CustomerAccount
+from services.bookings.customers import CustomerAccount
 
 
 def vault(service: str = "accounts") -> Vault:
