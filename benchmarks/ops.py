@@ -186,6 +186,7 @@ def write(handle: registry.ServiceHandle, events: int) -> int:
                 sa.insert(subject_keys),
                 [
                     {
+                        "service": "bookings",
                         "subject_id": str(i),
                         "owner": "bookings",
                         "key": AESGCM.generate_key(256),

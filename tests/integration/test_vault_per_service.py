@@ -1,0 +1,257 @@
+"""The vault is per service, whatever the settings: two services configured onto one database
+keep separate keys and secrets. And a vault of the first shape (keyed by subject or name alone,
+shared by every service on the database) is migrated once, on start, with everything it sealed
+still opening. On SQLite files and on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from backbone import personal
+from backbone.blindindex import BlindIndex
+from backbone.personal import UnknownSubject, Vault, encrypt
+from contracts.personal import Sealed
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request, tmp_path):
+    """A URL of an empty database: a SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite+pysqlite:///{tmp_path / 'shared-keys.sqlite3'}"
+        return
+    postgres = request.getfixturevalue("postgres")
+    name = f"vault_{uuid.uuid4().hex[:10]}"
+    postgres.create_database(name)
+    try:
+        yield postgres.sqlalchemy_url(name)
+    finally:
+        postgres.drop_database(name)
+
+
+def rows(url: str, statement: str) -> list[tuple]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.exec_driver_sql(statement)]
+    finally:
+        engine.dispose()
+
+
+def test_two_services_on_one_database_keep_separate_keys(database):
+    accounts, bookings = Vault(database, "accounts"), Vault(database, "bookings")
+    try:
+        subject, other = uuid.uuid4(), uuid.uuid4()
+        sealed = accounts.seal(subject, "ada@example.com")
+        sealed_other = accounts.seal(other, "Grace")
+        with pytest.raises(UnknownSubject):  # never the other service's row
+            bookings.open(sealed)
+        assert bookings.unpublished() == []  # nor its keys to publish
+        records = accounts.unpublished()
+        bookings.accept_all(records)  # the copies the keys topic brings
+        assert bookings.open(sealed).value == "ada@example.com"
+
+        bookings.erase(subject)  # erased here: the accounts service's key stays
+        assert bookings.open(sealed).erased
+        assert accounts.sync_erasures() == []
+        again = Vault(database, "accounts")  # nothing cached: read from the table
+        assert again.open(sealed).value == "ada@example.com"
+        again.close()
+
+        accounts.erase(other)  # and the other way round, until the erasure is published
+        assert accounts.open(sealed_other).erased
+        assert bookings.sync_erasures() == []
+        assert Vault(database, "bookings").open(sealed_other).value == "Grace"
+
+        assert accounts.secret("email-index") != bookings.secret("email-index")
+        tenant = "tenant-1"
+        assert BlindIndex(accounts).exact(tenant, "ada@example.com") != BlindIndex(bookings).exact(
+            tenant, "ada@example.com"
+        )
+        keys = rows(database, "SELECT service, subject_id, key IS NULL FROM subject_keys ORDER BY 1, 2")
+        assert sorted(keys) == sorted(
+            [
+                ("accounts", str(subject), False),
+                ("accounts", str(other), True),
+                ("bookings", str(subject), True),
+                ("bookings", str(other), False),
+            ]
+        )
+    finally:
+        accounts.close()
+        bookings.close()
+
+
+# ------------------------------------------------------------ the first shape, migrated
+
+legacy = sa.MetaData()  # the vault's tables as they were before the service was in their keys
+sa.Table(
+    "subject_keys",
+    legacy,
+    sa.Column("subject_id", sa.String(36), primary_key=True),
+    sa.Column("owner", sa.String(64), nullable=False),
+    sa.Column("key", sa.LargeBinary, nullable=True),
+    sa.Column("erased_at", personal.UtcDateTime, nullable=True, index=True),
+    sa.Column("published", sa.Boolean, nullable=False, default=False),
+)
+sa.Table(
+    "service_secrets",
+    legacy,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.LargeBinary, nullable=False),
+)
+
+
+def write_legacy_vault(url: str) -> dict:
+    """A vault of the first shape with rows as that code wrote them: an own subject (published),
+    an erased one (its erasure not published yet), a copy of another service's key, and two
+    secrets; with values sealed under those keys."""
+    own, erased, copied = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    own_key, copied_key = AESGCM.generate_key(bit_length=256), AESGCM.generate_key(bit_length=256)
+    secrets = {"email-index": os.urandom(32), "blind-index:" + "0" * 48: os.urandom(32)}
+    engine = sa.create_engine(url)
+    legacy.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            legacy.tables["subject_keys"].insert(),
+            [
+                {"subject_id": str(own), "owner": "accounts", "key": own_key, "published": True},
+                {
+                    "subject_id": str(erased),
+                    "owner": "accounts",
+                    "key": None,
+                    "erased_at": datetime.now(UTC),
+                    "published": False,
+                },
+                {"subject_id": str(copied), "owner": "bookings", "key": copied_key, "published": True},
+            ],
+        )
+        conn.execute(
+            legacy.tables["service_secrets"].insert(), [{"name": n, "value": v} for n, v in secrets.items()]
+        )
+    engine.dispose()
+    return {
+        "own": Sealed(subject_id=own, ciphertext=encrypt(own_key, own, "ada@example.com")),
+        "erased": Sealed(subject_id=erased, ciphertext=encrypt(AESGCM.generate_key(256), erased, "x")),
+        "copied": Sealed(subject_id=copied, ciphertext=encrypt(copied_key, copied, "Grace Hopper")),
+        "secrets": secrets,
+    }
+
+
+def assert_vault_opens(vault: Vault, old: dict) -> None:
+    assert vault.open(old["own"]).value == "ada@example.com"
+    assert vault.open(old["erased"]).erased
+    assert vault.open(old["copied"]).value == "Grace Hopper"
+    for name, value in old["secrets"].items():
+        assert vault.secret(name) == value  # blind indexes and address ids still match
+    [pending] = vault.unpublished()  # the erasure is still to be published, and only it
+    assert pending.subject_id == old["erased"].subject_id and pending.key is None
+
+
+def test_a_vault_of_the_first_shape_is_migrated_once_and_still_opens(database):
+    old = write_legacy_vault(database)
+    vault = Vault(database, "accounts")  # the new code starts
+    try:
+        assert_vault_opens(vault, old)
+    finally:
+        vault.close()
+    migrated = rows(database, "SELECT service, subject_id, owner, published FROM subject_keys")
+    assert len(migrated) == 3 and {r[0] for r in migrated} == {"accounts"}
+    assert len(rows(database, "SELECT * FROM service_secrets WHERE service = 'accounts'")) == 2
+
+    again = Vault(database, "accounts")  # a second start: nothing to do, nothing doubled
+    try:
+        assert_vault_opens(again, old)
+    finally:
+        again.close()
+    assert sorted(rows(database, "SELECT service, subject_id, owner, published FROM subject_keys")) == sorted(
+        migrated
+    )
+    tables = set(sa.inspect(sa.create_engine(database)).get_table_names())
+    assert tables == {"subject_keys", "service_secrets"}  # nothing left aside
+
+
+def test_instances_starting_together_migrate_once(database):
+    old = write_legacy_vault(database)
+    vaults, errors = [], []
+
+    def start() -> None:
+        try:
+            vaults.append(Vault(database, "accounts"))
+        except Exception as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=start) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert errors == []
+        for vault in vaults:
+            assert_vault_opens(vault, old)
+    finally:
+        for vault in vaults:
+            vault.close()
+    assert len(rows(database, "SELECT * FROM subject_keys")) == 3
+    assert len(rows(database, "SELECT * FROM service_secrets")) == 2
+
+
+def test_a_migration_that_fails_leaves_the_first_shape_as_it_was(database, monkeypatch):
+    old = write_legacy_vault(database)
+    before = sorted(rows(database, "SELECT subject_id, owner, key, published FROM subject_keys"))
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("the machine stops here")
+
+    monkeypatch.setattr(personal.metadata, "create_all", fail)  # after the old tables moved aside
+    with pytest.raises(RuntimeError, match="stops here"):
+        Vault(database, "accounts")
+    assert sorted(rows(database, "SELECT subject_id, owner, key, published FROM subject_keys")) == before
+    assert personal._legacy_tables(sa.create_engine(database)) == ["subject_keys", "service_secrets"]
+    monkeypatch.undo()
+    vault = Vault(database, "accounts")
+    try:
+        assert_vault_opens(vault, old)
+    finally:
+        vault.close()
+
+
+@pytest.mark.postgres
+def test_a_shared_vault_of_the_first_shape_goes_to_every_service_of_the_database(postgres):
+    """The bug this shape had: `POSTGRES_DBNAME=booking` put accounts and bookings in one database
+    and one vault table. Each gets its own copy of every row; erasing then stays in one."""
+    name = f"vault_{uuid.uuid4().hex[:10]}"
+    postgres.create_database(name)
+    url = postgres.sqlalchemy_url(name)
+    try:
+        old = write_legacy_vault(url)
+        with postgres.connect(name) as conn:  # the two services' event stores (eventsourcing's names)
+            for service in ("accounts", "bookings"):
+                conn.execute(f"CREATE TABLE {service}_events (notification_id bigint)")
+                conn.execute(f"CREATE TABLE {service}_tracking (application_name text)")
+            conn.execute("CREATE TABLE session_events (x int)")  # not an event store: no tracking table
+        bookings = Vault(url, "bookings")  # whichever starts first migrates for both
+        accounts = Vault(url, "accounts")
+        try:
+            by_service = rows(url, "SELECT service, count(*) FROM subject_keys GROUP BY service ORDER BY 1")
+            assert by_service == [("accounts", 3), ("bookings", 3)]
+            for vault in (accounts, bookings):
+                assert vault.open(old["own"]).value == "ada@example.com"
+                assert vault.secret("email-index") == old["secrets"]["email-index"]
+            assert_vault_opens(accounts, old)
+            accounts.erase(old["own"].subject_id)
+            assert Vault(url, "bookings").open(old["own"]).value == "ada@example.com"
+        finally:
+            accounts.close()
+            bookings.close()
+    finally:
+        postgres.drop_database(name)
