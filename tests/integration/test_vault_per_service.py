@@ -13,10 +13,12 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pydantic import SecretStr
 
 from backbone import personal
 from backbone.blindindex import BlindIndex
 from backbone.personal import UnknownSubject, Vault, encrypt
+from backbone.settings import StoreSettings
 from contracts.personal import Sealed
 
 pytestmark = pytest.mark.integration
@@ -46,7 +48,19 @@ def rows(url: str, statement: str) -> list[tuple]:
         engine.dispose()
 
 
-def test_two_services_on_one_database_keep_separate_keys(database):
+def test_two_services_on_one_database_keep_separate_keys(database, request):
+    if "postgres" in request.node.name:  # put there by the settings, as a deployment would
+        url = sa.engine.make_url(database)
+        store = StoreSettings(
+            kind="postgres",
+            postgres_host=url.host,
+            postgres_port=url.port,
+            postgres_user=url.username,
+            postgres_password=SecretStr(url.password),
+            postgres_dbname=f"accounts={url.database},bookings={url.database}",
+        )
+        assert store.vault_url("accounts") == store.vault_url("bookings")
+        database = store.vault_url("accounts")
     accounts, bookings = Vault(database, "accounts"), Vault(database, "bookings")
     try:
         subject, other = uuid.uuid4(), uuid.uuid4()
