@@ -1,7 +1,8 @@
 """The vault is per service, whatever the settings: two services configured onto one database
 keep separate keys and secrets. And a vault of the first shape (keyed by subject or name alone,
 shared by every service on the database) is migrated once, on start, with everything it sealed
-still opening. On SQLite files and on a real PostgreSQL."""
+still opening, in the vault and in a service's event store. On SQLite files and on a real
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -17,9 +18,12 @@ from pydantic import SecretStr
 
 from backbone import personal
 from backbone.blindindex import BlindIndex
-from backbone.personal import UnknownSubject, Vault, encrypt
+from backbone.eventstore import store_env
+from backbone.personal import Personal, UnknownSubject, Vault, encrypt
 from backbone.settings import StoreSettings
 from contracts.personal import Sealed
+from services.bookings.application import Bookings
+from services.bookings.domainmodel import CustomerAccount
 
 pytestmark = pytest.mark.integration
 
@@ -269,3 +273,71 @@ def test_a_shared_vault_of_the_first_shape_goes_to_every_service_of_the_database
             bookings.close()
     finally:
         postgres.drop_database(name)
+
+
+# ------------------------------------------------------ a service started on the first shape
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def bookings_store(request, tmp_path):
+    if request.param == "sqlite":
+        yield StoreSettings(kind="sqlite", data_dir=tmp_path)
+        return
+    postgres = request.getfixturevalue("postgres")
+    prefix = f"firstshape_{uuid.uuid4().hex[:8]}"  # POSTGRES_DBNAME: <prefix>_bookings
+    postgres.create_database(f"{prefix}_bookings")
+    try:
+        yield StoreSettings(
+            kind="postgres",
+            postgres_host=postgres.host,
+            postgres_port=postgres.port,
+            postgres_user=postgres.user,
+            postgres_password=SecretStr(postgres.password),
+            postgres_dbname=prefix,
+        )
+    finally:
+        postgres.drop_database(f"{prefix}_bookings")
+
+
+def bookings_app(store: StoreSettings) -> Bookings:
+    return Bookings(env=store_env(store, "bookings"), vault=Vault(store.vault_url("bookings"), "bookings"))
+
+
+def to_first_shape(url: str) -> int:
+    """The vault's rows put back into the tables of the first shape (as that code kept them)."""
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        keys = [dict(r._mapping) for r in conn.execute(sa.select(personal.subject_keys))]
+        secrets = [dict(r._mapping) for r in conn.execute(sa.select(personal.service_secrets))]
+        personal.metadata.drop_all(conn)
+        legacy.create_all(conn)
+        for table, found in (("subject_keys", keys), ("service_secrets", secrets)):
+            for row in found:
+                row.pop("service")
+            if found:
+                conn.execute(legacy.tables[table].insert(), found)
+    engine.dispose()
+    return len(keys)
+
+
+def test_a_service_started_on_a_vault_of_the_first_shape_reads_what_it_stored(bookings_store):
+    app = bookings_app(bookings_store)
+    account_id = uuid.uuid4()
+    account = CustomerAccount(
+        account_id=account_id, tenant_id="acme", email=Personal(account_id, "ada@example.com")
+    )
+    app.save(account)
+    token = BlindIndex(app.vault).exact("acme", "ada@example.com")
+    app.close()
+    assert to_first_shape(bookings_store.vault_url("bookings")) == 1
+
+    for _start in range(2):  # the first start migrates, the second finds nothing to do
+        app = bookings_app(bookings_store)
+        try:
+            assert app.repository.get(account.id).email.value == "ada@example.com"
+            assert BlindIndex(app.vault).exact("acme", "ada@example.com") == token  # lookups still match
+        finally:
+            app.close()
+        url = bookings_store.vault_url("bookings")
+        assert rows(url, "SELECT service, subject_id FROM subject_keys") == [("bookings", str(account_id))]
+        assert [r[0] for r in rows(url, "SELECT service FROM service_secrets")] == ["bookings"]
