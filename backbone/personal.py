@@ -52,7 +52,7 @@ from eventsourcing.persistence import Transcoding
 
 from backbone.logging import get_logger
 from backbone.sqltypes import UtcDateTime, creating_tables, server_engine
-from contracts.personal import Sealed, SubjectKey
+from contracts.personal import SUBJECT_KEY_CONSUMERS, Sealed, SubjectKey
 
 log = get_logger(__name__)
 
@@ -527,10 +527,13 @@ def _migrate_legacy(engine: sa.Engine, service: str) -> None:
     services configured onto one database shared one vault: one key per subject for all of
     them, and an erasure by one destroyed it for all. Which services shared it is known from
     the database itself: a service's vault was always in the database of its event store, whose
-    tables eventsourcing names `<service>_events` and `<service>_tracking`. Each of those
-    services (this one always among them) gets its own copy of every row: the same keys and
-    secrets as before, so everything they sealed still opens and the blind indexes still match.
-    A SQLite vault is one service's own file: its rows are this service's.
+    tables eventsourcing names `<service>_events` and `<service>_tracking`. Alone, this service
+    takes every row (a SQLite vault is always one service's file). Shared, a subject's key goes
+    to its owner and to the services that consume the owner's keys topic
+    (`SUBJECT_KEY_CONSUMERS`): exactly the copies the owner's erasures reach. A copy for any
+    other service would outlive an erasure, so none is made (the row of an owner not known there
+    goes to every service, rather than to none). Secrets go to every service. The keys and
+    secrets stay the same, so everything sealed still opens and the blind indexes still match.
 
     One transaction, under a lock (instances starting together wait, then find the new shape):
     each old table is copied aside, replaced by the new one, its rows copied in for each service,
@@ -557,19 +560,36 @@ def _migrate_legacy(engine: sa.Engine, service: str) -> None:
         rows = {}
         for table in legacy:
             columns = ", ".join(c.name for c in metadata.tables[table].columns if c.name != "service")
-            copy = sa.text(
-                f"INSERT INTO {table} (service, {columns}) SELECT :service, {columns} FROM {table}{_ASIDE}"  # noqa: S608
-            )
-            for holder in services:
-                conn.execute(copy, {"service": holder})
+            copy = f"INSERT INTO {table} (service, {columns}) SELECT :service, {columns} FROM {table}{_ASIDE}"  # noqa: S608
+            if table == "subject_keys":
+                owners = conn.exec_driver_sql(f"SELECT DISTINCT owner FROM {table}{_ASIDE}").scalars().all()  # noqa: S608
+                whose = sa.text(copy + " WHERE owner IN :owners").bindparams(
+                    sa.bindparam("owners", expanding=True)
+                )
+                for holder in services:
+                    theirs = [o for o in owners if holder in _holders(o, services)]
+                    if theirs:
+                        conn.execute(whose, {"service": holder, "owners": theirs})
+            else:
+                for holder in services:
+                    conn.execute(sa.text(copy), {"service": holder})
             rows[table] = conn.exec_driver_sql(f"SELECT count(*) FROM {table}{_ASIDE}").scalar()  # noqa: S608
             conn.exec_driver_sql(f"DROP TABLE {table}{_ASIDE}")
     log.warning(
-        "the vault was migrated: its rows now belong to each service that shared them",
+        "the vault was migrated: its rows are now kept per service",
         services=services,
         subject_keys=rows.get("subject_keys", 0),
         service_secrets=rows.get("service_secrets", 0),
     )
+
+
+def _holders(owner: str, services: list[str]) -> list[str]:
+    """Which of the services that shared a vault keep a copy of a key of `owner`'s subject
+    (see `_migrate_legacy`)."""
+    if len(services) == 1:
+        return services
+    readers = [s for s in services if s == owner or s in SUBJECT_KEY_CONSUMERS.get(owner, ())]
+    return readers or services
 
 
 def _vault_services(conn: sa.Connection, service: str) -> list[str]:

@@ -244,33 +244,47 @@ def test_a_migration_that_fails_leaves_the_first_shape_as_it_was(database, monke
 
 
 @pytest.mark.postgres
-def test_a_shared_vault_of_the_first_shape_goes_to_every_service_of_the_database(postgres):
-    """The bug this shape had: `POSTGRES_DBNAME=booking` put accounts and bookings in one database
-    and one vault table. Each gets its own copy of every row; erasing then stays in one."""
+def test_a_shared_vault_of_the_first_shape_goes_to_each_service_that_may_hold_it(postgres):
+    """The bug this shape had: `POSTGRES_DBNAME=booking` put the three services in one database
+    and one vault table. A subject's key goes to its owner and to the services that consume the
+    owner's keys topic (whom its erasures reach), and to no other: nobody consumes the notifier's
+    keys, so only the notifier keeps its subjects' keys. Erasing then stays in one service."""
     name = f"vault_{uuid.uuid4().hex[:10]}"
     postgres.create_database(name)
     url = postgres.sqlalchemy_url(name)
     try:
         old = write_legacy_vault(url)
-        with postgres.connect(name) as conn:  # the two services' event stores (eventsourcing's names)
-            for service in ("accounts", "bookings"):
+        staff, staff_key = uuid.uuid4(), AESGCM.generate_key(bit_length=256)
+        with postgres.connect(name) as conn:
+            conn.execute(
+                "INSERT INTO subject_keys (subject_id, owner, key, published) "
+                "VALUES (%s, 'notifier', %s, false)",
+                (str(staff), staff_key),
+            )
+            for service in ("accounts", "bookings", "notifier"):  # their event stores (eventsourcing's names)
                 conn.execute(f"CREATE TABLE {service}_events (notification_id bigint)")
                 conn.execute(f"CREATE TABLE {service}_tracking (application_name text)")
             conn.execute("CREATE TABLE session_events (x int)")  # not an event store: no tracking table
-        bookings = Vault(url, "bookings")  # whichever starts first migrates for both
-        accounts = Vault(url, "accounts")
+        sealed_staff = Sealed(subject_id=staff, ciphertext=encrypt(staff_key, staff, "staff@example.com"))
+        bookings = Vault(url, "bookings")  # whichever starts first migrates for all
+        accounts, notifier = Vault(url, "accounts"), Vault(url, "notifier")
         try:
             by_service = rows(url, "SELECT service, count(*) FROM subject_keys GROUP BY service ORDER BY 1")
-            assert by_service == [("accounts", 3), ("bookings", 3)]
-            for vault in (accounts, bookings):
+            assert by_service == [("accounts", 3), ("bookings", 3), ("notifier", 4)]
+            for vault in (accounts, bookings, notifier):
                 assert vault.open(old["own"]).value == "ada@example.com"
+                assert vault.open(old["copied"]).value == "Grace Hopper"
                 assert vault.secret("email-index") == old["secrets"]["email-index"]
+            assert notifier.open(sealed_staff).value == "staff@example.com"
+            for vault in (accounts, bookings):  # a copy no erasure of the notifier would reach
+                with pytest.raises(UnknownSubject):
+                    vault.open(sealed_staff)
             assert_vault_opens(accounts, old)
             accounts.erase(old["own"].subject_id)
             assert Vault(url, "bookings").open(old["own"]).value == "ada@example.com"
         finally:
-            accounts.close()
-            bookings.close()
+            for vault in (accounts, bookings, notifier):
+                vault.close()
     finally:
         postgres.drop_database(name)
 
