@@ -262,7 +262,7 @@ def store_env(store: StoreSettings, service: str) -> dict[str, str]:
         env.update(SQLITE_DBNAME=str(path), SQLITE_LOCK_TIMEOUT="30")
     elif store.kind == "postgres":
         env.update(
-            POSTGRES_DBNAME=store.postgres_dbname or service,
+            POSTGRES_DBNAME=store.postgres_database(service),
             POSTGRES_HOST=store.postgres_host,
             POSTGRES_PORT=str(store.postgres_port),
             POSTGRES_USER=store.postgres_user,
@@ -309,7 +309,7 @@ def store_missing(store: StoreSettings, service: str) -> str | None:
         except sqlite3.Error as error:
             return f"{service}: cannot read the event store {path}: {error}"
         return None if found else f"{service}: the event store {path} is empty (no {table} table)"
-    dbname = store.postgres_dbname or service
+    dbname = store.postgres_database(service)
     where = f"PostgreSQL {store.postgres_host}:{store.postgres_port}"
     try:
         with psycopg.connect(

@@ -216,7 +216,7 @@ def postgres_conninfo(store: StoreSettings, service: str) -> str:
         port=str(store.postgres_port),
         user=store.postgres_user,
         password=store.postgres_password.get_secret_value(),
-        dbname=store.postgres_dbname or service,
+        dbname=store.postgres_database(service),
     )
 
 

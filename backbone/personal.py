@@ -15,7 +15,14 @@ replays show the value as erased.
 
 The vault is not event-sourced on purpose: it is the one place where deletion must be real. It
 lives in its own SQLite file (rollback journal + `secure_delete`, so a deleted key is
-overwritten in the file) or in the service's PostgreSQL database (`subject_keys` table).
+overwritten in the file) or in the service's PostgreSQL database (`subject_keys` and
+`service_secrets` tables).
+
+Every row of the vault belongs to one service (`service`, part of the primary key): two services
+whose settings put them in the same database still keep separate keys, each reads only its own
+rows, and erasing a subject in one never destroys another's copy of the key. (`owner`, beside
+it, is the service that created the subject: the one whose keys topic speaks for it.) Vaults
+written before that column existed are migrated when the service starts (`_migrate_legacy`).
 
 Several instances of a service share one vault (PostgreSQL), but each keeps keys in memory.
 So each instance looks for erasures made by the others (`sync_erasures`: the erasures of the
@@ -43,8 +50,11 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import Transcoding
 
+from backbone.logging import get_logger
 from backbone.sqltypes import UtcDateTime, creating_tables, server_engine
-from contracts.personal import Sealed, SubjectKey
+from contracts.personal import SUBJECT_KEY_CONSUMERS, Sealed, SubjectKey
+
+log = get_logger(__name__)
 
 ERASED_TEXT = "[erased]"
 CACHE_SIZE = 100_000  # keys kept in memory (32 bytes each); the rest are read from the vault
@@ -75,7 +85,11 @@ metadata = sa.MetaData()
 subject_keys = sa.Table(
     "subject_keys",
     metadata,
+    # Keyed by subject, then service (whose vault the row is in): the subject first, so that a
+    # batch of subjects (`subject_id IN (...)`) is found through the index whatever the planner
+    # thinks of a column that holds one or two values.
     sa.Column("subject_id", sa.String(36), primary_key=True),
+    sa.Column("service", sa.String(64), primary_key=True),
     sa.Column("owner", sa.String(64), nullable=False),  # the service that created the subject
     sa.Column("key", sa.LargeBinary, nullable=True),  # NULL once erased
     sa.Column("erased_at", UtcDateTime, nullable=True, index=True),
@@ -84,6 +98,7 @@ subject_keys = sa.Table(
 service_secrets = sa.Table(
     "service_secrets",
     metadata,
+    sa.Column("service", sa.String(64), primary_key=True),  # whose secret it is
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("value", sa.LargeBinary, nullable=False),
 )
@@ -95,6 +110,12 @@ class Vault:
     def __init__(self, url: str, service: str):
         self.service = service
         self.engine = _engine(url)
+        # This service's rows only (others may share the table); the lookups are built once.
+        self._mine = subject_keys.c.service == service
+        by_subject = sa.and_(self._mine, subject_keys.c.subject_id == sa.bindparam("subject"))
+        self._select_row = sa.select(subject_keys).where(by_subject)
+        self._select_key = sa.select(subject_keys.c.key).where(by_subject)
+        _migrate_legacy(self.engine, service)
         creating_tables(lambda: metadata.create_all(self.engine))
         self._cache: OrderedDict[UUID, bytes | None] = OrderedDict()  # most recent last
         self._lock = threading.Lock()
@@ -117,7 +138,7 @@ class Vault:
             recent = {
                 UUID(subject)
                 for subject in conn.execute(
-                    sa.select(subject_keys.c.subject_id).where(subject_keys.c.erased_at >= since)
+                    sa.select(subject_keys.c.subject_id).where(self._mine, subject_keys.c.erased_at >= since)
                 ).scalars()
             }
         with self._lock:
@@ -144,9 +165,7 @@ class Vault:
         if key is not None:
             return key
         with self.engine.begin() as conn:
-            row = conn.execute(
-                sa.select(subject_keys).where(subject_keys.c.subject_id == str(subject_id))
-            ).first()
+            row = conn.execute(self._select_row, {"subject": str(subject_id)}).first()
             if row is not None:
                 if row.key is None:
                     raise KeyError(f"subject {subject_id} was erased")
@@ -154,7 +173,11 @@ class Vault:
             key = AESGCM.generate_key(bit_length=256)
             conn.execute(
                 sa.insert(subject_keys).values(
-                    subject_id=str(subject_id), owner=self.service, key=key, published=False
+                    service=self.service,
+                    subject_id=str(subject_id),
+                    owner=self.service,
+                    key=key,
+                    published=False,
                 )
             )
         return self._remember(subject_id, key)
@@ -171,7 +194,7 @@ class Vault:
                 UUID(row)
                 for row in conn.execute(
                     sa.select(subject_keys.c.subject_id).where(
-                        subject_keys.c.subject_id.in_([str(s) for s in unseen])
+                        self._mine, subject_keys.c.subject_id.in_([str(s) for s in unseen])
                     )
                 ).scalars()
             }
@@ -180,7 +203,13 @@ class Vault:
                 conn.execute(
                     sa.insert(subject_keys),
                     [
-                        {"subject_id": str(s), "owner": self.service, "key": key, "published": False}
+                        {
+                            "service": self.service,
+                            "subject_id": str(s),
+                            "owner": self.service,
+                            "key": key,
+                            "published": False,
+                        }
                         for s, key in created.items()
                     ],
                 )
@@ -194,11 +223,7 @@ class Vault:
             if subject_id in self._cache:
                 return self._cache[subject_id]
         with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(subject_keys.c.key, subject_keys.c.erased_at).where(
-                    subject_keys.c.subject_id == str(subject_id)
-                )
-            ).first()
+            row = conn.execute(self._select_key, {"subject": str(subject_id)}).first()
         if row is None:
             raise UnknownSubject(f"no key for subject {subject_id} yet")
         return self._remember(subject_id, row.key)
@@ -213,7 +238,7 @@ class Vault:
             with self.engine.connect() as conn:
                 rows = conn.execute(
                     sa.select(subject_keys.c.subject_id, subject_keys.c.key).where(
-                        subject_keys.c.subject_id.in_([str(s) for s in chunk])
+                        self._mine, subject_keys.c.subject_id.in_([str(s) for s in chunk])
                     )
                 ).all()
             for row in rows:
@@ -232,11 +257,7 @@ class Vault:
         """`accept` for many records, in one transaction (a batch from a keys topic)."""
         with self.engine.begin() as conn:
             for record in records:
-                row = conn.execute(
-                    sa.select(subject_keys.c.owner, subject_keys.c.key, subject_keys.c.erased_at).where(
-                        subject_keys.c.subject_id == str(record.subject_id)
-                    )
-                ).first()
+                row = conn.execute(self._select_row, {"subject": str(record.subject_id)}).first()
                 if row is not None and row.owner != record.owner:
                     # Only a subject's owner speaks for it. An erasure heard before any key
                     # names its owner only provisionally: the first key, from its real owner,
@@ -244,7 +265,7 @@ class Vault:
                     if row.key is None and not record.erased and record.key is not None:
                         conn.execute(
                             sa.update(subject_keys)
-                            .where(subject_keys.c.subject_id == str(record.subject_id))
+                            .where(self._subject(record.subject_id))
                             .values(
                                 owner=record.owner,
                                 key=base64.b64decode(record.key),
@@ -260,6 +281,7 @@ class Vault:
                 elif row is None:
                     conn.execute(
                         sa.insert(subject_keys).values(
+                            service=self.service,
                             subject_id=str(record.subject_id),
                             owner=record.owner,
                             key=base64.b64decode(record.key),
@@ -293,13 +315,17 @@ class Vault:
         published. For keyed hashes over personal data (e.g. an id derived from an email
         address): whoever holds only the event store or a topic cannot recompute them, and the
         secret is backed up, restored and deleted together with the keys."""
-        query = sa.select(service_secrets.c.value).where(service_secrets.c.name == name)
+        query = sa.select(service_secrets.c.value).where(
+            service_secrets.c.service == self.service, service_secrets.c.name == name
+        )
         try:
             with self.engine.begin() as conn:
                 value = conn.execute(query).scalar()
                 if value is None:
                     value = os.urandom(32)
-                    conn.execute(sa.insert(service_secrets).values(name=name, value=value))
+                    conn.execute(
+                        sa.insert(service_secrets).values(service=self.service, name=name, value=value)
+                    )
                 return value
         except sa.exc.IntegrityError:  # another instance created it at the same moment
             with self.engine.connect() as conn:
@@ -312,7 +338,7 @@ class Vault:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(subject_keys)
-                .where(subject_keys.c.owner == self.service, subject_keys.c.published.is_(False))
+                .where(self._mine, subject_keys.c.owner == self.service, subject_keys.c.published.is_(False))
                 .limit(limit)
             ).all()
         return [
@@ -336,7 +362,7 @@ class Vault:
                 still_same = subject_keys.c.key.is_(None) if erased else subject_keys.c.key.isnot(None)
                 conn.execute(
                     sa.update(subject_keys)
-                    .where(subject_keys.c.subject_id == sa.bindparam("subject"), still_same)
+                    .where(self._mine, subject_keys.c.subject_id == sa.bindparam("subject"), still_same)
                     .values(published=True),
                     rows,
                 )
@@ -384,6 +410,9 @@ class Vault:
 
     # ----------------------------------------------------------------- internals
 
+    def _subject(self, subject_id: UUID) -> sa.ColumnElement[bool]:
+        return sa.and_(self._mine, subject_keys.c.subject_id == str(subject_id))
+
     def _lookup(self, subject_id: UUID) -> bytes | None:
         with self._lock:
             return self._cache.get(subject_id)
@@ -398,19 +427,22 @@ class Vault:
 
     def _erase_in(self, conn: Any, subject_id: UUID, owner: str, *, published: bool) -> None:
         now = datetime.now(UTC)
-        row = conn.execute(
-            sa.select(subject_keys.c.erased_at).where(subject_keys.c.subject_id == str(subject_id))
-        ).first()
+        row = conn.execute(sa.select(subject_keys.c.erased_at).where(self._subject(subject_id))).first()
         if row is None:
             conn.execute(
                 sa.insert(subject_keys).values(
-                    subject_id=str(subject_id), owner=owner, key=None, erased_at=now, published=published
+                    service=self.service,
+                    subject_id=str(subject_id),
+                    owner=owner,
+                    key=None,
+                    erased_at=now,
+                    published=published,
                 )
             )
         elif row.erased_at is None:
             conn.execute(
                 sa.update(subject_keys)
-                .where(subject_keys.c.subject_id == str(subject_id))
+                .where(self._subject(subject_id))
                 .values(key=None, erased_at=now, published=published)
             )
 
@@ -470,6 +502,114 @@ class PersonalAsSealed(Transcoding):
         if key is None:
             return Personal(subject_id, None)
         return Personal(subject_id, decrypt(key, subject_id, data["c"]))
+
+
+# ------------------------------------------------------------------------- migration
+
+_VAULT_TABLES = ("subject_keys", "service_secrets")
+_ASIDE = "_before_service"  # where a legacy table waits, inside the migration's transaction
+
+
+def _legacy_tables(bind: sa.Engine | sa.Connection) -> list[str]:
+    """The vault's tables that exist in their first shape: keyed without the service."""
+    inspector = sa.inspect(bind)
+    return [
+        table
+        for table in _VAULT_TABLES
+        if inspector.has_table(table) and "service" not in {c["name"] for c in inspector.get_columns(table)}
+    ]
+
+
+def _migrate_legacy(engine: sa.Engine, service: str) -> None:
+    """Move the rows of a vault written before `service` was part of its keys to the new shape.
+
+    Before, `subject_keys` was keyed by subject alone and `service_secrets` by name alone, so
+    services configured onto one database shared one vault: one key per subject for all of
+    them, and an erasure by one destroyed it for all. Which services shared it is known from
+    the database itself: a service's vault was always in the database of its event store, whose
+    tables eventsourcing names `<service>_events` and `<service>_tracking`. Alone, this service
+    takes every row (a SQLite vault is always one service's file). Shared, a subject's key goes
+    to its owner and to the services that consume the owner's keys topic
+    (`SUBJECT_KEY_CONSUMERS`): exactly the copies the owner's erasures reach. A copy for any
+    other service would outlive an erasure, so none is made (the row of an owner not known there
+    goes to every service, rather than to none). Secrets go to every service. The keys and
+    secrets stay the same, so everything sealed still opens and the blind indexes still match.
+
+    One transaction, under a lock (instances starting together wait, then find the new shape):
+    each old table is copied aside, replaced by the new one, its rows copied in for each service,
+    and dropped. A crash anywhere leaves the old table as it was; once done, a start finds the
+    new shape and does nothing.
+    """
+    if not _legacy_tables(engine):
+        return
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(
+                sa.text("SELECT pg_advisory_xact_lock(hashtext('booking-accounts: vault migration'))")
+            )
+        else:  # SQLite: take the write lock now (pysqlite would only begin before the first write)
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        legacy = _legacy_tables(conn)  # again, under the lock
+        if not legacy:
+            return
+        services = _vault_services(conn, service)
+        for table in legacy:
+            conn.exec_driver_sql(f"CREATE TABLE {table}{_ASIDE} AS SELECT * FROM {table}")  # noqa: S608
+            conn.exec_driver_sql(f"DROP TABLE {table}")
+        metadata.create_all(conn)
+        rows = {}
+        for table in legacy:
+            columns = ", ".join(c.name for c in metadata.tables[table].columns if c.name != "service")
+            copy = f"INSERT INTO {table} (service, {columns}) SELECT :service, {columns} FROM {table}{_ASIDE}"  # noqa: S608
+            if table == "subject_keys":
+                owners = conn.exec_driver_sql(f"SELECT DISTINCT owner FROM {table}{_ASIDE}").scalars().all()  # noqa: S608
+                whose = sa.text(copy + " WHERE owner IN :owners").bindparams(
+                    sa.bindparam("owners", expanding=True)
+                )
+                for holder in services:
+                    theirs = [o for o in owners if holder in _holders(o, services)]
+                    if theirs:
+                        conn.execute(whose, {"service": holder, "owners": theirs})
+            else:
+                for holder in services:
+                    conn.execute(sa.text(copy), {"service": holder})
+            rows[table] = conn.exec_driver_sql(f"SELECT count(*) FROM {table}{_ASIDE}").scalar()  # noqa: S608
+            conn.exec_driver_sql(f"DROP TABLE {table}{_ASIDE}")
+    log.warning(
+        "the vault was migrated: its rows are now kept per service",
+        services=services,
+        subject_keys=rows.get("subject_keys", 0),
+        service_secrets=rows.get("service_secrets", 0),
+    )
+
+
+def _holders(owner: str, services: list[str]) -> list[str]:
+    """Which of the services that shared a vault keep a copy of a key of `owner`'s subject
+    (see `_migrate_legacy`)."""
+    if len(services) == 1:
+        return services
+    readers = [s for s in services if s == owner or s in SUBJECT_KEY_CONSUMERS.get(owner, ())]
+    return readers or services
+
+
+def _vault_services(conn: sa.Connection, service: str) -> list[str]:
+    """The services whose vault a legacy table was: this one, and in PostgreSQL every service
+    whose event store is in the same database (see `_migrate_legacy`)."""
+    found = {service}
+    if conn.dialect.name == "postgresql":
+        tables = {
+            (schema, name)
+            for schema, name in conn.execute(
+                sa.text(
+                    "SELECT table_schema, table_name FROM information_schema.tables "
+                    "WHERE table_schema NOT IN ('pg_catalog', 'information_schema')"
+                )
+            )
+        }
+        for schema, name in tables:
+            if name.endswith("_events") and (schema, name.removesuffix("_events") + "_tracking") in tables:
+                found.add(name.removesuffix("_events"))
+    return sorted(found)
 
 
 def _engine(url: str) -> sa.Engine:

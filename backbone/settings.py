@@ -22,6 +22,58 @@ StoreKind = Literal["sqlite", "postgres", "memory"]
 
 SSLMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 
+POSTGRES_NAME_BYTES = 63  # PostgreSQL cuts longer names short: two services' could then be one
+
+
+def postgres_database(setting: str | None, service: str) -> str:
+    """The PostgreSQL database of one service, by the rule of `POSTGRES_DBNAME`:
+
+    * unset (or empty): the service's name (`accounts`, `bookings`, `notifier`);
+    * a name: a prefix, `POSTGRES_DBNAME=booking` -> `booking_accounts`, `booking_bookings`, ...;
+    * `service=database` pairs, comma-separated: each service's database, named outright
+      (`accounts=acc,bookings=bk,notifier=nt`). A service the mapping does not name does not
+      start (ValueError); a mapping that names only the service it is given to is how one
+      service is pointed at a database of any name.
+
+    So one value set for every service never puts them in one database; only a mapping can,
+    and even then each keeps its own keys (`backbone.personal`: the vault's rows are per service).
+    """
+    setting = (setting or "").strip()
+    if not setting:
+        name = service
+    elif "=" not in setting:
+        name = f"{setting}_{service}"
+    else:
+        mapping = parse_database_mapping(setting)
+        if service not in mapping:
+            raise ValueError(
+                f"POSTGRES_DBNAME={setting!r} names the databases of {', '.join(sorted(mapping))} "
+                f"but not of {service}: add {service}=<database>, or give a prefix instead"
+            )
+        name = mapping[service]
+    if len(name.encode()) > POSTGRES_NAME_BYTES:
+        raise ValueError(
+            f"the database of {service}, {name!r}, is longer than PostgreSQL's {POSTGRES_NAME_BYTES} "
+            "bytes (POSTGRES_DBNAME): shorten the prefix"
+        )
+    return name
+
+
+def parse_database_mapping(setting: str) -> dict[str, str]:
+    """`accounts=a, bookings=b` as {service: database}; ValueError naming what is wrong."""
+    mapping: dict[str, str] = {}
+    for entry in setting.split(","):
+        service, equals, database = (part.strip() for part in entry.partition("="))
+        if not equals or not service or not database or "=" in database:
+            raise ValueError(
+                f"POSTGRES_DBNAME={setting!r}: {entry.strip()!r} is not service=database "
+                "(a mapping is `accounts=a,bookings=b,notifier=c`; a plain name is a prefix)"
+            )
+        if service in mapping:
+            raise ValueError(f"POSTGRES_DBNAME={setting!r} names the database of {service} twice")
+        mapping[service] = database
+    return mapping
+
 
 @dataclass(frozen=True)
 class StoreSettings:
@@ -51,6 +103,11 @@ class StoreSettings:
             "sslkey": self.postgres_sslkey,
         }
         return {name: str(value) for name, value in given.items() if value is not None}
+
+    def postgres_database(self, service: str) -> str:
+        """The service's PostgreSQL database (event store, read models, vault): see
+        `postgres_database` for the rule of `POSTGRES_DBNAME`."""
+        return postgres_database(self.postgres_dbname, service)
 
     def views_url(self, service: str) -> str:
         """SQLAlchemy URL of the service's read models (its derived, rebuildable state)."""
@@ -83,7 +140,7 @@ class StoreSettings:
             password=self.postgres_password.get_secret_value(),
             host=self.postgres_host,
             port=self.postgres_port,
-            database=self.postgres_dbname or service,
+            database=self.postgres_database(service),
             query={**self.postgres_tls(), **pool},
         )
         return url.render_as_string(hide_password=False)
@@ -142,7 +199,12 @@ class ServiceSettings(BaseSettings):
     postgres_port: int = 5432
     postgres_user: str = "postgres"
     postgres_password: SecretStr = SecretStr("")
-    postgres_dbname: str | None = None
+    postgres_dbname: str | None = Field(
+        default=None,
+        description="The services' databases: unset, each service's name; a name, a prefix "
+        "(`booking` -> booking_accounts, booking_bookings, booking_notifier); or a mapping "
+        "(`accounts=a,bookings=b,notifier=c`). See backbone.settings.postgres_database.",
+    )
     postgres_schema: str | None = None
     postgres_sslmode: SSLMode | None = Field(
         default=None, description="libpq's sslmode (verify-full to check the server's certificate and name)."
@@ -179,6 +241,13 @@ class ServiceSettings(BaseSettings):
     @classmethod
     def _audit_token_long_enough(cls, token: SecretStr | None) -> SecretStr | None:
         return long_enough(token, "AUDIT_API_TOKEN")
+
+    @field_validator("postgres_dbname")
+    @classmethod
+    def _database_rule(cls, setting: str | None) -> str | None:
+        if setting and "=" in setting:
+            parse_database_mapping(setting)  # a mapping that cannot be read fails at start
+        return setting
 
     @model_validator(mode="after")
     def _kafka_security_fits(self) -> ServiceSettings:

@@ -112,7 +112,7 @@ def deployment(store: str, root: Path, kafka: str, postgres: PostgresParams | No
             assert postgres is not None
             database = f"{namespace}_{name}"
             postgres.create_database(database)
-            env |= {k: v for k, v in postgres.env(database).items()}
+            env |= {k: v for k, v in postgres.env(namespace).items()}  # POSTGRES_DBNAME: a prefix
         services[name] = env
     services["bookings"]["SESSION_PUBLIC_KEY_FILE"] = str(public_path(signing_key))
     services["notifier"]["SEALING_KEY_FILE"] = str(root / "sealing.key")
@@ -186,6 +186,7 @@ def write(handle: registry.ServiceHandle, events: int) -> int:
                 sa.insert(subject_keys),
                 [
                     {
+                        "service": "bookings",
                         "subject_id": str(i),
                         "owner": "bookings",
                         "key": AESGCM.generate_key(256),

@@ -52,3 +52,12 @@ class SubjectKey(Value):
 
 def subject_keys_topic(service: str) -> str:
     return f"{service}.subject-keys"
+
+
+SUBJECT_KEY_CONSUMERS: dict[str, tuple[str, ...]] = {
+    "accounts": ("bookings", "notifier"),
+    "bookings": ("accounts", "notifier"),
+}
+"""Owner -> the services that consume its keys topic: they hold copies of its subjects' keys,
+and its erasures reach those copies (nobody consumes the notifier's). The services' bootstraps
+subscribe accordingly (tests/unit/test_subject_key_consumers.py)."""

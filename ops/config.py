@@ -14,7 +14,7 @@ class), so it opens the same stores and topics. Values come, each overriding the
     POSTGRES_HOST = "db.internal"
 
     [services.bookings.env]
-    POSTGRES_DBNAME = "bookings"
+    POSTGRES_DBNAME = "bookings=bookings_2024"   # one service's database, named outright
     SESSION_PUBLIC_KEY_FILE = "/etc/booking-accounts/session-signing-key.pub.pem"
 
 Secrets can stay in the environment (or in a file readable only by operators). `./deploy/up`
@@ -80,7 +80,7 @@ class Deployment:
             # Read as the environment would be, so that JSON values (RATE_LIMITS) are decoded.
             source = EnvSettingsSource(settings_class, case_sensitive=False)
             source.env_vars = {k.lower(): v for k, v in values.items() if k.lower() in fields}
-            return settings_class(**source())
+            settings = settings_class(**source())
         except ValidationError as error:
             problems = "; ".join(
                 f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors(include_url=False)
@@ -89,6 +89,12 @@ class Deployment:
                 f"{name}: its settings are incomplete or invalid ({problems}); set them in the "
                 f"environment or in the config file's [services.{name}.env]"
             ) from None
+        if settings.store == "postgres":
+            try:
+                settings.store_settings().postgres_database(name)  # a mapping must name it
+            except ValueError as error:
+                raise OpsError(f"{name}: {error}") from None
+        return settings
 
 
 def _strings(table: Any, where: str) -> dict[str, str]:

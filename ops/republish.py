@@ -121,7 +121,11 @@ def _own_keys(vault: Vault, after: str, limit: int = 500) -> list[SubjectKey]:
     with vault.engine.connect() as conn:
         rows = conn.execute(
             sa.select(subject_keys)
-            .where(subject_keys.c.owner == vault.service, subject_keys.c.subject_id > after)
+            .where(
+                subject_keys.c.service == vault.service,
+                subject_keys.c.owner == vault.service,
+                subject_keys.c.subject_id > after,
+            )
             .order_by(subject_keys.c.subject_id)
             .limit(limit)
         ).all()

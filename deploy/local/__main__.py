@@ -26,6 +26,7 @@ from typing import Annotated
 
 import typer
 
+from backbone.settings import postgres_database
 from deploy.local._proc import InfraError, write_private
 from deploy.local.fresh import FreshRefused, clear_postgres, postgres_stores
 from deploy.local.kafka import LocalKafka
@@ -68,6 +69,9 @@ SERVICES: tuple[ServiceSpec, ...] = (
         },
     ),
 )
+
+# The services that keep stores (the portal keeps none): each gets its own database.
+STORE_SERVICES = tuple(spec.name for spec in SERVICES if spec.name != "portal")
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -168,17 +172,24 @@ def postgres_start(
     port: Annotated[int, typer.Option(help="Port (0 = a free one).")] = 0,
     user: Annotated[str, typer.Option(help="Superuser to create.")] = "booking",
     password: Annotated[str, typer.Option(help="Its password.")] = "booking",  # noqa: S107
-    database: Annotated[str, typer.Option(help="A database to create.")] = "booking",
+    prefix: Annotated[
+        str, typer.Option(help="POSTGRES_DBNAME: each service's database is <prefix>_<service>.")
+    ] = "booking",
 ) -> None:
-    """Start a throw-away PostgreSQL (fresh data dir) in the foreground until Ctrl-C."""
+    """Start a throw-away PostgreSQL (fresh data dir) in the foreground until Ctrl-C, with one
+    database per service, and print the settings that point the services at them."""
     pg = LocalPostgres(port=port, user=user, password=password)
     with _sigterm_as_keyboard_interrupt():
         try:
             params = pg.start()
-            params.create_database(database)
-            for k, v in params.env(database).items():
+            databases = {name: postgres_database(prefix, name) for name in STORE_SERVICES}
+            for database in databases.values():
+                params.create_database(database)
+            for k, v in {**params.env(prefix), "STORE": "postgres"}.items():
                 _echo(f"{k}={v}", color="green")
-            _echo(f"DSN: {params.dsn(database)}   (Ctrl-C to stop; data is discarded)")
+            for name, database in databases.items():
+                _echo(f"{name}: database {database}, DSN {params.dsn(database)}")
+            _echo("(Ctrl-C to stop; data is discarded)")
             _wait_for_ctrl_c()
         except KeyboardInterrupt:
             pass

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from backbone.settings import postgres_database
+
 
 class FreshRefused(Exception):
     """A store could not be cleared: nothing was started, the reason says what to do."""
@@ -32,7 +34,8 @@ class PostgresStore:
 
 
 def postgres_stores(envs: Mapping[str, Mapping[str, str]]) -> list[PostgresStore]:
-    """The PostgreSQL databases (or schemas) the services are configured with, each once."""
+    """The PostgreSQL databases (or schemas) the services are configured with, each once
+    (`POSTGRES_DBNAME` read as the services read it: `backbone.settings.postgres_database`)."""
     found: list[PostgresStore] = []
     for service, env in envs.items():
         if env.get("STORE", "sqlite") != "postgres":
@@ -42,7 +45,7 @@ def postgres_stores(envs: Mapping[str, Mapping[str, str]]) -> list[PostgresStore
             int(env.get("POSTGRES_PORT", "5432")),
             env.get("POSTGRES_USER", "postgres"),
             env.get("POSTGRES_PASSWORD", ""),
-            env.get("POSTGRES_DBNAME") or service,
+            postgres_database(env.get("POSTGRES_DBNAME"), service),
             env.get("POSTGRES_SCHEMA") or None,
         )
         if store not in found:

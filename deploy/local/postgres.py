@@ -78,7 +78,9 @@ class PostgresParams:
         return "postgresql+psycopg" + self.dsn(dbname)[len("postgresql") :]
 
     def env(self, dbname: str = "postgres") -> dict[str, str]:
-        """POSTGRES_* variables (the names eventsourcing's PostgreSQL store reads)."""
+        """POSTGRES_* settings of the services for this server. `dbname` is their
+        POSTGRES_DBNAME, read by its rule (`backbone.settings.postgres_database`): a prefix,
+        `booking` -> databases booking_accounts, booking_bookings, booking_notifier."""
         return {
             "POSTGRES_HOST": self.host,
             "POSTGRES_PORT": str(self.port),

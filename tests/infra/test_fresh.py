@@ -21,7 +21,8 @@ def _envs(postgres, prefix: str, port: int | None = None) -> dict[str, dict[str,
         "POSTGRES_USER": postgres.user,
         "POSTGRES_PASSWORD": postgres.password,
     }
-    return {name: {**common, "POSTGRES_DBNAME": f"{prefix}_{name}"} for name in ("accounts", "bookings")}
+    # POSTGRES_DBNAME is a prefix: the databases are <prefix>_accounts and <prefix>_bookings.
+    return {name: {**common, "POSTGRES_DBNAME": prefix} for name in ("accounts", "bookings")}
 
 
 def _tables(postgres, dbname: str) -> list[str]:
@@ -33,18 +34,19 @@ def _tables(postgres, dbname: str) -> list[str]:
 def test_fresh_empties_every_service_database_and_keeps_it_usable(postgres):
     prefix = f"fresh{uuid.uuid4().hex[:8]}"
     envs = _envs(postgres, prefix)
-    for env in envs.values():
-        postgres.create_database(env["POSTGRES_DBNAME"])
-        with postgres.connect(env["POSTGRES_DBNAME"]) as conn:
+    databases = [f"{prefix}_{name}" for name in envs]
+    for database in databases:
+        postgres.create_database(database)
+        with postgres.connect(database) as conn:
             conn.execute("CREATE TABLE tracking (name text, position int)")
     try:
         done = clear_postgres(postgres_stores(envs))
         assert len(done) == 2 and all("cleared PostgreSQL database" in line for line in done)
-        for env in envs.values():
-            assert _tables(postgres, env["POSTGRES_DBNAME"]) == []  # empty, and there to connect to
+        for database in databases:
+            assert _tables(postgres, database) == []  # empty, and there to connect to
     finally:
-        for env in envs.values():
-            postgres.drop_database(env["POSTGRES_DBNAME"])
+        for database in databases:
+            postgres.drop_database(database)
 
 
 def test_fresh_refuses_and_deletes_nothing_when_a_database_cannot_be_reached(postgres):
@@ -64,9 +66,15 @@ def test_fresh_refuses_and_deletes_nothing_when_a_database_cannot_be_reached(pos
 
 
 def test_only_postgres_stores_are_cleared_and_a_shared_database_once():
-    envs = {
-        "accounts": {"STORE": "sqlite"},
-        "bookings": {"STORE": "postgres", "POSTGRES_DBNAME": "shared"},
-        "notifier": {"STORE": "postgres", "POSTGRES_DBNAME": "shared"},
-    }
+    shared = {"STORE": "postgres", "POSTGRES_DBNAME": "bookings=shared,notifier=shared"}
+    envs = {"accounts": {"STORE": "sqlite"}, "bookings": shared, "notifier": shared}
     assert [s.dbname for s in postgres_stores(envs)] == ["shared"]
+
+
+def test_the_databases_cleared_are_the_ones_the_services_use():
+    """`POSTGRES_DBNAME` as the services read it (backbone.settings.postgres_database)."""
+    names = ("accounts", "bookings", "notifier")
+    prefix = {name: {"STORE": "postgres", "POSTGRES_DBNAME": "booking"} for name in names}
+    assert [s.dbname for s in postgres_stores(prefix)] == [f"booking_{name}" for name in names]
+    unset = {name: {"STORE": "postgres"} for name in names}
+    assert [s.dbname for s in postgres_stores(unset)] == list(names)

@@ -24,7 +24,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def replicas(postgres, tmp_path):
-    database = f"replicas_{uuid.uuid4().hex[:8]}"
+    prefix = f"replicas_{uuid.uuid4().hex[:8]}"  # POSTGRES_DBNAME: <prefix>_accounts
+    database = f"{prefix}_accounts"
     postgres.create_database(database)
     store = StoreSettings(
         kind="postgres",
@@ -32,7 +33,7 @@ def replicas(postgres, tmp_path):
         postgres_port=postgres.port,
         postgres_user=postgres.user,
         postgres_password=SecretStr(postgres.password),
-        postgres_dbname=database,
+        postgres_dbname=prefix,
     )
     _, public = load_or_create_sealing_keys(tmp_path / "sealing.key")
     apps = [

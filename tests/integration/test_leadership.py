@@ -33,7 +33,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def store(postgres):
-    database = f"leaders_{uuid.uuid4().hex[:8]}"
+    prefix = f"leaders_{uuid.uuid4().hex[:8]}"  # POSTGRES_DBNAME: <prefix>_accounts
+    database = f"{prefix}_accounts"
     postgres.create_database(database)
     yield StoreSettings(
         kind="postgres",
@@ -41,7 +42,7 @@ def store(postgres):
         postgres_port=postgres.port,
         postgres_user=postgres.user,
         postgres_password=SecretStr(postgres.password),
-        postgres_dbname=database,
+        postgres_dbname=prefix,
     )
     postgres.drop_database(database)
 

@@ -316,15 +316,15 @@ async def test_delivery_over_tls_verifies_the_servers_certificate(tmp_path, mode
 def _postgres_store(postgres) -> StoreSettings:
     from pydantic import SecretStr
 
-    database = f"senders_{uuid.uuid4().hex[:8]}"
-    postgres.create_database(database)
+    prefix = f"senders_{uuid.uuid4().hex[:8]}"  # POSTGRES_DBNAME: the notifier's is <prefix>_notifier
+    postgres.create_database(f"{prefix}_notifier")
     return StoreSettings(
         kind="postgres",
         postgres_host=postgres.host,
         postgres_port=postgres.port,
         postgres_user=postgres.user,
         postgres_password=SecretStr(postgres.password),
-        postgres_dbname=database,
+        postgres_dbname=prefix,
     )
 
 

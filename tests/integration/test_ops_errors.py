@@ -26,7 +26,7 @@ def postgres_config(postgres, dbname: str, tmp_path, **overrides) -> Deployment:
             "POSTGRES_PORT": str(postgres.port),
             "POSTGRES_USER": postgres.user,
             "POSTGRES_PASSWORD": postgres.password,
-            "POSTGRES_DBNAME": dbname,
+            "POSTGRES_DBNAME": f"notifier={dbname}",  # the notifier's database, named outright
             "DATA_DIR": str(tmp_path),
             "SEALING_KEY_FILE": str(tmp_path / "sealing.key"),
             **{k.upper(): str(v) for k, v in key_settings(tmp_path / "bus", "ops-test").items()},

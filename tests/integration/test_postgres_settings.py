@@ -51,7 +51,7 @@ def deployment(params, ca_file, tmp_path) -> tuple[Deployment, str]:
         "POSTGRES_PORT": str(params.port),
         "POSTGRES_USER": role,
         "POSTGRES_PASSWORD": PASSWORD,
-        "POSTGRES_DBNAME": database,
+        "POSTGRES_DBNAME": f"bookings={database}",  # a database of any name, for this service
         "POSTGRES_SSLMODE": "verify-full",
         "POSTGRES_SSLROOTCERT": str(ca_file),
         "POSTGRES_POOL_SIZE": "2",

@@ -73,7 +73,7 @@ def test_bookings_rebuilt_from_its_event_log_answer_the_same(
     if store == "sqlite":
         (tmp_path / "bookings" / "bookings-views.sqlite3").unlink()
     else:
-        engine = sa.create_engine(postgres.sqlalchemy_url(system.bookings.env["POSTGRES_DBNAME"]))
+        engine = sa.create_engine(postgres.sqlalchemy_url(f"{system.namespace}_bookings"))
         with engine.begin() as conn:
             for table in (
                 "bookings",

@@ -33,15 +33,15 @@ def store(request, tmp_path, name: str) -> StoreSettings:
         (tmp_path / name).mkdir(exist_ok=True)
         return StoreSettings(kind="sqlite", data_dir=tmp_path / name)
     postgres = request.getfixturevalue("postgres")
-    database = f"rebuild_{name}_{uuid.uuid4().hex[:8]}"
-    postgres.create_database(database)
+    prefix = f"rebuild_{name}_{uuid.uuid4().hex[:8]}"  # POSTGRES_DBNAME: <prefix>_bookings
+    postgres.create_database(f"{prefix}_bookings")
     return StoreSettings(
         kind="postgres",
         postgres_host=postgres.host,
         postgres_port=postgres.port,
         postgres_user=postgres.user,
         postgres_password=SecretStr(postgres.password),
-        postgres_dbname=database,
+        postgres_dbname=prefix,
     )
 
 

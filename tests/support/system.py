@@ -181,7 +181,7 @@ class System:
                     POSTGRES_PORT=str(self.postgres.port),
                     POSTGRES_USER=self.postgres.user,
                     POSTGRES_PASSWORD=self.postgres.password,
-                    POSTGRES_DBNAME=database,
+                    POSTGRES_DBNAME=self.namespace,  # a prefix: <namespace>_<service>
                 )
             self.services[name] = ServiceProcess(name, env, port, self.root / f"{name}.log")
 

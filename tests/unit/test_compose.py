@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from backbone.settings import postgres_database
 from services.accounts.settings import AccountsSettings
 from services.bookings.settings import BookingsSettings
 from services.notifier.settings import NotifierSettings
@@ -95,7 +96,8 @@ def test_services_scale_behind_the_edge_on_postgres():
         assert spec["edge"]["depends_on"][name]["condition"] in ("service_healthy", "service_started")
     for name in BACKENDS:
         assert spec[name]["environment"]["STORE"] == "postgres"
-        assert spec[name]["environment"]["POSTGRES_DBNAME"] == name
+        env = spec[name]["environment"]
+        assert postgres_database(env.get("POSTGRES_DBNAME"), name) == name  # what the init script makes
         assert {"kafka", "postgres"} <= set(spec[name]["depends_on"])
         assert "/ready" in " ".join(spec[name]["healthcheck"]["test"])
         assert spec["edge"]["depends_on"][name]["condition"] == "service_healthy"

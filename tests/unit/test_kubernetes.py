@@ -82,7 +82,7 @@ def test_each_service_is_given_every_setting_it_requires(name, monkeypatch, tmp_
     for key, value in env.items():
         monkeypatch.setenv(key, str(value))
     settings = SETTINGS[name]()
-    assert settings.store == "postgres" and settings.postgres_dbname == name
+    assert settings.store == "postgres" and settings.store_settings().postgres_database(name) == name
     assert settings.http_port == container["ports"][0]["containerPort"]
     (keys,) = [v for v in pod["volumes"] if v["name"] == "keys"]
     mounted = {item["path"] for item in keys["secret"]["items"]}

@@ -1,15 +1,20 @@
 """PostgreSQL settings as the services' connections take them: TLS parameters, a password
-with any character, pool sizes. Without a server; tests/integration/test_postgres_settings.py
-connects."""
+with any character, pool sizes, and the rule of POSTGRES_DBNAME (one database per service).
+Without a server; tests/integration/test_postgres_settings.py connects."""
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 from eventsourcing.persistence import InfrastructureFactory
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from backbone.eventstore import PostgresTLSFactory, store_env
 from backbone.personal import _engine as vault_engine
 from backbone.readmodel import _engine as views_engine
+from ops.config import Deployment, OpsError
 from services.bookings.settings import BookingsSettings
 
 PASSWORD = "p@ss:w/rd%?#&="
@@ -71,3 +76,57 @@ def test_pool_sizes_are_settings():
     assert (env["POSTGRES_POOL_SIZE"], env["POSTGRES_MAX_OVERFLOW"]) == ("8", "2")
     defaults = views_engine(store().views_url("bookings"))
     assert (defaults.pool.size(), defaults.pool._max_overflow) == (5, 5)
+
+
+# ------------------------------------------------------------- one database per service
+
+SERVICES = ("accounts", "bookings", "notifier")
+
+
+def databases(setting: str | None) -> list[str]:
+    settings = store(**({"POSTGRES_DBNAME": setting} if setting is not None else {}))
+    return [settings.postgres_database(service) for service in SERVICES]
+
+
+def test_postgres_dbname_is_a_prefix_or_a_mapping_never_one_shared_database():
+    assert databases(None) == databases("") == ["accounts", "bookings", "notifier"]
+    assert databases("booking") == ["booking_accounts", "booking_bookings", "booking_notifier"]
+    assert databases(" accounts=acc, bookings = bk,notifier=nt ") == ["acc", "bk", "nt"]
+    assert databases("accounts=one,bookings=one,notifier=one") == ["one"] * 3  # only said outright
+    prefixed = store(POSTGRES_DBNAME="booking")
+    assert sa.engine.make_url(prefixed.views_url("bookings")).database == "booking_bookings"
+    assert sa.engine.make_url(prefixed.vault_url("notifier")).database == "booking_notifier"
+    assert store_env(prefixed, "accounts")["POSTGRES_DBNAME"] == "booking_accounts"
+
+
+@given(st.text(alphabet=st.characters(blacklist_characters="=,", blacklist_categories=("Cs",)), max_size=40))
+def test_one_value_for_every_service_gives_each_its_own_database(prefix):
+    assume(len(f"{prefix.strip()}_notifier".encode()) <= 63)  # longer ones are refused (below)
+    assert len(set(databases(prefix))) == len(SERVICES)
+
+
+def test_a_mapping_that_does_not_name_the_service_stops_it_with_the_reason():
+    one = store(POSTGRES_DBNAME="bookings=legacy_bookings")  # one service pointed elsewhere
+    assert one.postgres_database("bookings") == "legacy_bookings"
+    with pytest.raises(ValueError, match="names the databases of bookings but not of notifier"):
+        one.postgres_database("notifier")
+    for malformed in ("accounts=a,bookings", "accounts=a,,bookings=b", "=a", "accounts=a=b"):
+        with pytest.raises(ValidationError, match="is not service=database"):
+            store(POSTGRES_DBNAME=malformed)
+    with pytest.raises(ValidationError, match="bookings twice"):
+        store(POSTGRES_DBNAME="bookings=a,bookings=b")
+    with pytest.raises(ValueError, match="longer than PostgreSQL's 63 bytes"):
+        store(POSTGRES_DBNAME="x" * 60).postgres_database("accounts")  # cut short, two would be one
+
+
+def test_the_operator_tool_refuses_a_mapping_without_the_service():
+    env = {"STORE": "postgres", "POSTGRES_DBNAME": "accounts=a", "SESSION_PUBLIC_KEY_FILE": "/k.pem"}
+    with pytest.raises(
+        OpsError, match="bookings: POSTGRES_DBNAME='accounts=a' names the databases of accounts"
+    ):
+        Deployment(common=env).settings("bookings", BookingsSettings)
+    env["POSTGRES_DBNAME"] = "accounts=a,bookings=b"
+    assert (
+        Deployment(common=env).settings("bookings", BookingsSettings).postgres_dbname
+        == "accounts=a,bookings=b"
+    )
