@@ -22,7 +22,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backbone import metrics
+from backbone import metrics, observe
 from backbone.domain import DomainError
 from backbone.logging import get_logger
 
@@ -59,6 +59,7 @@ def create_api(title: str, version: str, description: str) -> FastAPI:
     # /docs and /redoc with Swagger UI's and ReDoc's assets served from the package
     # (fastapi-offline), not from a CDN: the pages work without internet.
     api = FastAPIOffline(title=title, version=version, description=description)
+    observe.http(api)  # latency per route, correlation id in log lines (innermost: after _Edge)
     api.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)  # (inside _Edge: the last added is outermost)
     api.add_middleware(_Edge)
 
