@@ -60,7 +60,9 @@ INSTANCE = str(uuid4())
 def current() -> Cause:
     """The cause in effect, or a fresh one (a new correlation) when nothing set it."""
     cause = _current.get()
-    return cause if cause is not None else Cause(str(uuid4()), None, "service:unknown")
+    if cause is not None:
+        return cause
+    return Cause(str(uuid4()), None, "service:unknown", traceparent=tracing.traceparent())
 
 
 @contextmanager
@@ -69,13 +71,16 @@ def caused_by(
     tenant_id: str | None = None,
     correlation_id: UUID | str | None = None,
     causation_id: UUID | str | None = None,
+    traceparent: str | None = None,
 ) -> Iterator[Cause]:
+    """Work done for `actor`. Its trace context is the current span's (tracing on), else
+    `traceparent`: the cause being carried on (a stored cause, resumed by a follower)."""
     cause = Cause(
         correlation_id=str(correlation_id or uuid4()),
         causation_id=str(causation_id) if causation_id else None,
         actor=actor,
         tenant_id=tenant_id,
-        traceparent=tracing.traceparent(),
+        traceparent=tracing.traceparent() or traceparent,
     )
     token = _current.set(cause)
     try:

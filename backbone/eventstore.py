@@ -380,7 +380,7 @@ class ServiceApplication(Application[UUID]):
         if not tracing.enabled():
             self.vault.create_keys({s for e in events for s in subjects_in(vars(e))})
             return super().save(*objs, **kwargs)
-        with tracing.span(f"{self.name} store save", attributes={"events": len(events)}):
+        with tracing.span(f"{self.name.lower()} store save", attributes={"events": len(events)}):
             self.vault.create_keys({s for e in events for s in subjects_in(vars(e))})
             return super().save(*objs, **kwargs)
 

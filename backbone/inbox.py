@@ -176,13 +176,17 @@ class Inbox:
     # ------------------------------------------------------------------ the Kafka side
 
     async def _consume(self, message: KafkaMessage) -> None:
+        # The lines about the batch as a whole share a correlation id of their own; each
+        # message's handler runs under the message's (`context.caused_by`, in `_apply_one`).
+        with context.working():
+            await self._consume_batch(message)
+
+    async def _consume_batch(self, message: KafkaMessage) -> None:
         records = message.raw_message
         if not isinstance(records, tuple):
             records = (records,)
         consumer = message.consumer
-        # The lines about the batch as a whole share a correlation id of their own; each
-        # message's handler runs under the message's (`context.caused_by`, in `_apply_one`).
-        async with self._lock, context.working():
+        async with self._lock:
             records = await self._fitting(records, consumer)
             if not records:
                 return

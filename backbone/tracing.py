@@ -57,6 +57,12 @@ def use(provider: TracerProvider) -> None:
     _tracer = provider.get_tracer("booking-accounts")
 
 
+def off() -> None:
+    """No more tracing from here on (what was instrumented keeps its provider)."""
+    global _provider, _tracer
+    _provider = _tracer = None
+
+
 def provider() -> TracerProvider | None:
     return _provider
 
