@@ -98,6 +98,16 @@ def correlation_id() -> str:
     return _work.get() or INSTANCE
 
 
+def begin_work(correlation: UUID | str | None = None) -> contextvars.Token[str | None]:
+    """`working` for hot paths that cannot afford a context manager: pass the token to
+    `end_work` when the unit of work ends."""
+    return _work.set(str(correlation or uuid4()))
+
+
+def end_work(token: contextvars.Token[str | None]) -> None:
+    _work.reset(token)
+
+
 @contextmanager
 def working(correlation: UUID | str | None = None) -> Iterator[str]:
     """A unit of work that no cause covers yet (an HTTP request until its handler sets one, a

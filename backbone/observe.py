@@ -8,6 +8,7 @@ inside the edge (`backbone.http._Edge`), which has chosen the request's correlat
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -20,11 +21,12 @@ def http(api: FastAPI) -> None:
 
 
 class _Observed:
-    """A plain ASGI middleware (no task group per request): one histogram observation and one
-    context variable per request."""
+    """A plain ASGI middleware (no task group per request): one context variable and one
+    histogram observation per request, the labelled child looked up once per label set."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
+        self._children: dict[tuple[str, str, int], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -39,13 +41,14 @@ class _Observed:
                 status = message["status"]
             await send(message)
 
-        with context.working(scope.get("state", {}).get("correlation_id")):
-            try:
-                await self.app(scope, receive, sent)
-            finally:
-                route = scope.get("route")
-                metrics.http_seconds.labels(
-                    scope.get("method", ""),
-                    getattr(route, "path", None) or "unmatched",  # a template: bounded labels
-                    str(status),
-                ).observe(time.perf_counter() - started)
+        token = context.begin_work(scope.get("state", {}).get("correlation_id"))
+        try:
+            await self.app(scope, receive, sent)
+        finally:
+            context.end_work(token)
+            route = getattr(scope.get("route"), "path", None) or "unmatched"  # a template: bounded
+            key = (scope.get("method", ""), route, status)
+            child = self._children.get(key)
+            if child is None:
+                child = self._children[key] = metrics.http_seconds.labels(key[0], route, str(status))
+            child.observe(time.perf_counter() - started)
