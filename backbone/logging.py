@@ -13,6 +13,7 @@ With tracing on, lines logged inside a span also carry its `trace_id`.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import re
 import sys
@@ -96,6 +97,12 @@ def configure(service: str, level: str = "INFO", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # faststream gives its own logger a coloured handler and stops it there (propagate=False):
+    # its lines (the brokers' `faststream.<service>` loggers too) would skip the renderer.
+    importlib.import_module("faststream")
+    faststream = logging.getLogger("faststream")
+    faststream.handlers[:] = []
+    faststream.propagate = True
     for noisy in ("aiokafka", "kafka", "uvicorn.access", "httpx"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     structlog.contextvars.bind_contextvars(service=service)

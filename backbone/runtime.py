@@ -82,7 +82,7 @@ class Service:
             self._tasks.append(asyncio.create_task(worker(), name=getattr(worker, "__name__", "worker")))
         self._tasks.append(asyncio.create_task(self._follow_erasures(), name="erasures"))
         self._tasks.append(asyncio.create_task(self._watch_lag(), name="lag"))
-        log.info("service started", service=self.name)
+        log.info("service started", service=self.name, tracing=tracing.enabled())
 
     async def _watch_lag(self) -> None:
         """The lag gauges, every `lag_interval_seconds`: a consumer or follower that keeps
@@ -129,6 +129,7 @@ class Service:
         self.app.close()
         if self.read_model is not None:
             self.read_model.close()
+        await asyncio.to_thread(tracing.flush)  # the spans still buffered
         log.info("service stopped", service=self.name)
 
     @contextlib.asynccontextmanager
@@ -222,4 +223,4 @@ def serve(build: Callable[[], Service]) -> None:
         log_config=None,  # keep our structured logging
         timeout_graceful_shutdown=10,
     )
-    tracing.shutdown()  # the spans still buffered
+    tracing.shutdown()  # (reached when uvicorn returns instead of re-raising a signal)

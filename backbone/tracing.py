@@ -114,14 +114,18 @@ def from_environment(service: str, setting: str = "off") -> bool:
     sdk.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(sdk)  # libraries that ask the global provider trace too
     use(sdk)
-    from backbone.logging import get_logger  # (not at import: logging -> context -> tracing)
-
-    get_logger(__name__).info("tracing on", exporter=exporter_name)
     return True
 
 
+def flush(timeout_millis: int = 5_000) -> None:
+    """Export what is buffered now: a service that stops calls it, because uvicorn ends the
+    process by re-raising the SIGTERM it handled (no `atexit`, no code after `run`)."""
+    if _provider is not None and hasattr(_provider, "force_flush"):
+        _provider.force_flush(timeout_millis)
+
+
 def shutdown() -> None:
-    """Flush what is buffered (at the end of the process)."""
+    """Flush what is buffered and stop exporting (at the end of the process)."""
     if _provider is not None and hasattr(_provider, "shutdown"):
         _provider.shutdown()
 

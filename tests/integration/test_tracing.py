@@ -41,6 +41,7 @@ from opentelemetry.trace import SpanKind
 from backbone import metrics, tracing
 from backbone.logging import configure
 from backbone.runtime import Service
+from tests.support.otlp import Collector
 from tests.support.system import (
     ADMIN_TOKEN,
     System,
@@ -342,3 +343,30 @@ async def journey(system: System, mail_server: Any, kafka: str, spans: InMemoryS
     producers = [s for s in chain(cancelled_email, by_id) if s.kind == SpanKind.PRODUCER]
     assert any(system.topic("bookings.events") in s.name for s in producers), [s.name for s in producers]
     assert cancelled_email.attributes["smtp.accepted"] is True
+
+
+def test_a_service_process_exports_its_spans_to_the_collector_its_environment_names(
+    tmp_path, kafka_bootstrap_servers, mail_server
+):
+    """As deployed: `python -m services.accounts` with `OTEL_EXPORTER_OTLP_ENDPOINT` set sends
+    its spans over OTLP/HTTP; a request's trace id is the one its client sent."""
+    with Collector() as collector:
+        system = System(
+            tmp_path,
+            kafka_bootstrap_servers,
+            mail_server.port,
+            overrides={"accounts": {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint}},
+        )
+        system.start("accounts")
+        trace_id = uuid.uuid4().hex
+        try:
+            answer = httpx.get(
+                f"{system.accounts.url}/v1/me",
+                headers={"traceparent": f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"},
+            )
+            assert answer.status_code == 401  # no session: still a request, still traced
+        finally:
+            system.stop()  # the spans still buffered are sent on the way out
+        exported = collector.bodies()
+    assert bytes.fromhex(trace_id) in exported  # (protobuf: the trace id's 16 raw bytes)
+    assert b"GET /v1/me" in exported and b"accounts" in exported

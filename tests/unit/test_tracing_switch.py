@@ -6,12 +6,10 @@ exporter posts protobuf to its `/v1/traces`, as it would to an OpenTelemetry Col
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
 import pytest
 
 from backbone import context, tracing
+from tests.support.otlp import Collector
 
 OTEL = (
     "OTEL_SDK_DISABLED",
@@ -53,36 +51,19 @@ def test_off_by_default_nothing_is_recorded(monkeypatch):
         assert "traceparent" not in context.current().as_meta()  # events' meta as before
 
 
-class Collector(BaseHTTPRequestHandler):
-    received: list[tuple[str, str, bytes]] = []  # noqa: RUF012 (one collector per test)
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.received.append((self.path, self.headers["Content-Type"], body))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.end_headers()
-
-    def log_message(self, *_: object) -> None:
-        pass
-
-
 def test_otlp_endpoint_in_the_environment_sends_spans_to_the_collector(monkeypatch):
-    server = HTTPServer(("127.0.0.1", 0), Collector)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     for name in OTEL:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
-    try:
-        assert tracing.from_environment("accounts")
-        with tracing.span("a unit of work"), context.caused_by("customer:1") as cause:
-            assert cause.traceparent == tracing.traceparent() is not None
-        tracing.shutdown()  # flushes the batch
-    finally:
-        tracing.off()
-        server.shutdown()
-        server.server_close()
-    [(path, content_type, body)] = Collector.received
+    with Collector() as collector:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint)
+        try:
+            assert tracing.from_environment("accounts")
+            with tracing.span("a unit of work"), context.caused_by("customer:1") as cause:
+                assert cause.traceparent == tracing.traceparent() is not None
+            tracing.shutdown()  # flushes the batch
+        finally:
+            tracing.off()
+    [(path, content_type, body)] = collector.received
     assert path == "/v1/traces" and content_type == "application/x-protobuf"
     assert b"a unit of work" in body and b"accounts" in body  # the span, the service's name
 
