@@ -195,7 +195,9 @@ class Service:
 
 def attach(service: Service) -> Service:
     """Hook the service's start/stop into its FastAPI app, and add GET /ready and the
-    read-only audit API (/v1/audit/..., see backbone.auditapi)."""
+    read-only audit API (/v1/audit/..., see backbone.auditapi). When the deployment turns
+    tracing on, its HTTP API and its Kafka publishers and subscribers are traced
+    (`backbone.tracing`)."""
     service.api.router.lifespan_context = service.lifespan
     if tracing.from_environment(service.name, service.settings.tracing):
         tracing.instrument(service.api, service.broker)
