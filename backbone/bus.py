@@ -21,7 +21,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 
-from backbone import metrics
+from backbone import metrics, tracing
 from backbone.kafkasecurity import PLAINTEXT, KafkaSecurity
 from backbone.logging import get_logger
 from contracts import Message
@@ -102,17 +102,22 @@ async def send(broker: KafkaBroker, records: list[Record], sign: Sign | None = N
     """
     if sign is not None:
         records = [sign(record) for record in records]
-    pending = [
-        await broker.publish(
-            record.value,
-            record.topic,
-            key=record.key,
-            headers=record.headers,
-            correlation_id=record.correlation_id,
-            no_confirm=True,
-        )
-        for record in records
-    ]
+    pending = []
+    for record in records:
+        # With tracing on, a record's `traceparent` (the request that caused it, stored with
+        # its event) is the parent of the publication: faststream's telemetry middleware then
+        # writes the publication's own span into the header, and the consumer continues it.
+        with tracing.continuing(record.headers.get(tracing.TRACEPARENT)):
+            pending.append(
+                await broker.publish(
+                    record.value,
+                    record.topic,
+                    key=record.key,
+                    headers=record.headers,
+                    correlation_id=record.correlation_id,
+                    no_confirm=True,
+                )
+            )
     # The in-memory test broker delivers at once and returns no future.
     await asyncio.gather(*(p for p in pending if inspect.isawaitable(p)))
 

@@ -3,6 +3,10 @@
 It is eventsourcing's `Aggregate` plus one thing: every event carries `meta`, the cause in
 effect when it was triggered (correlation id, causation id, actor), so that audit tooling can
 say who did what and why, and integration events can carry the same ids on the bus.
+
+With tracing on, an aggregate also remembers the span that created it (`traceparent`, from
+its first event's `meta`): work done on it later, apart from that request (the notifier's
+delivery of a queued email), joins the same trace. Nothing is kept when tracing is off.
 """
 
 from __future__ import annotations
@@ -36,11 +40,17 @@ class DomainError(Exception):
 
 
 class Aggregate(es.Aggregate):
+    traceparent: str | None = None  # of the span that created it, when tracing was on
+
     class Event(es.Aggregate.Event):
         meta: dict[str, Any]
 
     class Created(Event, es.Aggregate.Created):
-        pass
+        def apply(self, aggregate: Any) -> None:
+            super().apply(aggregate)
+            traceparent = (getattr(self, "meta", None) or {}).get("traceparent")
+            if traceparent is not None:
+                aggregate.traceparent = traceparent
 
     def trigger_event(self, event_class: type[Any], **kwargs: Any) -> None:
         kwargs.setdefault("meta", context.current().as_meta())

@@ -42,6 +42,7 @@ from eventsourcing.postgres import PostgresFactory, PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteProcessRecorder
 from psycopg.sql import SQL, Identifier
 
+from backbone import tracing
 from backbone.faults import probe_all
 from backbone.personal import Personal, PersonalAsSealed, Vault, subjects_in
 from backbone.settings import StoreSettings
@@ -376,8 +377,12 @@ class ServiceApplication(Application[UUID]):
     def save(self, *objs: Any, **kwargs: Any) -> Any:
         # New subjects' keys in one vault transaction, rather than one each while sealing.
         events = [e for obj in objs for e in getattr(obj, "pending_events", (obj,))]
-        self.vault.create_keys({s for e in events for s in subjects_in(vars(e))})
-        return super().save(*objs, **kwargs)
+        if not tracing.enabled():
+            self.vault.create_keys({s for e in events for s in subjects_in(vars(e))})
+            return super().save(*objs, **kwargs)
+        with tracing.span(f"{self.name.lower()} store save", attributes={"events": len(events)}):
+            self.vault.create_keys({s for e in events for s in subjects_in(vars(e))})
+            return super().save(*objs, **kwargs)
 
     def erase_subject(self, subject_id: UUID) -> None:
         """Destroy a subject's key here: its data in this store can no longer be read."""

@@ -32,7 +32,7 @@ from typing import Any
 
 from eventsourcing.persistence import IntegrityError, Tracking
 
-from backbone import metrics
+from backbone import context, metrics
 from backbone.eventstore import LeadershipLost, PositionChanged, ServiceApplication
 from backbone.faults import cause_of
 from backbone.leadership import Leadership, Sole
@@ -164,7 +164,8 @@ class Follower(ABC):
                 batch = await asyncio.to_thread(read_log, self.app, self.position, self.batch_size)
                 if batch:
                     self.caught_up.clear()
-                    await self.handle(batch)
+                    with context.working():  # the batch's log lines share a correlation id
+                        await self.handle(batch)
                     self.position = batch[-1].position
                     self._moving()
                     continue
@@ -205,6 +206,11 @@ class Follower(ABC):
             log.info("follower moving again", follower=self.name, after_attempts=self.failures)
             self.failures = 0
         metrics.stalled.labels(self.name).set(0)
+
+    def report_lag(self, lag: int) -> None:
+        """Set the lag gauges (notifications recorded, not yet handled); measured on a timer
+        (`backbone.runtime`), whether or not the follower moves."""
+        metrics.follower_lag.labels(self.name).set(lag)
 
     def stop(self) -> None:
         self._stopping.set()

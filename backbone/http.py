@@ -9,6 +9,7 @@ and carries the correlation id to find it in logs.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
@@ -22,7 +23,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backbone import metrics
+from backbone import context, metrics, observe
 from backbone.domain import DomainError
 from backbone.logging import get_logger
 
@@ -113,7 +114,8 @@ def create_api(title: str, version: str, description: str) -> FastAPI:
 
 
 class _Edge:
-    """Correlation id in and out, at most `limit` bytes of body, and a safety net for bugs.
+    """Correlation id in and out (and in every log line of the request), the latency per route
+    (`observe`), at most `limit` bytes of body, and a safety net for bugs.
 
     A plain ASGI middleware, and one only: Starlette's `BaseHTTPMiddleware` runs every request
     through a task group and memory streams, and each further layer costs every request a
@@ -140,17 +142,29 @@ class _Edge:
             correlation = str(uuid.uuid4())
         scope.setdefault("state", {})["correlation_id"] = correlation  # request.state.correlation_id
         started = False
+        status = 500  # unless an answer starts
+        began = time.perf_counter()
 
         async def send_with_correlation(message: Message) -> None:
-            nonlocal started
+            nonlocal started, status
             if message["type"] == "http.response.start":
-                started = True
+                started, status = True, message["status"]
                 MutableHeaders(scope=message)[CORRELATION_HEADER] = correlation
             await send(message)
 
-        declared = headers.get("content-length", "")
+        token = context.begin_work(correlation)  # the id of every log line of this request
+        try:
+            await self._answer(scope, receive, send_with_correlation, correlation, lambda: started)
+        finally:
+            context.end_work(token)
+            observe.answered(scope, status, time.perf_counter() - began)
+
+    async def _answer(
+        self, scope: Scope, receive: Receive, send: Send, correlation: str, started: Callable[[], bool]
+    ) -> None:
+        declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > self.limit:
-            await _too_large(self.limit)(scope, receive, send_with_correlation)
+            await _too_large(self.limit)(scope, receive, send)
             return
         received = 0
 
@@ -164,15 +178,15 @@ class _Edge:
             return message
 
         try:
-            await self.app(scope, counted, send_with_correlation)
+            await self.app(scope, counted, send)
         except Exception:
             log.exception("unhandled error", path=scope.get("path", ""), correlation_id=correlation)
-            if started:  # too late for an answer of our own: the client sees the connection end
+            if started():  # too late for an answer of our own: the client sees the connection end
                 raise
             response = problem(
                 500, "Internal error", "Something went wrong on our side.", correlation_id=correlation
             )
-            await response(scope, receive, send_with_correlation)
+            await response(scope, receive, send)
 
 
 def _too_large(limit: int) -> JSONResponse:

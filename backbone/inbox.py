@@ -58,7 +58,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
-from backbone import context, deadletters, metrics, signing
+from backbone import context, deadletters, metrics, signing, tracing
 from backbone.bus import H_SOURCE, H_SOURCE_POSITION
 from backbone.commands import CommandHandler, CommandReceipt, apply_command, record_failure, refuse_command
 from backbone.domain import DomainError
@@ -157,6 +157,7 @@ class Inbox:
         self.recheck_seconds = 2.0  # how often a stalled partition looks for a decision
         self._watcher: asyncio.Task[None] | None = None
         self._checked_at = 0.0  # monotonic time of the last check (`_check_positions`)
+        self._lag_labels: set[TP] = set()  # partitions `inbox_lag_messages` reports
         self.subscriber = broker.subscriber(
             *self.topics,
             group_id=name,
@@ -175,6 +176,12 @@ class Inbox:
     # ------------------------------------------------------------------ the Kafka side
 
     async def _consume(self, message: KafkaMessage) -> None:
+        # The lines about the batch as a whole share a correlation id of their own; each
+        # message's handler runs under the message's (`context.caused_by`, in `_apply_one`).
+        with context.working():
+            await self._consume_batch(message)
+
+    async def _consume_batch(self, message: KafkaMessage) -> None:
         records = message.raw_message
         if not isinstance(records, tuple):
             records = (records,)
@@ -250,6 +257,26 @@ class Inbox:
         metrics.consumed.labels(self.name, "dead_lettered").inc(len(plan.dead))
         await self._commit_hint(plan.positions, consumer)
         return _outcome(plan, stored=True)
+
+    async def measure_lag(self) -> None:
+        """`inbox_lag_messages` of the partitions this instance holds: the end of each one
+        (asked of the broker) beyond the position applied (`backbone.runtime` calls it on a
+        timer, so a stalled partition's lag grows on the dashboard)."""
+        consumer = self.subscriber.consumer
+        held = set(consumer.assignment()) if consumer is not None else set()
+        for topic, partition in self._lag_labels - {(tp.topic, tp.partition) for tp in held}:
+            with contextlib.suppress(KeyError):  # given up since the last measure
+                metrics.inbox_lag.remove(self.name, topic, str(partition))
+        self._lag_labels = {(tp.topic, tp.partition) for tp in held}
+        if not held:
+            return
+        ends = await consumer.end_offsets(list(held))
+        for tp, end in ends.items():
+            key = (tp.topic, tp.partition)
+            applied = self._next.get(key)
+            if applied is None:
+                applied = await asyncio.to_thread(self.stored_position, *key)
+            metrics.inbox_lag.labels(self.name, tp.topic, str(tp.partition)).set(max(0, end - applied))
 
     def stored_position(self, topic: str, partition: int) -> int:
         """The next offset to apply in a partition, as stored with the effects (blocking)."""
@@ -540,7 +567,12 @@ class Inbox:
             plan.applied += 1  # a known message this service has no use for
             return
         actor = f"service:{getattr(message, 'issued_by', None) or _source_name(record)}"
-        with context.caused_by(actor, message.tenant_id, message.correlation_id, message.message_id):
+        with (
+            tracing.span(f"{self.name} apply {type(message).__name__}", tracing.header(record.headers))
+            if tracing.enabled()
+            else _NO_SPAN,
+            context.caused_by(actor, message.tenant_id, message.correlation_id, message.message_id),
+        ):
             try:
                 with plan.uow.scope():
                     handler(message, plan.uow)
@@ -675,6 +707,9 @@ class _SeekToStoredPositions(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self.inbox.on_assigned(assigned, self.inbox.subscriber.consumer)
+
+
+_NO_SPAN = contextlib.nullcontext()
 
 
 def _outcome(plan: _Plan, stored: bool) -> BatchOutcome:

@@ -4,16 +4,25 @@ The standard library's loggers (uvicorn, faststream, aiokafka, eventsourcing) go
 same renderer. Secrets never reach a log: fields named like a secret are dropped, secrets
 inside text (`token=...`, `Bearer ...`) redacted and email addresses masked, whatever logger
 wrote them, in exception texts and tracebacks too.
+
+Every line carries a `correlation_id` (`backbone.context.correlation_id`): the request's or the
+message's, whatever thread logs it (the cause is a context variable, which `asyncio.to_thread`
+carries into eventsourcing's worker threads), a follower's batch's, or the process's own.
+With tracing on, lines logged inside a span also carry its `trace_id`.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import re
 import sys
 from typing import Any
 
 import structlog
+from opentelemetry import trace
+
+from backbone import context, tracing
 
 _SECRET_KEYS = re.compile(r"token|password|secret|link|authorization|cookie", re.I)
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+)")
@@ -44,9 +53,20 @@ def _scrub(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     return event_dict
 
 
+def _correlate(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    if event_dict.get("correlation_id") is None:
+        event_dict["correlation_id"] = context.correlation_id()
+    if tracing.enabled() and "trace_id" not in event_dict:
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            event_dict["trace_id"] = format(span.trace_id, "032x")
+    return event_dict
+
+
 def configure(service: str, level: str = "INFO", fmt: str = "json") -> None:
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        _correlate,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -77,6 +97,12 @@ def configure(service: str, level: str = "INFO", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # faststream gives its own logger a coloured handler and stops it there (propagate=False):
+    # its lines (the brokers' `faststream.<service>` loggers too) would skip the renderer.
+    importlib.import_module("faststream")
+    faststream = logging.getLogger("faststream")
+    faststream.handlers[:] = []
+    faststream.propagate = True
     for noisy in ("aiokafka", "kafka", "uvicorn.access", "httpx"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     structlog.contextvars.bind_contextvars(service=service)

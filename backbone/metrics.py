@@ -70,3 +70,24 @@ unknown_subjects = Counter(
     ["consumer"],
     registry=REGISTRY,
 )
+http_seconds = Histogram(
+    "http_request_duration_seconds",
+    "Time to answer an HTTP request, by method, route (its template) and status code.",
+    ["method", "route", "status"],
+    registry=REGISTRY,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+follower_lag = Gauge(
+    "follower_lag_notifications",
+    "Notifications recorded but not yet handled by a follower of the event log (relay, "
+    "projection, eraser), measured every few seconds whether or not it moves.",
+    ["follower"],
+    registry=REGISTRY,
+)
+inbox_lag = Gauge(
+    "inbox_lag_messages",
+    "Messages in a partition beyond the position its inbox has applied (Kafka consumer lag), "
+    "measured every few seconds whether or not batches succeed; per partition this instance holds.",
+    ["consumer", "topic", "partition"],
+    registry=REGISTRY,
+)

@@ -33,6 +33,7 @@ from backbone.follower import Follower, Recorded
 from backbone.logging import get_logger
 from backbone.signing import Keyring, Signer
 from backbone.subjectkeys import key_records
+from backbone.tracing import TRACEPARENT
 from contracts.personal import subject_keys_topic
 
 log = get_logger(__name__)
@@ -87,6 +88,10 @@ class OutboxRelay(Follower):
         self.translate = translate
         self.topic_for = topic_for
 
+    def report_lag(self, lag: int) -> None:
+        super().report_lag(lag)
+        metrics.outbox_lag.set(lag)
+
     async def idle(self) -> None:
         await self.publish_subject_keys()  # erasures happen without new events too
 
@@ -108,6 +113,9 @@ class OutboxRelay(Follower):
         outgoing = []
         for recorded in batch:
             source = {H_SOURCE: self.service, H_SOURCE_POSITION: str(recorded.position)}
+            traceparent = (getattr(recorded.event, "meta", None) or {}).get(TRACEPARENT)
+            if traceparent:  # the request's trace goes on (`backbone.tracing`)
+                source[TRACEPARENT] = traceparent
             for out in self.translate(recorded):
                 topic = self.topic_for(out.topic)
                 outgoing.append(Outgoing(topic, out.message, {**out.headers, **source}))

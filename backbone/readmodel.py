@@ -287,6 +287,10 @@ class Projection(Follower):
     def load_position(self) -> int:
         return self.read_model.position(self.name)
 
+    def report_lag(self, lag: int) -> None:
+        super().report_lag(lag)
+        metrics.projection_lag.labels(self.name).set(lag)
+
     async def handle(self, batch: Sequence[Recorded]) -> None:
         await asyncio.to_thread(self.apply, batch, self.position, self.leadership.lease)
         head = await asyncio.to_thread(self.app.head)

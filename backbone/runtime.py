@@ -16,7 +16,7 @@ import uvicorn
 from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 
-from backbone import auditapi, bus, deadletters
+from backbone import auditapi, bus, deadletters, tracing
 from backbone.eventstore import ServiceApplication
 from backbone.follower import Follower
 from backbone.inbox import Inbox
@@ -81,7 +81,30 @@ class Service:
         for worker in self.workers:
             self._tasks.append(asyncio.create_task(worker(), name=getattr(worker, "__name__", "worker")))
         self._tasks.append(asyncio.create_task(self._follow_erasures(), name="erasures"))
-        log.info("service started", service=self.name)
+        self._tasks.append(asyncio.create_task(self._watch_lag(), name="lag"))
+        log.info("service started", service=self.name, tracing=tracing.enabled())
+
+    async def _watch_lag(self) -> None:
+        """The lag gauges, every `lag_interval_seconds`: a consumer or follower that keeps
+        failing its batch moves no gauge of its own, and its lag is what an operator needs."""
+        while True:
+            try:
+                await self.measure_lag()
+            except Exception as error:  # an outage: readiness reports it; try again
+                log.warning("cannot measure lag", error=f"{type(error).__name__}: {error}")
+            await asyncio.sleep(self.settings.lag_interval_seconds)
+
+    async def measure_lag(self) -> None:
+        head = await asyncio.to_thread(self.app.head)
+        for follower in self.followers:
+            # A standby reports the leader's stored position: the lag is the same everywhere.
+            position = (
+                follower.position if follower.leading else await asyncio.to_thread(follower.load_position)
+            )
+            follower.report_lag(max(0, head - position))
+        for consumer in self.consumers:
+            if isinstance(consumer, Inbox):
+                await consumer.measure_lag()
 
     async def _follow_erasures(self) -> None:
         """Erasures made by other instances on the shared vault: forgotten here within about
@@ -106,6 +129,7 @@ class Service:
         self.app.close()
         if self.read_model is not None:
             self.read_model.close()
+        await asyncio.to_thread(tracing.flush)  # the spans still buffered
         log.info("service stopped", service=self.name)
 
     @contextlib.asynccontextmanager
@@ -171,8 +195,12 @@ class Service:
 
 def attach(service: Service) -> Service:
     """Hook the service's start/stop into its FastAPI app, and add GET /ready and the
-    read-only audit API (/v1/audit/..., see backbone.auditapi)."""
+    read-only audit API (/v1/audit/..., see backbone.auditapi). When the deployment turns
+    tracing on, its HTTP API and its Kafka publishers and subscribers are traced
+    (`backbone.tracing`)."""
     service.api.router.lifespan_context = service.lifespan
+    if tracing.from_environment(service.name, service.settings.tracing):
+        tracing.instrument(service.api, service.broker)
     auditapi.routes(service.api, service.app, service.name, service.settings.audit_api_token)
 
     @service.api.get("/ready", tags=["ops"], summary="Readiness: stores and Kafka reachable, nothing stalled")
@@ -197,3 +225,4 @@ def serve(build: Callable[[], Service]) -> None:
         log_config=None,  # keep our structured logging
         timeout_graceful_shutdown=10,
     )
+    tracing.shutdown()  # (reached when uvicorn returns instead of re-raising a signal)

@@ -231,6 +231,15 @@ class ServiceSettings(BaseSettings):
 
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
+    tracing: Literal["off", "otlp", "console"] = Field(
+        default="off",
+        description="OpenTelemetry traces (backbone/tracing.py): otlp exports to the collector at "
+        "OTEL_EXPORTER_OTLP_ENDPOINT (http/protobuf). The standard OTEL_TRACES_EXPORTER, or an "
+        "OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT, turns it on too; OTEL_SDK_DISABLED=true turns it off.",
+    )
+    lag_interval_seconds: float = Field(
+        default=5.0, gt=0, description="How often the lag gauges are measured (whatever the consumers do)."
+    )
 
     audit_api_token: SecretStr | None = Field(
         default=None,

@@ -22,7 +22,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Callable
 
-from backbone import context
+from backbone import context, tracing
 from backbone.auth import client_network
 from backbone.faults import classify
 from backbone.http import Problem, run_sync
@@ -112,5 +112,9 @@ class Deferred:
 
 
 def _within(cause: context.Cause, work: Callable[[], object]) -> object:
-    with context.caused_by(cause.actor, cause.tenant_id, cause.correlation_id, cause.causation_id):
+    # In the trace of the request that asked for it (when tracing is on).
+    with (
+        tracing.span("accounts deferred work", cause.traceparent),
+        context.caused_by(cause.actor, cause.tenant_id, cause.correlation_id, cause.causation_id),
+    ):
         return work()

@@ -68,7 +68,9 @@ class Eraser(Follower):
                 )
             bookings = [self.app.repository.get(booking_id) for booking_id in booking_ids]
             cause = Cause.from_meta(decision.event.meta)
-            with context.caused_by(cause.actor, account.tenant_id, cause.correlation_id, cause.causation_id):
+            with context.caused_by(
+                cause.actor, account.tenant_id, cause.correlation_id, cause.causation_id, cause.traceparent
+            ):
                 for booking in bookings:
                     booking.erase_customer()
                 account.record_erasure(booking_ids=booking_ids)

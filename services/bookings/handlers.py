@@ -314,7 +314,9 @@ def _acting_for(command: Any) -> Iterator[None]:
         yield
         return
     cause = context.current()
-    with context.caused_by(str(on_behalf_of), cause.tenant_id, cause.correlation_id, cause.causation_id):
+    with context.caused_by(
+        str(on_behalf_of), cause.tenant_id, cause.correlation_id, cause.causation_id, cause.traceparent
+    ):
         yield
 
 

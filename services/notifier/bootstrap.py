@@ -80,6 +80,7 @@ def bootstrap(settings: NotifierSettings | None = None) -> Service:
         private_key,
         batch_size=settings.send_batch_size,
         connections=settings.smtp_connections,
+        count_every=settings.lag_interval_seconds,
     )
     http = create_api(
         title="booking-accounts: notifier",
@@ -102,6 +103,6 @@ def bootstrap(settings: NotifierSettings | None = None) -> Service:
             read_model=read_model,
             followers=[projection, eraser],
             consumers=[inbox, keys],
-            workers=[sender.run],
+            workers=[sender.run, sender.watch_queue],
         )
     )

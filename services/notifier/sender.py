@@ -41,14 +41,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 import aiosmtplib
+from opentelemetry.trace import SpanKind
 from prometheus_client import Counter, Gauge, Histogram
 
-from backbone import metrics
+from backbone import context, metrics, tracing
 from backbone.credentials import unseal
 from backbone.faults import cause_of
 from backbone.follower import Wakeup
@@ -58,7 +60,7 @@ from backbone.personal import Personal
 from backbone.readmodel import Projection, ReadModel
 from services.notifier import views
 from services.notifier.application import Delivered, NotDelivered, Notifier, Outcome, Withdrawn
-from services.notifier.domainmodel import Email
+from services.notifier.domainmodel import QUEUED, RETRYING, SENDING, Email
 from services.notifier.rendering import Branding, Rendered, Renderer
 from services.notifier.smtp import ConnectFailed, Mailer, without_addresses
 
@@ -73,6 +75,12 @@ emails_total = Counter(
 smtp_seconds = Histogram(
     "notifier_smtp_transaction_seconds",
     "Time of one SMTP mail transaction.",
+    registry=metrics.REGISTRY,
+)
+queue_depth = Gauge(
+    "notifier_email_queue_depth",
+    "Emails still to deliver (queued, being sent, or waiting to retry), measured every few "
+    "seconds whatever the sender is doing.",
     registry=metrics.REGISTRY,
 )
 emails_by_status = Gauge(
@@ -110,6 +118,7 @@ class Sender:
         sealing_private_key: bytes,
         batch_size: int = 100,
         connections: int = 4,
+        count_every: float = 5.0,
     ):
         self.notifier = notifier
         self.read_model = read_model
@@ -118,6 +127,7 @@ class Sender:
         self.renderer = renderer
         self.batch_size = batch_size
         self.connections = connections
+        self.count_every = count_every
         self._key = sealing_private_key
         self._wakeup = Wakeup(notifier)
         self._templates: dict[UUID, str] = {}  # of the batch in flight, for the metrics
@@ -129,10 +139,11 @@ class Sender:
             _raise_if_cancelled()
             try:
                 await self._read_model_caught_up()
-                emails = await run_sync(self._claim)
-                if emails and await self.deliver(emails):
-                    metrics.stalled.labels(self.name).set(0)
-                    continue
+                with context.working():  # the batch's log lines share a correlation id
+                    emails = await run_sync(self._claim)
+                    if emails and await self.deliver(emails):
+                        metrics.stalled.labels(self.name).set(0)
+                        continue
                 await self._close_idle()  # nothing to send: no connection kept open
                 await run_sync(self._count)
                 metrics.stalled.labels(self.name).set(0)
@@ -149,6 +160,16 @@ class Sender:
                 else:
                     log.exception("sender cycle failed; retrying shortly")
             await self._wakeup.sleep(1.0)
+
+    async def watch_queue(self) -> None:
+        """The queue gauges (`notifier_email_queue_depth`, `notifier_emails_in_log`) every
+        `count_every` seconds: live while a long backlog is being sent, or nothing moves."""
+        while True:
+            try:
+                await run_sync(self._count)
+            except Exception as error:  # an outage: readiness and the sender report it
+                log.warning("cannot count the email queue", error=f"{type(error).__name__}: {error}")
+            await asyncio.sleep(self.count_every)
 
     async def send(self, email_ids: list[UUID]) -> bool:
         """Deliver these emails (those still due); False if none was."""
@@ -229,9 +250,16 @@ class Sender:
                         results.put_nowait(NotDelivered(email.id, email.attempts, str(error), False))
                         continue
                 began = time.perf_counter()
-                answer = await self.mailer.send(
-                    smtp, self.renderer.sender_address, str(email.recipient), rendered.raw, rendered.smtputf8
-                )
+                with _span(email) as span:
+                    answer = await self.mailer.send(
+                        smtp,
+                        self.renderer.sender_address,
+                        str(email.recipient),
+                        rendered.raw,
+                        rendered.smtputf8,
+                    )
+                    if span is not None:  # (replies are kept with addresses masked)
+                        span.set_attributes({"smtp.accepted": answer.accepted, "smtp.reply": answer.reply})
                 smtp_seconds.observe(time.perf_counter() - began)
                 if answer.accepted:
                     results.put_nowait(Delivered(email.id, email.attempts, answer.reply, rendered.subject))
@@ -298,8 +326,10 @@ class Sender:
 
     def _count(self) -> None:
         with self.read_model.engine.connect() as conn:
-            for status, count in views.count_by_status(conn).items():
-                emails_by_status.labels(status).set(count)
+            counts = views.count_by_status(conn)
+        for status, count in counts.items():
+            emails_by_status.labels(status).set(count)
+        queue_depth.set(sum(counts[status] for status in (QUEUED, SENDING, RETRYING)))
 
     async def _read_model_caught_up(self, patience: float = 10.0) -> None:
         """Wait until the read model shows everything stored so far (our own last results
@@ -365,6 +395,18 @@ class Sender:
         if "sealed_link" in opened:
             opened["link"] = unseal(self._key, opened.pop("sealed_link"))
         return opened
+
+
+def _span(email: Email) -> AbstractContextManager[Any]:
+    """The SMTP transaction of an email, in the trace of what queued it (`backbone.tracing`)."""
+    if not tracing.enabled():
+        return nullcontext()
+    return tracing.span(
+        "notifier send email",
+        email.traceparent,
+        SpanKind.CLIENT,
+        {"email.id": str(email.id), "email.template": email.template, "email.attempt": email.attempts},
+    )
 
 
 def _raise_if_cancelled() -> None:

@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import BaseHTTPMiddleware
 
+from backbone import context
 from backbone.http import CORRELATION_HEADER
 from backbone.logging import get_logger
 from services.portal import customer, links, staff
@@ -118,6 +119,7 @@ def _error(
 class _Correlation(BaseHTTPMiddleware):
     async def dispatch(self, request: Request, call_next: Any) -> Response:
         request.state.correlation_id = str(uuid.uuid4())
-        response: Response = await call_next(request)
+        with context.working(request.state.correlation_id):  # in its log lines (and the backends')
+            response: Response = await call_next(request)
         response.headers[CORRELATION_HEADER] = request.state.correlation_id
         return response
