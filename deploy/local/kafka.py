@@ -129,6 +129,7 @@ class LocalKafka:
         mvn: str | None = None,
         sasl_users: dict[str, str] | None = None,
         tls: tuple[Path, Path] | None = None,
+        super_user: str | None = None,
     ) -> None:
         self.version = version or kafka_version()
         # With users: a second listener, SASL_PLAINTEXT (PLAIN and SCRAM-SHA-512), on
@@ -136,6 +137,12 @@ class LocalKafka:
         # key); the PLAINTEXT one stays for the broker itself and for plain clients.
         self.sasl_users = dict(sasl_users or {})
         self.tls = tls
+        # With a super user (one of `sasl_users`): ACLs (StandardAuthorizer). Every listener
+        # then authenticates: the broker's own and the controller's take SASL PLAIN (as the
+        # super user), so no port is left where an anonymous client could skip the ACLs.
+        if super_user is not None and super_user not in self.sasl_users:
+            raise InfraError(f"the super user {super_user!r} must be one of sasl_users")
+        self.super_user = super_user
         self.sasl_port: int | None = None
         self.cache_root = Path(cache_root) if cache_root else default_cache_root()
         self._work_dir_arg = Path(work_dir) if work_dir else None
@@ -324,6 +331,8 @@ class LocalKafka:
     def _read_ports(self) -> tuple[int, int]:
         text = self.properties_file.read_text()
         broker = re.search(r"^listeners=PLAINTEXT://[^:]+:(\d+)", text, re.M)
+        sasl = re.search(r"^listeners=.*SASL_[A-Z]+://[^:]+:(\d+)", text, re.M)
+        self.sasl_port = int(sasl.group(1)) if sasl else None
         ctrl = re.search(r"^controller\.quorum\.bootstrap\.servers=[^:]+:(\d+)", text, re.M)
         if not broker or not ctrl:
             raise InfraError(f"cannot read the ports from {self.properties_file}")
@@ -383,6 +392,8 @@ class LocalKafka:
             f"listener.name.{name}.scram-sha-512.sasl.jaas.config="
             "org.apache.kafka.common.security.scram.ScramLoginModule required;",
         ]
+        if self.super_user:
+            lines += self._authorizer_properties(plain_users)
         if self.tls:
             keystore = self.work_dir / "broker-keystore.pem"  # PEM keystore: key, then certificate
             keystore.write_bytes(self.tls[1].read_bytes() + self.tls[0].read_bytes())
@@ -392,6 +403,36 @@ class LocalKafka:
                 f"listener.name.{name}.ssl.keystore.location={keystore}",
             ]
         return "\n".join([*lines, ""])
+
+    def _authorizer_properties(self, plain_users: str) -> list[str]:
+        b, c, port = self.broker_port, self.controller_port, self.sasl_port
+        protocol = "SASL_SSL" if self.tls else "SASL_PLAINTEXT"
+        admin = self.super_user
+        assert admin is not None
+        jaas = (
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'username="{admin}" password="{self.sasl_users[admin]}" {plain_users};'
+        )
+        return [
+            "",
+            f"# ACLs (LocalKafka(super_user=...)): only User:{admin} may do anything without one.",
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            f"super.users=User:{admin}",
+            "allow.everyone.if.no.acl.found=false",
+            "# The broker's own listener and the controller's authenticate too (SASL PLAIN, as the",
+            "# super user): the PLAINTEXT listener is gone.",
+            f"listeners=BROKER://127.0.0.1:{b},CONTROLLER://127.0.0.1:{c},{protocol}://127.0.0.1:{port}",
+            f"advertised.listeners=BROKER://127.0.0.1:{b},CONTROLLER://127.0.0.1:{c},{protocol}://127.0.0.1:{port}",
+            "listener.security.protocol.map=CONTROLLER:SASL_PLAINTEXT,BROKER:SASL_PLAINTEXT,"
+            f"{protocol}:{protocol}",
+            "inter.broker.listener.name=BROKER",
+            "sasl.mechanism.inter.broker.protocol=PLAIN",
+            "sasl.mechanism.controller.protocol=PLAIN",
+            "listener.name.broker.sasl.enabled.mechanisms=PLAIN",
+            f"listener.name.broker.plain.sasl.jaas.config={jaas}",
+            "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+            f"listener.name.controller.plain.sasl.jaas.config={jaas}",
+        ]
 
     @property
     def sasl_bootstrap_servers(self) -> str:
