@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from aiokafka.errors import GroupAuthorizationFailedError, KafkaError, for_code
-from aiokafka.protocol.admin import CreateAclsRequest_v1
+from aiokafka.protocol.admin import CreateAclsRequest_v1, DeleteAclsRequest_v1
 from aiokafka.protocol.api import Request
 
 from backbone.topiclife import _MetadataRequestV12, _ZERO
@@ -127,6 +127,30 @@ async def create(client: Any, acls: Iterable[Acl]) -> None:
     if failed:
         code, message = failed[0]
         raise for_code(code)(f"{len(failed)} ACLs refused: {message}")
+
+
+class _DeleteAcls(Request[DeleteAclsRequest_v1]):
+    API_KEY = 31
+    _CLASSES: ClassVar[tuple[type[DeleteAclsRequest_v1]]] = (DeleteAclsRequest_v1,)
+
+    def __init__(self, acls: Iterable[Acl]):
+        self._filters = [
+            (_RESOURCE[a.resource], a.name, _PATTERN[a.pattern], f"User:{a.principal}", "*", _OPERATION[op], _ALLOW)
+            for a in acls
+            for op in a.operations
+        ]
+
+    def build(self, request_struct_class: type[DeleteAclsRequest_v1]) -> DeleteAclsRequest_v1:
+        return request_struct_class(self._filters)
+
+
+async def delete(client: Any, acls: Iterable[Acl]) -> None:
+    """Delete ACLs (exactly these), as `create` makes them."""
+    response = await client.send(client.get_random_node(), _DeleteAcls(list(acls)))
+    failed = [(code, message) for code, message, _matching in response.filter_responses if code]
+    if failed:
+        code, message = failed[0]
+        raise for_code(code)(f"{len(failed)} ACL deletions refused: {message}")
 
 
 # ------------------------------------------------------------------ noticing a denial

@@ -27,7 +27,7 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from backbone.bus import _until_led
 from backbone.kafkasecurity import KafkaCluster
@@ -116,9 +116,15 @@ async def create(cluster: KafkaCluster, specs: Iterable[TopicSpec], dry_run: boo
             return [s.name for s in missing]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(
+                response = await admin.create_topics(
                     [NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=s.config) for s in missing]
                 )
+                # aiokafka returns each topic's error rather than raising it: a denial (no
+                # Create for this principal) must stop the start, not pass unnoticed.
+                for name, code, *message in response.topic_errors:
+                    if code not in (0, TopicAlreadyExistsError.errno):
+                        detail = message[0] if message and message[0] else ""
+                        raise for_code(code)(f"cannot create topic {name}: {detail}".rstrip(": "))
             log.info("topics created", topics=[s.name for s in missing])
         kept = [s for s in specs if s.name in existing and s.name.endswith(DEAD_LETTERS)]
         if kept:  # retention is set at every start: a changed DEAD_LETTER_RETENTION_MS applies

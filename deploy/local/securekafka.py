@@ -19,6 +19,7 @@ import asyncio
 import json
 import secrets
 from pathlib import Path
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -91,20 +92,21 @@ class SecuredKafka:
 
     def grant(self, acls: list[kafkaacl.Acl]) -> None:
         """Create ACLs, as the super user."""
+        asyncio.run(self._as_super_user(kafkaacl.create, acls))
 
-        async def go() -> None:
-            from aiokafka.client import AIOKafkaClient
+    def revoke(self, acls: list[kafkaacl.Acl]) -> None:
+        """Delete ACLs, as the super user."""
+        asyncio.run(self._as_super_user(kafkaacl.delete, acls))
 
-            client = AIOKafkaClient(
-                bootstrap_servers=self.bootstrap_servers, **self.security(SUPER_USER).for_aiokafka()
-            )
-            await client.bootstrap()
-            try:
-                await kafkaacl.create(client, acls)
-            finally:
-                await client.close()
+    async def _as_super_user(self, action: Any, acls: list[kafkaacl.Acl]) -> None:
+        from aiokafka.client import AIOKafkaClient
 
-        asyncio.run(go())
+        client = AIOKafkaClient(bootstrap_servers=self.bootstrap_servers, **self.security(SUPER_USER).for_aiokafka())
+        await client.bootstrap()
+        try:
+            await action(client, acls)
+        finally:
+            await client.close()
 
     def close(self) -> None:
         self.kafka.close()
