@@ -110,6 +110,7 @@ def is_denied(error: BaseException) -> bool:
     """Is this (or anything in its cause chain) the broker refusing this principal (an ACL)?"""
     return any(isinstance(e, DENIALS) for e in causes(error))
 
+
 # Errors of the event store that are about the data written, not the store's health: a
 # conflicting version or position (another writer won a race). Never infrastructure by type.
 _NOT_BY_TYPE: tuple[type[BaseException], ...] = (_ESIntegrityError,)

@@ -27,7 +27,7 @@ from aiokafka.errors import GroupAuthorizationFailedError, KafkaError, for_code
 from aiokafka.protocol.admin import CreateAclsRequest_v1, DeleteAclsRequest_v1
 from aiokafka.protocol.api import Request
 
-from backbone.topiclife import _MetadataRequestV12, _ZERO
+from backbone.topiclife import _ZERO, _MetadataRequestV12
 from contracts.topics import OPS, rights
 
 # Kafka's codes (org.apache.kafka.common.acl / resource).
@@ -103,7 +103,15 @@ class _CreateAcls(Request[CreateAclsRequest_v1]):
 
     def __init__(self, acls: Iterable[Acl]):
         self._creations = [
-            (_RESOURCE[a.resource], a.name, _PATTERN[a.pattern], f"User:{a.principal}", "*", _OPERATION[op], _ALLOW)
+            (
+                _RESOURCE[a.resource],
+                a.name,
+                _PATTERN[a.pattern],
+                f"User:{a.principal}",
+                "*",
+                _OPERATION[op],
+                _ALLOW,
+            )
             for a in acls
             for op in a.operations
         ]
@@ -135,7 +143,15 @@ class _DeleteAcls(Request[DeleteAclsRequest_v1]):
 
     def __init__(self, acls: Iterable[Acl]):
         self._filters = [
-            (_RESOURCE[a.resource], a.name, _PATTERN[a.pattern], f"User:{a.principal}", "*", _OPERATION[op], _ALLOW)
+            (
+                _RESOURCE[a.resource],
+                a.name,
+                _PATTERN[a.pattern],
+                f"User:{a.principal}",
+                "*",
+                _OPERATION[op],
+                _ALLOW,
+            )
             for a in acls
             for op in a.operations
         ]
@@ -167,7 +183,9 @@ class _AuthorizedOperations(Request[_MetadataRequestV12]):
         return request_struct_class([(_ZERO, t, {}) for t in self._topics], False, True, {})
 
 
-async def denials(client: Any, reads: Iterable[str], writes: Iterable[str], groups: Iterable[str]) -> list[str]:
+async def denials(
+    client: Any, reads: Iterable[str], writes: Iterable[str], groups: Iterable[str]
+) -> list[str]:
     """What the broker does not allow this client's principal, of what it needs: reading
     `reads`, writing `writes`, consuming in `groups` (empty: nothing is denied). Through an
     aiokafka client (a consumer's or producer's `_client`, or an `AIOKafkaClient`). A topic

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
 from aiokafka.client import AIOKafkaClient
+from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 
 from backbone import auditapi, kafkaacl, topics

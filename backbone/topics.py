@@ -98,7 +98,9 @@ def every(settings: ServiceSettings) -> list[TopicSpec]:
 
 def _admin(cluster: KafkaCluster) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(
-        bootstrap_servers=cluster.bootstrap_servers, request_timeout_ms=30_000, **cluster.security.for_aiokafka()
+        bootstrap_servers=cluster.bootstrap_servers,
+        request_timeout_ms=30_000,
+        **cluster.security.for_aiokafka(),
     )
 
 
@@ -117,7 +119,10 @@ async def create(cluster: KafkaCluster, specs: Iterable[TopicSpec], dry_run: boo
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):
                 response = await admin.create_topics(
-                    [NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=s.config) for s in missing]
+                    [
+                        NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=s.config)
+                        for s in missing
+                    ]
                 )
                 # aiokafka returns each topic's error rather than raising it: a denial (no
                 # Create for this principal) must stop the start, not pass unnoticed.

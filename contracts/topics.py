@@ -94,7 +94,9 @@ def rights() -> dict[str, Rights]:
         PUBLISHER: Rights(reads=(BOOKINGS_COMMAND_OUTCOMES,), writes=(BOOKINGS_COMMANDS,)),
     }
     every = all_topics()
-    services[OPS] = Rights(reads=every, writes=tuple(t for t in every if t != BOOKINGS_COMMANDS), groups=False)
+    services[OPS] = Rights(
+        reads=every, writes=tuple(t for t in every if t != BOOKINGS_COMMANDS), groups=False
+    )
     return services
 
 

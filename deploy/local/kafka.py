@@ -130,6 +130,7 @@ class LocalKafka:
         sasl_users: dict[str, str] | None = None,
         tls: tuple[Path, Path] | None = None,
         super_user: str | None = None,
+        sasl_port: int = 0,
     ) -> None:
         self.version = version or kafka_version()
         # With users: a second listener, SASL_PLAINTEXT (PLAIN and SCRAM-SHA-512), on
@@ -150,6 +151,7 @@ class LocalKafka:
         self._work_dir: Path | None = self._work_dir_arg
         self.persistent = persistent
         self._want_broker_port = broker_port
+        self._want_sasl_port = sasl_port
         self._want_controller_port = controller_port
         self.broker_port: int | None = None
         self.controller_port: int | None = None
@@ -489,13 +491,13 @@ class LocalKafka:
             self._log_started(t_total, formatted=False)
             return self.bootstrap_servers
 
-        fixed = bool(self._want_broker_port or self._want_controller_port)
+        fixed = bool(self._want_broker_port or self._want_controller_port or self._want_sasl_port)
         for attempt in range(1, attempts + 1):
-            wanted = (self._want_broker_port, self._want_controller_port)
+            wanted = (self._want_broker_port, self._want_controller_port, self._want_sasl_port)
             picked = [p for p in free_ports(3) if p not in wanted]
             self.broker_port = self._want_broker_port or picked.pop(0)
             self.controller_port = self._want_controller_port or picked.pop(0)
-            self.sasl_port = picked.pop(0) if self.sasl_users else None
+            self.sasl_port = (self._want_sasl_port or picked.pop(0)) if self.sasl_users else None
             if fixed:
                 self._check_ports_free()
             self._format()
@@ -515,7 +517,7 @@ class LocalKafka:
         raise AssertionError("unreachable")
 
     def _check_ports_free(self) -> None:
-        for port in (self.broker_port, self.controller_port):
+        for port in (self.broker_port, self.controller_port, self.sasl_port):
             if port and not port_is_free(port):
                 raise InfraError(f"port 127.0.0.1:{port} is already in use (another broker still running?)")
 

@@ -25,16 +25,24 @@ from pydantic import SecretStr
 
 from backbone import kafkaacl
 from backbone.kafkasecurity import KafkaCluster, KafkaSecurity
+from contracts.topics import rights
 from deploy.local._proc import write_private
 from deploy.local.kafka import LocalKafka
 from deploy.local.tls import OpensslCA
-from contracts.topics import rights
 
 SUPER_USER = "admin"
 
 
 class SecuredKafka:
-    def __init__(self, work_dir: Path, namespace: str = "", persistent: bool = False):
+    def __init__(
+        self,
+        work_dir: Path,
+        namespace: str = "",
+        persistent: bool = False,
+        ports: tuple[int, int, int] = (0, 0, 0),
+    ):
+        """`ports`: the broker's own listener, the controller's, and the clients' (SASL_SSL);
+        0: a free one. `persistent`: keep (and reuse) the data, CA, certificate and passwords."""
         self.work_dir = Path(work_dir)
         self.namespace = namespace
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -46,13 +54,20 @@ class SecuredKafka:
             self.passwords = {name: secrets.token_urlsafe(24) for name in (SUPER_USER, *rights())}
             write_private(secrets_file, json.dumps(self.passwords, indent=2))
         broker = self.work_dir / "tls" / "broker.pem"
-        tls = (broker, broker.with_suffix(".key")) if persistent and broker.exists() else self.ca.server("broker")
+        tls = (
+            (broker, broker.with_suffix(".key"))
+            if persistent and broker.exists()
+            else self.ca.server("broker")
+        )
         self.kafka = LocalKafka(
             work_dir=self.work_dir / "kafka",
             persistent=persistent,
             sasl_users=self.passwords,
             tls=tls,
             super_user=SUPER_USER,
+            broker_port=ports[0],
+            controller_port=ports[1],
+            sasl_port=ports[2],
         )
 
     def topic(self, name: str) -> str:
@@ -101,7 +116,9 @@ class SecuredKafka:
     async def _as_super_user(self, action: Any, acls: list[kafkaacl.Acl]) -> None:
         from aiokafka.client import AIOKafkaClient
 
-        client = AIOKafkaClient(bootstrap_servers=self.bootstrap_servers, **self.security(SUPER_USER).for_aiokafka())
+        client = AIOKafkaClient(
+            bootstrap_servers=self.bootstrap_servers, **self.security(SUPER_USER).for_aiokafka()
+        )
         await client.bootstrap()
         try:
             await action(client, acls)

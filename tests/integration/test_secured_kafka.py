@@ -59,14 +59,16 @@ def secured(tmp_path_factory):
 def ops_tool(secured: SecuredKafka, *args: str) -> subprocess.CompletedProcess[str]:
     """`booking-accounts ...` as an operator on this cluster (principal booking-ops)."""
     env = {**os.environ, **secured.env(OPS), "TOPIC_NAMESPACE": secured.namespace}
-    return subprocess.run(  # noqa: S603
+    return subprocess.run(
         [sys.executable, "-m", "ops", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
     )
 
 
 async def allowed(secured: SecuredKafka, principal: str, topics: list[str]) -> list[str]:
     """What the broker denies `principal` of reading and writing every topic."""
-    client = AIOKafkaClient(bootstrap_servers=secured.bootstrap_servers, **secured.security(principal).for_aiokafka())
+    client = AIOKafkaClient(
+        bootstrap_servers=secured.bootstrap_servers, **secured.security(principal).for_aiokafka()
+    )
     await client.bootstrap()
     try:
         return await kafkaacl.denials(client, topics, topics, [])
@@ -119,12 +121,20 @@ def test_the_whole_flow_over_sasl_ssl_with_a_principal_per_service_and_acls(secu
 def _flow(system: System, secured: SecuredKafka, mail_server) -> None:
     accounts = httpx.Client(base_url=system.accounts.url, timeout=10)
     bookings = httpx.Client(base_url=system.bookings.url, timeout=10)
-    settings = {"customer_logins_enabled": True, "allow_cancel": True, "cancel_cutoff": {"amount": 2, "unit": "days"}}
-    response = accounts.patch(f"/v1/staff/tenants/{TENANT}/settings", headers=staff_headers(system, TENANT), json=settings)
+    settings = {
+        "customer_logins_enabled": True,
+        "allow_cancel": True,
+        "cancel_cutoff": {"amount": 2, "unit": "days"},
+    }
+    response = accounts.patch(
+        f"/v1/staff/tenants/{TENANT}/settings", headers=staff_headers(system, TENANT), json=settings
+    )
     assert response.status_code == 200, response.text
 
     email = f"grace-{uuid.uuid4().hex[:6]}@example.com"
-    response = accounts.post(f"/v1/tenants/{TENANT}/accounts", json={"email": email, "name": "Grace", "password": PASSWORD})
+    response = accounts.post(
+        f"/v1/tenants/{TENANT}/accounts", json={"email": email, "name": "Grace", "password": PASSWORD}
+    )
     assert response.status_code == 202, response.text
     message = mail_server.wait_for(lambda m: email in m.rcpt_tos, timeout=60)  # accounts -> notifier
     [link] = [url for url in message.links if "/verify-email?token=" in url]
@@ -137,7 +147,9 @@ def _flow(system: System, secured: SecuredKafka, mail_server) -> None:
     # A storefront publishes a booking command as the publishers' principal.
     command = place_booking_command(TENANT, email, paid="20.00")
     commands = secured.topic(BOOKINGS_COMMANDS)
-    asyncio.run(publish(secured.bootstrap_servers, commands, [command_record(command)], secured.security(PUBLISHER)))
+    asyncio.run(
+        publish(secured.bootstrap_servers, commands, [command_record(command)], secured.security(PUBLISHER))
+    )
 
     def my_bookings():
         response = bookings.get("/v1/me/bookings", headers=customer)
@@ -148,7 +160,9 @@ def _flow(system: System, secured: SecuredKafka, mail_server) -> None:
 
     # The publisher reads its outcome.
     outcomes_topic = secured.topic("bookings.command-outcomes")
-    outcomes = decode(asyncio.run(read_topic(secured.bootstrap_servers, outcomes_topic, secured.security(PUBLISHER))))
+    outcomes = decode(
+        asyncio.run(read_topic(secured.bootstrap_servers, outcomes_topic, secured.security(PUBLISHER)))
+    )
     assert [(o["command_id"], o["outcome"]) for o in outcomes] == [(command["command_id"], "accepted")]
 
     # The customer cancels; the notifier (reading bookings.events) tells them.
@@ -166,7 +180,9 @@ def _attacks(secured: SecuredKafka) -> None:
     as_notifier = secured.security("notifier").for_aiokafka()
 
     async def notifier_writes_a_command() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=secured.bootstrap_servers, enable_idempotence=True, **as_notifier)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=secured.bootstrap_servers, enable_idempotence=True, **as_notifier
+        )
         await producer.start()
         try:
             await producer.send_and_wait(commands, b'{"command_type": "CancelBooking"}', key=b"forged")
@@ -217,7 +233,8 @@ def _an_acl_taken_away_from_a_running_service(system: System, secured: SecuredKa
     assert "Kafka denies notifier" in reason
     logged = [json.loads(line) for line in system.notifier.errors()]
     assert any(
-        entry.get("principal") == "notifier" and f"Read on topic {events}" in entry.get("denied", []) for entry in logged
+        entry.get("principal") == "notifier" and f"Read on topic {events}" in entry.get("denied", [])
+        for entry in logged
     ), logged
 
     secured.grant(taken)

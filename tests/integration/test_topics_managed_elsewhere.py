@@ -33,7 +33,7 @@ def ops_tool(system: System, *args: str) -> subprocess.CompletedProcess[str]:
         "TOPIC_NAMESPACE": system.namespace,
         "SUBJECT_KEYS_SEGMENT_MS": "60000",
     }
-    return subprocess.run(  # noqa: S603
+    return subprocess.run(
         [sys.executable, "-m", "ops", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
     )
 
@@ -43,7 +43,9 @@ async def configs(servers: str, topics: list[str]) -> dict[str, tuple[int, dict[
     await admin.start()
     try:
         described = await admin.describe_topics(topics)
-        responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t) for t in topics])
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, t) for t in topics]
+        )
         values = {
             resource[3]: {entry[0]: entry[1] for entry in resource[4]}
             for response in responses

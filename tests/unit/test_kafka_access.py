@@ -25,7 +25,12 @@ def test_every_topic_has_exactly_one_kind_of_writer_and_a_reader():
 def test_acls_under_a_namespace_name_the_namespaced_topics_and_groups():
     acls = derived(lambda name: f"ns.{name}")
     assert all(acl.name.startswith("ns.") for principal in acls.values() for acl in principal)
-    groups = {(acl.principal, acl.name) for principal in acls.values() for acl in principal if acl.resource == "group"}
+    groups = {
+        (acl.principal, acl.name)
+        for principal in acls.values()
+        for acl in principal
+        if acl.resource == "group"
+    }
     assert {(s, f"ns.{s}.") for s in SERVICES} <= groups
 
 

@@ -15,8 +15,7 @@ import pytest
 import yaml
 
 from deploy.keys import main as make_keys
-from deploy.kubernetes_keys import secret_files
-from deploy.kubernetes_keys import secret_manifest
+from deploy.kubernetes_keys import secret_files, secret_manifest
 from services.accounts.settings import AccountsSettings
 from services.bookings.settings import BookingsSettings
 from services.notifier.settings import NotifierSettings
@@ -220,7 +219,9 @@ def test_the_kafka_topics_are_those_the_services_and_the_operator_tool_create():
 @pytest.mark.parametrize("name", sorted(SETTINGS))
 def test_each_service_reaches_kafka_as_its_own_kafka_user(name):
     config = of_kind("ConfigMap")["booking-accounts"]["data"]
-    assert config["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL" and config["KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    assert (
+        config["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL" and config["KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    )
     (container,) = of_kind("Deployment")[name]["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e for e in container["env"]}
     assert env["KAFKA_SASL_USERNAME"]["value"] == name and name in of_kind("KafkaUser")
