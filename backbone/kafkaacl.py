@@ -94,6 +94,18 @@ def derived(topic: Callable[[str], str] = str) -> dict[str, list[Acl]]:
     return acls
 
 
+def markdown(acls: dict[str, list[Acl]]) -> str:
+    """The ACLs as the table of docs/operations.md (a test holds the docs to it)."""
+    lines = ["| Principal (user) | Resource | Operations |", "|---|---|---|"]
+    for principal, found in acls.items():
+        for acl in found:
+            pattern = "*" if acl.pattern == "prefix" else ""
+            lines.append(
+                f"| `{principal}` | {acl.resource} `{acl.name}{pattern}` | {', '.join(acl.operations)} |"
+            )
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------ creating them (deploy/local)
 
 

@@ -29,6 +29,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
+from backbone import deadletters
 from backbone.bus import _until_led
 from backbone.kafkasecurity import KafkaCluster
 from backbone.logging import get_logger
@@ -37,7 +38,7 @@ from contracts.topics import all_topics
 
 log = get_logger(__name__)
 
-DEAD_LETTERS = ".dead-letters"  # contracts.topics.dead_letters(service)
+DEAD_LETTERS = deadletters.SUFFIX  # contracts.topics.dead_letters(service)
 SUBJECT_KEYS = ".subject-keys"  # contracts.topics.subject_keys(service)
 
 

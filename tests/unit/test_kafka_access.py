@@ -82,3 +82,14 @@ def test_a_denial_is_neither_an_outage_nor_the_messages_fault(error):
         # never blamed on the message (it would be dead-lettered): stalled and retried
         assert classify(failure, lambda: []) is failure
         assert cause_of(failure, lambda: []) == "denied"
+
+
+def test_the_acls_in_the_operations_guide_are_the_derived_ones():
+    from pathlib import Path
+
+    from backbone.kafkaacl import markdown
+
+    text = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()
+    begin = text.index("<!-- acls:begin")
+    table = text[text.index("\n", begin) + 1 : text.index("<!-- acls:end -->")].strip()
+    assert table == markdown(derived())
