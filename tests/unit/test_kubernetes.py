@@ -136,6 +136,8 @@ def test_every_topic_of_the_contracts_is_declared_and_keys_topics_are_compacted(
 
 def consumed_topics(tmp_path: Path) -> dict[str, set[str]]:
     """What each service subscribes to, from the services as their bootstraps build them."""
+    from contracts.topics import of_service
+
     from backbone.credentials import load_or_create_sealing_keys, load_or_create_signing_key, public_path
     from services.accounts.bootstrap import bootstrap as accounts
     from services.bookings.bootstrap import bootstrap as bookings
@@ -161,7 +163,8 @@ def consumed_topics(tmp_path: Path) -> dict[str, set[str]]:
         notifier(NotifierSettings(**common, **bus["notifier"], sealing_key_file=tmp_path / "sealing.key")),
     ]
     consumed = {s.name: {t for c in s.consumers for t in c.topics} for s in services}
-    for service in services:
+    for service in services:  # what it checks (or creates) at start: what it reads or writes
+        assert set(service.topics + service.compacted_topics) == set(of_service(service.name)), service.name
         service.app.close()
     return consumed
 
