@@ -136,9 +136,8 @@ def test_every_topic_of_the_contracts_is_declared_and_keys_topics_are_compacted(
 
 def consumed_topics(tmp_path: Path) -> dict[str, set[str]]:
     """What each service subscribes to, from the services as their bootstraps build them."""
-    from contracts.topics import of_service
-
     from backbone.credentials import load_or_create_sealing_keys, load_or_create_signing_key, public_path
+    from contracts.topics import of_service
     from services.accounts.bootstrap import bootstrap as accounts
     from services.bookings.bootstrap import bootstrap as bookings
     from services.notifier.bootstrap import bootstrap as notifier
