@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from aiokafka.client import CoordinationType
 from aiokafka.errors import GroupAuthorizationFailedError, KafkaError, for_code
 from aiokafka.protocol.admin import CreateAclsRequest_v1, DeleteAclsRequest_v1
 from aiokafka.protocol.api import Request
@@ -109,44 +110,33 @@ def markdown(acls: dict[str, list[Acl]]) -> str:
 # ------------------------------------------------------------------ creating them (deploy/local)
 
 
+def _rows(acls: Iterable[Acl]) -> list[tuple[int, str, int, str, str, int, int]]:
+    """One (resource type, name, pattern, principal, host, operation, permission) per operation:
+    the rows of CreateAcls v1, and the filters of DeleteAcls v1 that match exactly them."""
+    return [
+        (
+            _RESOURCE[a.resource],
+            a.name,
+            _PATTERN[a.pattern],
+            f"User:{a.principal}",
+            "*",
+            _OPERATION[op],
+            _ALLOW,
+        )
+        for a in acls
+        for op in a.operations
+    ]
+
+
 class _CreateAcls(Request[CreateAclsRequest_v1]):
     API_KEY = 30
     _CLASSES: ClassVar[tuple[type[CreateAclsRequest_v1]]] = (CreateAclsRequest_v1,)
 
     def __init__(self, acls: Iterable[Acl]):
-        self._creations = [
-            (
-                _RESOURCE[a.resource],
-                a.name,
-                _PATTERN[a.pattern],
-                f"User:{a.principal}",
-                "*",
-                _OPERATION[op],
-                _ALLOW,
-            )
-            for a in acls
-            for op in a.operations
-        ]
+        self._rows = _rows(acls)
 
     def build(self, request_struct_class: type[CreateAclsRequest_v1]) -> CreateAclsRequest_v1:
-        return request_struct_class(self._creations)
-
-
-async def create(client: Any, acls: Iterable[Acl]) -> None:
-    """Create ACLs through an aiokafka client (`AIOKafkaClient`, bootstrapped) of a principal
-    allowed to (a super user). Idempotent: the broker keeps one copy of an ACL."""
-    acls = list(acls)
-    if not acls:
-        return
-    node = client.get_random_node()
-    if node is None:
-        await client.force_metadata_update()
-        node = client.get_random_node()
-    response = await client.send(node, _CreateAcls(acls))
-    failed = [(code, message) for code, message in response.creation_responses if code]
-    if failed:
-        code, message = failed[0]
-        raise for_code(code)(f"{len(failed)} ACLs refused: {message}")
+        return request_struct_class(self._rows)
 
 
 class _DeleteAcls(Request[DeleteAclsRequest_v1]):
@@ -154,27 +144,33 @@ class _DeleteAcls(Request[DeleteAclsRequest_v1]):
     _CLASSES: ClassVar[tuple[type[DeleteAclsRequest_v1]]] = (DeleteAclsRequest_v1,)
 
     def __init__(self, acls: Iterable[Acl]):
-        self._filters = [
-            (
-                _RESOURCE[a.resource],
-                a.name,
-                _PATTERN[a.pattern],
-                f"User:{a.principal}",
-                "*",
-                _OPERATION[op],
-                _ALLOW,
-            )
-            for a in acls
-            for op in a.operations
-        ]
+        self._rows = _rows(acls)
 
     def build(self, request_struct_class: type[DeleteAclsRequest_v1]) -> DeleteAclsRequest_v1:
-        return request_struct_class(self._filters)
+        return request_struct_class(self._rows)
+
+
+async def _node(client: Any) -> int:
+    node = client.get_random_node()
+    if node is None:
+        await client.force_metadata_update()
+        node = client.get_random_node()
+    return node
+
+
+async def create(client: Any, acls: Iterable[Acl]) -> None:
+    """Create ACLs through an aiokafka client (`AIOKafkaClient`, bootstrapped) of a principal
+    allowed to (a super user). Idempotent: the broker keeps one copy of an ACL."""
+    response = await client.send(await _node(client), _CreateAcls(acls))
+    failed = [(code, message) for code, message in response.creation_responses if code]
+    if failed:
+        code, message = failed[0]
+        raise for_code(code)(f"{len(failed)} ACLs refused: {message}")
 
 
 async def delete(client: Any, acls: Iterable[Acl]) -> None:
     """Delete ACLs (exactly these), as `create` makes them."""
-    response = await client.send(client.get_random_node(), _DeleteAcls(list(acls)))
+    response = await client.send(await _node(client), _DeleteAcls(acls))
     failed = [(code, message) for code, message, _matching in response.filter_responses if code]
     if failed:
         code, message = failed[0]
@@ -210,11 +206,7 @@ async def denials(
         needed[t].add("Write")
     found: list[str] = []
     if needed:
-        node = client.get_random_node()
-        if node is None:
-            await client.force_metadata_update()
-            node = client.get_random_node()
-        response = await client.send(node, _AuthorizedOperations(sorted(needed)))
+        response = await client.send(await _node(client), _AuthorizedOperations(sorted(needed)))
         for error_code, name, _id, _internal, _partitions, allowed, *_ in response.topics:
             if name not in needed:
                 continue
@@ -225,8 +217,6 @@ async def denials(
             else:
                 missing = sorted(op for op in needed[name] if not allowed & (1 << _OPERATION[op]))
             found += [f"{op} on topic {name}" for op in missing]
-    from aiokafka.client import CoordinationType
-
     for group in groups:
         for attempt in range(20):  # a new cluster creates its offsets topic at the first lookup
             try:

@@ -193,7 +193,11 @@ class Access:
                     client_id="access-check",
                     **self._cluster.security.for_aiokafka(),
                 )
-                await client.bootstrap()
+                try:
+                    await client.bootstrap()
+                except BaseException:
+                    await client.close()
+                    raise
                 self._client = client
             denied = await kafkaacl.denials(self._client, self.reads, self.writes, self.groups)
         except Exception as error:  # the broker unreachable: /ready says so on its own
