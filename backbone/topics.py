@@ -111,8 +111,8 @@ async def create(cluster: KafkaCluster, specs: Iterable[TopicSpec], dry_run: boo
     Returns the names created (with `dry_run`: that would be; nothing is changed)."""
     specs = list(specs)
     admin = _admin(cluster)
-    await admin.start()
     try:
+        await admin.start()
         existing = set(await admin.list_topics())
         missing = [s for s in specs if s.name not in existing]
         if dry_run or not specs:
@@ -149,8 +149,8 @@ async def create(cluster: KafkaCluster, specs: Iterable[TopicSpec], dry_run: boo
 async def missing(cluster: KafkaCluster, names: Iterable[str]) -> list[str]:
     """The topics of `names` that the cluster does not have (or does not show this principal)."""
     admin = _admin(cluster)
-    await admin.start()
     try:
+        await admin.start()
         existing = set(await admin.list_topics())
     finally:
         await admin.close()

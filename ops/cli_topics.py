@@ -10,10 +10,12 @@ on a cluster with ACLs, as a principal allowed to create topics (`booking-ops`).
 from __future__ import annotations
 
 import typer
+from aiokafka.errors import KafkaConnectionError
 
 from backbone import topics
 from backbone.settings import ServiceSettings
 from ops.commands import DryRun, Json, deployment, handles_errors, run
+from ops.config import OpsError
 from ops.output import emit_json, note, table
 
 cli = typer.Typer(
@@ -63,7 +65,10 @@ def create(ctx: typer.Context, dry_run: DryRun = False, json_: Json = False) -> 
     """Create the topics that do not exist yet (idempotent), as the list says."""
     settings = _settings(ctx)
     specs = topics.every(settings)
-    created = set(run(topics.create(settings.kafka_cluster(), specs, dry_run=dry_run)))
+    try:
+        created = set(run(topics.create(settings.kafka_cluster(), specs, dry_run=dry_run)))
+    except KafkaConnectionError as error:
+        raise OpsError(f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {error}") from None
     if json_:
         emit_json(
             {
