@@ -29,7 +29,7 @@ from aiokafka.protocol.admin import CreateAclsRequest_v1, DeleteAclsRequest_v1
 from aiokafka.protocol.api import Request
 
 from backbone.topiclife import _ZERO, _MetadataRequestV12
-from contracts.topics import OPS, rights
+from contracts.topics import OPS_USER, rights
 
 # Kafka's codes (org.apache.kafka.common.acl / resource).
 _RESOURCE = {"topic": 2, "group": 3, "cluster": 4}
@@ -75,7 +75,7 @@ def derived(topic: Callable[[str], str] = str) -> dict[str, list[Acl]]:
     acls: dict[str, list[Acl]] = {}
     for principal, own in rights().items():
         found = acls[principal] = []
-        extra = ("Create", "DescribeConfigs", "AlterConfigs") if principal == OPS else ()
+        extra = ("Create", "DescribeConfigs", "AlterConfigs") if principal == OPS_USER else ()
         for name in dict.fromkeys((*own.writes, *own.reads)):
             operations = (
                 *(("Read",) if name in own.reads and name in own.writes else ()),
@@ -86,9 +86,9 @@ def derived(topic: Callable[[str], str] = str) -> dict[str, list[Acl]]:
             found.append(Acl(principal, "topic", topic(name), "literal", operations))
         if own.groups:
             found.append(Acl(principal, "group", topic(f"{principal}."), "prefix", ("Read",)))
-        if principal == OPS:  # committed offsets of every service's consumer groups (status)
+        if principal == OPS_USER:  # committed offsets of every service's consumer groups (status)
             found += [
-                Acl(OPS, "group", topic(f"{other}."), "prefix", ("Describe",))
+                Acl(OPS_USER, "group", topic(f"{other}."), "prefix", ("Describe",))
                 for other, theirs in rights().items()
                 if theirs.groups
             ]

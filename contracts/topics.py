@@ -1,4 +1,5 @@
-"""Topic names. A topic belongs to the service that writes it; everybody else only reads."""
+"""Topic names, and who may read and write each (`rights`). A topic belongs to the service that
+writes it; everybody else only reads."""
 
 from dataclasses import dataclass
 
@@ -40,12 +41,12 @@ def owners() -> dict[str, str]:
     }
 
 
-PUBLISHER = "booking-publisher"
-"""The Kafka principal of the systems that publish booking commands (one per system in a real
-deployment may share this name's rights; each is still told apart by its signing key)."""
+PUBLISHER_USER = "booking-publisher"
+"""The Kafka user (principal) of the systems that publish booking commands (on the bus each is
+still told apart by its signing key: `PUBLISHERS`, `backbone.signing`)."""
 
-OPS = "booking-ops"
-"""The Kafka principal of the operator tool (`booking-accounts`)."""
+OPS_USER = "booking-ops"
+"""The Kafka user (principal) of the operator tool (`booking-accounts`)."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def rights() -> dict[str, Rights]:
     operator tool reads everything and writes what it republishes (events from a service's
     store, dead letters retried), never commands: a retried command goes out with a
     publisher's principal."""
-    services = {
+    table = {
         "accounts": Rights(
             reads=(BOOKINGS_EVENTS, subject_keys("bookings")),
             writes=(ACCOUNTS_EVENTS, subject_keys("accounts"), dead_letters("accounts")),
@@ -91,13 +92,13 @@ def rights() -> dict[str, Rights]:
             reads=(ACCOUNTS_EVENTS, BOOKINGS_EVENTS, subject_keys("accounts"), subject_keys("bookings")),
             writes=(dead_letters("notifier"),),
         ),
-        PUBLISHER: Rights(reads=(BOOKINGS_COMMAND_OUTCOMES,), writes=(BOOKINGS_COMMANDS,)),
+        PUBLISHER_USER: Rights(reads=(BOOKINGS_COMMAND_OUTCOMES,), writes=(BOOKINGS_COMMANDS,)),
     }
     every = all_topics()
-    services[OPS] = Rights(
+    table[OPS_USER] = Rights(
         reads=every, writes=tuple(t for t in every if t != BOOKINGS_COMMANDS), groups=False
     )
-    return services
+    return table
 
 
 def all_topics() -> tuple[str, ...]:

@@ -28,6 +28,7 @@ from typing import Annotated
 
 import typer
 
+from contracts.topics import OPS_USER
 from deploy.local._proc import InfraError, write_private
 from deploy.local.fresh import FreshRefused, clear_postgres, postgres_stores
 from deploy.local.kafka import LocalKafka
@@ -420,7 +421,7 @@ def _secure_topics_and_users(secured: SecuredKafka) -> str:
     from backbone.settings import ServiceSettings
 
     secured.grant([acl for acls in kafkaacl.derived(secured.topic).values() for acl in acls])
-    asyncio.run(topics.create(secured.cluster("booking-ops"), topics.every(ServiceSettings())))
+    asyncio.run(topics.create(secured.cluster(OPS_USER), topics.every(ServiceSettings())))
     return secured.bootstrap_servers
 
 
@@ -504,7 +505,7 @@ def up(
                     if spec.name != "portal"
                 }
                 ops_common = {
-                    k: v for k, v in secured.env("booking-ops").items() if k != "KAFKA_BOOTSTRAP_SERVERS"
+                    k: v for k, v in secured.env(OPS_USER).items() if k != "KAFKA_BOOTSTRAP_SERVERS"
                 }
             catcher.start()
             ui.start()

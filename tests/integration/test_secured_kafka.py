@@ -31,7 +31,7 @@ from aiokafka.errors import TopicAuthorizationFailedError
 
 from backbone import kafkaacl
 from backbone.kafkaacl import Acl
-from contracts.topics import BOOKINGS_COMMANDS, OPS, PUBLISHER, SERVICES, all_topics, rights
+from contracts.topics import BOOKINGS_COMMANDS, OPS_USER, PUBLISHER_USER, SERVICES, all_topics, rights
 from deploy.local.securekafka import SecuredKafka
 from tests.support.system import (
     REPO,
@@ -61,7 +61,7 @@ def secured(tmp_path_factory):
 
 def ops_tool(secured: SecuredKafka, *args: str) -> subprocess.CompletedProcess[str]:
     """`booking-accounts ...` as an operator on this cluster (principal booking-ops)."""
-    env = {**os.environ, **secured.env(OPS), "TOPIC_NAMESPACE": secured.namespace}
+    env = {**os.environ, **secured.env(OPS_USER), "TOPIC_NAMESPACE": secured.namespace}
     return subprocess.run(
         [sys.executable, "-m", "ops", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
     )
@@ -152,7 +152,7 @@ def _flow(system: System, secured: SecuredKafka, mail_server) -> Customer:
     # The publisher reads its outcome.
     outcomes_topic = secured.topic("bookings.command-outcomes")
     outcomes = decode(
-        asyncio.run(read_topic(secured.bootstrap_servers, outcomes_topic, secured.security(PUBLISHER)))
+        asyncio.run(read_topic(secured.bootstrap_servers, outcomes_topic, secured.security(PUBLISHER_USER)))
     )
     assert [(o["command_id"], o["outcome"]) for o in outcomes] == [(command["command_id"], "accepted")]
 
@@ -178,7 +178,9 @@ def _book_and_cancel(system: System, secured: SecuredKafka, customer: Customer) 
     command = place_booking_command(TENANT, customer.email, paid="20.00")
     commands = secured.topic(BOOKINGS_COMMANDS)
     asyncio.run(
-        publish(secured.bootstrap_servers, commands, [command_record(command)], secured.security(PUBLISHER))
+        publish(
+            secured.bootstrap_servers, commands, [command_record(command)], secured.security(PUBLISHER_USER)
+        )
     )
 
     def listed():

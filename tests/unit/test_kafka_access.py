@@ -10,14 +10,14 @@ from backbone.faults import cause_of, classify, is_denied, is_infrastructure
 from backbone.kafkaacl import derived
 from backbone.settings import ServiceSettings
 from backbone.topics import every, spec
-from contracts.topics import BOOKINGS_COMMANDS, OPS, PUBLISHER, SERVICES, all_topics, rights
+from contracts.topics import BOOKINGS_COMMANDS, OPS_USER, PUBLISHER_USER, SERVICES, all_topics, rights
 
 
 def test_every_topic_has_exactly_one_kind_of_writer_and_a_reader():
     table = rights()
     for topic in all_topics():
-        writers = {p for p, r in table.items() if topic in r.writes and p != OPS}
-        readers = {p for p, r in table.items() if topic in r.reads and p != OPS}
+        writers = {p for p, r in table.items() if topic in r.writes and p != OPS_USER}
+        readers = {p for p, r in table.items() if topic in r.reads and p != OPS_USER}
         assert len(writers) == 1, topic
         assert readers or topic.endswith(".dead-letters") or topic == "bookings.command-outcomes", topic
 
@@ -40,13 +40,13 @@ def test_only_publishers_write_commands_and_no_service_writes_anothers_topics():
             if acl.resource != "topic" or "Write" not in acl.operations:
                 continue
             if acl.name == BOOKINGS_COMMANDS:
-                assert principal == PUBLISHER
+                assert principal == PUBLISHER_USER
             elif principal in SERVICES:
                 assert acl.name.startswith(f"{principal}.")
 
 
 def test_the_operator_tool_reads_everything_and_never_writes_commands():
-    ops = {acl.name: acl.operations for acl in derived()[OPS] if acl.resource == "topic"}
+    ops = {acl.name: acl.operations for acl in derived()[OPS_USER] if acl.resource == "topic"}
     assert set(ops) == set(all_topics())
     assert all("Read" in operations and "Create" in operations for operations in ops.values())
     assert "Write" not in ops[BOOKINGS_COMMANDS]

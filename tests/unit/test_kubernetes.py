@@ -185,7 +185,7 @@ def test_each_service_reads_what_it_consumes_and_writes_only_its_own_topics(tmp_
     """The table the ACLs come from says what the services really subscribe to; only the
     publishers write bookings.commands; a service writes only topics named after it."""
     from backbone.kafkaacl import derived
-    from contracts.topics import BOOKINGS_COMMANDS, PUBLISHER, rights
+    from contracts.topics import BOOKINGS_COMMANDS, PUBLISHER_USER, rights
 
     table = rights()
     for service, topics in consumed_topics(tmp_path).items():
@@ -197,7 +197,7 @@ def test_each_service_reads_what_it_consumes_and_writes_only_its_own_topics(tmp_
         for acl in acls
         if acl.name == BOOKINGS_COMMANDS and "Write" in acl.operations
     }
-    assert writers == {PUBLISHER}
+    assert writers == {PUBLISHER_USER}
 
 
 def test_the_kafka_topics_are_those_the_services_and_the_operator_tool_create():
