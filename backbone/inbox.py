@@ -193,11 +193,12 @@ class Inbox:
                 self._failures += 1
                 pause = min(30.0, 0.2 * 2**self._failures)
                 metrics.stalled.labels(self.name).set(1)
-                metrics.retries.labels(self.name, "outage" if is_infrastructure(error) else "failure").inc()
+                cause = "denied" if is_denied(error) else "outage" if is_infrastructure(error) else "failure"
+                metrics.retries.labels(self.name, cause).inc()
                 if isinstance(error, UnknownSubject):  # its key is on the way: not an error
                     pause = min(pause, 2.0)
                     log.info("waiting for a subject key", inbox=self.name, detail=str(error))
-                elif is_denied(error):  # an ACL (dead letters it may not write): an operator's
+                elif cause == "denied":  # an ACL (say, its dead letters' topic): for an operator to grant
                     log.error(
                         "Kafka denies this service; the batch will be retried until it is granted",
                         inbox=self.name,
