@@ -14,8 +14,6 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from faststream.kafka import KafkaBroker
 
 from backbone import bus
@@ -35,27 +33,7 @@ HANDLER_FAILED = "handler_failed"
 UNKNOWN_SUBJECT = "unknown_subject"  # its subject's key never arrived (backbone.inbox)
 # ... and those of backbone.signing.REFUSALS: not proven to come from the topic's owner.
 
-SUFFIX = ".dead-letters"  # contracts.topics.dead_letters(service)
-
-
-async def keep_for(bootstrap_servers: str, topics: list[str], retention_ms: int) -> None:
-    """Set how long dead letters are kept (`retention.ms`, deleted after that), on topics new
-    or old. A dead letter is a raw message, customer details included: an erasure cannot reach
-    it, so it must not outlive the time operators need to handle it (DEAD_LETTER_RETENTION_MS)."""
-    if not topics:
-        return
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=30_000)
-    await admin.start()
-    try:
-        configs = {"cleanup.policy": "delete", "retention.ms": str(retention_ms)}
-        responses = await admin.alter_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, topic, configs=configs) for topic in topics]
-        )
-        refused = [r for response in responses for r in response.resources if r[0] != 0]
-        if refused:
-            raise RuntimeError(f"cannot set the retention of dead-letter topics: {refused}")
-    finally:
-        await admin.close()
+SUFFIX = ".dead-letters"  # contracts.topics.dead_letters(service); retention: backbone.topics
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,12 @@ redis their own, and a driver may wrap one in another (or a handler in a `Runtim
    (`ServiceApplication.unreachable_stores`): if one does not answer, the failure is treated
    as infrastructure (`StoreUnavailable`, which carries the probe's answer) and retried;
 3. only a failure with every store answering is the message's.
+
+A third kind is neither: the broker *denies* this service something (an ACL: a topic it may not
+read or write, a group it may not use). Retrying will not fix it and the message is not to
+blame: only an operator can, by granting it. `classify` treats it like an outage (stall and
+retry, never dead-letter), `cause_of` names it "denied", and the service's access check
+(`backbone.kafkaacl`, `backbone.runtime.Access`) logs it as an error and keeps /ready at 503.
 """
 
 from __future__ import annotations
@@ -85,6 +91,26 @@ def _infrastructure_types() -> tuple[type[BaseException], ...]:
 
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = _infrastructure_types()
 
+
+def _denial_types() -> tuple[type[BaseException], ...]:
+    import aiokafka.errors as kafka_exc
+
+    return (
+        kafka_exc.TopicAuthorizationFailedError,
+        kafka_exc.GroupAuthorizationFailedError,
+        kafka_exc.ClusterAuthorizationFailedError,
+        kafka_exc.TransactionalIdAuthorizationFailed,
+    )
+
+
+DENIALS: tuple[type[BaseException], ...] = _denial_types()
+
+
+def is_denied(error: BaseException) -> bool:
+    """Is this (or anything in its cause chain) the broker refusing this principal (an ACL)?"""
+    return any(isinstance(e, DENIALS) for e in causes(error))
+
+
 # Errors of the event store that are about the data written, not the store's health: a
 # conflicting version or position (another writer won a race). Never infrastructure by type.
 _NOT_BY_TYPE: tuple[type[BaseException], ...] = (_ESIntegrityError,)
@@ -113,7 +139,7 @@ def classify(error: BaseException, probe: Callable[[], list[str]]) -> BaseExcept
     `probe` returns the stores that do not answer (empty when all are healthy); it is called
     only when the type does not already decide.
     """
-    if is_infrastructure(error):
+    if is_infrastructure(error) or is_denied(error):  # a denial is never the message's fault
         return error
     try:
         down = probe()
@@ -127,7 +153,10 @@ def classify(error: BaseException, probe: Callable[[], list[str]]) -> BaseExcept
 def cause_of(error: BaseException, probe: Callable[[], list[str]]) -> str:
     """For a loop that retries whatever fails (followers, workers): "outage" if a store or the
     broker does not answer, else "failure" (a bug or bad data; it keeps retrying, never
-    skipping). Blocking: may probe the stores."""
+    skipping), or "denied" if the broker refuses this service (an ACL). Blocking: may probe
+    the stores."""
+    if is_denied(error):
+        return "denied"
     return "outage" if classify(error, probe) is not None else "failure"
 
 

@@ -197,6 +197,13 @@ class Follower(ABC):
                         pause_seconds=pause,
                         **details,
                     )
+                elif cause == "denied":  # an ACL: only an operator can fix it
+                    log.error(
+                        "Kafka denies this service; retrying the same batch until it is granted",
+                        error=f"{type(error).__name__}: {error}",
+                        pause_seconds=pause,
+                        **details,
+                    )
                 else:
                     log.exception("follower failed, retrying the same batch", pause_seconds=pause, **details)
                 await self._wakeup.sleep(pause)

@@ -63,7 +63,7 @@ from backbone.bus import H_SOURCE, H_SOURCE_POSITION
 from backbone.commands import CommandHandler, CommandReceipt, apply_command, record_failure, refuse_command
 from backbone.domain import DomainError
 from backbone.eventstore import ServiceApplication
-from backbone.faults import classify, is_infrastructure
+from backbone.faults import classify, is_denied, is_infrastructure
 from backbone.logging import get_logger
 from backbone.personal import UnknownSubject
 from backbone.topiclife import PartitionLife, Verdict, check, life_suffix, topic_ids
@@ -200,10 +200,18 @@ class Inbox:
                 self._failures += 1
                 pause = min(30.0, 0.2 * 2**self._failures)
                 metrics.stalled.labels(self.name).set(1)
-                metrics.retries.labels(self.name, "outage" if is_infrastructure(error) else "failure").inc()
+                cause = "denied" if is_denied(error) else "outage" if is_infrastructure(error) else "failure"
+                metrics.retries.labels(self.name, cause).inc()
                 if isinstance(error, UnknownSubject):  # its key is on the way: not an error
                     pause = min(pause, 2.0)
                     log.info("waiting for a subject key", inbox=self.name, detail=str(error))
+                elif cause == "denied":  # an ACL (say, its dead letters' topic): for an operator to grant
+                    log.error(
+                        "Kafka denies this service; the batch will be retried until it is granted",
+                        inbox=self.name,
+                        pause_seconds=pause,
+                        error=f"{type(error).__name__}: {error}",
+                    )
                 elif is_infrastructure(error):  # an outage: no traceback at every retry
                     log.warning(
                         "a store or the broker is unavailable; the batch will be retried",

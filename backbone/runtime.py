@@ -13,13 +13,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
+from aiokafka.client import AIOKafkaClient
 from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 
-from backbone import auditapi, bus, deadletters, tracing
+from backbone import auditapi, kafkaacl, topics, tracing
 from backbone.eventstore import ServiceApplication
 from backbone.follower import Follower
 from backbone.inbox import Inbox
+from backbone.kafkasecurity import KafkaCluster
 from backbone.leadership import leadership_for
 from backbone.logging import configure, get_logger
 from backbone.personal import ERASURE_SYNC_SECONDS
@@ -49,6 +51,7 @@ class Service:
     workers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _joined: set[int] = field(default_factory=set)
+    _access: Access | None = None
 
     def __post_init__(self) -> None:
         if self.read_model is not None:  # an outage of it stalls consumers (backbone.faults)
@@ -56,20 +59,12 @@ class Service:
 
     async def start(self) -> None:
         settings = self.settings
-        await bus.ensure_topics(
-            settings.kafka_bootstrap_servers,
-            self.topics + self.compacted_topics,
-            settings.topic_partitions,
-            settings.topic_replication_factor,
-            compacted=tuple(self.compacted_topics),
-            compacted_segment_ms=settings.subject_keys_segment_ms,
-            security=settings.kafka_security(),
-        )
-        await deadletters.keep_for(
-            settings.kafka_bootstrap_servers,
-            [t for t in self.topics if t.endswith(deadletters.SUFFIX)],
-            settings.dead_letter_retention_ms,
-        )
+        specs = [topics.spec(settings, t, compacted=False) for t in self.topics]
+        specs += [topics.spec(settings, t, compacted=True) for t in self.compacted_topics]
+        await topics.prepare(settings, self.name, specs)
+        self._access = Access(self, settings.kafka_cluster())
+        await self._access.check()  # a denial: logged and not ready, never a silent consumer
+        self._tasks.append(asyncio.create_task(self._access.watch(), name="kafka access"))
         if self.read_model is not None:
             await asyncio.to_thread(self.read_model.create)
         await self.broker.start()
@@ -125,6 +120,8 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        if self._access is not None:
+            await self._access.close()
         await self.broker.stop()
         self.app.close()
         if self.read_model is not None:
@@ -171,6 +168,8 @@ class Service:
         reasons += [f"unreachable: {store}" for store in await asyncio.to_thread(self.app.unreachable_stores)]
         if not await self.broker.ping(timeout=2.0):
             reasons.append("unreachable: Kafka")
+        if self._access is not None and self._access.denied:
+            reasons.append(f"Kafka denies {self._access.principal}: " + "; ".join(self._access.denied))
         return reasons
 
     def _has_joined(self, consumer: Inbox | SubjectKeyReceiver) -> bool:
@@ -191,6 +190,64 @@ class Service:
             if isinstance(consumer, Inbox)
             for (topic, partition), verdict in sorted(consumer.stalled.items())
         ]
+
+
+class Access:
+    """Whether the broker lets this service do what it needs (`backbone.kafkaacl`): read what
+    its consumers read, write its other topics, use its consumer groups. Checked at start and
+    every `every` seconds; what is denied is logged as an error (once, and again when it
+    changes) and keeps `/ready` at 503 until an operator grants it."""
+
+    every = 15.0
+
+    def __init__(self, service: Service, cluster: KafkaCluster):
+        self.reads = sorted({t for consumer in service.consumers for t in consumer.topics})
+        self.writes = sorted(set(service.topics + service.compacted_topics) - set(self.reads))
+        self.groups = sorted({consumer.name for consumer in service.consumers})
+        self.principal = cluster.security.sasl_username or "this client"
+        self.denied: list[str] = []
+        self._cluster = cluster
+        self._client: AIOKafkaClient | None = None
+
+    async def check(self) -> list[str]:
+        try:
+            if self._client is None:
+                client = AIOKafkaClient(
+                    bootstrap_servers=self._cluster.bootstrap_servers,
+                    client_id="access-check",
+                    **self._cluster.security.for_aiokafka(),
+                )
+                try:
+                    await client.bootstrap()
+                except BaseException:
+                    await client.close()
+                    raise
+                self._client = client
+            denied = await kafkaacl.denials(self._client, self.reads, self.writes, self.groups)
+        except Exception as error:  # the broker unreachable: /ready says so on its own
+            log.warning("cannot check what Kafka allows", error=f"{type(error).__name__}: {error}")
+            return self.denied
+        if denied and denied != self.denied:
+            log.error(
+                "Kafka denies this service what it needs: grant it (docs/operations.md, secured cluster)",
+                principal=self.principal,
+                denied=denied,
+            )
+        elif self.denied and not denied:
+            log.info("Kafka now allows what this service needs", principal=self.principal)
+        self.denied = denied
+        return denied
+
+    async def watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.every)
+            await self.check()
+
+    async def close(self) -> None:
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                await self._client.close()
+            self._client = None
 
 
 def attach(service: Service) -> Service:

@@ -176,8 +176,25 @@ class ServiceSettings(BaseSettings):
         description="Prefix of every topic and consumer group: several deployments (or test "
         "runs) can share one Kafka cluster without seeing each other's messages.",
     )
+    topic_auto_create: bool = Field(
+        default=True,
+        description="Create missing topics at start (and set the dead letters' retention). "
+        "false, for clusters whose topics are managed elsewhere (Strimzi KafkaTopics, "
+        "`booking-accounts topics create`): the service only checks that its topics exist, and "
+        "stops at start naming any that is missing.",
+    )
     topic_partitions: int = Field(default=3, ge=1, le=64)
     topic_replication_factor: int = Field(default=1, ge=1, le=5)
+    topic_retention_ms: int | None = Field(
+        default=None,
+        ge=60_000,
+        description="retention.ms of the events, commands and outcomes topics a service creates "
+        "(unset: the cluster's default). Each service's store keeps its events for good; the "
+        "topics only need to outlast the longest a consumer may be stopped.",
+    )
+    topic_min_insync_replicas: int | None = Field(
+        default=None, ge=1, le=5, description="min.insync.replicas of every topic (unset: the cluster's)."
+    )
     subject_keys_segment_ms: int = Field(
         default=3_600_000,
         ge=100,

@@ -77,10 +77,12 @@ ensure_python_env() {
 }
 
 # java (17+) and mvn run the local Kafka broker; apt-get installs them when missing (root).
+# openssl makes the secured broker's CA and certificate (deploy/local/tls.py).
 ensure_java_and_maven() {
   local missing=()
   command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
   command -v mvn >/dev/null 2>&1 || missing+=(maven)
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
 }
 

@@ -19,6 +19,7 @@ from backbone.logging import configure
 from ops import cli_audit, output, registry
 from ops.cli_dlq import dlq
 from ops.cli_positions import positions
+from ops.cli_topics import cli as topics
 from ops.commands import (
     DEBUG,
     DryRun,
@@ -302,6 +303,7 @@ def republish(
 
 app.add_typer(dlq, name="dlq")
 app.add_typer(positions, name="positions")
+app.add_typer(topics, name="topics")
 app.add_typer(emails, name="emails", help="The notifier's delivery log; send parked emails again.")
 for audit_command in (cli_audit.history, cli_audit.export, cli_audit.verify):
     app.command()(audit_command)

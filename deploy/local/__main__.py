@@ -3,6 +3,8 @@
 python -m deploy.local up                 # Kafka + mail catcher + the three services
 python -m deploy.local kafka assemble     # resolve the broker jars (once)
 python -m deploy.local kafka start        # a broker in the foreground until Ctrl-C
+python -m deploy.local kafka start --secure   # ... SASL_SSL only, with ACLs, a user per principal
+python -m deploy.local up --secure        # everything on that broker, each service its own user
 python -m deploy.local postgres install   # apt-get install postgresql if missing (root)
 python -m deploy.local postgres start     # a throw-away PostgreSQL until Ctrl-C
 python -m deploy.local mailcatcher        # SMTP 1025 + web UI 8025
@@ -27,12 +29,14 @@ from typing import Annotated
 import typer
 
 from backbone.settings import postgres_database
+from contracts.topics import OPS_USER
 from deploy.local._proc import InfraError, write_private
 from deploy.local.fresh import FreshRefused, clear_postgres, postgres_stores
 from deploy.local.kafka import LocalKafka
 from deploy.local.mailcatcher import MailCatcher, MailCatcherUI
 from deploy.local.postgres import LocalPostgres
 from deploy.local.redis import LocalRedis
+from deploy.local.securekafka import SecuredKafka
 from deploy.local.supervisor import Supervised, wait_until_up
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -137,8 +141,19 @@ def kafka_start(
     work_dir: Annotated[
         Path | None, typer.Option(help="Keep data here (persistent); default: a temp dir.")
     ] = None,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            "--secure",
+            help="SASL_SSL only (a CA and certificate made with openssl), ACLs, a user per service, "
+            "for publishers and for the operator tool; PORT is then the clients' SASL_SSL port.",
+        ),
+    ] = False,
 ) -> None:
     """Start a broker in the foreground until Ctrl-C."""
+    if secure:
+        _kafka_start_secure(port, work_dir)
+        return
     kafka = LocalKafka(broker_port=port, work_dir=work_dir, persistent=work_dir is not None)
     with _sigterm_as_keyboard_interrupt():
         try:
@@ -152,6 +167,32 @@ def kafka_start(
             raise _fail(exc) from None
         finally:
             kafka.close()
+
+
+def _kafka_start_secure(port: int, work_dir: Path | None) -> None:
+    import tempfile
+
+    from contracts.topics import rights
+
+    directory = work_dir or Path(tempfile.mkdtemp(prefix="booking-secure-kafka-"))
+    secured = SecuredKafka(directory, persistent=work_dir is not None, ports=(0, 0, port))
+    with _sigterm_as_keyboard_interrupt():
+        try:
+            secured.start()
+            for principal in rights():
+                env = " ".join(f"{k}={v}" for k, v in secured.env(principal).items())
+                _echo(f"# {principal}\n{env}", color="green")
+            _echo(f"super user: admin (password in {directory / 'kafka-users.json'})")
+            _echo(f"broker log: {secured.kafka.log_file}   (Ctrl-C to stop)")
+            _wait_for_ctrl_c()
+        except KeyboardInterrupt:
+            pass
+        except (InfraError, TimeoutError) as exc:
+            raise _fail(exc) from None
+        finally:
+            secured.close()
+            if work_dir is None:
+                shutil.rmtree(directory, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- postgres
@@ -348,12 +389,19 @@ def setting_names(service: str) -> set[str] | None:
         return None
 
 
-def write_ops_config(bootstrap: str, envs: dict[str, dict[str, str]], path: Path = OPS_CONFIG) -> Path:
+def write_ops_config(
+    bootstrap: str,
+    envs: dict[str, dict[str, str]],
+    path: Path = OPS_CONFIG,
+    common: Mapping[str, str] | None = None,
+) -> Path:
     """The operator tool's view of this local deployment (`booking-accounts -c .local/ops.toml`):
     every setting each service was started with, the caller's environment included (STORE,
     POSTGRES_*, ...), so that the tool opens the very stores the services use."""
     lines = ["# Written by ./deploy/up: booking-accounts --config .local/ops.toml status", "", "[env]"]
     lines.append(f"KAFKA_BOOTSTRAP_SERVERS = {json.dumps(bootstrap)}")
+    common = dict(common or {})  # the tool's own (its Kafka user on a secured broker)
+    lines += [f"{key} = {json.dumps(value)}" for key, value in sorted(common.items())]
     for name, env in envs.items():
         names = setting_names(name)
         settings = {
@@ -361,6 +409,7 @@ def write_ops_config(bootstrap: str, envs: dict[str, dict[str, str]], path: Path
             for key, value in env.items()
             if (key.upper() in names if names is not None else key not in os.environ)
             and key.upper() != "KAFKA_BOOTSTRAP_SERVERS"
+            and key.upper() not in common
         }
         lines += ["", f"[services.{name}.env]"]
         lines += [f"{key} = {json.dumps(value)}" for key, value in sorted(settings.items())]
@@ -412,6 +461,19 @@ def mail_line(env: Mapping[str, str], catcher_port: int) -> str:
     )
 
 
+def _secure_topics_and_users(secured: SecuredKafka) -> str:
+    """The derived ACLs granted (idempotent: also after a restart, with new rules), and the
+    topics made as the operator tool's user: the services may not create them."""
+    import asyncio
+
+    from backbone import kafkaacl, topics
+    from backbone.settings import ServiceSettings
+
+    secured.grant([acl for acls in kafkaacl.derived(secured.topic).values() for acl in acls])
+    asyncio.run(topics.create(secured.cluster(OPS_USER), topics.every(ServiceSettings())))
+    return secured.bootstrap_servers
+
+
 @app.command("up")
 def up(
     fresh: Annotated[
@@ -435,6 +497,14 @@ def up(
             "--restart/--no-restart", help="Restart a service that exits, with a backoff (1 s ... 30 s)."
         ),
     ] = True,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            "--secure",
+            help="Kafka with SASL_SSL and ACLs (.local/kafka-secure; clients on --kafka-port + 2): "
+            "each service as its own user, the topics made by the operator tool's user.",
+        ),
+    ] = False,
 ) -> None:
     """Kafka + mail catcher + Redis (the accounts' rate limits) + the services, until Ctrl-C.
 
@@ -451,13 +521,26 @@ def up(
                 _echo(line)
         except FreshRefused as exc:
             raise _fail(exc) from None
-        for d in (LOCAL_DIR / "kafka", LOCAL_DIR / "data"):
+        for d in (LOCAL_DIR / "kafka", LOCAL_DIR / "kafka-secure", LOCAL_DIR / "data"):
             shutil.rmtree(d, ignore_errors=True)
-    kafka = LocalKafka(
-        work_dir=LOCAL_DIR / "kafka",
-        persistent=True,
-        broker_port=kafka_port,
-        controller_port=kafka_controller_port,
+    secured = (
+        SecuredKafka(
+            LOCAL_DIR / "kafka-secure",
+            persistent=True,
+            ports=(kafka_port, kafka_controller_port, kafka_port + 2),
+        )
+        if secure
+        else None
+    )
+    kafka = (
+        secured.kafka
+        if secured is not None
+        else LocalKafka(
+            work_dir=LOCAL_DIR / "kafka",
+            persistent=True,
+            broker_port=kafka_port,
+            controller_port=kafka_controller_port,
+        )
     )
     catcher = MailCatcher(port=smtp_port, directory=LOCAL_DIR / "mail")
     ui = MailCatcherUI(catcher, port=mail_ui_port)
@@ -467,6 +550,18 @@ def up(
         try:
             _echo("Assembling and starting Kafka ...")
             bootstrap = kafka.start()
+            kafka_env: dict[str, dict[str, str]] = {}
+            ops_common: dict[str, str] = {}
+            if secured is not None:
+                bootstrap = _secure_topics_and_users(secured)
+                kafka_env = {
+                    spec.name: {**secured.env(spec.name), "TOPIC_AUTO_CREATE": "false"}
+                    for spec in SERVICES
+                    if spec.name != "portal"
+                }
+                ops_common = {
+                    k: v for k, v in secured.env(OPS_USER).items() if k != "KAFKA_BOOTSTRAP_SERVERS"
+                }
             catcher.start()
             ui.start()
             secrets, notes = local_secrets()
@@ -478,6 +573,7 @@ def up(
             for spec in SERVICES:
                 defaults = {**secrets.get(spec.name, {}), **(mail if spec.name == "notifier" else {})}
                 env = service_env(spec, bootstrap, defaults=defaults)
+                env.update(kafka_env.get(spec.name, {}))  # its own Kafka user (--secure)
                 if spec.name != "portal":  # no store, no bus: nothing for the operator tool
                     ops_envs[spec.name] = env
                 why_not = runnable(spec)
@@ -496,7 +592,7 @@ def up(
                 )
                 svc.start()
                 services.append(svc)
-            config = write_ops_config(bootstrap, ops_envs)
+            config = write_ops_config(bootstrap, ops_envs, common=ops_common)
             _echo("Waiting for the services to answer ...")
             wait_until_up(services, timeout=90)
             lines = [
@@ -513,6 +609,11 @@ def up(
                 page = "/t/demo/" if spec.name == "portal" else "/docs"
                 lines.append(f"{spec.name:<14} {state:<8} http://127.0.0.1:{spec.http_port}{page}")
             lines += notes
+            if secured is not None:
+                lines.append(
+                    f"Kafka users    SASL_SSL, CA {secured.ca.ca_file}; passwords in "
+                    f"{secured.work_dir / 'kafka-users.json'}"
+                )
             lines.append(f"operator tool: booking-accounts --config {config} status")
             lines.append(
                 "a service that exits is "

@@ -129,6 +129,8 @@ class LocalKafka:
         mvn: str | None = None,
         sasl_users: dict[str, str] | None = None,
         tls: tuple[Path, Path] | None = None,
+        super_user: str | None = None,
+        sasl_port: int = 0,
     ) -> None:
         self.version = version or kafka_version()
         # With users: a second listener, SASL_PLAINTEXT (PLAIN and SCRAM-SHA-512), on
@@ -136,6 +138,12 @@ class LocalKafka:
         # key); the PLAINTEXT one stays for the broker itself and for plain clients.
         self.sasl_users = dict(sasl_users or {})
         self.tls = tls
+        # With a super user (one of `sasl_users`): ACLs (StandardAuthorizer). Every listener
+        # then authenticates: the broker's own and the controller's take SASL PLAIN (as the
+        # super user), so no port is left where an anonymous client could skip the ACLs.
+        if super_user is not None and super_user not in self.sasl_users:
+            raise InfraError(f"the super user {super_user!r} must be one of sasl_users")
+        self.super_user = super_user
         self.sasl_port: int | None = None
         self.cache_root = Path(cache_root) if cache_root else default_cache_root()
         self._work_dir_arg = Path(work_dir) if work_dir else None
@@ -143,6 +151,7 @@ class LocalKafka:
         self._work_dir: Path | None = self._work_dir_arg
         self.persistent = persistent
         self._want_broker_port = broker_port
+        self._want_sasl_port = sasl_port
         self._want_controller_port = controller_port
         self.broker_port: int | None = None
         self.controller_port: int | None = None
@@ -324,6 +333,8 @@ class LocalKafka:
     def _read_ports(self) -> tuple[int, int]:
         text = self.properties_file.read_text()
         broker = re.search(r"^listeners=PLAINTEXT://[^:]+:(\d+)", text, re.M)
+        sasl = re.search(r"^listeners=.*SASL_[A-Z]+://[^:]+:(\d+)", text, re.M)
+        self.sasl_port = int(sasl.group(1)) if sasl else None
         ctrl = re.search(r"^controller\.quorum\.bootstrap\.servers=[^:]+:(\d+)", text, re.M)
         if not broker or not ctrl:
             raise InfraError(f"cannot read the ports from {self.properties_file}")
@@ -383,6 +394,8 @@ class LocalKafka:
             f"listener.name.{name}.scram-sha-512.sasl.jaas.config="
             "org.apache.kafka.common.security.scram.ScramLoginModule required;",
         ]
+        if self.super_user:
+            lines += self._authorizer_properties(plain_users)
         if self.tls:
             keystore = self.work_dir / "broker-keystore.pem"  # PEM keystore: key, then certificate
             keystore.write_bytes(self.tls[1].read_bytes() + self.tls[0].read_bytes())
@@ -392,6 +405,36 @@ class LocalKafka:
                 f"listener.name.{name}.ssl.keystore.location={keystore}",
             ]
         return "\n".join([*lines, ""])
+
+    def _authorizer_properties(self, plain_users: str) -> list[str]:
+        b, c, port = self.broker_port, self.controller_port, self.sasl_port
+        protocol = "SASL_SSL" if self.tls else "SASL_PLAINTEXT"
+        admin = self.super_user
+        assert admin is not None
+        jaas = (
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'username="{admin}" password="{self.sasl_users[admin]}" {plain_users};'
+        )
+        return [
+            "",
+            f"# ACLs (LocalKafka(super_user=...)): only User:{admin} may do anything without one.",
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            f"super.users=User:{admin}",
+            "allow.everyone.if.no.acl.found=false",
+            "# The broker's own listener and the controller's authenticate too (SASL PLAIN, as the",
+            "# super user): the PLAINTEXT listener is gone.",
+            f"listeners=BROKER://127.0.0.1:{b},CONTROLLER://127.0.0.1:{c},{protocol}://127.0.0.1:{port}",
+            f"advertised.listeners=BROKER://127.0.0.1:{b},CONTROLLER://127.0.0.1:{c},{protocol}://127.0.0.1:{port}",
+            "listener.security.protocol.map=CONTROLLER:SASL_PLAINTEXT,BROKER:SASL_PLAINTEXT,"
+            f"{protocol}:{protocol}",
+            "inter.broker.listener.name=BROKER",
+            "sasl.mechanism.inter.broker.protocol=PLAIN",
+            "sasl.mechanism.controller.protocol=PLAIN",
+            "listener.name.broker.sasl.enabled.mechanisms=PLAIN",
+            f"listener.name.broker.plain.sasl.jaas.config={jaas}",
+            "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+            f"listener.name.controller.plain.sasl.jaas.config={jaas}",
+        ]
 
     @property
     def sasl_bootstrap_servers(self) -> str:
@@ -448,13 +491,13 @@ class LocalKafka:
             self._log_started(t_total, formatted=False)
             return self.bootstrap_servers
 
-        fixed = bool(self._want_broker_port or self._want_controller_port)
+        fixed = bool(self._want_broker_port or self._want_controller_port or self._want_sasl_port)
         for attempt in range(1, attempts + 1):
-            wanted = (self._want_broker_port, self._want_controller_port)
+            wanted = (self._want_broker_port, self._want_controller_port, self._want_sasl_port)
             picked = [p for p in free_ports(3) if p not in wanted]
             self.broker_port = self._want_broker_port or picked.pop(0)
             self.controller_port = self._want_controller_port or picked.pop(0)
-            self.sasl_port = picked.pop(0) if self.sasl_users else None
+            self.sasl_port = (self._want_sasl_port or picked.pop(0)) if self.sasl_users else None
             if fixed:
                 self._check_ports_free()
             self._format()
@@ -474,7 +517,7 @@ class LocalKafka:
         raise AssertionError("unreachable")
 
     def _check_ports_free(self) -> None:
-        for port in (self.broker_port, self.controller_port):
+        for port in (self.broker_port, self.controller_port, self.sasl_port):
             if port and not port_is_free(port):
                 raise InfraError(f"port 127.0.0.1:{port} is already in use (another broker still running?)")
 

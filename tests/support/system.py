@@ -256,9 +256,13 @@ class System:
 # ------------------------------------------------------------------------------ the bus
 
 
-async def publish(kafka: str, topic: str, messages: Iterable[tuple[bytes, bytes, dict[str, str]]]) -> None:
-    """Publish (key, value, headers) records as another service would (idempotent producer)."""
-    producer = AIOKafkaProducer(bootstrap_servers=kafka, enable_idempotence=True, linger_ms=5)
+async def publish(
+    kafka: str, topic: str, messages: Iterable[tuple[bytes, bytes, dict[str, str]]], security: Any = None
+) -> None:
+    """Publish (key, value, headers) records as another service would (idempotent producer);
+    on a secured cluster with `security` (a `KafkaSecurity`: whose principal it is)."""
+    secured = security.for_aiokafka() if security is not None else {}
+    producer = AIOKafkaProducer(bootstrap_servers=kafka, enable_idempotence=True, linger_ms=5, **secured)
     await producer.start()
     try:
         futures = [
@@ -271,9 +275,11 @@ async def publish(kafka: str, topic: str, messages: Iterable[tuple[bytes, bytes,
         await producer.stop()
 
 
-async def read_topic(kafka: str, topic: str) -> list[Any]:
-    """Every record of a topic, from the beginning to its current end."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False)
+async def read_topic(kafka: str, topic: str, security: Any = None) -> list[Any]:
+    """Every record of a topic, from the beginning to its current end (as `security`'s
+    principal on a secured cluster)."""
+    secured = security.for_aiokafka() if security is not None else {}
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False, **secured)
     await consumer.start()
     try:
         partitions = consumer.partitions_for_topic(topic) or set()

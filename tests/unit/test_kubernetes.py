@@ -16,8 +16,7 @@ import pytest
 import yaml
 
 from deploy.keys import main as make_keys
-from deploy.kubernetes_keys import secret_files
-from deploy.kubernetes_keys import secret_manifest
+from deploy.kubernetes_keys import secret_files, secret_manifest
 from services.accounts.settings import AccountsSettings
 from services.bookings.settings import BookingsSettings
 from services.notifier.settings import NotifierSettings
@@ -71,6 +70,8 @@ def test_each_service_is_given_every_setting_it_requires(name, monkeypatch, tmp_
     secrets["booking-accounts-keys"] = {
         key: data.decode().strip() for key, data in secret_files(tmp_path).items()
     }
+    # Strimzi's User Operator writes each KafkaUser's password into a Secret of its name.
+    secrets.update({user: {"password": "made-by-strimzi"} for user in of_kind("KafkaUser")})
     for variable in container["env"]:
         if "value" in variable:  # $(NAME): a variable defined before it (Kubernetes expands it)
             env[variable["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], variable["value"])
@@ -95,6 +96,9 @@ def test_each_service_is_given_every_setting_it_requires(name, monkeypatch, tmp_
     # Its own bus key, and every service's public bus key (backbone/signing.py).
     assert settings.bus_key_file == Path(f"/keys/bus/{name}.key") and f"bus/{name}.key" in mounted
     assert settings.bus_trusted_keys_dir == Path("/keys/bus/trusted")
+    (ca,) = [v for v in pod["volumes"] if v["name"] == "kafka-ca"]
+    mount = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}["kafka-ca"]
+    assert settings.kafka_ssl_ca_file == Path(mount) / ca["secret"]["items"][0]["path"]
     assert {f"bus/trusted/{s}.current.pub" for s in SETTINGS} <= mounted
     assert {item["key"] for item in keys["secret"]["items"]} <= set(secrets["booking-accounts-keys"])
 
@@ -131,20 +135,10 @@ def test_every_topic_of_the_contracts_is_declared_and_keys_topics_are_compacted(
         assert compacted == name.endswith(".subject-keys")
 
 
-def _rights(user: dict) -> tuple[set[str], set[str]]:
-    reads, writes = set(), set()
-    for acl in user["spec"]["authorization"]["acls"]:
-        if acl["resource"]["type"] == "topic":
-            if "Read" in acl["operations"]:
-                reads.add(acl["resource"]["name"])
-            if "Write" in acl["operations"]:
-                writes.add(acl["resource"]["name"])
-    return reads, writes
-
-
 def consumed_topics(tmp_path: Path) -> dict[str, set[str]]:
     """What each service subscribes to, from the services as their bootstraps build them."""
     from backbone.credentials import load_or_create_sealing_keys, load_or_create_signing_key, public_path
+    from contracts.topics import of_service
     from services.accounts.bootstrap import bootstrap as accounts
     from services.bookings.bootstrap import bootstrap as bookings
     from services.notifier.bootstrap import bootstrap as notifier
@@ -169,19 +163,72 @@ def consumed_topics(tmp_path: Path) -> dict[str, set[str]]:
         notifier(NotifierSettings(**common, **bus["notifier"], sealing_key_file=tmp_path / "sealing.key")),
     ]
     consumed = {s.name: {t for c in s.consumers for t in c.topics} for s in services}
-    for service in services:
+    for service in services:  # what it checks (or creates) at start: what it reads or writes
+        assert set(service.topics + service.compacted_topics) == set(of_service(service.name)), service.name
         service.app.close()
     return consumed
 
 
-def test_each_service_reads_what_it_consumes_and_writes_only_its_own_topics(tmp_path):
+def test_each_kafka_user_has_exactly_the_derived_acls():
+    """deploy/k8s and the local secured broker get their ACLs from one place
+    (`backbone.kafkaacl.derived`, from `contracts.topics.rights`): they cannot drift."""
+    from backbone.kafkaacl import derived
+
     users = of_kind("KafkaUser")
+    acls = derived()
+    assert set(users) == set(acls)
+    for name, user in users.items():
+        assert user["spec"]["authentication"]["type"] == "scram-sha-512"
+        assert user["spec"]["authorization"]["acls"] == [acl.strimzi() for acl in acls[name]], name
+
+
+def test_each_service_reads_what_it_consumes_and_writes_only_its_own_topics(tmp_path):
+    """The table the ACLs come from says what the services really subscribe to; only the
+    publishers write bookings.commands; a service writes only topics named after it."""
+    from backbone.kafkaacl import derived
+    from contracts.topics import BOOKINGS_COMMANDS, PUBLISHER_USER, rights
+
+    table = rights()
     for service, topics in consumed_topics(tmp_path).items():
-        reads, writes = _rights(users[service])
-        assert reads == topics
-        assert all(t.startswith(f"{service}.") for t in writes) and "bookings.commands" not in writes
-    writers = {name for name, user in users.items() if "bookings.commands" in _rights(user)[1]}
-    assert writers == {"booking-publisher"}
+        assert set(table[service].reads) == topics, service
+        assert all(t.startswith(f"{service}.") for t in table[service].writes), service
+    writers = {
+        principal
+        for principal, acls in derived().items()
+        for acl in acls
+        if acl.name == BOOKINGS_COMMANDS and "Write" in acl.operations
+    }
+    assert writers == {PUBLISHER_USER}
+
+
+def test_the_kafka_topics_are_those_the_services_and_the_operator_tool_create():
+    from backbone.settings import ServiceSettings
+    from backbone.topics import every
+
+    config = of_kind("ConfigMap")["booking-accounts"]["data"]
+    settings = ServiceSettings(**{k.lower(): v for k, v in config.items() if k.startswith("TOPIC_")})
+    assert not settings.topic_auto_create  # Strimzi's Topic Operator owns them
+    declared = {
+        t["spec"]["topicName"]: (t["spec"]["partitions"], t["spec"]["replicas"], t["spec"].get("config", {}))
+        for t in of_kind("KafkaTopic").values()
+    }
+    wanted = {
+        s.name: (s.partitions, s.replication_factor, {k: str(v) for k, v in s.config.items()})
+        for s in every(settings)
+    }
+    assert {k: (p, r, {c: str(v) for c, v in conf.items()}) for k, (p, r, conf) in declared.items()} == wanted
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_each_service_reaches_kafka_as_its_own_kafka_user(name):
+    config = of_kind("ConfigMap")["booking-accounts"]["data"]
+    assert (
+        config["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL" and config["KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    )
+    (container,) = of_kind("Deployment")[name]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["KAFKA_SASL_USERNAME"]["value"] == name and name in of_kind("KafkaUser")
+    assert env["KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": name, "key": "password"}
 
 
 def test_the_keys_job_makes_a_secret_of_the_key_files(tmp_path):

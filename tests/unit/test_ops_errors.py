@@ -36,8 +36,11 @@ ARGS = {
     "emails retry": ["--by", "ops-test", "--all-parked"],
     "positions replay-from-start": ["bookings", "bookings.commands/0", "--operator", "ops-test"],
     "positions accept-log-start": ["bookings", "bookings.commands/0", "--operator", "ops-test"],
+    "topics list": [],
+    "topics create": [],
 }
 NEEDS_NO_CONFIG = {"verify"}
+NEEDS_NO_STORE = {"topics list", "topics create"}  # the shared settings (and Kafka) only
 NEEDS_KAFKA = {
     "status",
     "replay",
@@ -48,6 +51,7 @@ NEEDS_KAFKA = {
     "dlq discard",
     "positions replay-from-start",
     "positions accept-log-start",
+    "topics create",
 }
 
 
@@ -117,7 +121,16 @@ def wrong(tmp_path):
     }, empty
 
 
-@pytest.mark.parametrize("command", sorted(set(ARGS) - NEEDS_NO_CONFIG))
+@pytest.mark.parametrize("command", sorted(NEEDS_NO_STORE))
+def test_a_bad_value_ends_the_topics_commands_with_one_sentence(command, wrong, tmp_path):
+    configs, empty = wrong
+    config, says = configs["a bad value"]
+    result = invoke(config, command, tmp_path)
+    assert result.exit_code == 1 and says in one_line(result)
+    assert list(empty.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", sorted(set(ARGS) - NEEDS_NO_CONFIG - NEEDS_NO_STORE))
 def test_a_wrong_config_ends_each_command_with_one_sentence_and_exit_code_1(command, wrong, tmp_path):
     configs, empty = wrong
     for what, (config, says) in configs.items():
