@@ -20,7 +20,6 @@ from services.accounts.tenants import StaffMember, TenantSettings
 
 class EmailBlocked(DomainError):
     code = "email_blocked"
-    http_status = 409
 
 
 class StaffCases(CustomerCases):
@@ -47,6 +46,11 @@ class StaffCases(CustomerCases):
         if account is None or account.tenant_id != tenant_id:
             raise NotFound("No such account.")
         return account
+
+    def account_history(self, tenant_id: str, account_id: UUID) -> list[Any]:
+        """An account's events, for its staff's page (NotFound outside the tenant)."""
+        self.staff_account(tenant_id, account_id)
+        return list(self.repository.event_store.get(account_id))
 
     def create_account(self, tenant_id: str, email: str, name: str, details: dict[str, Any]) -> UUID:
         """An account for a customer, who claims it through the emailed set-password link
