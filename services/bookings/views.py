@@ -33,7 +33,7 @@ from backbone.blindindex import BlindIndex, open_column, seal_column
 from backbone.context import Cause
 from backbone.follower import Recorded
 from backbone.personal import Personal, Vault
-from backbone.readmodel import upsert
+from backbone.readmodel import ReadModel, upsert
 from backbone.sqltypes import UtcDateTime, jsonable
 from services.bookings import history
 from services.bookings.customers import CustomerAccount
@@ -635,3 +635,43 @@ def staff_bookings(
         sa.select(bookings).where(*where).order_by(bookings.c.starts_at.desc()).limit(limit).offset(offset)
     ).mappings()
     return [dict(row) for row in rows], int(total)
+
+
+class StaffQueries:
+    """What the staff routes read from the read model, in a connection of its own (the routes
+    open none). Answers hold personal fields in the clear, opened with the vault."""
+
+    def __init__(self, read_model: ReadModel, vault: Vault):
+        self.read_model, self.vault = read_model, vault
+        self.index = BlindIndex(vault)  # the read model knows customers by keyed hashes only
+
+    def bookings(
+        self,
+        tenant_id: str,
+        *,
+        status: str | None,
+        starts_from: Any,
+        starts_before: Any,
+        customer: str | None,
+        account_id: UUID | None,
+        account_email: str | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[dict[str, Any]], int, dict[str, CustomStatus]]:
+        """One page of `staff_bookings`, opened, its total, and the tenant's custom statuses."""
+        email_token = self.index.exact(tenant_id, account_email) if account_email else None
+        with self.read_model.engine.connect() as conn:
+            rows, total = staff_bookings(
+                conn,
+                tenant_id,
+                status=status,
+                starts_from=starts_from,
+                starts_before=starts_before,
+                customer=customer,
+                customer_tokens=self.index.query_tokens(tenant_id, customer) if customer else (),
+                account=(str(account_id), email_token) if account_id else None,
+                limit=limit,
+                offset=offset,
+            )
+            custom = tenant_custom_statuses(conn, tenant_id)
+        return [opened(row, self.vault) for row in rows], total, custom
