@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backbone import metrics
-from backbone.domain import DomainError
+from backbone.domain import DomainError, NotFound  # NotFound: also imported from here
 from backbone.logging import get_logger
 
 log = get_logger(__name__)
@@ -39,10 +39,6 @@ R = TypeVar("R")
 
 MAX_BODY_BYTES = 256 * 1024
 CORRELATION_HEADER = "X-Correlation-Id"
-
-
-class NotFound(Exception):
-    """The thing does not exist *for this caller* (also used to hide others' data: IDOR)."""
 
 
 class Problem(Exception):
@@ -152,7 +148,7 @@ def create_api(title: str, version: str, description: str) -> FastAPI:
 
     @api.exception_handler(DomainError)
     async def _refused(_: Request, error: DomainError) -> JSONResponse:
-        return problem(error.http_status, "Refused", str(error), code=error.code)
+        return REFUSED.answer(error)  # (the service's `Refusals` answer the kinds they name)
 
     @api.exception_handler(Problem)
     async def _problem(_: Request, error: Problem) -> JSONResponse:

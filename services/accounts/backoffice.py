@@ -8,8 +8,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from backbone import credentials
-from backbone.domain import DomainError
-from backbone.http import NotFound
+from backbone.domain import DomainError, NotFound
 from backbone.logging import mask_email
 from backbone.personal import Personal
 from services.accounts.addresses import BlockedEmail

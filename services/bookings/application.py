@@ -23,8 +23,8 @@ from eventsourcing.persistence import IntegrityError
 
 from backbone.context import Cause
 from backbone.credentials import Session
+from backbone.domain import NotFound
 from backbone.eventstore import ServiceApplication
-from backbone.http import NotFound
 from backbone.personal import Vault
 from services.bookings import lines as booking_lines
 from services.bookings.customers import CustomerAccount
