@@ -27,6 +27,7 @@ from services.portal.web import (
     VisitorDep,
     caller,
     redirect,
+    told,
     words_for,
 )
 
@@ -41,7 +42,7 @@ async def _brand(tenant: TenantPath, portal: PortalDep) -> dict[str, Any]:
     return await portal.branding(tenant)
 
 
-def _customer(tenant: TenantPath, visitor: VisitorDep) -> str:
+async def _customer(tenant: TenantPath, visitor: VisitorDep) -> str:
     """The customer's session token, for this business only: a session of another business
     (or a staff session) sees nothing here and is asked to log in."""
     if visitor.kind == "customer" and visitor.tenant == tenant and visitor.credential:
@@ -56,10 +57,33 @@ CustomerToken = Annotated[str, Depends(_customer)]
 async def _as_customer(
     request: Request, portal: PortalDep, tenant: str, token: str, method: str, path: str, **kwargs: Any
 ) -> Any:
+    """A call of the bookings API as the customer."""
+    return await _calling(request, portal, tenant, token, "bookings", method, path, **kwargs)
+
+
+async def _as_me(
+    request: Request, portal: Any, tenant: str, token: str, method: str, sub: str = "", **kwargs: Any
+) -> Any:
+    """A call of the accounts API about the customer's own account (/v1/me...)."""
+    return await _calling(request, portal, tenant, token, "accounts", method, f"/v1/me{sub}", **kwargs)
+
+
+async def _calling(
+    request: Request,
+    portal: Any,
+    tenant: str,
+    token: str,
+    service: str,
+    method: str,
+    path: str,
+    **kwargs: Any,
+) -> Any:
+    """A session that ended elsewhere (log out, password change, archived) sends the visitor to
+    log in again."""
     try:
-        return await portal.backends.call("bookings", method, path, caller(request, token), **kwargs)
+        return await portal.backends.call(service, method, path, caller(request, token), **kwargs)
     except Refused as refused:
-        if refused.status == 401:  # ended elsewhere (log out, password change, archived)
+        if refused.status == 401:
             request.state.visitor.log_out()
             raise LoginNeeded(f"/t/{tenant}/login") from None
         raise
@@ -233,8 +257,9 @@ async def cancel(
     booking_version: Annotated[int, Form(ge=1)],
 ) -> Response:
     words = words_for(request, portal.settings, brand)
-    try:
-        await _as_customer(
+    return await told(
+        visitor,
+        _as_customer(
             request,
             portal,
             tenant,
@@ -242,12 +267,11 @@ async def cancel(
             "POST",
             f"/v1/me/bookings/{booking_id}/cancellation",
             json={"booking_version": booking_version},
-        )
-    except Refused as refused:
-        visitor.tell(words.refusal(refused.code, refused.detail))
-    else:
-        visitor.tell(words.t("booking.cancelled"))
-    return redirect(f"/t/{tenant}/bookings/{booking_id}")
+        ),
+        f"/t/{tenant}/bookings/{booking_id}",
+        words.t("booking.cancelled"),
+        lambda refused: words.refusal(refused.code, refused.detail),
+    )
 
 
 async def _quote(request: Request, portal: Any, tenant: str, token: str, booking_id: UUID) -> Any:
@@ -296,13 +320,13 @@ async def change_details(
     phone: Annotated[str, Form(max_length=40)] = "",
 ) -> Response:
     words = words_for(request, portal.settings, brand)
-    try:
-        await _as_me(request, portal, tenant, token, "PATCH", json={"name": name, "phone": phone or None})
-    except Refused as refused:
-        visitor.tell(refused.detail)
-    else:
-        visitor.tell(words.t("details.saved"))
-    return redirect(f"/t/{tenant}/details")
+    return await told(
+        visitor,
+        _as_me(request, portal, tenant, token, "PATCH", json={"name": name, "phone": phone or None}),
+        f"/t/{tenant}/details",
+        words.t("details.saved"),
+        lambda refused: refused.detail,
+    )
 
 
 @router.post("/details/email", response_class=HTMLResponse)
@@ -319,27 +343,13 @@ async def change_email(
     """The new address takes effect once the link sent to it is followed (verified again)."""
     words = words_for(request, portal.settings, brand)
     body = {"email": email, **({"current_password": current_password} if current_password else {})}
-    try:
-        await _as_me(request, portal, tenant, token, "POST", "/email-change", json=body)
-    except Refused as refused:
-        visitor.tell(refused.detail)
-    else:
-        visitor.tell(words.t("details.email_sent"))
-    return redirect(f"/t/{tenant}/details")
-
-
-async def _as_me(
-    request: Request, portal: Any, tenant: str, token: str, method: str, sub: str = "", **kwargs: Any
-) -> Any:
-    try:
-        return await portal.backends.call(
-            "accounts", method, f"/v1/me{sub}", caller(request, token), **kwargs
-        )
-    except Refused as refused:
-        if refused.status == 401:
-            request.state.visitor.log_out()
-            raise LoginNeeded(f"/t/{tenant}/login") from None
-        raise
+    return await told(
+        visitor,
+        _as_me(request, portal, tenant, token, "POST", "/email-change", json=body),
+        f"/t/{tenant}/details",
+        words.t("details.email_sent"),
+        lambda refused: refused.detail,
+    )
 
 
 # ----------------------------------------------------------------------------- changing a booking
