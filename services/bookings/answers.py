@@ -244,28 +244,15 @@ def modification_answer(result: Preview, *, preview: bool) -> ModificationResult
 
 def cancellation_answer(booking: Booking) -> Cancelled:
     """A cancelled booking, as the customer and staff who cancelled it are answered."""
-    return Cancelled(
-        booking_id=booking.id,
-        code=booking.code,
-        booking_version=booking.version,
-        status=booking.status,
-        currency=booking.currency,
-        amount_paid=booking.amount_paid,
-        refund_due=(booking.cancellation or {}).get("refund_due", booking.amount_paid),
-        refund_note=REFUND_NOTE,
-    )
+    refund_due = (booking.cancellation or {}).get("refund_due", booking.amount_paid)
+    return Cancelled(**_paid(booking), refund_due=refund_due, refund_note=REFUND_NOTE)
 
 
 def quote_answer(quote: Quote) -> CancellationQuote:
     """What cancelling would mean (step 1 of 2), with how to confirm it."""
     booking = quote.booking
     return CancellationQuote(
-        booking_id=booking.id,
-        code=booking.code,
-        booking_version=booking.version,
-        status=booking.status,
-        currency=booking.currency,
-        amount_paid=booking.amount_paid,
+        **_paid(booking),
         refund_due=booking.amount_paid,
         refund_note=REFUND_NOTE,
         policy=policy_answer(quote.rule, booking),
@@ -275,3 +262,15 @@ def quote_answer(quote: Quote) -> CancellationQuote:
             "body": {"booking_version": booking.version},
         },
     )
+
+
+def _paid(booking: Booking) -> dict[str, Any]:
+    """The booking, the version seen, and what was paid: the head of both answers."""
+    return {
+        "booking_id": booking.id,
+        "code": booking.code,
+        "booking_version": booking.version,
+        "status": booking.status,
+        "currency": booking.currency,
+        "amount_paid": booking.amount_paid,
+    }

@@ -25,7 +25,6 @@ from backbone.http import run_sync
 from services.accounts.api import auth
 from services.accounts.api.auth import App, Limits
 from services.accounts.api.errors import REFUSALS
-from services.accounts.application import Accounts
 from services.accounts.domainmodel import LinkRefused
 from services.accounts.ratelimits import RateLimited, RateLimits
 
@@ -154,35 +153,25 @@ async def confirm(
     )
 
 
-async def _choose_password(
-    request: Request, accounts: Accounts, limits: RateLimits, title: str, token: str, password: str
-) -> HTMLResponse:
-    return await attempt(
-        request,
-        limits,
-        title,
-        lambda: accounts.set_password(token, password),
-        lambda _: "<p>Your password is saved. You can now log in with it.</p>",
-    )
+def _choosing_password(path: str, title: str, name: str) -> None:
+    """The invitation's and the reset link's form: the same work (a password set by link)."""
+
+    @router.post(path, response_class=HTMLResponse, include_in_schema=False, name=name)
+    async def choose(
+        request: Request,
+        accounts: App,
+        limits: Limits,
+        token: Annotated[str, Form(max_length=200)],
+        password: Annotated[str, Form(max_length=128)],
+    ) -> HTMLResponse:
+        return await attempt(
+            request,
+            limits,
+            title,
+            lambda: accounts.set_password(token, password),
+            lambda _: "<p>Your password is saved. You can now log in with it.</p>",
+        )
 
 
-@router.post("/set-password", response_class=HTMLResponse, include_in_schema=False)
-async def set_password(
-    request: Request,
-    accounts: App,
-    limits: Limits,
-    token: Annotated[str, Form(max_length=200)],
-    password: Annotated[str, Form(max_length=128)],
-) -> HTMLResponse:
-    return await _choose_password(request, accounts, limits, "Choose your password", token, password)
-
-
-@router.post("/reset-password", response_class=HTMLResponse, include_in_schema=False)
-async def reset_password(
-    request: Request,
-    accounts: App,
-    limits: Limits,
-    token: Annotated[str, Form(max_length=200)],
-    password: Annotated[str, Form(max_length=128)],
-) -> HTMLResponse:
-    return await _choose_password(request, accounts, limits, "Choose a new password", token, password)
+_choosing_password("/set-password", "Choose your password", "set_password")
+_choosing_password("/reset-password", "Choose a new password", "reset_password")
