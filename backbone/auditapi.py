@@ -10,12 +10,15 @@ personal data and secrets is decided in `backbone.audit`: sealed or erased, neve
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, FastAPI, Query
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AwareDatetime, BaseModel, Field, SecretStr
 
 from backbone.audit import AuditLog, AuditRecord
@@ -61,60 +64,93 @@ class AggregateHistory(BaseModel):
     events: list[AuditEvent]
 
 
+@dataclass(frozen=True)
+class Audited:
+    """What the audit routes are given (kept in `app.state.audited`, set by `routes`)."""
+
+    log: AuditLog
+    service: str
+    auditor: Callable[..., Awaitable[str]]  # backbone.auth.auditor: made once, its throttle counts
+
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+async def _audited(request: Request) -> Audited:
+    return request.app.state.audited
+
+
+async def _auditor(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    audited: Annotated[Audited, Depends(_audited)],
+) -> str:
+    return await audited.auditor(request, credentials)
+
+
+Given = Annotated[Audited, Depends(_audited)]
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"], dependencies=[Depends(_auditor)])
+
+
 def routes(api: FastAPI, app: ServiceApplication, service: str, token: SecretStr | None) -> None:
-    router = APIRouter(prefix="/v1/audit", tags=["audit"], dependencies=[Depends(auditor(token))])
-    log = AuditLog(app)
-
-    @router.get(
-        "/events",
-        response_model=EventPage,
-        summary="The event log, in order, one page at a time",
-        description="Events after position `after`, oldest first. Filtered pages (tenant, time) "
-        "may hold fewer than `limit` events: continue from `next_after` until it reaches `head`.",
-    )
-    async def events(
-        after: Annotated[int, Query(ge=0)] = 0,
-        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
-        tenant: TenantId | None = None,
-        since: AwareDatetime | None = None,
-        until: AwareDatetime | None = None,
-    ) -> EventPage:
-        selection = Selection(since=since, until=until, tenant_id=tenant)
-        head, records, next_after = await run_sync(_page, log, after, limit, selection)
-        return EventPage(service=service, events=_events(records), next_after=next_after, head=head)
-
-    @router.get(
-        "/aggregates/{aggregate_id}/events",
-        response_model=AggregateHistory,
-        summary="The full history of one aggregate (an account, a booking, an email, ...)",
-    )
-    async def history(aggregate_id: UUID) -> AggregateHistory:
-        records = await run_sync(log.history, aggregate_id)
-        if not records:
-            raise NotFound(f"No aggregate {aggregate_id} in the {service} service.")
-        return AggregateHistory(service=service, aggregate_id=aggregate_id, events=_events(records))
-
-    @router.get(
-        "/export",
-        summary="A tamper-evident export of the event log (JSON Lines with a hash chain)",
-        description="Streams a header, one record per event and an end record whose `hash` is the "
-        "head of the chain. Check it with `booking-accounts verify FILE`.",
-        response_class=StreamingResponse,
-        responses={200: {"content": {"application/x-ndjson": {}}}},
-    )
-    async def export(
-        from_position: Annotated[int, Query(ge=1)] = 1,
-        to_position: Annotated[int | None, Query(ge=1)] = None,
-        tenant: TenantId | None = None,
-        since: AwareDatetime | None = None,
-        until: AwareDatetime | None = None,
-    ) -> StreamingResponse:
-        selection = Selection(from_position, to_position, since, until, tenant)
-        # A plain iterator: Starlette runs it in a worker thread, off the event loop.
-        lines = Export(log, service, selection).lines()
-        return StreamingResponse(lines, media_type="application/x-ndjson")
-
+    """Mount the audit API on a service's app, over its event log."""
+    api.state.audited = Audited(AuditLog(app), service, auditor(token))
     api.include_router(router)
+
+
+@router.get(
+    "/events",
+    response_model=EventPage,
+    summary="The event log, in order, one page at a time",
+    description="Events after position `after`, oldest first. Filtered pages (tenant, time) "
+    "may hold fewer than `limit` events: continue from `next_after` until it reaches `head`.",
+)
+async def events(
+    audited: Given,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    tenant: TenantId | None = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
+) -> EventPage:
+    selection = Selection(since=since, until=until, tenant_id=tenant)
+    head, records, next_after = await run_sync(_page, audited.log, after, limit, selection)
+    return EventPage(service=audited.service, events=_events(records), next_after=next_after, head=head)
+
+
+@router.get(
+    "/aggregates/{aggregate_id}/events",
+    response_model=AggregateHistory,
+    summary="The full history of one aggregate (an account, a booking, an email, ...)",
+)
+async def history(aggregate_id: UUID, audited: Given) -> AggregateHistory:
+    records = await run_sync(audited.log.history, aggregate_id)
+    if not records:
+        raise NotFound(f"No aggregate {aggregate_id} in the {audited.service} service.")
+    return AggregateHistory(service=audited.service, aggregate_id=aggregate_id, events=_events(records))
+
+
+@router.get(
+    "/export",
+    summary="A tamper-evident export of the event log (JSON Lines with a hash chain)",
+    description="Streams a header, one record per event and an end record whose `hash` is the "
+    "head of the chain. Check it with `booking-accounts verify FILE`.",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-ndjson": {}}}},
+)
+async def export(
+    audited: Given,
+    from_position: Annotated[int, Query(ge=1)] = 1,
+    to_position: Annotated[int | None, Query(ge=1)] = None,
+    tenant: TenantId | None = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
+) -> StreamingResponse:
+    selection = Selection(from_position, to_position, since, until, tenant)
+    # A plain iterator: Starlette runs it in a worker thread, off the event loop.
+    lines = Export(audited.log, audited.service, selection).lines()
+    return StreamingResponse(lines, media_type="application/x-ndjson")
 
 
 def _page(log: AuditLog, after: int, limit: int, selection: Selection) -> tuple[int, list[AuditRecord], int]:

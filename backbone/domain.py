@@ -18,17 +18,19 @@ from eventsourcing.domain import event
 
 from backbone import context
 
-__all__ = ["Aggregate", "DomainError", "event"]
+__all__ = ["Aggregate", "DomainError", "NotFound", "event"]
 
 
 class DomainError(Exception):
     """A business rule refused the request. `code` is machine-readable, the text is for humans.
 
     `final` is False when the refusal may go away by itself (e.g. a fact the rule needs has not
-    arrived yet): a command refused that way may be sent again with the same command_id."""
+    arrived yet): a command refused that way may be sent again with the same command_id.
+
+    Nothing here says how HTTP answers it: each service's HTTP layer maps its kinds of refusal
+    to statuses (`backbone.http.Refusals`)."""
 
     code = "rejected"
-    http_status = 409  # what the HTTP edge answers when this reaches it
     final = True
 
     def __init__(self, message: str, *, code: str | None = None, final: bool | None = None):
@@ -37,6 +39,10 @@ class DomainError(Exception):
             self.code = code
         if final is not None:
             self.final = final
+
+
+class NotFound(Exception):
+    """The thing does not exist *for this caller* (also used to hide others' data: IDOR)."""
 
 
 class Aggregate(es.Aggregate):

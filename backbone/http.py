@@ -4,6 +4,11 @@ Every error a caller can cause gets a 4xx with a sentence saying what is wrong (
 problem details), never a 500: malformed JSON, a schema violation, an oversized body (counted
 as it arrives, chunked or not: `_BodyLimit`), a business rule. A 500 only ever means a bug,
 and carries the correlation id to find it in logs.
+
+Business refusals (`backbone.domain.DomainError` and the like) know nothing of HTTP: each
+service's HTTP layer gives its one table of `Refusals` (which status, title and headers each
+kind of refusal gets), and only this edge turns a refusal into an answer. A refusal that no
+table names is a 409.
 """
 
 from __future__ import annotations
@@ -11,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 from fastapi import FastAPI, HTTPException, Request
@@ -24,7 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backbone import context, metrics, observe
-from backbone.domain import DomainError
+from backbone.domain import DomainError, NotFound  # NotFound: also imported from here
 from backbone.logging import get_logger
 
 log = get_logger(__name__)
@@ -34,10 +40,6 @@ R = TypeVar("R")
 
 MAX_BODY_BYTES = 256 * 1024
 CORRELATION_HEADER = "X-Correlation-Id"
-
-
-class NotFound(Exception):
-    """The thing does not exist *for this caller* (also used to hide others' data: IDOR)."""
 
 
 class Problem(Exception):
@@ -54,6 +56,57 @@ async def run_sync(func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R
 def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
     return JSONResponse(body, status_code=status, media_type="application/problem+json")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """How the edge answers one kind of refusal: its status (or a function of the error that
+    gives it, for a kind whose `code`s differ), the problem's title, its `code` (by default
+    the error's own, if it has one) and extra headers (a function of the error)."""
+
+    status: int | Callable[[Any], int]
+    title: str = "Refused"
+    code: str | None = None
+    headers: Callable[[Any], dict[str, str]] | None = None
+
+    def status_of(self, error: Exception) -> int:
+        return self.status(error) if callable(self.status) else self.status
+
+    def answer(self, error: Exception) -> JSONResponse:
+        code = self.code or getattr(error, "code", None)
+        response = problem(self.status_of(error), self.title, str(error), **({"code": code} if code else {}))
+        for key, value in (self.headers(error) if self.headers else {}).items():
+            response.headers[key] = value
+        return response
+
+
+REFUSED = Refusal(409)  # a business rule refused, and no table says more
+
+
+class Refusals:
+    """A service's one table from kinds of refusal (exception classes) to their answers.
+    A kind not in it answers as its nearest base class in it does, a `DomainError` as 409."""
+
+    def __init__(self, table: Mapping[type[Exception], Refusal]):
+        self.table = dict(table)
+
+    def of(self, error: Exception) -> Refusal:
+        for kind in type(error).__mro__:
+            if kind in self.table:
+                return self.table[kind]
+        return REFUSED
+
+    def status_of(self, error: Exception) -> int:
+        return self.of(error).status_of(error)
+
+    def install(self, api: FastAPI) -> None:
+        """Answer each kind in the table as it says (one exception handler per kind)."""
+
+        async def refused(_: Request, error: Exception) -> Response:
+            return self.of(error).answer(error)
+
+        for kind in self.table:
+            api.add_exception_handler(kind, refused)
 
 
 def create_api(title: str, version: str, description: str) -> FastAPI:
@@ -95,7 +148,7 @@ def create_api(title: str, version: str, description: str) -> FastAPI:
 
     @api.exception_handler(DomainError)
     async def _refused(_: Request, error: DomainError) -> JSONResponse:
-        return problem(error.http_status, "Refused", str(error), code=error.code)
+        return REFUSED.answer(error)  # (the service's `Refusals` answer the kinds they name)
 
     @api.exception_handler(Problem)
     async def _problem(_: Request, error: Problem) -> JSONResponse:

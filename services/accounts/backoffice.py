@@ -8,8 +8,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from backbone import credentials
-from backbone.domain import DomainError
-from backbone.http import NotFound
+from backbone.domain import DomainError, NotFound
 from backbone.logging import mask_email
 from backbone.personal import Personal
 from services.accounts.addresses import BlockedEmail
@@ -20,7 +19,6 @@ from services.accounts.tenants import StaffMember, TenantSettings
 
 class EmailBlocked(DomainError):
     code = "email_blocked"
-    http_status = 409
 
 
 class StaffCases(CustomerCases):
@@ -47,6 +45,11 @@ class StaffCases(CustomerCases):
         if account is None or account.tenant_id != tenant_id:
             raise NotFound("No such account.")
         return account
+
+    def account_history(self, tenant_id: str, account_id: UUID) -> list[Any]:
+        """An account's events, for its staff's page (NotFound outside the tenant)."""
+        self.staff_account(tenant_id, account_id)
+        return list(self.repository.event_store.get(account_id))
 
     def create_account(self, tenant_id: str, email: str, name: str, details: dict[str, Any]) -> UUID:
         """An account for a customer, who claims it through the emailed set-password link

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from backbone import bus
+from backbone.auth import admin, customer_session, staff_member
 from backbone.credentials import SessionSigner, SessionVerifier, load_signing_key
 from backbone.eventstore import store_env
 from backbone.http import create_api
@@ -23,6 +24,7 @@ from services.accounts.handlers import HANDLERS
 from services.accounts.integration import SERVICE, translator
 from services.accounts.ratelimits import RateLimits
 from services.accounts.settings import AccountsSettings
+from services.accounts.views import StaffQueries
 
 
 def bootstrap(settings: AccountsSettings | None = None) -> Service:
@@ -80,16 +82,17 @@ def bootstrap(settings: AccountsSettings | None = None) -> Service:
         description="Customer accounts: claim, email verification, login (password or emailed link), "
         "profile; the tenant's settings; the staff directory; erasure.",
     )
-    api.routes(
-        http,
-        accounts,
-        read_model,
-        SessionSigner(signing_key, lifetime=settings.session_ttl),
-        SessionVerifier(signing_key.public_key()),
-        RateLimits(accounts.index.pseudonym, settings.rate_limits, settings.rate_limit_storage),
-        deferred,
-        settings.admin_api_token,
+    # What the routes are given (services.accounts.api.auth): the one place they are made.
+    signer = SessionSigner(signing_key, lifetime=settings.session_ttl)
+    http.state.accounts, http.state.signer, http.state.deferred = accounts, signer, deferred
+    http.state.limits = RateLimits(
+        accounts.index.pseudonym, settings.rate_limits, settings.rate_limit_storage
     )
+    http.state.staff_queries = StaffQueries(read_model, accounts.vault)
+    http.state.customer_session = customer_session(SessionVerifier(signing_key.public_key()))
+    http.state.staff_member = staff_member(accounts.staff_member)
+    http.state.admin = admin(settings.admin_api_token)
+    api.install(http)
     return attach(
         Service(
             name=SERVICE,

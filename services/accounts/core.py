@@ -36,7 +36,6 @@ LINK_PATHS: dict[str, str] = {
 
 class LoginsDisabled(DomainError):
     code = "customer_logins_disabled"
-    http_status = 403
 
 
 @dataclass(frozen=True)

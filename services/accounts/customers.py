@@ -21,7 +21,6 @@ from services.accounts.domainmodel import Account, Purpose
 
 class InvalidCredentials(DomainError):
     code = "invalid_credentials"
-    http_status = 401
 
     def __init__(self) -> None:
         # One sentence for every reason: unknown address, wrong password, not verified yet,
@@ -31,17 +30,14 @@ class InvalidCredentials(DomainError):
 
 class SessionEnded(DomainError):
     code = "session_ended"
-    http_status = 401
 
 
 class AddressTaken(DomainError):
     code = "email_taken"
-    http_status = 409
 
 
 class WrongPassword(DomainError):
     code = "wrong_password"
-    http_status = 403
 
 
 class CustomerCases(AccountsCore):

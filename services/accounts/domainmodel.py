@@ -38,7 +38,6 @@ class LinkRefused(DomainError):
     holding a guessed or stale token learns nothing from it."""
 
     code = "link_invalid"
-    http_status = 400
 
     def __init__(self) -> None:
         super().__init__("This link is invalid or has expired. Ask for a new one.")
@@ -46,12 +45,10 @@ class LinkRefused(DomainError):
 
 class AccountInactive(DomainError):
     code = "account_inactive"
-    http_status = 409
 
 
 class NothingToVerify(DomainError):
     code = "nothing_to_verify"
-    http_status = 409
 
 
 class PasswordNotExpected(DomainError):

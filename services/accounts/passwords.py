@@ -16,7 +16,6 @@ MAX_LENGTH = 72  # zxcvbn refuses longer ones (its matching is quadratic); argon
 
 class WeakPassword(DomainError):
     code = "weak_password"
-    http_status = 422
 
 
 class Passwords:

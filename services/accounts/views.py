@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 from backbone.blindindex import BlindIndex, open_column, seal_column
 from backbone.follower import Recorded
 from backbone.personal import Personal, Vault
-from backbone.readmodel import upsert
+from backbone.readmodel import ReadModel, upsert
 from backbone.sqltypes import UtcDateTime
 from services.accounts.addresses import BlockedEmail
 from services.accounts.domainmodel import ACTIVE, ARCHIVED, REDACTED, Account
@@ -409,3 +409,35 @@ def staff_members(conn: Connection, tenant_id: str) -> list[dict[str, Any]]:
         sa.select(staff).where(staff.c.tenant_id == tenant_id).order_by(staff.c.added_at)
     ).mappings()
     return [dict(row) for row in rows]
+
+
+class StaffQueries:
+    """What the staff routes read from the read model, each in a connection of its own (the
+    routes open none). Answers hold personal fields in the clear, opened with the vault."""
+
+    def __init__(self, read_model: ReadModel, vault: Vault):
+        self.read_model, self.vault = read_model, vault
+        self.index = BlindIndex(vault)  # the directory's search, on keyed hashes only
+
+    def search(
+        self, tenant_id: str, status: Filter, q: str | None, limit: int, offset: int
+    ) -> tuple[int, list[dict[str, Any]]]:
+        tokens = self.index.query_tokens(tenant_id, q) if q and q.strip() else None
+        if tokens == []:  # only punctuation: no word to look for, so nothing matches
+            return 0, []
+        with self.read_model.engine.connect() as conn:
+            total, rows = directory(conn, tenant_id, status, tokens, limit, offset)
+        return total, [opened(row, self.vault) for row in rows]
+
+    def account(self, tenant_id: str, account_id: UUID) -> dict[str, Any] | None:
+        with self.read_model.engine.connect() as conn:
+            row = account_row(conn, tenant_id, account_id)
+        return opened(row, self.vault) if row is not None else None
+
+    def blocked_emails(self, tenant_id: str) -> list[dict[str, Any]]:
+        with self.read_model.engine.connect() as conn:
+            return blocked_emails(conn, tenant_id)
+
+    def staff_members(self, tenant_id: str) -> list[dict[str, Any]]:
+        with self.read_model.engine.connect() as conn:
+            return staff_members(conn, tenant_id)

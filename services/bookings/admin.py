@@ -3,43 +3,53 @@ keys (`services.bookings.publishers`). Nothing else: the admin token reads no bo
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends, HTTPException, Request
-from pydantic import SecretStr
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from backbone import context
-from backbone.auth import admin
 from backbone.http import run_sync
 from services.bookings import publishers
-from services.bookings.application import Bookings
+from services.bookings.api_staff import App
 from services.bookings.publishers import PublisherRequest, PublisherView
 
 PUBLISHERS = "/v1/admin/publishers"
 
+_bearer = HTTPBearer(auto_error=False)
 
-def router(bookings: Bookings, token: SecretStr | None) -> APIRouter:
-    as_admin = Depends(admin(token))
-    routes = APIRouter(tags=["admin"])
 
-    @routes.post(
-        PUBLISHERS,
-        status_code=201,
-        response_model=PublisherView,
-        summary="Register a command publisher's public key, bound to tenants and capabilities",
-    )
-    async def register(body: PublisherRequest, request: Request, actor: str = as_admin) -> PublisherView:
-        with context.caused_by(actor, None, request.state.correlation_id):
-            return await run_sync(publishers.register, bookings, body)
+async def _admin(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> str:
+    # backbone.auth.admin, made once by the composition root (its throttle counts across requests).
+    return await request.app.state.admin(request, credentials)
 
-    @routes.delete(
-        PUBLISHERS + "/{key_id}",
-        response_model=PublisherView,
-        summary="Revoke a publisher key: its commands are refused from now on",
-    )
-    async def revoke(key_id: str, request: Request, actor: str = as_admin) -> PublisherView:
-        with context.caused_by(actor, None, request.state.correlation_id):
-            revoked = await run_sync(publishers.revoke, bookings, key_id)
-        if revoked is None:
-            raise HTTPException(404, "No publisher key has this id.")
-        return revoked
 
-    return routes
+Admin = Annotated[str, Depends(_admin)]  # the actor, service:admin
+
+router = APIRouter(tags=["admin"])
+
+
+@router.post(
+    PUBLISHERS,
+    status_code=201,
+    response_model=PublisherView,
+    summary="Register a command publisher's public key, bound to tenants and capabilities",
+)
+async def register(body: PublisherRequest, request: Request, actor: Admin, bookings: App) -> PublisherView:
+    with context.caused_by(actor, None, request.state.correlation_id):
+        return await run_sync(publishers.register, bookings, body)
+
+
+@router.delete(
+    PUBLISHERS + "/{key_id}",
+    response_model=PublisherView,
+    summary="Revoke a publisher key: its commands are refused from now on",
+)
+async def revoke(key_id: str, request: Request, actor: Admin, bookings: App) -> PublisherView:
+    with context.caused_by(actor, None, request.state.correlation_id):
+        revoked = await run_sync(publishers.revoke, bookings, key_id)
+    if revoked is None:
+        raise HTTPException(404, "No publisher key has this id.")
+    return revoked

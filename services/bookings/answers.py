@@ -11,7 +11,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field
 
 from contracts.wording import refund_note
-from services.bookings.application import Bookings, Preview
+from services.bookings.application import Bookings, Preview, Quote
 from services.bookings.domainmodel import Booking
 from services.bookings.statuses import label
 from services.bookings.terms import Rule, Terms, applicable_rule, zone
@@ -256,3 +256,37 @@ def modification_answer(result: Preview, *, preview: bool) -> ModificationResult
         balance_due=booking.balance_due,
         policy=policy_answer(result.rule, booking),
     )
+
+
+def cancellation_answer(booking: Booking) -> Cancelled:
+    """A cancelled booking, as the customer and staff who cancelled it are answered."""
+    refund_due = (booking.cancellation or {}).get("refund_due", booking.amount_paid)
+    return Cancelled(**_paid(booking), refund_due=refund_due, refund_note=REFUND_NOTE)
+
+
+def quote_answer(quote: Quote) -> CancellationQuote:
+    """What cancelling would mean (step 1 of 2), with how to confirm it."""
+    booking = quote.booking
+    return CancellationQuote(
+        **_paid(booking),
+        refund_due=booking.amount_paid,
+        refund_note=REFUND_NOTE,
+        policy=policy_answer(quote.rule, booking),
+        confirm={
+            "method": "POST",
+            "href": f"/v1/me/bookings/{booking.id}/cancellation",
+            "body": {"booking_version": booking.version},
+        },
+    )
+
+
+def _paid(booking: Booking) -> dict[str, Any]:
+    """The booking, the version seen, and what was paid: the head of both answers."""
+    return {
+        "booking_id": booking.id,
+        "code": booking.code,
+        "booking_version": booking.version,
+        "status": booking.status,
+        "currency": booking.currency,
+        "amount_paid": booking.amount_paid,
+    }

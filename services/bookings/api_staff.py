@@ -19,13 +19,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from backbone import context
-from backbone.auth import staff_member
 from backbone.http import run_sync
 from backbone.personal import Personal
-from backbone.readmodel import ReadModel
 from contracts.bookings import LongText
 from contracts.envelope import TenantId
-from contracts.wording import refund_note
 from services.bookings import answers
 from services.bookings.answers import BookingSummary, Cancelled, HistoryEntry
 from services.bookings.application import Bookings
@@ -37,15 +34,14 @@ _bearer = HTTPBearer(auto_error=False)
 _NOBODY = UUID(int=0)  # staff are nobody's "you" in a booking's history
 
 
-def _bookings(request: Request) -> Bookings:
+# Coroutines that block on nothing: a plain function would go through the thread pool.
+
+
+async def _bookings(request: Request) -> Bookings:
     return request.app.state.bookings
 
 
-def _read_model(request: Request) -> ReadModel:
-    return request.app.state.read_model
-
-
-def _staff_reads(request: Request) -> StaffReads:
+async def _staff_reads(request: Request) -> StaffReads:
     return request.app.state.staff_reads
 
 
@@ -53,13 +49,13 @@ async def _staff(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
-    return await staff_member(request.app.state.bookings.staff_key)(request, credentials)
+    # backbone.auth.staff_member over the keys accounts announced, made by the composition root.
+    return await request.app.state.staff_member(request, credentials)
 
 
 App = Annotated[Bookings, Depends(_bookings)]
-Views = Annotated[ReadModel, Depends(_read_model)]
 StaffViews = Annotated[StaffReads, Depends(_staff_reads)]
-Staff = Annotated[str, Depends(_staff)]
+Staff = Annotated[str, Depends(_staff)]  # the actor, staff:<id>
 
 PROBLEM = {
     "type": "object",
@@ -220,17 +216,7 @@ async def cancel_booking(
                 body.refund_due,
             )
 
-    booking = await run_sync(attempt)
-    return Cancelled(
-        booking_id=booking.id,
-        code=booking.code,
-        booking_version=booking.version,
-        status=booking.status,
-        currency=booking.currency,
-        amount_paid=booking.amount_paid,
-        refund_due=(booking.cancellation or {}).get("refund_due", booking.amount_paid),
-        refund_note=refund_note("en"),
-    )
+    return answers.cancellation_answer(await run_sync(attempt))
 
 
 def _plain(value: Any) -> Any:
@@ -253,6 +239,6 @@ def _detail(bookings: Bookings, tenant_id: str, booking_id: UUID) -> StaffBookin
         cancellation=Cancellation(**{k: _plain(cancellation[k]) for k in Cancellation.model_fields})
         if cancellation
         else None,
-        refund_note=refund_note("en"),
+        refund_note=answers.REFUND_NOTE,
         history=[HistoryEntry(**entry) for entry in history],
     )

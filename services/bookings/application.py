@@ -24,8 +24,8 @@ from eventsourcing.utils import register_topic
 
 from backbone.context import Cause
 from backbone.credentials import Session
+from backbone.domain import NotFound
 from backbone.eventstore import ServiceApplication
-from backbone.http import NotFound
 from backbone.personal import Vault
 from services.bookings import lines as booking_lines
 from services.bookings.customers import CustomerAccount
@@ -46,11 +46,12 @@ A = TypeVar("A")
 
 
 class CustomerRefused(Exception):
-    """The session's customer may not use the customer endpoints now (HTTP status, code)."""
+    """The session's customer may not use the customer endpoints now; `code` says why
+    (not_verified, session_revoked, account_archived, logins_disabled)."""
 
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, code: str, message: str):
         super().__init__(message)
-        self.status, self.code = status, code
+        self.code = code
 
 
 class Admissible(Protocol):
@@ -72,13 +73,13 @@ def admit(session: Session, account: Admissible | None, logins_enabled: Callable
     the customer endpoints now: known and verified here, not archived, the session not
     revoked, logins on. Asked last, `logins_enabled` may be costly."""
     if account is None or account.tenant_id != session.tenant_id or not account.is_verified:
-        raise CustomerRefused(403, "not_verified", "Verify your email address to see your bookings.")
+        raise CustomerRefused("not_verified", "Verify your email address to see your bookings.")
     if account.redacted or account.session_revoked(session.issued_at):
-        raise CustomerRefused(401, "session_revoked", "This session has ended; please log in again.")
+        raise CustomerRefused("session_revoked", "This session has ended; please log in again.")
     if account.archived:
-        raise CustomerRefused(403, "account_archived", "This account is archived; contact the business.")
+        raise CustomerRefused("account_archived", "This account is archived; contact the business.")
     if not logins_enabled():
-        raise CustomerRefused(403, "logins_disabled", "This business has customer accounts turned off.")
+        raise CustomerRefused("logins_disabled", "This business has customer accounts turned off.")
 
 
 class ChangedMeanwhile(Exception):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from backbone import bus
+from backbone.auth import admin, customer_session, staff_member
 from backbone.credentials import SessionVerifier, load_verify_key
 from backbone.eventstore import store_env
 from backbone.http import create_api
@@ -21,7 +22,9 @@ from contracts.topics import (
     BOOKINGS_EVENTS,
     dead_letters,
 )
-from services.bookings import admin, api, api_staff, publishers, staffkeys, views
+from services.bookings import admin as admin_api
+from services.bookings import api, api_staff, publishers, staffkeys, views
+from services.bookings.api_errors import REFUSALS
 from services.bookings.application import Bookings
 from services.bookings.erasure import Eraser
 from services.bookings.handlers import HANDLERS, prefetch
@@ -77,12 +80,18 @@ def bootstrap(settings: BookingsSettings | None = None) -> Service:
         "modifying within the business's rules. Other services place and change bookings with "
         "commands on the `bookings.commands` topic (docs/publishing-booking-commands.md).",
     )
-    verifier = SessionVerifier(load_verify_key(settings.session_public_key_file))
-    api.routes(http, bookings, read_model, verifier, reads)
-    http.include_router(admin.router(bookings, settings.admin_api_token))
-    http.state.bookings, http.state.read_model = bookings, read_model
-    http.state.staff_reads = StaffReads(reads)
-    http.include_router(api_staff.router)
+    # What the routes are given (Annotated dependencies in api.py, api_staff.py, admin.py).
+    http.state.bookings, http.state.reads = bookings, reads
+    http.state.staff_reads = StaffReads(reads)  # the staff list and search (reads.py)
+    http.state.customer_session = customer_session(
+        SessionVerifier(load_verify_key(settings.session_public_key_file))
+    )
+    # Staff members use the API keys accounts issued, announced on its topic (staffkeys.py).
+    http.state.staff_member = staff_member(bookings.staff_key)
+    http.state.admin = admin(settings.admin_api_token)
+    REFUSALS.install(http)
+    for router in (api.router, admin_api.router, api_staff.router):
+        http.include_router(router)
     return attach(
         Service(
             name=SERVICE,

@@ -47,9 +47,9 @@ REASON_CODES: dict[str, str] = {
     "already_closed": "The booking is already cancelled or void.",
 }
 
-
-# Refusals of what was asked (HTTP 422) rather than of the state the booking is in (409).
-_UNPROCESSABLE = frozenset({"invalid_change", "nothing_to_change", "not_allowed_for_customer"})
+# Refusals of what was asked rather than of the state the booking is in (HTTP answers them
+# with 422, not 409: services/bookings/api_errors.py).
+OF_THE_REQUEST = frozenset({"invalid_change", "nothing_to_change", "not_allowed_for_customer"})
 
 
 class Refused(DomainError):
@@ -58,7 +58,6 @@ class Refused(DomainError):
     def __init__(self, code: str, message: str, *, final: bool = True):
         assert code in REASON_CODES, code
         super().__init__(message, code=code, final=final)
-        self.http_status = 422 if code in _UNPROCESSABLE else 409
 
 
 class NotEligible(Refused):

@@ -1,28 +1,31 @@
 """The notifier's HTTP API for staff: the delivery log, retrying parked emails, branding.
 
-Everything is tenant-scoped: an email or a setting of another tenant is "not found". Who is
-calling is decided by the `as_staff` dependency given by the composition root (today the
-shared staff token, see `bootstrap`); it returns the actor recorded with every change.
+Everything is tenant-scoped: an email or a setting of another tenant is "not found". Staff
+use the API keys accounts issued (announced on its topic, kept as `StaffKey`); the actor they
+are recorded with comes from the `Staff` dependency. The routes are module-level routers (staff,
+public) given what they need from the app's state, which the composition root (`bootstrap`)
+fills; they read the read model through `views.StaffQueries`. `REFUSALS` answers the
+notifier's refusals (the one table of its edge, `backbone.http.Refusals`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
 from backbone import context
-from backbone.http import NotFound, run_sync
-from backbone.readmodel import ReadModel
+from backbone.http import NotFound, Refusal, Refusals, run_sync
 from contracts.envelope import TenantId
-from services.notifier import views
 from services.notifier.application import Notifier
-from services.notifier.directory import BRANDING_DEFAULTS, Tenant
+from services.notifier.directory import BRANDING_DEFAULTS, Tenant, UnknownBranding
+from services.notifier.domainmodel import NotParked
 from services.notifier.rendering import LANGUAGES
+from services.notifier.views import StaffQueries
 
 TenantPath = Annotated[TenantId, Path(description="The business's tenant id")]
 Status = Literal["queued", "sending", "sent", "retrying", "parked", "withdrawn"]
@@ -116,140 +119,158 @@ class BrandingView(BaseModel):
     languages: list[str] = Field(description="Languages the emails are written in.")
 
 
-def routes(api: FastAPI, notifier: Notifier, read_model: ReadModel, as_staff: Callable[..., str]) -> None:
-    vault = notifier.vault
+# ----------------------------------------------------------------------------- given
 
-    def entry(row: dict[str, Any]) -> dict[str, Any]:
-        to = views.recipient(row, vault)
-        return {
-            **row,
-            "kind": row["template"],
-            "to": to,
-            "recipient_erased": row["recipient_subject"] is not None and to is None,
-        }
+_bearer = HTTPBearer(auto_error=False)
 
-    @api.get(
-        "/v1/staff/tenants/{tenant_id}/emails",
-        response_model=DeliveryLog,
-        tags=["staff"],
-        summary="The delivery log: what was sent, when, to whom, and how it went (newest first)",
+
+# Coroutines that block on nothing: a plain function would go through the thread pool.
+async def _notifier(request: Request) -> Notifier:
+    return request.app.state.notifier
+
+
+async def _queries(request: Request) -> StaffQueries:
+    return request.app.state.staff_queries
+
+
+async def _staff(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> str:
+    # backbone.auth.staff_member over the keys accounts announced, made by the composition root.
+    return await request.app.state.staff_member(request, credentials)
+
+
+App = Annotated[Notifier, Depends(_notifier)]
+Queries = Annotated[StaffQueries, Depends(_queries)]
+Staff = Annotated[str, Depends(_staff)]  # the actor, staff:<id>
+
+# ----------------------------------------------------------------------------- routes
+
+staff = APIRouter(tags=["staff"])
+public = APIRouter(tags=["public"])
+
+
+@staff.get(
+    "/v1/staff/tenants/{tenant_id}/emails",
+    response_model=DeliveryLog,
+    summary="The delivery log: what was sent, when, to whom, and how it went (newest first)",
+)
+async def delivery_log(
+    tenant_id: TenantPath,
+    queries: Queries,
+    _: Staff,
+    account_id: UUID | None = None,
+    booking_id: UUID | None = None,
+    status: Status | None = None,
+    before: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> DeliveryLog:
+    rows = await run_sync(
+        queries.delivery_log,
+        tenant_id,
+        account_id=account_id,
+        booking_id=booking_id,
+        status=status,
+        before=before,
+        limit=limit,
     )
-    async def delivery_log(
-        tenant_id: TenantPath,
-        account_id: UUID | None = None,
-        booking_id: UUID | None = None,
-        status: Status | None = None,
-        before: datetime | None = None,
-        limit: Annotated[int, Query(ge=1, le=500)] = 100,
-        _: str = Depends(as_staff),
-    ) -> DeliveryLog:
-        def query() -> list[dict[str, Any]]:
-            with read_model.engine.connect() as conn:
-                rows = views.delivery_log(
-                    conn,
-                    tenant_id,
-                    account_id=account_id,
-                    booking_id=booking_id,
-                    status=status,
-                    before=before,
-                    limit=limit,
-                )
-            return [entry(row) for row in rows]
-
-        rows = await run_sync(query)
-        more = len(rows) == limit
-        return DeliveryLog(
-            emails=[EmailEntry.model_validate(r) for r in rows],
-            next_before=rows[-1]["queued_at"] if rows and more else None,
-        )
-
-    @api.get(
-        "/v1/staff/tenants/{tenant_id}/emails/{email_id}",
-        response_model=EmailDetail,
-        tags=["staff"],
-        summary="One email with the history of its delivery",
+    more = len(rows) == limit
+    return DeliveryLog(
+        emails=[EmailEntry.model_validate(r) for r in rows],
+        next_before=rows[-1]["queued_at"] if rows and more else None,
     )
-    async def email_detail(tenant_id: TenantPath, email_id: UUID, _: str = Depends(as_staff)) -> EmailDetail:
-        def query() -> dict[str, Any]:
-            with read_model.engine.connect() as conn:
-                row = views.email_row(conn, email_id)
-            if row is None or row["tenant_id"] != tenant_id:
-                raise NotFound("No such email.")
-            return {**entry(row), "history": _history(notifier, email_id)}
 
-        return EmailDetail.model_validate(await run_sync(query))
 
-    @api.post(
-        "/v1/staff/tenants/{tenant_id}/emails/{email_id}/retry",
-        response_model=Retried,
-        tags=["staff"],
-        summary="Send a parked email again (with a fresh budget of attempts)",
-    )
-    async def retry(
-        tenant_id: TenantPath, email_id: UUID, request: Request, actor: str = Depends(as_staff)
-    ) -> Retried:
+@staff.get(
+    "/v1/staff/tenants/{tenant_id}/emails/{email_id}",
+    response_model=EmailDetail,
+    summary="One email with the history of its delivery",
+)
+async def email_detail(
+    tenant_id: TenantPath, email_id: UUID, notifier: App, queries: Queries, _: Staff
+) -> EmailDetail:
+    def query() -> dict[str, Any]:
+        entry = queries.email(tenant_id, email_id)
+        if entry is None:
+            raise NotFound("No such email.")
+        return {**entry, "history": notifier.email_history(email_id)}
+
+    return EmailDetail.model_validate(await run_sync(query))
+
+
+@staff.post(
+    "/v1/staff/tenants/{tenant_id}/emails/{email_id}/retry",
+    response_model=Retried,
+    summary="Send a parked email again (with a fresh budget of attempts)",
+)
+async def retry(
+    tenant_id: TenantPath, email_id: UUID, request: Request, notifier: App, actor: Staff
+) -> Retried:
+    with context.caused_by(actor, tenant_id, request.state.correlation_id):
+        await run_sync(notifier.retry, email_id, actor, tenant_id)
+    return Retried(retried=[email_id])
+
+
+@staff.post(
+    "/v1/staff/tenants/{tenant_id}/parked-emails/retry",
+    response_model=Retried,
+    summary="Send every parked email of the tenant again",
+)
+async def retry_parked(
+    tenant_id: TenantPath, request: Request, notifier: App, queries: Queries, actor: Staff
+) -> Retried:
+    def retry_all() -> list[UUID]:
+        ids = queries.parked(tenant_id)
         with context.caused_by(actor, tenant_id, request.state.correlation_id):
-            await run_sync(notifier.retry, email_id, actor, tenant_id)
-        return Retried(retried=[email_id])
+            return [notifier.retry(email_id, actor, tenant_id).id for email_id in ids]
 
-    @api.post(
-        "/v1/staff/tenants/{tenant_id}/parked-emails/retry",
-        response_model=Retried,
-        tags=["staff"],
-        summary="Send every parked email of the tenant again",
+    return Retried(retried=await run_sync(retry_all))
+
+
+@public.get(
+    "/v1/tenants/{tenant_id}/branding",
+    response_model=PublicBranding,
+    summary="The business as its customers' pages show it (public: name, contact, time zone, logo)",
+)
+async def public_branding(tenant_id: TenantPath, notifier: App) -> PublicBranding:
+    tenant = await run_sync(notifier.tenant, tenant_id)
+    return PublicBranding(
+        tenant_id=tenant_id,
+        business_name=notifier.branding(tenant).business_name,
+        contact_email=tenant.branding.get("reply_to"),
+        timezone=tenant.timezone,
+        default_language=tenant.branding.get("default_language"),
+        logo_url=tenant.branding.get("logo_url"),
+        colour=tenant.branding.get("colour"),
     )
-    async def retry_parked(
-        tenant_id: TenantPath, request: Request, actor: str = Depends(as_staff)
-    ) -> Retried:
-        def retry_all() -> list[UUID]:
-            with read_model.engine.connect() as conn:
-                ids = views.parked(conn, tenant_id)
-            with context.caused_by(actor, tenant_id, request.state.correlation_id):
-                return [notifier.retry(email_id, actor, tenant_id).id for email_id in ids]
 
-        return Retried(retried=await run_sync(retry_all))
 
-    @api.get(
-        "/v1/tenants/{tenant_id}/branding",
-        response_model=PublicBranding,
-        tags=["public"],
-        summary="The business as its customers' pages show it (public: name, contact, time zone, logo)",
-    )
-    async def public_branding(tenant_id: TenantPath) -> PublicBranding:
-        tenant = await run_sync(notifier.tenant, tenant_id)
-        return PublicBranding(
-            tenant_id=tenant_id,
-            business_name=notifier.branding(tenant).business_name,
-            contact_email=tenant.branding.get("reply_to"),
-            timezone=tenant.timezone,
-            default_language=tenant.branding.get("default_language"),
-            logo_url=tenant.branding.get("logo_url"),
-            colour=tenant.branding.get("colour"),
-        )
+@staff.get(
+    "/v1/staff/tenants/{tenant_id}/branding",
+    response_model=BrandingView,
+    summary="How the tenant's emails look",
+)
+async def get_branding(tenant_id: TenantPath, notifier: App, _: Staff) -> BrandingView:
+    return _branding_view(notifier, await run_sync(notifier.tenant, tenant_id))
 
-    @api.get(
-        "/v1/staff/tenants/{tenant_id}/branding",
-        response_model=BrandingView,
-        tags=["staff"],
-        summary="How the tenant's emails look",
-    )
-    async def get_branding(tenant_id: TenantPath, _: str = Depends(as_staff)) -> BrandingView:
-        return _branding_view(notifier, await run_sync(notifier.tenant, tenant_id))
 
-    @api.patch(
-        "/v1/staff/tenants/{tenant_id}/branding",
-        response_model=BrandingView,
-        tags=["staff"],
-        summary="Change some of the tenant's branding: business name, reply-to, footer, staff "
-        "address, default language",
-    )
-    async def change_branding(
-        tenant_id: TenantPath, body: BrandingChange, request: Request, actor: str = Depends(as_staff)
-    ) -> BrandingView:
-        changes = body.model_dump(exclude_unset=True, mode="json")
-        with context.caused_by(actor, tenant_id, request.state.correlation_id):
-            tenant = await run_sync(notifier.change_branding, tenant_id, changes, actor)
-        return _branding_view(notifier, tenant)
+@staff.patch(
+    "/v1/staff/tenants/{tenant_id}/branding",
+    response_model=BrandingView,
+    summary="Change some of the tenant's branding: business name, reply-to, footer, staff "
+    "address, default language",
+)
+async def change_branding(
+    tenant_id: TenantPath, body: BrandingChange, request: Request, notifier: App, actor: Staff
+) -> BrandingView:
+    changes = body.model_dump(exclude_unset=True, mode="json")
+    with context.caused_by(actor, tenant_id, request.state.correlation_id):
+        tenant = await run_sync(notifier.change_branding, tenant_id, changes, actor)
+    return _branding_view(notifier, tenant)
+
+
+ROUTERS = (staff, public)
+REFUSALS = Refusals({NotParked: Refusal(409), UnknownBranding: Refusal(422)})  # the edge's one table
 
 
 def _branding_view(notifier: Notifier, tenant: Tenant) -> BrandingView:
@@ -260,23 +281,3 @@ def _branding_view(notifier: Notifier, tenant: Tenant) -> BrandingView:
         timezone=tenant.timezone,
         languages=list(LANGUAGES),
     )
-
-
-def _history(notifier: Notifier, email_id: UUID) -> list[dict[str, Any]]:
-    """The email's events, without what is personal (recipient, content)."""
-    history = []
-    for event in notifier.events.get(email_id):
-        what = type(event).__name__
-        history.append(
-            {
-                "what": what,
-                "at": event.timestamp,
-                "by": getattr(event, "by", None),
-                "attempt": getattr(event, "attempt", None),
-                "interrupted": getattr(event, "interrupted", None),
-                "detail": getattr(event, "error", None)
-                or getattr(event, "reason", None)
-                or getattr(event, "server_reply", None),
-            }
-        )
-    return history

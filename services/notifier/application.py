@@ -16,8 +16,8 @@ from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
 
+from backbone.domain import NotFound
 from backbone.eventstore import ServiceApplication
-from backbone.http import NotFound
 from backbone.logging import get_logger
 from backbone.personal import Vault
 from services.notifier.directory import StaffKey, Tenant
@@ -157,6 +157,23 @@ class Notifier(ServiceApplication):
             except IntegrityError:
                 continue
         raise IntegrityError(f"email {email_id} kept changing while it was being retried")
+
+    def email_history(self, email_id: UUID) -> list[dict[str, object]]:
+        """The email's events as staff see them: what happened, when, by whom, without what
+        is personal (recipient, content)."""
+        return [
+            {
+                "what": type(event).__name__,
+                "at": event.timestamp,
+                "by": getattr(event, "by", None),
+                "attempt": getattr(event, "attempt", None),
+                "interrupted": getattr(event, "interrupted", None),
+                "detail": getattr(event, "error", None)
+                or getattr(event, "reason", None)
+                or getattr(event, "server_reply", None),
+            }
+            for event in self.events.get(email_id)
+        ]
 
     # ----------------------------------------------------------------------- tenants
 

@@ -87,10 +87,15 @@ def bootstrap(settings: NotifierSettings | None = None) -> Service:
         version="1.0.0",
         description="Emails to customers and staff, each sent exactly once; the delivery log.",
     )
-    # Staff members use the API keys that accounts issued; accounts announces them (their
-    # hashes) on its topic, the inbox keeps them (StaffKey).
-    as_staff = staff_member(notifier.staff_key)
-    api.routes(http, notifier, read_model, as_staff)
+    # What the routes are given (Annotated dependencies in api.py). Staff members use the API
+    # keys that accounts issued; accounts announces them (their hashes) on its topic, the inbox
+    # keeps them (StaffKey).
+    http.state.notifier = notifier
+    http.state.staff_queries = views.StaffQueries(read_model, vault)
+    http.state.staff_member = staff_member(notifier.staff_key)
+    api.REFUSALS.install(http)
+    for router in api.ROUTERS:
+        http.include_router(router)
     return attach(
         Service(
             name=SERVICE,

@@ -23,8 +23,8 @@ from rich.console import Console
 from rich.table import Table
 
 from backbone import context
+from backbone.domain import NotFound
 from backbone.eventstore import store_env, store_missing
-from backbone.http import NotFound
 from backbone.personal import Vault
 from backbone.readmodel import ReadModel
 from backbone.sqltypes import jsonable

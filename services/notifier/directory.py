@@ -124,7 +124,6 @@ BRANDING_DEFAULTS: dict[str, str | None] = {
 
 class UnknownBranding(DomainError):
     code = "unknown_setting"
-    http_status = 422
 
 
 class Tenant(Aggregate):

@@ -55,7 +55,6 @@ class DeliveryPolicy:
 
 class NotParked(DomainError):
     code = "not_parked"
-    http_status = 409
 
 
 class Email(Aggregate):

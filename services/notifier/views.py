@@ -255,3 +255,36 @@ def scrub(read_model: ReadModel, subject_ids: Iterable[UUID]) -> None:
         conn.execute(
             sa.update(emails).where(emails.c.recipient_subject.in_(ids)).values(recipient_sealed=None)
         )
+
+
+class StaffQueries:
+    """What the staff routes read from the read model, in a connection of its own (the routes
+    open none). Entries hold the recipient in the clear (None once erased)."""
+
+    def __init__(self, read_model: ReadModel, vault: Vault):
+        self.read_model, self.vault = read_model, vault
+
+    def entry(self, row: dict[str, Any]) -> dict[str, Any]:
+        to = recipient(row, self.vault)
+        return {
+            **row,
+            "kind": row["template"],
+            "to": to,
+            "recipient_erased": row["recipient_subject"] is not None and to is None,
+        }
+
+    def delivery_log(self, tenant_id: str, **filters: Any) -> list[dict[str, Any]]:
+        """`delivery_log`'s rows of the tenant, as entries."""
+        with self.read_model.engine.connect() as conn:
+            rows = delivery_log(conn, tenant_id, **filters)
+        return [self.entry(row) for row in rows]
+
+    def email(self, tenant_id: str, email_id: UUID) -> dict[str, Any] | None:
+        """One email of the tenant as an entry; None for any other's."""
+        with self.read_model.engine.connect() as conn:
+            row = email_row(conn, email_id)
+        return self.entry(row) if row is not None and row["tenant_id"] == tenant_id else None
+
+    def parked(self, tenant_id: str) -> list[UUID]:
+        with self.read_model.engine.connect() as conn:
+            return parked(conn, tenant_id)

@@ -9,6 +9,7 @@ in German for the refusals the portal knows); a session that ended sends the vis
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -18,15 +19,17 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
 from contracts.wording import refund_note
 from services.portal.backends import Refused
-from services.portal.i18n import LANGUAGES
+from services.portal.i18n import LANGUAGES, Words
 from services.portal.web import (
     CheckedVisitor,
     LoginNeeded,
+    Portal,
     PortalDep,
     Visitor,
     VisitorDep,
     caller,
     redirect,
+    told,
     words_for,
 )
 
@@ -41,7 +44,7 @@ async def _brand(tenant: TenantPath, portal: PortalDep) -> dict[str, Any]:
     return await portal.branding(tenant)
 
 
-def _customer(tenant: TenantPath, visitor: VisitorDep) -> str:
+async def _customer(tenant: TenantPath, visitor: VisitorDep) -> str:
     """The customer's session token, for this business only: a session of another business
     (or a staff session) sees nothing here and is asked to log in."""
     if visitor.kind == "customer" and visitor.tenant == tenant and visitor.credential:
@@ -53,16 +56,56 @@ Brand = Annotated[dict[str, Any], Depends(_brand)]
 CustomerToken = Annotated[str, Depends(_customer)]
 
 
-async def _as_customer(
-    request: Request, portal: PortalDep, tenant: str, token: str, method: str, path: str, **kwargs: Any
-) -> Any:
-    try:
-        return await portal.backends.call("bookings", method, path, caller(request, token), **kwargs)
-    except Refused as refused:
-        if refused.status == 401:  # ended elsewhere (log out, password change, archived)
-            request.state.visitor.log_out()
-            raise LoginNeeded(f"/t/{tenant}/login") from None
-        raise
+@dataclass(frozen=True)
+class Page:
+    """A request of a logged-in customer of the business in the path: the calls made as them
+    and the page that answers, in their language and the business's branding."""
+
+    request: Request
+    portal: Portal
+    tenant: str
+    brand: dict[str, Any]
+    token: str
+
+    @property
+    def words(self) -> Words:
+        return words_for(self.request, self.portal.settings, self.brand)
+
+    async def bookings(self, method: str, path: str, **kwargs: Any) -> Any:
+        """A call of the bookings API as the customer."""
+        return await self._call("bookings", method, path, **kwargs)
+
+    async def me(self, method: str, sub: str = "", **kwargs: Any) -> Any:
+        """A call of the accounts API about the customer's own account (/v1/me...)."""
+        return await self._call("accounts", method, f"/v1/me{sub}", **kwargs)
+
+    async def _call(self, service: str, method: str, path: str, **kwargs: Any) -> Any:
+        """A session that ended elsewhere (log out, password change, archived) sends the
+        visitor to log in again."""
+        try:
+            return await self.portal.backends.call(
+                service, method, path, caller(self.request, self.token), **kwargs
+            )
+        except Refused as refused:
+            if refused.status == 401:
+                self.request.state.visitor.log_out()
+                raise LoginNeeded(f"/t/{self.tenant}/login") from None
+            raise
+
+    def render(self, template: str, **context: Any) -> HTMLResponse:
+        return self.portal.render(self.request, template, brand=self.brand, **context)
+
+    def back(self, to: str = "") -> Response:
+        return redirect(f"/t/{self.tenant}{to}")
+
+
+async def _page(
+    request: Request, tenant: TenantPath, portal: PortalDep, brand: Brand, token: CustomerToken
+) -> Page:
+    return Page(request, portal, tenant, brand, token)
+
+
+CustomerPage = Annotated[Page, Depends(_page)]
 
 
 # ----------------------------------------------------------------------------- branding
@@ -179,93 +222,57 @@ _email_form("/forgot-password", "forgot.html", "/v1/tenants/{tenant}/password-re
 
 
 @router.get("/bookings", response_class=HTMLResponse)
-async def my_bookings(
-    request: Request, tenant: TenantPath, portal: PortalDep, brand: Brand, token: CustomerToken
-) -> HTMLResponse:
-    bookings = await _as_customer(request, portal, tenant, token, "GET", "/v1/me/bookings")
-    return portal.render(request, "bookings.html", brand=brand, bookings=bookings)
+async def my_bookings(page: CustomerPage) -> HTMLResponse:
+    return page.render("bookings.html", bookings=await page.bookings("GET", "/v1/me/bookings"))
 
 
 @router.get("/bookings/{booking_id}", response_class=HTMLResponse)
-async def my_booking(
-    request: Request,
-    tenant: TenantPath,
-    booking_id: UUID,
-    portal: PortalDep,
-    brand: Brand,
-    token: CustomerToken,
-) -> HTMLResponse:
-    booking = await _as_customer(request, portal, tenant, token, "GET", f"/v1/me/bookings/{booking_id}")
+async def my_booking(booking_id: UUID, page: CustomerPage) -> HTMLResponse:
+    booking = await page.bookings("GET", f"/v1/me/bookings/{booking_id}")
     quote = None
     if booking["cancel"]["allowed"]:  # the dialog shows the same as the confirmation page
-        quote = await _quote(request, portal, tenant, token, booking_id)
-    words = words_for(request, portal.settings, brand)
-    return portal.render(
-        request, "booking.html", brand=brand, booking=booking, quote=quote, note=_note(words, brand, booking)
-    )
+        quote = await _quote(page, booking_id)
+    return page.render("booking.html", booking=booking, quote=quote, note=_note(page, booking))
 
 
 @router.get("/bookings/{booking_id}/cancel", response_class=HTMLResponse)
-async def cancel_page(
-    request: Request,
-    tenant: TenantPath,
-    booking_id: UUID,
-    portal: PortalDep,
-    brand: Brand,
-    token: CustomerToken,
-) -> Response:
-    quote = await _quote(request, portal, tenant, token, booking_id)
+async def cancel_page(booking_id: UUID, page: CustomerPage) -> Response:
+    quote = await _quote(page, booking_id)
     if quote is None:  # not allowed (any more): the booking's page says why
-        return redirect(f"/t/{tenant}/bookings/{booking_id}")
-    words = words_for(request, portal.settings, brand)
-    return portal.render(request, "cancel.html", brand=brand, quote=quote, note=_note(words, brand, quote))
+        return page.back(f"/bookings/{booking_id}")
+    return page.render("cancel.html", quote=quote, note=_note(page, quote))
 
 
 @router.post("/bookings/{booking_id}/cancel")
 async def cancel(
-    request: Request,
-    tenant: TenantPath,
-    booking_id: UUID,
-    portal: PortalDep,
-    brand: Brand,
-    token: CustomerToken,
-    visitor: CheckedVisitor,
-    booking_version: Annotated[int, Form(ge=1)],
+    booking_id: UUID, page: CustomerPage, visitor: CheckedVisitor, booking_version: Annotated[int, Form(ge=1)]
 ) -> Response:
-    words = words_for(request, portal.settings, brand)
-    try:
-        await _as_customer(
-            request,
-            portal,
-            tenant,
-            token,
-            "POST",
-            f"/v1/me/bookings/{booking_id}/cancellation",
-            json={"booking_version": booking_version},
-        )
-    except Refused as refused:
-        visitor.tell(words.refusal(refused.code, refused.detail))
-    else:
-        visitor.tell(words.t("booking.cancelled"))
-    return redirect(f"/t/{tenant}/bookings/{booking_id}")
+    words = page.words
+    return await told(
+        visitor,
+        page.bookings(
+            "POST", f"/v1/me/bookings/{booking_id}/cancellation", json={"booking_version": booking_version}
+        ),
+        f"/t/{page.tenant}/bookings/{booking_id}",
+        words.t("booking.cancelled"),
+        lambda refused: words.refusal(refused.code, refused.detail),
+    )
 
 
-async def _quote(request: Request, portal: Any, tenant: str, token: str, booking_id: UUID) -> Any:
+async def _quote(page: Page, booking_id: UUID) -> Any:
     try:
-        return await _as_customer(
-            request, portal, tenant, token, "GET", f"/v1/me/bookings/{booking_id}/cancellation-quote"
-        )
+        return await page.bookings("GET", f"/v1/me/bookings/{booking_id}/cancellation-quote")
     except Refused as refused:
         if refused.status == 409:
             return None
         raise
 
 
-def _note(words: Any, brand: dict[str, Any], booking: dict[str, Any]) -> str:
+def _note(page: Page, booking: dict[str, Any]) -> str:
     return refund_note(
-        words.language,
-        business_name=brand.get("business_name"),
-        contact=brand.get("contact_email"),
+        page.words.language,
+        business_name=page.brand.get("business_name"),
+        contact=page.brand.get("contact_email"),
         booking_code=booking.get("code"),
     )
 
@@ -277,131 +284,81 @@ __all__ = ["Visitor", "router"]
 
 
 @router.get("/details", response_class=HTMLResponse)
-async def my_details(
-    request: Request, tenant: TenantPath, portal: PortalDep, brand: Brand, token: CustomerToken
-) -> HTMLResponse:
-    me = await _as_me(request, portal, tenant, token, "GET")
-    return portal.render(request, "details.html", brand=brand, me=me)
+async def my_details(page: CustomerPage) -> HTMLResponse:
+    return page.render("details.html", me=await page.me("GET"))
 
 
 @router.post("/details", response_class=HTMLResponse)
 async def change_details(
-    request: Request,
-    tenant: TenantPath,
-    portal: PortalDep,
-    brand: Brand,
-    token: CustomerToken,
+    page: CustomerPage,
     visitor: CheckedVisitor,
     name: Annotated[str, Form(max_length=200)],
     phone: Annotated[str, Form(max_length=40)] = "",
 ) -> Response:
-    words = words_for(request, portal.settings, brand)
-    try:
-        await _as_me(request, portal, tenant, token, "PATCH", json={"name": name, "phone": phone or None})
-    except Refused as refused:
-        visitor.tell(refused.detail)
-    else:
-        visitor.tell(words.t("details.saved"))
-    return redirect(f"/t/{tenant}/details")
+    return await told(
+        visitor,
+        page.me("PATCH", json={"name": name, "phone": phone or None}),
+        f"/t/{page.tenant}/details",
+        page.words.t("details.saved"),
+        lambda refused: refused.detail,
+    )
 
 
 @router.post("/details/email", response_class=HTMLResponse)
 async def change_email(
-    request: Request,
-    tenant: TenantPath,
-    portal: PortalDep,
-    brand: Brand,
-    token: CustomerToken,
+    page: CustomerPage,
     visitor: CheckedVisitor,
     email: EmailField,
     current_password: Annotated[str, Form(max_length=128)] = "",
 ) -> Response:
     """The new address takes effect once the link sent to it is followed (verified again)."""
-    words = words_for(request, portal.settings, brand)
     body = {"email": email, **({"current_password": current_password} if current_password else {})}
-    try:
-        await _as_me(request, portal, tenant, token, "POST", "/email-change", json=body)
-    except Refused as refused:
-        visitor.tell(refused.detail)
-    else:
-        visitor.tell(words.t("details.email_sent"))
-    return redirect(f"/t/{tenant}/details")
-
-
-async def _as_me(
-    request: Request, portal: Any, tenant: str, token: str, method: str, sub: str = "", **kwargs: Any
-) -> Any:
-    try:
-        return await portal.backends.call(
-            "accounts", method, f"/v1/me{sub}", caller(request, token), **kwargs
-        )
-    except Refused as refused:
-        if refused.status == 401:
-            request.state.visitor.log_out()
-            raise LoginNeeded(f"/t/{tenant}/login") from None
-        raise
+    return await told(
+        visitor,
+        page.me("POST", "/email-change", json=body),
+        f"/t/{page.tenant}/details",
+        page.words.t("details.email_sent"),
+        lambda refused: refused.detail,
+    )
 
 
 # ----------------------------------------------------------------------------- changing a booking
 
 
 @router.get("/bookings/{booking_id}/change", response_class=HTMLResponse)
-async def change_page(
-    request: Request,
-    tenant: TenantPath,
-    booking_id: UUID,
-    portal: PortalDep,
-    brand: Brand,
-    token: CustomerToken,
-) -> Response:
-    booking = await _as_customer(request, portal, tenant, token, "GET", f"/v1/me/bookings/{booking_id}")
+async def change_page(booking_id: UUID, page: CustomerPage) -> Response:
+    booking = await page.bookings("GET", f"/v1/me/bookings/{booking_id}")
     if not booking["modify"]["allowed"]:
-        return redirect(f"/t/{tenant}/bookings/{booking_id}")
-    words = words_for(request, portal.settings, brand)
-    starts = {line["index"]: _local_input(line["starts_at"], words.zone) for line in booking["lines"]}
-    return portal.render(request, "change.html", brand=brand, booking=booking, starts=starts)
+        return page.back(f"/bookings/{booking_id}")
+    zone = page.words.zone
+    starts = {line["index"]: _local_input(line["starts_at"], zone) for line in booking["lines"]}
+    return page.render("change.html", booking=booking, starts=starts)
 
 
 @router.post("/bookings/{booking_id}/change", response_class=HTMLResponse)
 async def change_preview_or_confirm(
-    request: Request,
-    tenant: TenantPath,
-    booking_id: UUID,
-    portal: PortalDep,
-    brand: Brand,
-    token: CustomerToken,
-    visitor: CheckedVisitor,
+    booking_id: UUID, page: CustomerPage, visitor: CheckedVisitor
 ) -> Response:
     """Without `booking_version`: the preview (new lines, total, balance due), nothing saved;
     with it (the preview's confirm button): the change, checked against the rules again."""
-    form = await request.form()
-    words = words_for(request, portal.settings, brand)
-    booking = await _as_customer(request, portal, tenant, token, "GET", f"/v1/me/bookings/{booking_id}")
-    changes = _line_changes(form, booking, words.zone)
+    form = await page.request.form()
+    words = page.words
     path = f"/v1/me/bookings/{booking_id}"
+    booking = await page.bookings("GET", path)
+    changes = _line_changes(form, booking, words.zone)
     version = str(form.get("booking_version") or "")
     try:
         if version.isdigit():
-            await _as_customer(
-                request,
-                portal,
-                tenant,
-                token,
-                "POST",
-                f"{path}/modification",
-                json={"lines": changes, "booking_version": int(version)},
+            await page.bookings(
+                "POST", f"{path}/modification", json={"lines": changes, "booking_version": int(version)}
             )
             visitor.tell(words.t("change.done"))
-            return redirect(f"/t/{tenant}/bookings/{booking_id}")
-        preview = await _as_customer(
-            request, portal, tenant, token, "POST", f"{path}/modification-preview", json={"lines": changes}
-        )
+            return page.back(f"/bookings/{booking_id}")
+        preview = await page.bookings("POST", f"{path}/modification-preview", json={"lines": changes})
     except Refused as refused:
         visitor.tell(words.refusal(refused.code, refused.detail))
-        return redirect(f"/t/{tenant}/bookings/{booking_id}/change")
-    return portal.render(
-        request, "change_preview.html", brand=brand, booking=booking, preview=preview, fields=dict(form)
-    )
+        return page.back(f"/bookings/{booking_id}/change")
+    return page.render("change_preview.html", booking=booking, preview=preview, fields=dict(form))
 
 
 def _local_input(value: str, zone: Any) -> str:

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from services.portal.backends import Refused
-from services.portal.web import CheckedVisitor, LoginNeeded, PortalDep, VisitorDep, caller, redirect
+from services.portal.web import CheckedVisitor, LoginNeeded, PortalDep, VisitorDep, caller, redirect, told
 
 TenantPath = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", description="The business")]
 
@@ -87,7 +87,7 @@ ACTIONS = {
 }
 
 
-def _staff(tenant: TenantPath, visitor: VisitorDep) -> str:
+async def _staff(tenant: TenantPath, visitor: VisitorDep) -> str:
     if visitor.kind == "staff" and visitor.tenant == tenant and visitor.credential:
         return visitor.credential
     raise LoginNeeded(f"/staff/t/{tenant}/login")
@@ -194,13 +194,13 @@ async def change_settings(
         s.strip().upper() for s in str(form.get("blocking_statuses") or "").split(",") if s.strip()
     ]
     changes["timezone"] = str(form.get("timezone") or "UTC").strip()
-    try:
-        await _call(request, portal, tenant, key, "accounts", "PATCH", "/settings", json=changes)
-    except Refused as refused:
-        visitor.tell(f"Not saved: {refused.detail}")
-    else:
-        visitor.tell("Settings saved.")
-    return redirect(f"/staff/t/{tenant}/settings")
+    return await told(
+        visitor,
+        _call(request, portal, tenant, key, "accounts", "PATCH", "/settings", json=changes),
+        f"/staff/t/{tenant}/settings",
+        "Settings saved.",
+        lambda refused: f"Not saved: {refused.detail}",
+    )
 
 
 # ----------------------------------------------------------------------------- customers
@@ -279,26 +279,22 @@ async def do_action(
     if action not in ACTIONS:
         raise Refused(404, "No such action.")
     title, _, path = ACTIONS[action]
-    try:
+
+    async def act() -> None:
         if action == "blocklist":
             account = await _call(request, portal, tenant, key, "accounts", "GET", f"/accounts/{account_id}")
-            await _call(
-                request,
-                portal,
-                tenant,
-                key,
-                "accounts",
-                "POST",
-                "/blocklist",
-                json={"email": account["email"]},
-            )
+            email = {"email": account["email"]}
+            await _call(request, portal, tenant, key, "accounts", "POST", "/blocklist", json=email)
         else:
             await _call(request, portal, tenant, key, "accounts", "POST", f"/accounts/{account_id}{path}")
-    except Refused as refused:
-        visitor.tell(f"{title}: refused. {refused.detail}")
-    else:
-        visitor.tell(f"{title}: done.")
-    return redirect(f"/staff/t/{tenant}/customers/{account_id}")
+
+    return await told(
+        visitor,
+        act(),
+        f"/staff/t/{tenant}/customers/{account_id}",
+        f"{title}: done.",
+        lambda refused: f"{title}: refused. {refused.detail}",
+    )
 
 
 # ----------------------------------------------------------------------------- bookings
@@ -389,24 +385,14 @@ async def cancel(
     }
     if refund_due.strip():
         body["refund_due"] = refund_due.strip().replace(",", ".")
-    try:
-        await _call(
-            request,
-            portal,
-            tenant,
-            key,
-            "bookings",
-            "POST",
-            f"/bookings/{booking_id}/cancellation",
-            json=body,
-        )
-    except Refused as refused:
-        visitor.tell(f"Not cancelled: {refused.detail}")
-    else:
-        visitor.tell(
-            "The booking is cancelled. Refund the customer by hand: nothing was refunded automatically."
-        )
-    return redirect(f"/staff/t/{tenant}/bookings/{booking_id}")
+    cancellation = f"/bookings/{booking_id}/cancellation"
+    return await told(
+        visitor,
+        _call(request, portal, tenant, key, "bookings", "POST", cancellation, json=body),
+        f"/staff/t/{tenant}/bookings/{booking_id}",
+        "The booking is cancelled. Refund the customer by hand: nothing was refunded automatically.",
+        lambda refused: f"Not cancelled: {refused.detail}",
+    )
 
 
 # ----------------------------------------------------------------------------- emails
@@ -434,10 +420,10 @@ async def retry(
     key: StaffKey,
     visitor: CheckedVisitor,
 ) -> Response:
-    try:
-        await _call(request, portal, tenant, key, "notifier", "POST", f"/emails/{email_id}/retry")
-    except Refused as refused:
-        visitor.tell(f"Not retried: {refused.detail}")
-    else:
-        visitor.tell("The email will be sent again.")
-    return redirect(f"/staff/t/{tenant}/emails")
+    return await told(
+        visitor,
+        _call(request, portal, tenant, key, "notifier", "POST", f"/emails/{email_id}/retry"),
+        f"/staff/t/{tenant}/emails",
+        "The email will be sent again.",
+        lambda refused: f"Not retried: {refused.detail}",
+    )

@@ -16,6 +16,7 @@ import hmac
 import json
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,7 +30,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backbone.logging import get_logger
-from services.portal.backends import Backends, Caller
+from services.portal.backends import Backends, Caller, Refused
 from services.portal.i18n import Words, language_of
 from services.portal.settings import PortalSettings
 
@@ -247,14 +248,31 @@ def redirect(to: str) -> RedirectResponse:
     return RedirectResponse(to, status_code=303)
 
 
+async def told(
+    visitor: Visitor, work: Awaitable[Any], back: str, done: str, refused: Callable[[Refused], str]
+) -> RedirectResponse:
+    """What most forms do: the work a service does (`work`, a call not yet awaited), then back
+    to the page `back`, which tells the visitor how it went: `done`, or `refused(refusal)`."""
+    try:
+        await work
+    except Refused as refusal:
+        visitor.tell(refused(refusal))
+    else:
+        visitor.tell(done)
+    return redirect(back)
+
+
 # --------------------------------------------------------------------------- dependencies
 
 
-def _portal(request: Request) -> Portal:
+# Coroutines that block on nothing: a plain function would go through the thread pool.
+
+
+async def _portal(request: Request) -> Portal:
     return request.app.state.portal
 
 
-def _visitor(request: Request) -> Visitor:
+async def _visitor(request: Request) -> Visitor:
     return request.state.visitor
 
 

@@ -20,7 +20,7 @@ from contracts import accounts as acc
 from contracts import bookings as bk
 from contracts.accounts import Cutoff
 from contracts.envelope import Actor
-from services.notifier.api import routes
+from services.notifier.api import ROUTERS
 from services.notifier.application import Notifier
 from services.notifier.directory import Customer, Tenant
 from services.notifier.domainmodel import STAFF, Email
@@ -347,7 +347,10 @@ async def test_staff_keys_announced_by_accounts_open_the_staff_api_of_their_tena
     staff_id, secret = uuid.uuid4(), new_token()
     key = {"Authorization": f"Bearer {staff_api_key(staff_id, secret)}"}
     api = create_api("notifier", "1", "test")
-    routes(api, notifier, None, staff_member(notifier.staff_key))  # the branding routes need no read model
+    # As services/notifier/bootstrap.py gives them (the branding routes need no read model).
+    api.state.notifier, api.state.staff_member = notifier, staff_member(notifier.staff_key)
+    for router in ROUTERS:
+        api.include_router(router)
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://test")
 
     async def branding(tenant=TENANT, headers=key):

@@ -1,50 +1,27 @@
 """The accounts service's HTTP API: customers (`customers.py`), the pages emailed links open
-(`pages.py`), staff of a tenant (`staff.py`) and the platform operator (`admin.py`)."""
+(`pages.py`), staff of a tenant (`staff.py`) and the platform operator (`admin.py`), each a
+module-level router; who calls and what the routes are given in `auth.py`; how refusals are
+answered in `errors.py`."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-from pydantic import SecretStr
+from fastapi import FastAPI
 
-from backbone.credentials import SessionSigner, SessionVerifier
-from backbone.http import problem
-from backbone.readmodel import ReadModel
-from services.accounts.api import admin, customers, errors, pages, staff
-from services.accounts.application import Accounts
-from services.accounts.deferred import Deferred
-from services.accounts.ratelimits import RateLimited, RateLimits, RateLimitsUnavailable
+from services.accounts.api import admin, customers, pages, staff
+from services.accounts.api.errors import REFUSALS
+
+ROUTERS = (customers.router, pages.router, staff.router, admin.router)
 
 
-def routes(
-    api: FastAPI,
-    accounts: Accounts,
-    read_model: ReadModel,
-    signer: SessionSigner,
-    verifier: SessionVerifier,
-    limits: RateLimits,
-    deferred: Deferred,
-    admin_token: SecretStr | None,
-) -> None:
-    @api.exception_handler(RateLimited)
-    async def _rate_limited(_: Request, error: RateLimited) -> JSONResponse:
-        response = problem(429, "Too many requests", str(error), code="rate_limited")
-        response.headers["Retry-After"] = str(error.retry_after)
-        return response
-
-    @api.exception_handler(RateLimitsUnavailable)
-    async def _rate_limits_unavailable(_: Request, error: RateLimitsUnavailable) -> JSONResponse:
-        response = problem(503, "Service unavailable", str(error), code="rate_limits_unavailable")
-        response.headers["Retry-After"] = str(error.retry_after)
-        return response
-
-    errors.handlers(api)
-    customers.routes(api, accounts, signer, verifier, limits, deferred)
-    pages.routes(api, accounts, signer, limits)
-    staff.routes(api, accounts, read_model)
-    admin.routes(api, accounts, read_model, admin_token)
+def install(api: FastAPI) -> None:
+    """The routes (each audience its module-level router), the one table that answers
+    refusals (`errors.REFUSALS`), and an OpenAPI document that says so. What the routes are
+    given comes from `api.state`, filled by the composition root (see `auth`)."""
+    REFUSALS.install(api)
+    for router in ROUTERS:
+        api.include_router(router)
     document_problems(api)
 
 

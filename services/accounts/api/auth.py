@@ -1,68 +1,86 @@
-"""Who is calling the accounts API: a customer (session), a staff member of the tenant in the
-path (API key), or the platform's operator (admin token)."""
+"""Who is calling the accounts API, and what its routes are given: `Annotated` dependencies,
+resolved from `app.state`, which the composition root (`services/accounts/bootstrap.py`) fills
+through `services.accounts.api.install`.
+
+A customer (session), a staff member of the tenant in the path (API key), or the platform's
+operator (admin token). Each dependency is a coroutine that blocks on nothing: a plain
+function would be sent to the thread pool on every request.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import SecretStr
 
 from backbone import context
-from backbone.auth import FailureThrottle, customer_session, staff_member
-from backbone.credentials import Session, SessionVerifier, same
+from backbone.credentials import Session, SessionSigner
 from backbone.http import run_sync
 from services.accounts.application import Accounts
 from services.accounts.customers import SessionEnded
+from services.accounts.deferred import Deferred
+from services.accounts.ratelimits import RateLimits
+from services.accounts.views import StaffQueries
 
 _bearer = HTTPBearer(auto_error=False)
+Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 def unauthorized(detail: str) -> HTTPException:
     return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def customer(accounts: Accounts, verifier: SessionVerifier) -> Callable[..., Any]:
+async def _accounts(request: Request) -> Accounts:
+    return request.app.state.accounts
+
+
+async def _signer(request: Request) -> SessionSigner:
+    return request.app.state.signer
+
+
+async def _limits(request: Request) -> RateLimits:
+    return request.app.state.limits
+
+
+async def _deferred(request: Request) -> Deferred:
+    return request.app.state.deferred
+
+
+async def _queries(request: Request) -> StaffQueries:
+    return request.app.state.staff_queries
+
+
+async def _customer(request: Request, credentials: Bearer) -> Session:
     """A signed, unexpired session that still stands here: not logged out, not ended by a
     password change, its account active (checked on every request, like bookings does from
     `SessionsRevoked`)."""
-    signed = customer_session(verifier)
-
-    async def dependency(session: Session = Depends(signed)) -> Session:
-        try:
-            await run_sync(accounts.customer, session)
-        except SessionEnded as ended:
-            raise unauthorized(str(ended)) from None
-        return session
-
-    return dependency
+    state = request.app.state
+    session: Session = await state.customer_session(credentials)
+    try:
+        await run_sync(state.accounts.customer, session)
+    except SessionEnded as ended:
+        raise unauthorized(str(ended)) from None
+    return session
 
 
-def staff(accounts: Accounts) -> Callable[..., Any]:
+async def _staff(request: Request, credentials: Bearer) -> str:
     """A staff member's API key, for the tenant in the path only (see backbone.auth)."""
-    return staff_member(accounts.staff_member)
+    return await request.app.state.staff_member(request, credentials)
 
 
-def admin(token: SecretStr | None) -> Callable[..., Any]:
-    """The platform operator's token (ADMIN_API_TOKEN): manages staff members, nothing else.
-    Wrong tokens are throttled per client network (`backbone.auth.FailureThrottle`)."""
-    throttle = FailureThrottle()
+async def _admin(request: Request, credentials: Bearer) -> str:
+    return await request.app.state.admin(request, credentials)
 
-    async def dependency(
-        request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
-    ) -> str:
-        expected = token.get_secret_value() if token else ""
-        if not expected:
-            raise HTTPException(403, "The admin API is turned off (set ADMIN_API_TOKEN to use it).")
-        if not await throttle.check(
-            request, lambda: credentials is not None and same(credentials.credentials, expected)
-        ):
-            raise unauthorized("The admin token is required (Authorization: Bearer).")
-        return "service:admin"
 
-    return dependency
+App = Annotated[Accounts, Depends(_accounts)]
+Signer = Annotated[SessionSigner, Depends(_signer)]
+Limits = Annotated[RateLimits, Depends(_limits)]
+Later = Annotated[Deferred, Depends(_deferred)]
+Queries = Annotated[StaffQueries, Depends(_queries)]
+Customer = Annotated[Session, Depends(_customer)]
+Staff = Annotated[str, Depends(_staff)]  # the actor, staff:<id>
+Admin = Annotated[str, Depends(_admin)]  # the actor, service:admin
 
 
 def cause(request: Request, actor: str, tenant_id: str | None) -> Any:

@@ -17,14 +17,14 @@ import html
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Form, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse
 
-from backbone.credentials import SessionSigner
 from backbone.domain import DomainError
 from backbone.http import run_sync
-from services.accounts.api import auth, errors
-from services.accounts.application import Accounts
+from services.accounts.api import auth
+from services.accounts.api.auth import App, Limits
+from services.accounts.api.errors import REFUSALS
 from services.accounts.domainmodel import LinkRefused
 from services.accounts.ratelimits import RateLimited, RateLimits
 
@@ -68,101 +68,110 @@ def verification_form(token: str) -> str:
     )
 
 
-def routes(api: FastAPI, accounts: Accounts, signer: SessionSigner, limits: RateLimits) -> None:
-    async def attempt(
-        request: Request, title: str, work: Callable[[], Any], done: Callable[[Any], str]
-    ) -> HTMLResponse:
-        try:
-            async with limits.attempt("link", "", "", auth.client_of(request), failure=LinkRefused):
-                with auth.cause(request, "customer:anonymous", None):
-                    result = await run_sync(work)
-        except RateLimited as limited:
-            return page(title, f"<p>{html.escape(str(limited))}</p>", 429)
-        except DomainError as refused:
-            return page(title, f"<p>{html.escape(str(refused))}</p>", errors.status_of(refused))
-        return page(title, done(result))
+router = APIRouter(tags=["pages"])
 
-    def landing(path: str, title: str, button: str, password: bool = False) -> None:
-        @api.get(path, response_class=HTMLResponse, tags=["pages"], summary=f"The page a link opens: {title}")
-        async def show(token: str = "") -> HTMLResponse:
-            return page(title, form(path, token, button, password))
 
-    @api.get(
-        "/verify-email",
-        response_class=HTMLResponse,
-        tags=["pages"],
-        summary="The page a link opens: Verify your email address",
+async def attempt(
+    request: Request, limits: RateLimits, title: str, work: Callable[[], Any], done: Callable[[Any], str]
+) -> HTMLResponse:
+    try:
+        async with limits.attempt("link", "", "", auth.client_of(request), failure=LinkRefused):
+            with auth.cause(request, "customer:anonymous", None):
+                result = await run_sync(work)
+    except RateLimited as limited:
+        return page(title, f"<p>{html.escape(str(limited))}</p>", 429)
+    except DomainError as refused:
+        return page(title, f"<p>{html.escape(str(refused))}</p>", REFUSALS.status_of(refused))
+    return page(title, done(result))
+
+
+def _landing(path: str, title: str, button: str, password: bool = False) -> None:
+    @router.get(path, response_class=HTMLResponse, summary=f"The page a link opens: {title}")
+    async def show(token: str = "") -> HTMLResponse:
+        return page(title, form(path, token, button, password))
+
+
+@router.get(
+    "/verify-email", response_class=HTMLResponse, summary="The page a link opens: Verify your email address"
+)
+async def show_verification(token: str = "") -> HTMLResponse:
+    return page("Verify your email address", verification_form(token))
+
+
+_landing("/confirm-email", "Confirm your new email address", "Confirm my new email address")
+_landing("/set-password", "Choose your password", "Save my password", password=True)
+_landing("/reset-password", "Choose a new password", "Save my new password", password=True)
+
+
+@router.get("/magic-link", response_class=HTMLResponse, summary="The page a login link opens")
+async def magic_link_page() -> HTMLResponse:
+    return page(
+        "Log in",
+        "<p>Login links open the business's customer portal, which is not set up at this address. "
+        "Ask the business for its portal's address and log in there.</p>",
     )
-    async def show_verification(token: str = "") -> HTMLResponse:
-        return page("Verify your email address", verification_form(token))
 
-    landing("/confirm-email", "Confirm your new email address", "Confirm my new email address")
-    landing("/set-password", "Choose your password", "Save my password", password=True)
-    landing("/reset-password", "Choose a new password", "Save my new password", password=True)
 
-    @api.get(
-        "/magic-link", response_class=HTMLResponse, tags=["pages"], summary="The page a login link opens"
-    )
-    async def magic_link_page() -> HTMLResponse:
-        return page(
-            "Log in",
-            "<p>Login links open the business's customer portal, which is not set up at this address. "
-            "Ask the business for its portal's address and log in there.</p>",
+@router.post("/verify-email", response_class=HTMLResponse, include_in_schema=False)
+async def verify(
+    request: Request,
+    accounts: App,
+    limits: Limits,
+    token: Annotated[str, Form(max_length=200)],
+    then: Annotated[Literal["password", "login_link"], Form()] = "login_link",
+    password: Annotated[str | None, Form(max_length=128)] = None,
+) -> HTMLResponse:
+    chosen = password if then == "password" and password else None
+
+    def done(account: Any) -> str:
+        if account.has_password:
+            return "<p>Your email address is verified and your password saved. You can now log in.</p>"
+        return (
+            "<p>Your email address is verified. A link to log in is on its way to it; ask for a "
+            "new one whenever you want to log in.</p>"
         )
 
-    @api.post("/verify-email", response_class=HTMLResponse, include_in_schema=False)
-    async def verify(
+    return await attempt(
+        request,
+        limits,
+        "Verify your email address",
+        lambda: accounts.verify_email(token, chosen, login_link=chosen is None),
+        done,
+    )
+
+
+@router.post("/confirm-email", response_class=HTMLResponse, include_in_schema=False)
+async def confirm(
+    request: Request, accounts: App, limits: Limits, token: Annotated[str, Form(max_length=200)]
+) -> HTMLResponse:
+    return await attempt(
+        request,
+        limits,
+        "Confirm your new email address",
+        lambda: accounts.verify_email(token),
+        lambda _: "<p>Your new email address is confirmed.</p>",
+    )
+
+
+def _choosing_password(path: str, title: str, name: str) -> None:
+    """The invitation's and the reset link's form: the same work (a password set by link)."""
+
+    @router.post(path, response_class=HTMLResponse, include_in_schema=False, name=name)
+    async def choose(
         request: Request,
+        accounts: App,
+        limits: Limits,
         token: Annotated[str, Form(max_length=200)],
-        then: Annotated[Literal["password", "login_link"], Form()] = "login_link",
-        password: Annotated[str | None, Form(max_length=128)] = None,
+        password: Annotated[str, Form(max_length=128)],
     ) -> HTMLResponse:
-        chosen = password if then == "password" and password else None
-
-        def done(account: Any) -> str:
-            if account.has_password:
-                return "<p>Your email address is verified and your password saved. You can now log in.</p>"
-            return (
-                "<p>Your email address is verified. A link to log in is on its way to it; ask for a "
-                "new one whenever you want to log in.</p>"
-            )
-
         return await attempt(
             request,
-            "Verify your email address",
-            lambda: accounts.verify_email(token, chosen, login_link=chosen is None),
-            done,
-        )
-
-    @api.post("/confirm-email", response_class=HTMLResponse, include_in_schema=False)
-    async def confirm(request: Request, token: Annotated[str, Form(max_length=200)]) -> HTMLResponse:
-        return await attempt(
-            request,
-            "Confirm your new email address",
-            lambda: accounts.verify_email(token),
-            lambda _: "<p>Your new email address is confirmed.</p>",
-        )
-
-    async def choose_password(request: Request, title: str, token: str, password: str) -> HTMLResponse:
-        return await attempt(
-            request,
+            limits,
             title,
             lambda: accounts.set_password(token, password),
             lambda _: "<p>Your password is saved. You can now log in with it.</p>",
         )
 
-    @api.post("/set-password", response_class=HTMLResponse, include_in_schema=False)
-    async def set_password(
-        request: Request,
-        token: Annotated[str, Form(max_length=200)],
-        password: Annotated[str, Form(max_length=128)],
-    ) -> HTMLResponse:
-        return await choose_password(request, "Choose your password", token, password)
 
-    @api.post("/reset-password", response_class=HTMLResponse, include_in_schema=False)
-    async def reset_password(
-        request: Request,
-        token: Annotated[str, Form(max_length=200)],
-        password: Annotated[str, Form(max_length=128)],
-    ) -> HTMLResponse:
-        return await choose_password(request, "Choose a new password", token, password)
+_choosing_password("/set-password", "Choose your password", "set_password")
+_choosing_password("/reset-password", "Choose a new password", "reset_password")

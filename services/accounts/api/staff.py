@@ -3,17 +3,17 @@ own tenant only; each change is recorded with `staff:<id>` as its actor."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
-from backbone.blindindex import BlindIndex
 from backbone.http import NotFound, run_sync
 from backbone.logging import mask_email
-from backbone.readmodel import ReadModel
 from services.accounts import history, views
 from services.accounts.api import auth
+from services.accounts.api.auth import App, Queries, Staff
 from services.accounts.api.models import (
     AccountDetail,
     AccountEdit,
@@ -33,217 +33,204 @@ from services.accounts.application import Accounts
 ACCOUNT = "/v1/staff/tenants/{tenant_id}/accounts/{account_id}"
 
 
-def routes(api: FastAPI, accounts: Accounts, read_model: ReadModel) -> None:
-    as_staff = auth.staff(accounts)
-    index = BlindIndex(accounts.vault)  # the directory's search, on keyed hashes only
+router = APIRouter(tags=["staff"])
 
-    def query(run: Any, *args: Any) -> Any:
-        with read_model.engine.connect() as conn:
-            return run(conn, *args)
+# ------------------------------------------------------------------ settings
 
-    def search(tenant_id: str, status: views.Filter, q: str | None, limit: int, offset: int) -> Any:
-        tokens = index.query_tokens(tenant_id, q) if q and q.strip() else None
-        if tokens == []:  # only punctuation: no word to look for, so nothing matches
-            return 0, []
-        total, rows = query(views.directory, tenant_id, status, tokens, limit, offset)
-        return total, [views.opened(row, accounts.vault) for row in rows]
 
-    # ------------------------------------------------------------------ settings
+@router.get(
+    "/v1/staff/tenants/{tenant_id}/settings",
+    response_model=Settings,
+    summary="The tenant's customer-account settings",
+)
+async def get_settings(tenant_id: Tenant, _: Staff, accounts: App) -> Any:
+    return await run_sync(accounts.settings, tenant_id)
 
-    @api.get(
-        "/v1/staff/tenants/{tenant_id}/settings",
-        response_model=Settings,
-        tags=["staff"],
-        summary="The tenant's customer-account settings",
+
+@router.patch(
+    "/v1/staff/tenants/{tenant_id}/settings",
+    response_model=Settings,
+    summary="Change some of the tenant's customer-account settings",
+)
+async def change_settings(
+    tenant_id: Tenant, body: SettingsChange, request: Request, actor: Staff, accounts: App
+) -> Any:
+    with auth.cause(request, actor, tenant_id):
+        return await run_sync(accounts.change_settings, tenant_id, body.model_dump(exclude_none=True))
+
+
+@router.get(
+    "/v1/staff/tenants/{tenant_id}/settings/history",
+    response_model=list[SettingsChangeEntry],
+    summary="Every change of the settings: who changed what, when",
+)
+async def settings_history(tenant_id: Tenant, _: Staff, accounts: App) -> Any:
+    events = await run_sync(accounts.settings_history, tenant_id)
+    return [
+        {**history.entry(e), "changes": getattr(e, "changes", {})}
+        for e in events
+        if type(e).__name__ == "Changed"
+    ]
+
+
+# ------------------------------------------------------------------ directory
+
+
+@router.get(
+    "/v1/staff/tenants/{tenant_id}/accounts",
+    response_model=DirectoryPage,
+    summary="List and search the tenant's customer accounts",
+)
+async def directory(
+    tenant_id: Tenant,
+    _: Staff,
+    queries: Queries,
+    status: Annotated[views.Filter, Query(description="claimed = verified by the customer")] = "all",
+    q: Annotated[
+        str | None,
+        Query(
+            max_length=100,
+            description="Words that begin words of the email, name or phone (all must match): "
+            "'ada lov' finds Ada Lovelace, 'lovelace@exa' ada.lovelace@example.com, '660 12' "
+            "+43 660 123. Not the middle of a word.",
+        ),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> Any:
+    total, rows = await run_sync(queries.search, tenant_id, status, q, limit, offset)
+    return DirectoryPage(
+        total=total, limit=limit, offset=offset, items=[AccountSummary.model_validate(r) for r in rows]
     )
-    async def get_settings(tenant_id: Tenant, _: str = Depends(as_staff)) -> Any:
-        return await run_sync(accounts.settings, tenant_id)
 
-    @api.patch(
-        "/v1/staff/tenants/{tenant_id}/settings",
-        response_model=Settings,
-        tags=["staff"],
-        summary="Change some of the tenant's customer-account settings",
-    )
-    async def change_settings(
-        tenant_id: Tenant, body: SettingsChange, request: Request, actor: str = Depends(as_staff)
-    ) -> Any:
-        with auth.cause(request, actor, tenant_id):
-            return await run_sync(accounts.change_settings, tenant_id, body.model_dump(exclude_none=True))
 
-    @api.get(
-        "/v1/staff/tenants/{tenant_id}/settings/history",
-        response_model=list[SettingsChangeEntry],
-        tags=["staff"],
-        summary="Every change of the settings: who changed what, when",
-    )
-    async def settings_history(tenant_id: Tenant, _: str = Depends(as_staff)) -> Any:
-        events = await run_sync(accounts.settings_history, tenant_id)
-        return [
-            {**history.entry(e), "changes": getattr(e, "changes", {})}
-            for e in events
-            if type(e).__name__ == "Changed"
-        ]
+@router.post(
+    "/v1/staff/tenants/{tenant_id}/accounts",
+    status_code=201,
+    response_model=Created,
+    summary="Create an account for a customer (they set a password through the emailed link)",
+    responses={409: {"description": "The address has an account already, or is blocklisted"}},
+)
+async def create_account(
+    tenant_id: Tenant, body: CreateAccount, request: Request, actor: Staff, accounts: App
+) -> Created:
+    details = body.model_dump(exclude={"email", "name"}, exclude_none=True)
+    with auth.cause(request, actor, tenant_id):
+        account_id = await run_sync(accounts.create_account, tenant_id, body.email, body.name, details)
+    return Created(account_id=account_id)
 
-    # ------------------------------------------------------------------ directory
 
-    @api.get(
-        "/v1/staff/tenants/{tenant_id}/accounts",
-        response_model=DirectoryPage,
-        tags=["staff"],
-        summary="List and search the tenant's customer accounts",
-    )
-    async def directory(
-        tenant_id: Tenant,
-        _: str = Depends(as_staff),
-        status: Annotated[views.Filter, Query(description="claimed = verified by the customer")] = "all",
-        q: Annotated[
-            str | None,
-            Query(
-                max_length=100,
-                description="Words that begin words of the email, name or phone (all must match): "
-                "'ada lov' finds Ada Lovelace, 'lovelace@exa' ada.lovelace@example.com, '660 12' "
-                "+43 660 123. Not the middle of a word.",
-            ),
-        ] = None,
-        limit: Annotated[int, Query(ge=1, le=200)] = 50,
-        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
-    ) -> Any:
-        total, rows = await run_sync(search, tenant_id, status, q, limit, offset)
-        return DirectoryPage(
-            total=total, limit=limit, offset=offset, items=[AccountSummary.model_validate(r) for r in rows]
-        )
+@router.get(ACCOUNT, response_model=AccountDetail, summary="One account, with its history")
+async def account(tenant_id: Tenant, account_id: UUID, _: Staff, accounts: App, queries: Queries) -> Any:
+    def read() -> dict[str, Any]:
+        events = accounts.account_history(tenant_id, account_id)  # NotFound outside the tenant
+        row = queries.account(tenant_id, account_id)
+        if row is None:  # recorded, not projected yet: a moment
+            raise NotFound("No such account (yet): try again in a moment.")
+        return {**row, "history": [history.entry(e) for e in events]}
 
-    @api.post(
-        "/v1/staff/tenants/{tenant_id}/accounts",
-        status_code=201,
-        response_model=Created,
-        tags=["staff"],
-        summary="Create an account for a customer (they set a password through the emailed link)",
-        responses={409: {"description": "The address has an account already, or is blocklisted"}},
-    )
-    async def create_account(
-        tenant_id: Tenant, body: CreateAccount, request: Request, actor: str = Depends(as_staff)
-    ) -> Created:
-        details = body.model_dump(exclude={"email", "name"}, exclude_none=True)
-        with auth.cause(request, actor, tenant_id):
-            account_id = await run_sync(accounts.create_account, tenant_id, body.email, body.name, details)
-        return Created(account_id=account_id)
+    return await run_sync(read)
 
-    @api.get(ACCOUNT, response_model=AccountDetail, tags=["staff"], summary="One account, with its history")
-    async def account(tenant_id: Tenant, account_id: UUID, _: str = Depends(as_staff)) -> Any:
-        def read() -> dict[str, Any]:
-            accounts.staff_account(tenant_id, account_id)  # NotFound outside the tenant
-            row = query(views.account_row, tenant_id, account_id)
-            if row is None:  # recorded, not projected yet: a moment
-                raise NotFound("No such account (yet): try again in a moment.")
-            row = views.opened(row, accounts.vault)
-            events = accounts.repository.event_store.get(account_id)
-            return {**row, "history": [history.entry(e) for e in events]}
 
-        return await run_sync(read)
+@router.patch(
+    ACCOUNT,
+    response_model=AccountSummary,
+    summary="Edit contact details",
+    responses={
+        409: {"description": "The address is another account's or blocklisted; or the account is not active"}
+    },
+)
+async def edit(
+    tenant_id: Tenant, account_id: UUID, body: AccountEdit, request: Request, actor: Staff, accounts: App
+) -> Any:
+    with auth.cause(request, actor, tenant_id):
+        account = await run_sync(accounts.edit_account, tenant_id, account_id, body.changes())
+    return summary(account)
 
-    @api.patch(
-        ACCOUNT,
+
+def _account_action(path: str, name: str, summary_text: str, use: Callable[[Accounts], Any]) -> None:
+    """A change of an account's state by staff, answered with the account (`use` picks the
+    use case from the application)."""
+
+    @router.post(
+        ACCOUNT + path,
         response_model=AccountSummary,
-        tags=["staff"],
-        summary="Edit contact details",
-        responses={
-            409: {
-                "description": "The address is another account's or blocklisted; or the account is not active"
-            }
-        },
+        summary=summary_text,
+        name=name,
+        responses={404: {}, 409: {}},
     )
-    async def edit(
-        tenant_id: Tenant,
-        account_id: UUID,
-        body: AccountEdit,
-        request: Request,
-        actor: str = Depends(as_staff),
-    ) -> Any:
+    async def act(tenant_id: Tenant, account_id: UUID, request: Request, actor: Staff, accounts: App) -> Any:
         with auth.cause(request, actor, tenant_id):
-            account = await run_sync(accounts.edit_account, tenant_id, account_id, body.changes())
+            account = await run_sync(use(accounts), tenant_id, account_id)
         return summary(account)
 
-    def account_action(path: str, name: str, summary_text: str, use: Any) -> None:
-        @api.post(
-            ACCOUNT + path,
-            response_model=AccountSummary,
-            tags=["staff"],
-            summary=summary_text,
-            name=name,
-            responses={404: {}, 409: {}},
-        )
-        async def act(
-            tenant_id: Tenant, account_id: UUID, request: Request, actor: str = Depends(as_staff)
-        ) -> Any:
-            with auth.cause(request, actor, tenant_id):
-                account = await run_sync(use, tenant_id, account_id)
-            return summary(account)
 
-    account_action(
-        "/verification-requests",
-        "resend_verification",
-        "Send the account's pending verification (or invitation) link again",
-        accounts.resend_verification,
+_account_action(
+    "/verification-requests",
+    "resend_verification",
+    "Send the account's pending verification (or invitation) link again",
+    lambda accounts: accounts.resend_verification,
+)
+_account_action(
+    "/archive", "archive", "Archive: no more logins (bookings stay)", lambda accounts: accounts.archive
+)
+_account_action(
+    "/activation", "activate", "Activate an archived account again", lambda accounts: accounts.activate
+)
+
+
+@router.post(
+    ACCOUNT + "/redaction",
+    status_code=204,
+    summary="Redact: erase the customer's personal data everywhere (cannot be undone)",
+    responses={404: {}},
+)
+async def redact(
+    tenant_id: Tenant, account_id: UUID, request: Request, actor: Staff, accounts: App
+) -> Response:
+    with auth.cause(request, actor, tenant_id):
+        await run_sync(accounts.redact, tenant_id, account_id)
+    return Response(status_code=204)
+
+
+# ------------------------------------------------------------------ blocklist
+
+
+@router.get(
+    "/v1/staff/tenants/{tenant_id}/blocklist",
+    response_model=list[BlockedEntry],
+    summary="Blocklisted email addresses (masked)",
+)
+async def blocklist(tenant_id: Tenant, _: Staff, queries: Queries) -> Any:
+    return await run_sync(queries.blocked_emails, tenant_id)
+
+
+@router.post(
+    "/v1/staff/tenants/{tenant_id}/blocklist",
+    status_code=201,
+    response_model=BlockedEntry,
+    summary="Blocklist an email address: it cannot claim an account",
+)
+async def block(tenant_id: Tenant, body: BlockRequest, request: Request, actor: Staff, accounts: App) -> Any:
+    with auth.cause(request, actor, tenant_id):
+        entry_id = await run_sync(accounts.block_email, tenant_id, body.email)
+    return BlockedEntry(
+        entry_id=entry_id, hint=mask_email(body.email), changed_at=accounts.clock(), changed_by=actor
     )
-    account_action("/archive", "archive", "Archive: no more logins (bookings stay)", accounts.archive)
-    account_action("/activation", "activate", "Activate an archived account again", accounts.activate)
 
-    @api.post(
-        ACCOUNT + "/redaction",
-        status_code=204,
-        tags=["staff"],
-        summary="Redact: erase the customer's personal data everywhere (cannot be undone)",
-        responses={404: {}},
-    )
-    async def redact(
-        tenant_id: Tenant, account_id: UUID, request: Request, actor: str = Depends(as_staff)
-    ) -> Response:
-        with auth.cause(request, actor, tenant_id):
-            await run_sync(accounts.redact, tenant_id, account_id)
-        return Response(status_code=204)
 
-    # ------------------------------------------------------------------ blocklist
-
-    @api.get(
-        "/v1/staff/tenants/{tenant_id}/blocklist",
-        response_model=list[BlockedEntry],
-        tags=["staff"],
-        summary="Blocklisted email addresses (masked)",
-    )
-    async def blocklist(tenant_id: Tenant, _: str = Depends(as_staff)) -> Any:
-        return await run_sync(query, views.blocked_emails, tenant_id)
-
-    @api.post(
-        "/v1/staff/tenants/{tenant_id}/blocklist",
-        status_code=201,
-        response_model=BlockedEntry,
-        tags=["staff"],
-        summary="Blocklist an email address: it cannot claim an account",
-    )
-    async def block(
-        tenant_id: Tenant, body: BlockRequest, request: Request, actor: str = Depends(as_staff)
-    ) -> Any:
-        with auth.cause(request, actor, tenant_id):
-            entry_id = await run_sync(accounts.block_email, tenant_id, body.email)
-        return BlockedEntry(
-            entry_id=entry_id, hint=mask_email(body.email), changed_at=accounts.clock(), changed_by=actor
-        )
-
-    @api.delete(
-        "/v1/staff/tenants/{tenant_id}/blocklist/{entry_id}",
-        status_code=204,
-        tags=["staff"],
-        summary="Take an address off the blocklist",
-        responses={404: {}},
-    )
-    async def unblock(
-        tenant_id: Tenant, entry_id: UUID, request: Request, actor: str = Depends(as_staff)
-    ) -> Response:
-        with auth.cause(request, actor, tenant_id):
-            await run_sync(accounts.unblock_email, tenant_id, entry_id)
-        return Response(status_code=204)
+@router.delete(
+    "/v1/staff/tenants/{tenant_id}/blocklist/{entry_id}",
+    status_code=204,
+    summary="Take an address off the blocklist",
+    responses={404: {}},
+)
+async def unblock(
+    tenant_id: Tenant, entry_id: UUID, request: Request, actor: Staff, accounts: App
+) -> Response:
+    with auth.cause(request, actor, tenant_id):
+        await run_sync(accounts.unblock_email, tenant_id, entry_id)
+    return Response(status_code=204)
 
 
 def summary(account: Any) -> AccountSummary:

@@ -131,13 +131,19 @@ async def http(harness):
     import httpx
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    from backbone.auth import customer_session
     from backbone.credentials import SessionSigner, SessionVerifier
     from backbone.http import create_api
     from services.bookings import api
+    from services.bookings.api_errors import REFUSALS
 
     key = Ed25519PrivateKey.generate()
     app = create_api("bookings", "test", "test")
-    api.routes(app, harness.app, harness.read_model, SessionVerifier(key.public_key()), harness.reads)
+    # As services/bookings/bootstrap.py gives them.
+    app.state.bookings, app.state.reads = harness.app, harness.reads
+    app.state.customer_session = customer_session(SessionVerifier(key.public_key()))
+    REFUSALS.install(app)
+    app.include_router(api.router)
     signer = SessionSigner(key)
 
     def headers(session: Session) -> dict[str, str]:

@@ -10,9 +10,11 @@ from datetime import timedelta
 import httpx
 import pytest
 
+from backbone.auth import staff_member
 from backbone.credentials import new_token, parse_staff_api_key, staff_api_key
 from backbone.http import create_api
 from services.bookings import api_staff, openapi
+from services.bookings.api_errors import REFUSALS
 from services.bookings.reads import StaffReads
 from services.bookings.staffkeys import StaffKey
 from tests.support.bookings import pay, place
@@ -22,8 +24,11 @@ from tests.unit.bookings.conftest import TENANT
 @pytest.fixture
 async def staff(harness):
     app = create_api("bookings", "test", "test")
-    app.state.bookings, app.state.read_model = harness.app, harness.read_model
+    # As services/bookings/bootstrap.py gives them.
+    app.state.bookings = harness.app
     app.state.staff_reads = StaffReads(harness.reads)
+    app.state.staff_member = staff_member(harness.app.staff_key)
+    REFUSALS.install(app)
     app.include_router(api_staff.router)
 
     def key_of(tenant: str) -> dict[str, str]:
