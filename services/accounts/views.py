@@ -11,6 +11,7 @@ backups); its tokens are deleted.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from functools import singledispatch
 from typing import Any, Literal
@@ -433,6 +434,24 @@ class StaffQueries:
         with self.read_model.engine.connect() as conn:
             row = account_row(conn, tenant_id, account_id)
         return opened(row, self.vault) if row is not None else None
+
+    def until_shown(self, account_id: UUID, version: int, patience: float = 2.0) -> bool:
+        """Wait (a little) until the read model shows an account at `version` or later: the
+        staff member who just changed it sees the change on their next page (the directory,
+        the account's page). False if it did not within `patience` seconds (the projection is
+        behind: it shows the change later)."""
+        deadline = time.monotonic() + patience
+        pause = 0.002
+        query = sa.select(accounts.c.version).where(accounts.c.account_id == str(account_id))
+        while True:
+            with self.read_model.engine.connect() as conn:
+                shown = conn.execute(query).scalar()
+            if shown is not None and shown >= version:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     def blocked_emails(self, tenant_id: str) -> list[dict[str, Any]]:
         with self.read_model.engine.connect() as conn:

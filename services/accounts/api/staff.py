@@ -141,10 +141,17 @@ async def account(tenant_id: Tenant, account_id: UUID, _: Staff, accounts: App, 
     },
 )
 async def edit(
-    tenant_id: Tenant, account_id: UUID, body: AccountEdit, request: Request, actor: Staff, accounts: App
+    tenant_id: Tenant,
+    account_id: UUID,
+    body: AccountEdit,
+    request: Request,
+    actor: Staff,
+    accounts: App,
+    queries: Queries,
 ) -> Any:
     with auth.cause(request, actor, tenant_id):
         account = await run_sync(accounts.edit_account, tenant_id, account_id, body.changes())
+    await run_sync(queries.until_shown, account.id, account.version)  # their next page shows it
     return summary(account)
 
 
@@ -159,9 +166,12 @@ def _account_action(path: str, name: str, summary_text: str, use: Callable[[Acco
         name=name,
         responses={404: {}, 409: {}},
     )
-    async def act(tenant_id: Tenant, account_id: UUID, request: Request, actor: Staff, accounts: App) -> Any:
+    async def act(
+        tenant_id: Tenant, account_id: UUID, request: Request, actor: Staff, accounts: App, queries: Queries
+    ) -> Any:
         with auth.cause(request, actor, tenant_id):
             account = await run_sync(use(accounts), tenant_id, account_id)
+        await run_sync(queries.until_shown, account.id, account.version)  # their next page shows it
         return summary(account)
 
 
