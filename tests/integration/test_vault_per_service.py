@@ -23,7 +23,7 @@ from backbone.personal import Personal, UnknownSubject, Vault, encrypt
 from backbone.settings import StoreSettings
 from contracts.personal import Sealed
 from services.bookings.application import Bookings
-from services.bookings.domainmodel import CustomerAccount
+from services.bookings.customers import CustomerAccount
 
 pytestmark = pytest.mark.integration
 
