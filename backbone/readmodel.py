@@ -18,7 +18,6 @@ given `erases=` purges after every batch that contained such an event.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import operator
 import time
@@ -288,8 +287,8 @@ class Projection(Follower):
         return self.read_model.position(self.name)
 
     async def handle(self, batch: Sequence[Recorded]) -> None:
-        await asyncio.to_thread(self.apply, batch, self.position, self.leadership.lease)
-        head = await asyncio.to_thread(self.app.head)
+        await self.blocking(self.apply, batch, self.position, self.leadership.lease)
+        head = await self.blocking(self.app.head)
         metrics.projection_lag.labels(self.name).set(head - batch[-1].position)
 
     def apply(
@@ -310,7 +309,7 @@ class Projection(Follower):
 
     async def idle(self) -> None:
         if self._purge_due:  # readers kept the log busy last time: try again
-            self._purge_due = not await asyncio.to_thread(self.read_model.purge)
+            self._purge_due = not await self.blocking(self.read_model.purge)
 
 
 def _engine(url: str) -> Engine:
