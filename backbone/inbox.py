@@ -72,7 +72,7 @@ from backbone.eventstore import ServiceApplication
 from backbone.faults import classify, is_infrastructure
 from backbone.logging import get_logger
 from backbone.personal import UnknownSubject
-from backbone.topiclife import PartitionLife, Verdict, check, life_suffix, topic_ids
+from backbone.topiclife import PartitionLife, Verdict, check, life_suffix, log_bounds, topic_ids
 from backbone.unitofwork import UnitOfWork
 from contracts.catalog import Catalog, DecodeError
 from contracts.envelope import Command, Message
@@ -356,8 +356,12 @@ class Inbox:
             ids = {}
         parts = [TopicPartition(*tp) for tp in tps]
         try:
-            starts = {(k.topic, k.partition): v for k, v in (await consumer.beginning_offsets(parts)).items()}
-            ends = {(k.topic, k.partition): v for k, v in (await consumer.end_offsets(parts)).items()}
+            try:  # not behind the fetch in flight (`backbone.topiclife`)
+                first, after = await log_bounds(consumer._client, parts)
+            except (KafkaError, OSError):  # the consumer's own calls retry what can be retried
+                first, after = await consumer.beginning_offsets(parts), await consumer.end_offsets(parts)
+            starts = {(k.topic, k.partition): v for k, v in first.items()}
+            ends = {(k.topic, k.partition): v for k, v in after.items()}
         except (KafkaError, OSError) as error:  # seeking will fail too; the next rebalance checks
             log.warning("cannot read the partitions' offsets", inbox=self.name, error=str(error))
             return set(tps)
