@@ -27,7 +27,8 @@ cancellation was decided, just before its commit), the Kafka record's timestamp 
 handed it to its producer), the notifier's `Email.Queued` event (its inbox handled the event),
 its `Email.AttemptStarted` event (the sender claimed the email), and the mail server's
 acceptance. All are wall-clock times of this one machine. Also the services' CPU time per
-cancellation (from /proc: steadier than latencies on a shared machine) and the load average.
+cancellation (from /proc, less what each uses idle: steadier than latencies on a shared
+machine) and the load average.
 Asserts nothing.
 """
 
@@ -64,6 +65,7 @@ from tests.support.bookings import AccountsFeed, BookingsBus, place, session_tok
 from tests.support.system import REPO, System, admitted_by_notifier, all_events, open_store, read_topic
 
 TENANT = "bench-latency"
+IDLE_SECONDS = 3.0
 STAGES = (
     ("confirm sent -> cancellation decided", "sent", "decided"),
     ("decided -> relay published", "decided", "published"),
@@ -367,12 +369,17 @@ def run(args: argparse.Namespace, servers: str, root: Path) -> dict[str, Any]:
                 await cancel_all(system.bookings.url, warmup, min(args.rate, 10))
                 await mailbox.until_received(await asyncio.to_thread(message_ids, system, warmup), 120)
                 await asyncio.sleep(2)
+                idle = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                await asyncio.sleep(IDLE_SECONDS)  # what the services use doing nothing
+                idle = {name: (cpu_seconds(pid) - idle[name]) / IDLE_SECONDS for name, pid in pids.items()}
                 profilers = profile(pids, args.profile, args.duration)
                 cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
                 load = os.getloadavg()[0]
+                began = time.monotonic()
                 seconds = await cancel_all(system.bookings.url, measured, args.rate)
                 await mailbox.until_received(await asyncio.to_thread(message_ids, system, measured), 120)
-                cpu = {name: cpu_seconds(pid) - cpu[name] for name, pid in pids.items()}
+                busy = time.monotonic() - began
+                cpu = {name: cpu_seconds(pid) - cpu[name] - idle[name] * busy for name, pid in pids.items()}
                 for profiler in profilers:
                     profiler.wait(timeout=120)
                 return seconds, (load + os.getloadavg()[0]) / 2, cpu
@@ -456,7 +463,7 @@ def main() -> None:
             f"| {label:<42} | {s['p50']:>7} | {s['p90']:>7} | {s['p99']:>7} | {s['max']:>7} | {s['n']:>5} |"
         )
     cpu = ", ".join(f"{name} {ms} ms" for name, ms in result["cpu_ms_per_cancel"].items())
-    print(f"service CPU per cancellation: {cpu}")
+    print(f"service CPU per cancellation (less what it uses idle): {cpu}")
     for name, lines in result["service_errors"].items():
         print(f"# {name} logged errors, e.g. {lines[0]}", file=sys.stderr)
 
