@@ -344,7 +344,7 @@ def profile(pids: dict[str, int], out: str | None, seconds: float) -> list[subpr
     Path(out).mkdir(parents=True, exist_ok=True)
     processes = []
     for name, pid in pids.items():
-        argv = [py_spy, "record", "--pid", str(pid), "--threads", "--format", "raw"]
+        argv = [py_spy, "record", "--pid", str(pid), "--threads", "--gil", "--format", "raw"]
         argv += ["--duration", str(int(seconds)), "--output", str(Path(out) / f"{name}.txt")]
         processes.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # noqa: S603
     return processes
