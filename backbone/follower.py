@@ -159,12 +159,18 @@ class Follower(ABC):
                 await asyncio.wait_for(self._step.wait(), remaining)
         return True
 
-    def _moved_to(self, position: int) -> None:
+    def _announce(self, position: int) -> None:
+        """The log is handled up to `position`: wakes the threads waiting (`wait_past`). Call it
+        from any thread, e.g. right after a commit in this follower's own."""
         self.position = position
-        step, self._step = self._step, asyncio.Event()
-        step.set()
         with self._progress:
             self._progress.notify_all()
+
+    def _moved_to(self, position: int) -> None:
+        """`_announce`, and wakes the tasks waiting (`reached`): on the event loop."""
+        self._announce(position)
+        step, self._step = self._step, asyncio.Event()
+        step.set()
 
     def load_position(self) -> int:
         """The durable position (blocking)."""

@@ -287,7 +287,8 @@ class Projection(Follower):
         return self.read_model.position(self.name)
 
     async def handle(self, batch: Sequence[Recorded]) -> None:
-        await self.blocking(self.apply, batch, self.position, self.leadership.lease)
+        await self.blocking(self._apply_and_announce, batch, self.position, self.leadership.lease)
+        self._moved_to(batch[-1].position)  # before the lag metric's query
         head = await self.blocking(self.app.head)
         metrics.projection_lag.labels(self.name).set(head - batch[-1].position)
 
@@ -306,6 +307,10 @@ class Projection(Follower):
             self._purge_due = True
         if self._purge_due:
             self._purge_due = not self.read_model.purge()
+
+    def _apply_and_announce(self, batch: Sequence[Recorded], previous: int, lease: Lease | None) -> None:
+        self.apply(batch, previous, lease)
+        self._announce(batch[-1].position)  # a request waiting to show its change looks now
 
     async def idle(self) -> None:
         if self._purge_due:  # readers kept the log busy last time: try again

@@ -124,7 +124,10 @@ async def test_a_follower_moves_while_every_thread_of_the_shared_pool_waits_for_
     thing = Thing()
     thing.touch()
     app.save(thing)
-    assert await waiting is True
-    follower.stop()
-    await task
-    shared.shutdown()
+    try:
+        assert await waiting is True
+    finally:
+        follower.stop()
+        await task
+        loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix="asyncio"))  # for the next tests
+        shared.shutdown()
