@@ -68,6 +68,10 @@ from services.notifier.smtp import ConnectFailed, Mailer, without_addresses
 
 log = get_logger(__name__)
 
+COUNT_EVERY_SECONDS = 5.0
+"""How often the `notifier_emails_in_log` gauge is refreshed: counting scans the delivery log,
+which grows, and an email queued meanwhile would wait for the count to finish."""
+
 KEEP_IDLE_SECONDS = 30.0
 """How long an SMTP connection is kept open without work: the next email needs no new
 connection (TCP, greeting, EHLO, perhaps TLS and a login), well within servers' idle timeouts
@@ -132,6 +136,7 @@ class Sender:
         self._templates: dict[UUID, str] = {}  # of the batch in flight, for the metrics
         self._idle: list[aiosmtplib.SMTP] = []  # open connections kept between batches
         self._busy_at = time.monotonic()  # when the last batch was delivered
+        self._counted_at = float("-inf")  # when the gauge was last refreshed
 
     async def run(self) -> None:
         self._wakeup.bind()
@@ -146,7 +151,9 @@ class Sender:
                     continue
                 if time.monotonic() - self._busy_at > KEEP_IDLE_SECONDS:
                     await self._close_idle()  # nothing to send for a while: none kept open
-                await run_sync(self._count)
+                if time.monotonic() - self._counted_at >= COUNT_EVERY_SECONDS:
+                    await run_sync(self._count)
+                    self._counted_at = time.monotonic()
                 metrics.stalled.labels(self.name).set(0)
             except asyncio.CancelledError:
                 for smtp in self._idle:
