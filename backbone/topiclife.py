@@ -209,7 +209,7 @@ async def log_bounds(
                         raise for_code(error_code)(f"ListOffsets {topic}/{partition}")
                     offsets = answer[0] if response.API_VERSION == 0 else [answer[1]]
                     found[TopicPartition(topic, partition)] = offsets[0] if offsets else -1
-    missing = set(partitions) - set(bounds[0]) - set(bounds[1])
+    missing = set(partitions) - (set(bounds[0]) & set(bounds[1]))
     if missing:
         raise LeaderNotAvailableError(f"no offsets for {sorted(missing)}")
     return bounds
