@@ -28,7 +28,7 @@ from backbone.settings import StoreSettings
 from deploy.local.mailcatcher import MailCatcher
 from services.notifier import views
 from services.notifier.application import Notifier
-from services.notifier.domainmodel import CUSTOMER, PARKED, RETRYING, SENDING, SENT, STAFF, WITHDRAWN, Email
+from services.notifier.domainmodel import CUSTOMER, PARKED, RETRYING, SENT, STAFF, WITHDRAWN, Email
 from services.notifier.rendering import Renderer
 from services.notifier.sender import Sender
 from services.notifier.settings import NotifierSettings
@@ -48,7 +48,8 @@ class Harness:
             retry_base_seconds=0.3,
             retry_max_seconds=1,
             sending_lease_seconds=20,
-            **{"smtp_timeout_seconds": 5, **settings},
+            smtp_timeout_seconds=5,
+            **settings,
         )
         store = store or StoreSettings(kind="sqlite", data_dir=root)
         self.vault = Vault(store.vault_url("notifier"), "notifier")
@@ -129,50 +130,6 @@ async def test_each_email_is_delivered_once_with_its_message_id(tmp_path, mail_s
     )
     assert {m.message["Message-ID"] for m in mail_server.messages} == {e.message_id for e in queued}
     assert row["status"] == SENT and row["subject"] == "Welcome to Bookings" and row["sent_at"]
-
-
-async def test_an_email_queued_while_a_batch_is_delivered_does_not_wait_for_that_batch(tmp_path):
-    """A server that holds one message (as a slow one does) holds only its batch: the email
-    queued meanwhile is claimed and sent in a batch of its own, and each is sent once."""
-    import threading
-
-    from aiosmtpd.controller import Controller
-
-    from deploy.local._proc import free_ports
-
-    class Holding:
-        def __init__(self) -> None:
-            self.release = threading.Event()
-            self.received: list[str] = []
-
-        async def handle_DATA(self, server, session, envelope) -> str:
-            if envelope.rcpt_tos[0].startswith("slow@"):
-                await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 60)
-            self.received.append(envelope.rcpt_tos[0])
-            return "250 OK"
-
-    handler = Holding()
-    controller = Controller(handler, hostname="127.0.0.1", port=free_ports(1)[0])
-    controller.start()
-    harness = Harness(tmp_path, controller.port, smtp_timeout_seconds=60)  # held, not timed out
-    try:
-        async with harness.running():
-            slow = harness.queue("slow@example.com")
-            for _ in range(600):  # until the server holds it
-                if harness.status(slow.id) == SENDING:
-                    break
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(0.2)
-            fast = harness.queue("fast@example.com")
-            await harness.until(fast.id, SENT)
-            assert harness.status(slow.id) != SENT and handler.received == ["fast@example.com"]
-            handler.release.set()
-            await harness.until(slow.id, SENT)
-            await asyncio.sleep(0.5)  # anything sent twice would show now
-    finally:
-        handler.release.set()
-        controller.stop()
-    assert sorted(handler.received) == ["fast@example.com", "slow@example.com"]
 
 
 async def test_a_temporary_refusal_is_retried_with_backoff_until_accepted(tmp_path, mail_server):
