@@ -1,7 +1,6 @@
 """Delivering queued emails over SMTP, each exactly once as far as SMTP allows.
 
-Batch by batch (up to `BATCHES_IN_FLIGHT` at once: an email queued while a batch is being
-delivered is claimed and sent at once, not after that batch):
+One batch at a time:
 
 1. the due emails (read model) get an attempt each, recorded in ONE transaction before any of
    them is sent (`Notifier.start_attempts`);
@@ -69,10 +68,6 @@ from services.notifier.smtp import ConnectFailed, Mailer, without_addresses
 
 log = get_logger(__name__)
 
-BATCHES_IN_FLIGHT = 2
-"""Batches delivered at the same time. Each email is claimed by exactly one (its attempt is
-recorded before it is sent, and a recorded attempt makes it not due), as across instances."""
-
 COUNT_EVERY_SECONDS = 5.0
 """How often the `notifier_emails_in_log` gauge is refreshed: counting scans the delivery log,
 which grows, and an email queued meanwhile would wait for the count to finish."""
@@ -138,66 +133,41 @@ class Sender:
         self.connections = connections
         self._key = sealing_private_key
         self._wakeup = Wakeup(notifier)
-        self._templates: dict[UUID, str] = {}  # of the batches in flight, for the metrics
+        self._templates: dict[UUID, str] = {}  # of the batch in flight, for the metrics
         self._idle: list[aiosmtplib.SMTP] = []  # open connections kept between batches
         self._busy_at = time.monotonic()  # when the last batch was delivered
         self._counted_at = float("-inf")  # when the gauge was last refreshed
 
     async def run(self) -> None:
         self._wakeup.bind()
-        in_flight: set[asyncio.Task[None]] = set()
-        try:
-            while True:
-                _raise_if_cancelled()
-                try:
-                    if len(in_flight) >= BATCHES_IN_FLIGHT:
-                        await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-                        continue
-                    await self._read_model_caught_up()
-                    emails = await run_sync(self._claim)
-                    if emails:
-                        batch = asyncio.create_task(self._deliver_in_turn(emails))
-                        in_flight.add(batch)
-                        batch.add_done_callback(in_flight.discard)
-                        continue
-                    if not in_flight and time.monotonic() - self._busy_at > KEEP_IDLE_SECONDS:
-                        await self._close_idle()  # nothing to send for a while: none kept open
-                    if time.monotonic() - self._counted_at >= COUNT_EVERY_SECONDS:
-                        await run_sync(self._count)
-                        self._counted_at = time.monotonic()
-                    if not in_flight:
-                        metrics.stalled.labels(self.name).set(0)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as error:  # the store or read model is down, most likely: retry
-                    await self._failed(error)
-                await self._wakeup.sleep(1.0)
-        except asyncio.CancelledError:
-            for batch in in_flight:  # each records the answers it already has (`deliver`)
-                batch.cancel()
-            await asyncio.gather(*in_flight, return_exceptions=True)
-            for smtp in self._idle:
-                smtp.close()
-            raise
-
-    async def _deliver_in_turn(self, emails: list[Email]) -> None:
-        try:
-            await self.deliver(emails)
-            metrics.stalled.labels(self.name).set(0)
-        except Exception as error:
-            await self._failed(error)
-        finally:
-            self._busy_at = time.monotonic()
-            self._wakeup.set()  # what was queued meanwhile, if the other batches were busy
-
-    async def _failed(self, error: Exception) -> None:
-        cause = await run_sync(cause_of, error, self.notifier.unreachable_stores)
-        metrics.stalled.labels(self.name).set(1)
-        metrics.retries.labels(self.name, cause).inc()
-        if cause == "outage":
-            log.warning("a store is unavailable; the sender retries shortly", error=str(error))
-        else:
-            log.exception("sender cycle failed; retrying shortly", exc_info=error)
+        while True:
+            _raise_if_cancelled()
+            try:
+                await self._read_model_caught_up()
+                emails = await run_sync(self._claim)
+                if emails and await self.deliver(emails):
+                    metrics.stalled.labels(self.name).set(0)
+                    self._busy_at = time.monotonic()
+                    continue
+                if time.monotonic() - self._busy_at > KEEP_IDLE_SECONDS:
+                    await self._close_idle()  # nothing to send for a while: none kept open
+                if time.monotonic() - self._counted_at >= COUNT_EVERY_SECONDS:
+                    await run_sync(self._count)
+                    self._counted_at = time.monotonic()
+                metrics.stalled.labels(self.name).set(0)
+            except asyncio.CancelledError:
+                for smtp in self._idle:
+                    smtp.close()
+                raise
+            except Exception as error:  # the store or read model is down, most likely: retry
+                cause = await run_sync(cause_of, error, self.notifier.unreachable_stores)
+                metrics.stalled.labels(self.name).set(1)
+                metrics.retries.labels(self.name, cause).inc()
+                if cause == "outage":
+                    log.warning("a store is unavailable; the sender retries shortly", error=str(error))
+                else:
+                    log.exception("sender cycle failed; retrying shortly")
+            await self._wakeup.sleep(1.0)
 
     async def send(self, email_ids: list[UUID]) -> bool:
         """Deliver these emails (those still due); False if none was."""
@@ -333,7 +303,7 @@ class Sender:
                 log.exception("cannot record delivery results; retrying", pause_seconds=pause)
                 await asyncio.sleep(pause)
         for outcome in outcomes:
-            template = self._templates.pop(outcome.email_id, "unknown")
+            template = self._templates.get(outcome.email_id, "unknown")
             emails_total.labels(template, _label(outcome)).inc()
 
     # ------------------------------------------------------------------- the store side
@@ -369,7 +339,7 @@ class Sender:
 
     def _prepare(self, emails: list[Email]) -> list[_Ready | Outcome]:
         """Each email with its tenant's branding, or why it will not be sent (in a thread)."""
-        self._templates.update({email.id: email.template for email in emails})
+        self._templates = {email.id: email.template for email in emails}
         now = self.notifier.clock()
         brandings: dict[str, Any] = {}
         prepared: list[_Ready | Outcome] = []
