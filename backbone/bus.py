@@ -67,7 +67,10 @@ def make_broker(bootstrap_servers: str, client_id: str, security: KafkaSecurity 
         client_id=client_id,
         enable_idempotence=True,  # implies acks="all"
         acks="all",
-        linger_ms=5,
+        # No lingering: every publisher of ours sends a whole batch and then awaits its
+        # acknowledgements, and the producer has one request in flight per broker, so records
+        # sent meanwhile batch up anyway; a linger would only delay every relayed event.
+        linger_ms=0,
         request_timeout_ms=30_000,
         # A topic deleted and created again (or given partitions) is noticed within seconds, not
         # the client's default 5 minutes: its consumers rebalance and check their positions.

@@ -13,6 +13,12 @@ it retries, the `consumer_stalled` gauge is 1 for it. It wakes up as
 soon as the application saves something in this process, and polls otherwise (another process,
 or a write that came through another instance).
 
+Its blocking work (the stores) runs in a thread of its own, not in the event loop's shared pool:
+HTTP requests that wait for a follower (read-your-writes, `wait_past`) hold threads of that
+pool, and a follower queued behind them would make them wait out their patience. Whoever waits
+for a follower waits for its progress (`wait_past` from a thread, `reached` on the event loop),
+woken as each batch is handled, never by polling.
+
 With several instances of a service on one store, a follower runs only where it leads
 (`backbone.leadership`): the others stand by and take over within seconds when the leader
 dies. Its position moves by compare-and-set from where the batch started, under its lease
@@ -25,10 +31,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from eventsourcing.persistence import IntegrityError, Tracking
 
@@ -39,6 +49,8 @@ from backbone.leadership import Leadership, Sole
 from backbone.logging import get_logger
 
 log = get_logger(__name__)
+
+R = TypeVar("R")
 
 
 class PositionMoved(Exception):
@@ -108,6 +120,9 @@ class Follower(ABC):
         self.failures = 0
         self.caught_up = asyncio.Event()
         self.leadership: Leadership = Sole(getattr(self, "name", type(self).__name__))
+        self._thread: ThreadPoolExecutor | None = None  # see `blocking`
+        self._progress = threading.Condition()  # notified whenever `position` moves
+        self._step = asyncio.Event()  # set (and replaced) whenever `position` moves
 
     def lead_with(self, leadership: Leadership) -> None:
         """Run only while `leadership` holds (several instances on one store)."""
@@ -116,6 +131,46 @@ class Follower(ABC):
     @property
     def leading(self) -> bool:
         return self.leadership.held
+
+    async def blocking(self, func: Callable[..., R], *args: Any) -> R:
+        """`asyncio.to_thread`, in this follower's own thread (see the module docstring)."""
+        if self._thread is None:
+            name = getattr(self, "name", type(self).__name__)
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"follower:{name}")
+        call = functools.partial(contextvars.copy_context().run, func, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._thread, call)
+
+    def wait_past(self, position: int, timeout: float) -> bool:
+        """Block (a worker thread, not the event loop) until this follower has handled the log
+        beyond `position`, or `timeout` seconds passed. True if it has."""
+        with self._progress:
+            return self._progress.wait_for(lambda: self.position > position, timeout)
+
+    async def reached(self, position: int, patience: float) -> bool:
+        """Wait until this follower has handled the log up to `position`, or `patience`
+        seconds passed. True if it has."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + patience
+        while self.position < position:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._step.wait(), remaining)
+        return True
+
+    def _announce(self, position: int) -> None:
+        """The log is handled up to `position`: wakes the threads waiting (`wait_past`). Call it
+        from any thread, e.g. right after a commit in this follower's own."""
+        self.position = position
+        with self._progress:
+            self._progress.notify_all()
+
+    def _moved_to(self, position: int) -> None:
+        """`_announce`, and wakes the tasks waiting (`reached`): on the event loop."""
+        self._announce(position)
+        step, self._step = self._step, asyncio.Event()
+        step.set()
 
     def load_position(self) -> int:
         """The durable position (blocking)."""
@@ -151,22 +206,25 @@ class Follower(ABC):
                     await self.leadership.release()
         finally:
             await self.leadership.release()
+            if self._thread is not None:
+                self._thread.shutdown(wait=False)
+                self._thread = None
 
     async def _follow(self) -> None:
-        self.position = await asyncio.to_thread(self.load_position)
+        self._moved_to(await self.blocking(self.load_position))
         log.info("follower started", follower=self.name, position=self.position)
         reload = False
         while not self._stopping.is_set() and self.leadership.held:
             try:
                 if reload:
-                    self.position = await asyncio.to_thread(self.load_position)
+                    self._moved_to(await self.blocking(self.load_position))
                     reload = False
-                batch = await asyncio.to_thread(read_log, self.app, self.position, self.batch_size)
+                batch = await self.blocking(read_log, self.app, self.position, self.batch_size)
                 if batch:
                     self.caught_up.clear()
                     with context.working():  # the batch's log lines share a correlation id
                         await self.handle(batch)
-                    self.position = batch[-1].position
+                    self._moved_to(batch[-1].position)
                     self._moving()
                     continue
                 await self.idle()
@@ -186,7 +244,7 @@ class Follower(ABC):
             except Exception as error:
                 self.failures += 1
                 pause = min(self.max_pause, 0.2 * 2**self.failures)
-                cause = await asyncio.to_thread(cause_of, error, self.app.unreachable_stores)
+                cause = await self.blocking(cause_of, error, self.app.unreachable_stores)
                 metrics.stalled.labels(self.name).set(1)
                 metrics.retries.labels(self.name, cause).inc()
                 details = {"follower": self.name, "position": self.position, "attempt": self.failures}

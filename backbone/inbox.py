@@ -35,6 +35,10 @@ checked the same way before anything of it is applied.
 
 eventsourcing is synchronous, so decoding, handlers and the store run in a worker thread;
 only Kafka I/O happens on the event loop.
+
+A record is handed over as soon as the broker has it: the fetch waits at the broker (long
+poll, answered when data arrives), and the subscriber does not pause after an empty poll
+(`prompt_batches`).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 from uuid import UUID
 
@@ -57,6 +62,7 @@ from eventsourcing.persistence import IntegrityError, Tracking
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.subscriber.usecase import BatchSubscriber
 
 from backbone import context, deadletters, metrics, signing, tracing
 from backbone.bus import H_SOURCE, H_SOURCE_POSITION
@@ -66,7 +72,7 @@ from backbone.eventstore import ServiceApplication
 from backbone.faults import classify, is_denied, is_infrastructure
 from backbone.logging import get_logger
 from backbone.personal import UnknownSubject
-from backbone.topiclife import PartitionLife, Verdict, check, life_suffix, topic_ids
+from backbone.topiclife import PartitionLife, Verdict, check, life_suffix, log_bounds, topic_ids
 from backbone.unitofwork import UnitOfWork
 from contracts.catalog import Catalog, DecodeError
 from contracts.envelope import Command, Message
@@ -171,6 +177,7 @@ class Inbox:
             title=f"{name}",
             description=f"The {service} service's tracking consumer (exactly-once effects).",
         )
+        prompt_batches(self.subscriber)
         self.subscriber(self._consume)
 
     # ------------------------------------------------------------------ the Kafka side
@@ -384,8 +391,12 @@ class Inbox:
             ids = {}
         parts = [TopicPartition(*tp) for tp in tps]
         try:
-            starts = {(k.topic, k.partition): v for k, v in (await consumer.beginning_offsets(parts)).items()}
-            ends = {(k.topic, k.partition): v for k, v in (await consumer.end_offsets(parts)).items()}
+            try:  # not behind the fetch in flight (`backbone.topiclife`)
+                first, after = await log_bounds(consumer._client, parts)
+            except (KafkaError, OSError):  # the consumer's own calls retry what can be retried
+                first, after = await consumer.beginning_offsets(parts), await consumer.end_offsets(parts)
+            starts = {(k.topic, k.partition): v for k, v in first.items()}
+            ends = {(k.topic, k.partition): v for k, v in after.items()}
         except (KafkaError, OSError) as error:  # seeking will fail too; the next rebalance checks
             log.warning("cannot read the partitions' offsets", inbox=self.name, error=str(error))
             return set(tps)
@@ -508,6 +519,7 @@ class Inbox:
                 if self.prefetch is not None:
                     ids.update(self.prefetch(body))
         return ids
+
     def _authentic(self, record: Any, plan: _Plan) -> bool:
         """Is the record proven to come from its topic's owner (`backbone.signing`)? If not,
         it is dead-lettered with a final reason and counted, and nothing of it is applied: not
@@ -690,6 +702,25 @@ class Inbox:
                 raise RuntimeError(f"event refused by the domain: {error}") from error
 
         return handle_event
+
+
+class _PromptBatchSubscriber(BatchSubscriber):
+    __slots__ = ()
+
+    async def get_msg(self, consumer: AIOKafkaConsumer) -> tuple[Any, ...]:
+        # `getmany` waits up to the timeout and returns as soon as any record is there; after
+        # an empty one faststream's own version sleeps as long again, so a record arriving
+        # then waited up to `batch_timeout_ms` more.
+        batches = await consumer.getmany(timeout_ms=self.batch_timeout_ms, max_records=self.max_records)
+        return tuple(chain(*batches.values()))
+
+
+def prompt_batches(subscriber: Any) -> None:
+    """Make a faststream batch subscriber hand over records as soon as they are fetched (see
+    `_PromptBatchSubscriber`). Its class is swapped: faststream's subscribers have no hook
+    for this, and the subclass adds no state."""
+    if type(subscriber) is BatchSubscriber:
+        subscriber.__class__ = _PromptBatchSubscriber
 
 
 class _LRU(OrderedDict[UUID, Any]):

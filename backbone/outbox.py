@@ -18,7 +18,6 @@ consumers believe nothing else. Subject keys are sealed for each consuming servi
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -98,10 +97,10 @@ class OutboxRelay(Follower):
     async def publish_subject_keys(self) -> None:
         """Publish this service's new subject keys and erasures on its compacted keys topic."""
         topic = self.topic_for(subject_keys_topic(self.service))
-        while records := await asyncio.to_thread(self.app.vault.unpublished):
-            wire = await asyncio.to_thread(key_records, topic, records, self.keyring.others(self.service))
+        while records := await self.blocking(self.app.vault.unpublished):
+            wire = await self.blocking(key_records, topic, records, self.keyring.others(self.service))
             await send(self.broker, wire, self.signer.sign_record)
-            await asyncio.to_thread(self.app.vault.mark_published, records)
+            await self.blocking(self.app.vault.mark_published, records)
 
     def messages(self, batch: Sequence[Recorded]) -> list[Outgoing]:
         """The messages a batch of recorded events means, as the relay publishes them: same
@@ -122,14 +121,14 @@ class OutboxRelay(Follower):
         return outgoing
 
     async def handle(self, batch: Sequence[Recorded]) -> None:
-        outgoing = await asyncio.to_thread(self._translate_all, batch)
+        outgoing = await self.blocking(self._translate_all, batch)
         # Keys first: no consumer may receive data sealed with a key it cannot get.
         await self.publish_subject_keys()
         if outgoing:
             await publish(self.broker, outgoing, self.signer.sign_record)
             for out in outgoing:
                 metrics.published.labels(out.topic).inc()
-        await asyncio.to_thread(self.commit_position, batch[-1].position)
-        head = await asyncio.to_thread(self.app.head)
+        await self.blocking(self.commit_position, batch[-1].position)
+        head = await self.blocking(self.app.head)
         metrics.outbox_lag.set(head - batch[-1].position)
         log.debug("relayed", relay=self.name, events=len(outgoing), position=batch[-1].position)

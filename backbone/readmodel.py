@@ -18,7 +18,6 @@ given `erases=` purges after every batch that contained such an event.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import operator
 import time
@@ -292,8 +291,9 @@ class Projection(Follower):
         metrics.projection_lag.labels(self.name).set(lag)
 
     async def handle(self, batch: Sequence[Recorded]) -> None:
-        await asyncio.to_thread(self.apply, batch, self.position, self.leadership.lease)
-        head = await asyncio.to_thread(self.app.head)
+        await self.blocking(self._apply_and_announce, batch, self.position, self.leadership.lease)
+        self._moved_to(batch[-1].position)  # before the lag metric's query
+        head = await self.blocking(self.app.head)
         metrics.projection_lag.labels(self.name).set(head - batch[-1].position)
 
     def apply(
@@ -312,9 +312,13 @@ class Projection(Follower):
         if self._purge_due:
             self._purge_due = not self.read_model.purge()
 
+    def _apply_and_announce(self, batch: Sequence[Recorded], previous: int, lease: Lease | None) -> None:
+        self.apply(batch, previous, lease)
+        self._announce(batch[-1].position)  # a request waiting to show its change looks now
+
     async def idle(self) -> None:
         if self._purge_due:  # readers kept the log busy last time: try again
-            self._purge_due = not await asyncio.to_thread(self.read_model.purge)
+            self._purge_due = not await self.blocking(self.read_model.purge)
 
 
 def _engine(url: str) -> Engine:

@@ -32,6 +32,7 @@ from pydantic import ValidationError
 
 from backbone import bus, deadletters, metrics
 from backbone.faults import cause_of, probe_all
+from backbone.inbox import prompt_batches
 from backbone.logging import get_logger
 from backbone.personal import Vault
 from backbone.signing import NOT_FROM_OWNER, Signer, TrustedKey, Verifier, open_subject_key
@@ -101,6 +102,7 @@ class SubjectKeyReceiver:
             title=name,
             description="Subject keys and erasures of the services whose personal data we read.",
         )
+        prompt_batches(self.subscriber)
         self.subscriber(self._receive)
 
     async def _receive(self, message: KafkaMessage) -> None:

@@ -35,6 +35,11 @@ consumers, `backbone.eventstore`), and the old ones stay for the record.
 aiokafka (0.14) speaks Metadata only up to v5, which has no topic ids; Metadata v12 (Kafka
 2.8+, flexible encoding) is defined here with aiokafka's own protocol types. Where the broker
 cannot answer it, the check falls back to the offsets alone (and says so in the log).
+
+A running inbox's checks go over its client's coordination connection, not the one its fetches
+use: Kafka answers a connection's requests in order, and the fetch in flight there waits at the
+broker for new records (up to `fetch_max_wait_ms`, 500 ms), which the batch being checked would
+otherwise sit out (`topic_ids`, `log_bounds`).
 """
 
 from __future__ import annotations
@@ -44,8 +49,12 @@ from io import BytesIO
 from typing import Any, ClassVar
 from uuid import NAMESPACE_URL, UUID, uuid5
 
+from aiokafka import TopicPartition
+from aiokafka.client import ConnectionGroup
+from aiokafka.errors import LeaderNotAvailableError, for_code
 from aiokafka.protocol.abstract import AbstractType
 from aiokafka.protocol.api import Request, RequestStruct, Response
+from aiokafka.protocol.offset import OffsetRequest
 from aiokafka.protocol.types import (
     Boolean,
     CompactArray,
@@ -164,12 +173,46 @@ async def topic_ids(client: Any, topics: list[str]) -> TopicIds:
     if node is None:
         await client.force_metadata_update()
         node = client.get_random_node()
-    response = await client.send(node, _TopicIdsRequest(sorted(set(topics))))
+    request = _TopicIdsRequest(sorted(set(topics)))
+    response = await client.send(node, request, group=ConnectionGroup.COORDINATION)
     found: dict[str, UUID | None] = dict.fromkeys(topics)
     for error_code, name, topic_id, *_ in response.topics:
         if error_code == 0 and topic_id != _ZERO:
             found[name] = topic_id
     return TopicIds(found, response.cluster_id)
+
+
+_EARLIEST, _LATEST = -2, -1  # ListOffsets' timestamps for the log start and the log end
+
+
+async def log_bounds(
+    client: Any, partitions: list[TopicPartition], isolation_level: int = 0
+) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+    """The log start and log end of partitions (as the consumer's `beginning_offsets` and
+    `end_offsets`), asked of their leaders on the client's coordination connection (see the
+    module docstring). Raises aiokafka's errors; the caller may then ask the consumer."""
+    by_leader: dict[int, dict[str, list[int]]] = {}
+    for tp in partitions:
+        leader = client.cluster.leader_for_partition(tp)
+        if leader is None or leader == -1:
+            raise LeaderNotAvailableError(f"no leader known for {tp}")
+        by_leader.setdefault(leader, {}).setdefault(tp.topic, []).append(tp.partition)
+    bounds: tuple[dict[TopicPartition, int], dict[TopicPartition, int]] = ({}, {})
+    for found, timestamp in zip(bounds, (_EARLIEST, _LATEST), strict=True):
+        for leader, topics in by_leader.items():
+            asked = [(topic, [(p, timestamp) for p in parts]) for topic, parts in topics.items()]
+            request = OffsetRequest(-1, isolation_level, asked)
+            response = await client.send(leader, request, group=ConnectionGroup.COORDINATION)
+            for topic, answers in response.topics:
+                for partition, error_code, *answer in answers:
+                    if error_code:
+                        raise for_code(error_code)(f"ListOffsets {topic}/{partition}")
+                    offsets = answer[0] if response.API_VERSION == 0 else [answer[1]]
+                    found[TopicPartition(topic, partition)] = offsets[0] if offsets else -1
+    missing = set(partitions) - (set(bounds[0]) & set(bounds[1]))
+    if missing:
+        raise LeaderNotAvailableError(f"no offsets for {sorted(missing)}")
+    return bounds
 
 
 async def topic_ids_at(bootstrap_servers: str, topics: list[str]) -> TopicIds:

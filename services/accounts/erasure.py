@@ -9,7 +9,6 @@ the vault refuses.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
 from backbone.eventstore import ServiceApplication
@@ -27,7 +26,7 @@ class Eraser(Follower):
         super().__init__(app, batch_size)
 
     async def handle(self, batch: Sequence[Recorded]) -> None:
-        await asyncio.to_thread(self.apply, batch)
+        await self.blocking(self.apply, batch)
 
     def apply(self, batch: Sequence[Recorded]) -> None:
         for recorded in batch:

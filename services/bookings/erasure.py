@@ -51,8 +51,8 @@ class Eraser(Follower):
         for recorded in batch:
             if isinstance(recorded.event, CustomerAccount.Redacted):
                 await self._until_projected(recorded.position)
-                await asyncio.to_thread(self.erase, recorded)
-        await asyncio.to_thread(self.commit_position, batch[-1].position)
+                await self.blocking(self.erase, recorded)
+        await self.blocking(self.commit_position, batch[-1].position)
 
     def erase(self, decision: Recorded) -> None:
         """Carry out one decision to erase (blocking; safe to repeat)."""
@@ -88,5 +88,5 @@ class Eraser(Follower):
         """The bookings to erase are found in the read model: wait until it has every event
         up to the decision (it is a follower of the same log, usually milliseconds behind)."""
         # Its durable position, polled: what counts is what is in the tables.
-        while await asyncio.to_thread(self.read_model.position, self.projection) < position:  # noqa: ASYNC110
+        while await self.blocking(self.read_model.position, self.projection) < position:  # noqa: ASYNC110
             await asyncio.sleep(0.05)

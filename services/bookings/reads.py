@@ -219,12 +219,14 @@ class CustomerReads:
         # Without a cache kept current by the projection, every request reads the tables.
         self.cache = cache if cache is not None else ReadCache(size=0)
         self.summaries = Summaries(size=50_000 if cache is not None else 0)
+        self._projection: CachingProjection | None = None  # `until_shown` waits for its progress
 
     def projection(self, app: ServiceApplication, name: str, **kwargs: Any) -> CachingProjection:
         """The projection of `views` that keeps this cache current."""
-        return CachingProjection(
+        self._projection = CachingProjection(
             app, self.read_model, name, views.projector(self.vault), self.cache, **kwargs
         )
+        return self._projection
 
     # ------------------------------------------------------------------ the answers
 
@@ -287,18 +289,29 @@ class CustomerReads:
     def until_shown(self, booking_id: UUID, version: int, patience: float = 2.0) -> bool:
         """Wait (a little) until the read model shows a booking at `version` or later: a
         customer who just changed it then sees their change on the next page. False if it
-        did not within `patience` seconds (the projection is behind; it will show it later)."""
+        did not within `patience` seconds (the projection is behind; it will show it later).
+
+        Where the projection runs in this process, the wait ends as soon as it has handled its
+        next batch (`Follower.wait_past`); where another instance leads it, the tables are
+        looked at again with a growing pause."""
         deadline = time.monotonic() + patience
         pause = 0.002
         while True:
+            projection = self._projection
+            local = projection is not None and projection.leading
+            seen = projection.position if projection is not None else 0  # before looking
             with self.read_model.engine.connect() as conn:
                 shown = views.booking_version(conn, booking_id)
             if shown is not None and shown >= version:
                 return True
-            if time.monotonic() >= deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 return False
-            time.sleep(pause)
-            pause = min(pause * 2, 0.05)
+            if local and projection is not None:
+                projection.wait_past(seen, remaining)
+            else:
+                time.sleep(min(pause, remaining))
+                pause = min(pause * 2, 0.05)
 
     # ------------------------------------------------------------------ the cached rows
 

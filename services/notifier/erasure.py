@@ -17,7 +17,6 @@ vault through `SubjectKeyReceiver`, which calls `subjects_erased` for the same s
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Sequence
 from uuid import UUID
 
@@ -42,7 +41,7 @@ class Eraser(Follower):
 
     async def handle(self, batch: Sequence[Recorded]) -> None:
         subjects = [s for recorded in batch for s in erasures(recorded.event)]
-        await asyncio.to_thread(self._erase, subjects, batch[-1].position)
+        await self.blocking(self._erase, subjects, batch[-1].position)
 
     def _erase(self, subjects: list[UUID], position: int) -> None:
         for subject_id in subjects:

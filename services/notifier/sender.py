@@ -5,7 +5,7 @@ One batch at a time:
 1. the due emails (read model) get an attempt each, recorded in ONE transaction before any of
    them is sent (`Notifier.start_attempts`);
 2. they are sent over a few SMTP connections in parallel (`SMTP_CONNECTIONS`; kept open from
-   one batch to the next while there is work), each rendered
+   one batch to the next, and for `KEEP_IDLE_SECONDS` without work), each rendered
    in a worker thread just before its transaction (rendering overlaps the others' network
    waits);
 3. each server answer is recorded as soon as it comes: a recorder task commits whatever
@@ -19,6 +19,10 @@ again with the same Message-ID, so that the receiving side can recognise the cop
 whose attempt was recorded but whose transaction had not reached the end of DATA are sent
 again too, but were never delivered: no copy. Nothing else can produce a second copy: a
 replayed or redelivered event finds its email already queued (see `handlers.queue`).
+
+The sender wakes up when the inbox stores a new email, and waits for the read model to show it
+by waiting for the projection's progress (in this process: no polling); it looks for due
+retries once a second otherwise.
 
 A 5xx reply parks the email at once; a 4xx reply or a connection problem is retried with
 exponential backoff (`DeliveryPolicy`), so an SMTP server that is down for minutes loses
@@ -65,6 +69,15 @@ from services.notifier.rendering import Branding, Rendered, Renderer
 from services.notifier.smtp import ConnectFailed, Mailer, without_addresses
 
 log = get_logger(__name__)
+
+COUNT_EVERY_SECONDS = 5.0
+"""How often the `notifier_emails_in_log` gauge is refreshed: counting scans the delivery log,
+which grows, and an email queued meanwhile would wait for the count to finish."""
+
+KEEP_IDLE_SECONDS = 30.0
+"""How long an SMTP connection is kept open without work: the next email needs no new
+connection (TCP, greeting, EHLO, perhaps TLS and a login), well within servers' idle timeouts
+(RFC 5321 asks them to wait at least 5 minutes)."""
 
 emails_total = Counter(
     "notifier_emails_total",
@@ -132,6 +145,8 @@ class Sender:
         self._wakeup = Wakeup(notifier)
         self._templates: dict[UUID, str] = {}  # of the batch in flight, for the metrics
         self._idle: list[aiosmtplib.SMTP] = []  # open connections kept between batches
+        self._busy_at = time.monotonic()  # when the last batch was delivered
+        self._counted_at = float("-inf")  # when the gauge was last refreshed
 
     async def run(self) -> None:
         self._wakeup.bind()
@@ -143,9 +158,13 @@ class Sender:
                     emails = await run_sync(self._claim)
                     if emails and await self.deliver(emails):
                         metrics.stalled.labels(self.name).set(0)
+                        self._busy_at = time.monotonic()
                         continue
-                await self._close_idle()  # nothing to send: no connection kept open
-                await run_sync(self._count)
+                if time.monotonic() - self._busy_at > KEEP_IDLE_SECONDS:
+                    await self._close_idle()  # nothing to send for a while: none kept open
+                if time.monotonic() - self._counted_at >= COUNT_EVERY_SECONDS:
+                    await run_sync(self._count)
+                    self._counted_at = time.monotonic()
                 metrics.stalled.labels(self.name).set(0)
             except asyncio.CancelledError:
                 for smtp in self._idle:
@@ -337,10 +356,9 @@ class Sender:
         head = await run_sync(self.notifier.head)
         deadline = time.monotonic() + patience
         while time.monotonic() < deadline:
-            if self.projection.leading:  # it moves in another task here: a poll is enough
-                if self.projection.position >= head:
-                    return
-                await asyncio.sleep(0.01)
+            if self.projection.leading:  # it moves in another task here: woken as it does
+                await self.projection.reached(head, deadline - time.monotonic())
+                return
             else:  # it runs in another instance (its leader): its stored position
                 if await run_sync(self._projected) >= head:
                     return

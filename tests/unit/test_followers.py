@@ -42,7 +42,7 @@ class Counting(Follower):
 
     async def handle(self, batch: Sequence[Recorded]) -> None:
         self.handled += [r.position for r in batch]
-        await asyncio.to_thread(self.commit_position, batch[-1].position)
+        await self.blocking(self.commit_position, batch[-1].position)
 
 
 @pytest.fixture
@@ -83,3 +83,51 @@ async def test_a_follower_that_lost_a_race_reloads_instead_of_handling_its_tail_
     assert loser.handled == [*range(1, 11), 11, 12]  # the lost batch once, then only new events
     assert loser.failures == 0  # not counted as a failure: no backoff, no error log
     assert app.position("things.counter") == 12
+
+
+async def test_a_save_wakes_the_follower_and_it_wakes_those_waiting_for_it(app):
+    follower = Counting(app)
+    follower.poll_interval = 3600  # only the save in this process can wake it in time
+    task = asyncio.create_task(follower.run())
+    await asyncio.wait_for(follower.caught_up.wait(), timeout=30)
+    head = app.head()
+    # One waiter in a worker thread (an HTTP request's read-your-writes), one on the loop.
+    in_thread = asyncio.create_task(asyncio.to_thread(follower.wait_past, head, 30))
+    on_loop = asyncio.create_task(follower.reached(head + 2, 30))
+    await asyncio.sleep(0.05)
+    assert not in_thread.done() and not on_loop.done()  # nothing new: they wait
+    thing = Thing()
+    thing.touch()
+    await asyncio.to_thread(app.save, thing)
+    assert await in_thread is True
+    assert await on_loop is True
+    assert follower.position == head + 2
+    assert await follower.reached(head + 3, 0.05) is False  # nothing beyond: not reached
+    follower.stop()
+    await task
+
+
+async def test_a_follower_moves_while_every_thread_of_the_shared_pool_waits_for_it(app):
+    """HTTP requests that wait for the projection hold threads of the loop's shared pool; the
+    follower's own store work must not queue behind them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    loop = asyncio.get_running_loop()
+    shared = ThreadPoolExecutor(1)
+    loop.set_default_executor(shared)
+    follower = Counting(app)
+    follower.poll_interval = 3600
+    task = asyncio.create_task(follower.run())
+    await asyncio.wait_for(follower.caught_up.wait(), timeout=30)
+    head = app.head()
+    waiting = loop.run_in_executor(None, follower.wait_past, head, 30)  # the only shared thread
+    thing = Thing()
+    thing.touch()
+    app.save(thing)
+    try:
+        assert await waiting is True
+    finally:
+        follower.stop()
+        await task
+        loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix="asyncio"))  # for the next tests
+        shared.shutdown()

@@ -17,7 +17,7 @@ from services.bookings import views
 from services.bookings.application import CustomerRefused
 from services.bookings.reads import CustomerReads, ReadCache
 from tests.support.bookings import command, pay, place
-from tests.unit.bookings.conftest import TENANT
+from tests.unit.bookings.conftest import COMMANDS, TENANT
 
 
 async def a_booking_with_a_history(harness, http, session):
@@ -244,3 +244,34 @@ async def test_a_cached_summary_is_answered_only_while_it_is_still_true(harness,
     assert (await summary())["cancel"]["reason_code"] == "cutoff_passed"
     harness.now += timedelta(days=7)
     assert (await summary())["cancel"]["reason_code"] == "already_started"
+
+
+async def test_a_customer_waiting_for_the_read_model_is_woken_by_the_running_projection(harness, monkeypatch):
+    """Where the projection runs in this process, `until_shown` waits for its next batch: it
+    does not look at the tables again and again (a confirm used to poll, holding a thread of
+    the pool the projection needed)."""
+    import asyncio
+    import time
+    from types import SimpleNamespace
+
+    from services.bookings import reads
+
+    await harness.hear(harness.accounts.settings(allow_cancel=True))
+    booking_id = await a_booking(harness)
+
+    def no_polling(_: float) -> None:
+        raise AssertionError("until_shown polled")
+
+    monkeypatch.setattr(reads, "time", SimpleNamespace(monotonic=time.monotonic, sleep=no_polling))
+    harness.app._listeners.remove(harness.project)  # the service's projection, not the harness's
+    harness.projection.poll_interval = 3600  # only the save can wake it in time
+    running = asyncio.create_task(harness.projection.run())
+    await asyncio.wait_for(harness.projection.caught_up.wait(), timeout=30)
+    waiting = asyncio.create_task(asyncio.to_thread(harness.reads.until_shown, uuid.UUID(booking_id), 2, 30))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    paid = pay(TENANT, booking_id, "10.00")
+    await harness.inbox.apply([harness._record(COMMANDS, paid)])  # its save wakes the projection
+    assert await waiting is True
+    harness.projection.stop()
+    await running
