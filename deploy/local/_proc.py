@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Self
 
 import structlog
 
@@ -278,3 +280,58 @@ def write_private(path: Path, text: str) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+class LocalServer(abc.ABC):
+    """What the throw-away local servers (`LocalKafka`, `LocalPostgres`, `LocalRedis`) share
+    once started: `close` (stop, and delete a work dir they made), the log's tail, `with`, and
+    a last-resort kill of the process group. Each sets `_proc`, `_work_dir`, `_owns_work_dir`
+    and has `start`, `stop`, `is_running`, `log_file` and `_describe` (for repr)."""
+
+    _proc: subprocess.Popen[bytes] | None
+    _work_dir: Path | None
+    _owns_work_dir: bool
+
+    @abc.abstractmethod
+    def start(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    @abc.abstractmethod
+    def stop(self, *args: Any, **kwargs: Any) -> None: ...
+
+    @property
+    @abc.abstractmethod
+    def is_running(self) -> bool: ...
+
+    @property
+    @abc.abstractmethod
+    def log_file(self) -> Path: ...
+
+    def _describe(self) -> str:
+        return ""
+
+    def close(self) -> None:
+        """Stop, and delete the work dir if it was a temporary one."""
+        self.stop()
+        if self._owns_work_dir and self._work_dir is not None:
+            shutil.rmtree(self._work_dir, ignore_errors=True)
+            Watchdog.get().keep_dir(self._work_dir)
+            self._work_dir = None
+
+    def log_tail(self, max_chars: int = 4000) -> str:
+        return tail(self.log_file, 0, max_chars)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # last resort; the watchdog covers interpreter death
+        with contextlib.suppress(Exception):
+            if self._proc is not None and self._proc.poll() is None:
+                terminate_group(self._proc, sig=signal.SIGKILL)
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running else "stopped"
+        return f"<{type(self).__name__} {state} {self._describe()}>"

@@ -13,7 +13,6 @@ See README.md "Kafka without Docker".
 from __future__ import annotations
 
 import base64
-import contextlib
 import fcntl
 import hashlib
 import os
@@ -27,11 +26,11 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from types import TracebackType
 
 from deploy.local._proc import (
     LOOPBACK,
     InfraError,
+    LocalServer,
     ToolMissingError,
     Watchdog,
     can_connect,
@@ -42,7 +41,6 @@ from deploy.local._proc import (
     read_from,
     run_checked,
     spawn,
-    tail,
     terminate_group,
 )
 
@@ -103,7 +101,7 @@ def render_server_properties(broker_port: int, controller_port: int, data_dir: P
     )
 
 
-class LocalKafka:
+class LocalKafka(LocalServer):
     """One broker+controller JVM on 127.0.0.1, in its own process group.
 
     ``work_dir`` holds server.properties, the data (``data/``), the JVM output (``kafka.log``)
@@ -576,37 +574,8 @@ class LocalKafka:
         log.info("kafka.restarted", bootstrap=self.bootstrap_servers, seconds=elapsed(t0))
         return self.bootstrap_servers
 
-    def close(self) -> None:
-        """Stop, and delete the work dir if it was a temporary one."""
-        self.stop()
-        if self._owns_work_dir and self._work_dir is not None:
-            shutil.rmtree(self._work_dir, ignore_errors=True)
-            Watchdog.get().keep_dir(self._work_dir)
-            self._work_dir = None
-
-    def log_tail(self, max_chars: int = 4000) -> str:
-        return tail(self.log_file, 0, max_chars)
-
-    def __enter__(self) -> LocalKafka:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __del__(self) -> None:  # last resort; the watchdog covers interpreter death
-        with contextlib.suppress(Exception):
-            if self._proc is not None and self._proc.poll() is None:
-                terminate_group(self._proc, sig=signal.SIGKILL)
-
-    def __repr__(self) -> str:
-        state = "running" if self.is_running else "stopped"
-        return f"<LocalKafka {self.version} {state} broker_port={self.broker_port}>"
+    def _describe(self) -> str:
+        return f"{self.version} broker_port={self.broker_port}"
 
 
 class _AddressInUseError(InfraError):

@@ -14,7 +14,6 @@ PostgreSQL refuses to run as root.
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
 import pwd
@@ -27,13 +26,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
 from deploy.local._proc import (
     LOOPBACK,
     InfraError,
+    LocalServer,
     ToolMissingError,
     Watchdog,
     elapsed,
@@ -42,7 +41,6 @@ from deploy.local._proc import (
     read_from,
     run_checked,
     spawn,
-    tail,
     terminate_group,
     write_private,
 )
@@ -150,7 +148,7 @@ def find_bin_dir() -> Path | None:
     return None
 
 
-class LocalPostgres:
+class LocalPostgres(LocalServer):
     """A PostgreSQL server in a fresh data dir on 127.0.0.1:<free port>.
 
     Password authentication (scram-sha-256) for the superuser ``user``/``password``; the unix
@@ -489,36 +487,8 @@ class LocalPostgres:
         log.info("postgres.restarted", port=self.port, seconds=self.timings["restart_s"])
         return self.params
 
-    def close(self) -> None:
-        self.stop()
-        if self._owns_work_dir and self._work_dir is not None:
-            shutil.rmtree(self._work_dir, ignore_errors=True)
-            Watchdog.get().keep_dir(self._work_dir)
-            self._work_dir = None
-
-    def log_tail(self, max_chars: int = 4000) -> str:
-        return tail(self.log_file, 0, max_chars)
-
-    def __enter__(self) -> LocalPostgres:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            if self._proc is not None and self._proc.poll() is None:
-                terminate_group(self._proc, sig=signal.SIGKILL)
-
-    def __repr__(self) -> str:
-        state = "running" if self.is_running else "stopped"
-        return f"<LocalPostgres {state} port={self.port}>"
+    def _describe(self) -> str:
+        return f"port={self.port}"
 
 
 class _AddressInUseError(InfraError):

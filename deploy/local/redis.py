@@ -26,12 +26,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from urllib.parse import quote
 
 from deploy.local._proc import (
     LOOPBACK,
     InfraError,
+    LocalServer,
     ToolMissingError,
     Watchdog,
     elapsed,
@@ -39,7 +39,6 @@ from deploy.local._proc import (
     log,
     read_from,
     spawn,
-    tail,
     terminate_group,
     write_private,
 )
@@ -109,7 +108,7 @@ def find_redis_server() -> Path | None:
     return Path(found) if found else None
 
 
-class LocalRedis:
+class LocalRedis(LocalServer):
     """A Redis server in a fresh work dir on 127.0.0.1:<free port>, password required, nothing
     persisted. It runs in its own process group, registered with the orphan watchdog (see
     ``_watchdog.py``), and the work dir is deleted even if the caller crashes."""
@@ -298,36 +297,8 @@ class LocalRedis:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self._proc.pid, signal.SIGCONT)
 
-    def close(self) -> None:
-        self.stop()
-        if self._owns_work_dir and self._work_dir is not None:
-            shutil.rmtree(self._work_dir, ignore_errors=True)
-            Watchdog.get().keep_dir(self._work_dir)
-            self._work_dir = None
-
-    def log_tail(self, max_chars: int = 4000) -> str:
-        return tail(self.log_file, 0, max_chars)
-
-    def __enter__(self) -> LocalRedis:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            if self._proc is not None and self._proc.poll() is None:
-                terminate_group(self._proc, sig=signal.SIGKILL)
-
-    def __repr__(self) -> str:
-        state = "running" if self.is_running else "stopped"
-        return f"<LocalRedis {state} port={self.port}>"
+    def _describe(self) -> str:
+        return f"port={self.port}"
 
 
 class _AddressInUseError(InfraError):
