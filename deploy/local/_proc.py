@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -283,10 +284,11 @@ def write_private(path: Path, text: str) -> None:
 
 
 class LocalServer(abc.ABC):
-    """What the throw-away local servers (`LocalKafka`, `LocalPostgres`, `LocalRedis`) share
-    once started: `close` (stop, and delete a work dir they made), the log's tail, `with`, and
-    a last-resort kill of the process group. Each sets `_proc`, `_work_dir`, `_owns_work_dir`
-    and has `start`, `stop`, `is_running`, `log_file` and `_describe` (for repr)."""
+    """What the throw-away local servers (`LocalKafka`, `LocalPostgres`, `LocalRedis`) share:
+    a temporary work dir unless given one, `close` (stop, and delete a work dir they made), the
+    log's tail, `with`, and a last-resort kill of the process group. Each sets `_proc`,
+    `_work_dir`, `_owns_work_dir` and `work_dir_prefix`, and has `start`, `stop`, `is_running`,
+    `log_file` and `_describe` (for repr)."""
 
     _proc: subprocess.Popen[bytes] | None
     _work_dir: Path | None
@@ -305,6 +307,15 @@ class LocalServer(abc.ABC):
     @property
     @abc.abstractmethod
     def log_file(self) -> Path: ...
+
+    work_dir_prefix = "booking-"  # of the temporary work dir (when none was given)
+
+    @property
+    def work_dir(self) -> Path:
+        if self._work_dir is None:
+            self._work_dir = Path(tempfile.mkdtemp(prefix=self.work_dir_prefix))
+            Watchdog.get().cleanup_dir(self._work_dir)  # deleted even if we crash
+        return self._work_dir
 
     def _describe(self) -> str:
         return ""

@@ -32,7 +32,6 @@ from deploy.local._proc import (
     InfraError,
     LocalServer,
     ToolMissingError,
-    Watchdog,
     can_connect,
     elapsed,
     free_ports,
@@ -114,6 +113,8 @@ class LocalKafka(LocalServer):
     kills it if this Python process dies (see ``_watchdog.py``).
     """
 
+    work_dir_prefix = "booking-kafka-"
+
     def __init__(
         self,
         *,
@@ -169,13 +170,6 @@ class LocalKafka(LocalServer):
     @property
     def libs_dir(self) -> Path:
         return self.cache_dir / "libs"
-
-    @property
-    def work_dir(self) -> Path:
-        if self._work_dir is None:
-            self._work_dir = Path(tempfile.mkdtemp(prefix="booking-kafka-"))
-            Watchdog.get().cleanup_dir(self._work_dir)  # deleted even if we crash
-        return self._work_dir
 
     @property
     def data_dir(self) -> Path:

@@ -22,7 +22,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,6 @@ from deploy.local._proc import (
     InfraError,
     LocalServer,
     ToolMissingError,
-    Watchdog,
     elapsed,
     free_ports,
     log,
@@ -156,6 +154,8 @@ class LocalPostgres(LocalServer):
     registered with the orphan watchdog (see ``_watchdog.py``).
     """
 
+    work_dir_prefix = "booking-pg-"
+
     def __init__(
         self,
         *,
@@ -214,13 +214,6 @@ class LocalPostgres(LocalServer):
         return found
 
     # ------------------------------------------------------------------ paths
-
-    @property
-    def work_dir(self) -> Path:
-        if self._work_dir is None:
-            self._work_dir = Path(tempfile.mkdtemp(prefix="booking-pg-"))
-            Watchdog.get().cleanup_dir(self._work_dir)  # deleted even if we crash
-        return self._work_dir
 
     @property
     def data_dir(self) -> Path:

@@ -22,7 +22,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,6 @@ from deploy.local._proc import (
     InfraError,
     LocalServer,
     ToolMissingError,
-    Watchdog,
     elapsed,
     free_ports,
     log,
@@ -113,6 +111,8 @@ class LocalRedis(LocalServer):
     persisted. It runs in its own process group, registered with the orphan watchdog (see
     ``_watchdog.py``), and the work dir is deleted even if the caller crashes."""
 
+    work_dir_prefix = "booking-redis-"
+
     def __init__(
         self,
         *,
@@ -154,13 +154,6 @@ class LocalRedis(LocalServer):
         return found
 
     # ------------------------------------------------------------------ paths
-
-    @property
-    def work_dir(self) -> Path:
-        if self._work_dir is None:
-            self._work_dir = Path(tempfile.mkdtemp(prefix="booking-redis-"))
-            Watchdog.get().cleanup_dir(self._work_dir)  # deleted even if we crash
-        return self._work_dir
 
     @property
     def log_file(self) -> Path:
