@@ -378,6 +378,9 @@ class StaffReads:
 
     def __init__(self, reads: CustomerReads):
         self.reads = reads
+        # The read model knows customers by keyed hashes only; the index keeps each tenant's key
+        # once read (one made per request read the vault in a transaction of its own each time).
+        self.index = BlindIndex(reads.vault)
 
     def bookings_json(
         self,
@@ -396,7 +399,7 @@ class StaffReads:
         first, and how many match in all (see `views.staff_bookings`)."""
         reads = self.reads
         rules, custom = reads.rules(tenant_id), reads.custom_statuses(tenant_id)
-        index = BlindIndex(reads.vault)  # the read model knows customers by keyed hashes only
+        index = self.index
         email_token = index.exact(tenant_id, account_email) if account_email else None
         with reads.read_model.engine.connect() as conn:
             rows, total = views.staff_bookings(
