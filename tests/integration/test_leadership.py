@@ -182,6 +182,10 @@ async def test_two_relays_publish_each_event_once_and_the_survivor_takes_over(st
         assert not standby.leading
         assert len(seen) == len(set(seen))  # one leader: each event published once
 
+        # The leading process dies: its task ends without a word and the server drops its
+        # session. Killing the session alone is not a death: the live ex-leader would reconnect
+        # and could win the lock back before the standby's next try.
+        tasks[relays.index(leader)].cancel()
         kill_session(postgres, leader.leadership)
         await until(lambda: standby.leading)
         await asyncio.to_thread(claim, app, 5)
