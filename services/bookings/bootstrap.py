@@ -83,15 +83,16 @@ def bootstrap(settings: BookingsSettings | None = None) -> Service:
     # What the routes are given (Annotated dependencies in api.py, api_staff.py, admin.py).
     http.state.bookings, http.state.reads = bookings, reads
     http.state.staff_reads = StaffReads(reads)  # the staff list and search (reads.py)
-    http.state.customer_session = customer_session(
-        SessionVerifier(load_verify_key(settings.session_public_key_file))
-    )
+    sessions = SessionVerifier(load_verify_key(settings.session_public_key_file))
+    http.state.customer_session = customer_session(sessions)
     # Staff members use the API keys accounts issued, announced on its topic (staffkeys.py).
     http.state.staff_member = staff_member(bookings.staff_key)
     http.state.admin = admin(settings.admin_api_token)
     REFUSALS.install(http)
     for router in (api.router, admin_api.router, api_staff.router):
         http.include_router(router)
+    # The two hot reads answered before routing when they succeed (api.FastReads).
+    http.state.shortcuts.add(api.FastReads(reads, sessions))
     return attach(
         Service(
             name=SERVICE,

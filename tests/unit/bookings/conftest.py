@@ -141,9 +141,11 @@ async def http(harness):
     app = create_api("bookings", "test", "test")
     # As services/bookings/bootstrap.py gives them.
     app.state.bookings, app.state.reads = harness.app, harness.reads
-    app.state.customer_session = customer_session(SessionVerifier(key.public_key()))
+    sessions = SessionVerifier(key.public_key())
+    app.state.customer_session = customer_session(sessions)
     REFUSALS.install(app)
     app.include_router(api.router)
+    app.state.shortcuts.add(api.FastReads(harness.reads, sessions))
     signer = SessionSigner(key)
 
     def headers(session: Session) -> dict[str, str]:
@@ -154,4 +156,5 @@ async def http(harness):
         transport=httpx.ASGITransport(app=app), base_url="http://bookings"
     ) as client:
         client.headers_for = headers  # type: ignore[attr-defined]
+        client.shortcuts = app.state.shortcuts  # type: ignore[attr-defined]
         yield client

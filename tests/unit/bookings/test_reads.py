@@ -275,3 +275,68 @@ async def test_a_customer_waiting_for_the_read_model_is_woken_by_the_running_pro
     assert await waiting is True
     harness.projection.stop()
     await running
+
+
+async def test_the_shortcut_answers_exactly_as_the_routes_and_leaves_them_every_refusal(harness, http, monkeypatch):
+    """`api.FastReads` answers the two hot reads before FastAPI's routing. Each answer must be
+    the route's own, byte for byte; every answer that is not a success must come from the
+    route (the shortcut declines it)."""
+    from services.bookings import api
+
+    both = {"allow_cancel": True, "allow_modify": True}
+    await harness.hear(harness.accounts.settings(**both))
+    ada, bob = await harness.customer("ada@example.com"), await harness.customer("bob@example.com")
+    booking_id = await a_booking_with_a_history(harness, http, ada)
+    other = place(TENANT, "bob@example.com", starts_at=harness.now + timedelta(days=3))
+    await harness.send(other)
+    expired = ada.__class__(
+        ada.account_id, TENANT, ada.session_id, ada.issued_at - timedelta(days=2), ada.issued_at - timedelta(days=1)
+    )
+
+    answered_by: list[str] = []
+    shortcut = http.shortcuts.handlers[0]
+    assert isinstance(shortcut, api.FastReads)
+
+    async def watched(scope):
+        answer = await api.FastReads.__call__(shortcut, scope)
+        answered_by.append("shortcut" if answer is not None else "route")
+        return answer
+
+    monkeypatch.setattr(http.shortcuts, "handlers", [watched])
+
+    async def both_ways(path, headers):
+        http.shortcuts.enabled = True
+        answered_by.clear()
+        fast = await http.get(path, headers=headers)
+        by = answered_by[:]
+        http.shortcuts.enabled = False
+        ordinary = await http.get(path, headers=headers)
+        http.shortcuts.enabled = True
+
+        def shown(response):
+            kept = {k: v for k, v in response.headers.items() if k.lower() != "x-correlation-id"}
+            return response.status_code, kept, response.content
+
+        assert shown(fast) == shown(ordinary), path
+        return fast.status_code, by
+
+    mine, theirs = f"/v1/me/bookings/{booking_id}", f"/v1/me/bookings/{other['booking_id']}"
+    token = http.headers_for(ada)
+    assert await both_ways("/v1/me/bookings", token) == (200, ["shortcut"])
+    assert await both_ways(mine, token) == (200, ["shortcut"])
+    assert await both_ways("/v1/me/bookings", http.headers_for(bob)) == (200, ["shortcut"])
+    # Everything else is the route's to answer.
+    assert await both_ways(theirs, token) == (404, ["route"])  # not hers: not found
+    assert await both_ways(f"/v1/me/bookings/{str(booking_id).upper()}", token) == (200, ["shortcut"])
+    assert await both_ways(mine.replace("-", ""), token) == (200, ["route"])  # (another spelling)
+    assert await both_ways("/v1/me/bookings/not-a-uuid", token) == (422, ["route"])
+    assert await both_ways("/v1/me/bookings", {}) == (401, ["route"])
+    assert await both_ways("/v1/me/bookings", {"Authorization": "Basic abc"}) == (401, ["route"])
+    assert await both_ways("/v1/me/bookings", {"Authorization": token["Authorization"] + "x"}) == (
+        401,
+        ["route"],
+    )
+    assert await both_ways(mine, http.headers_for(expired)) == (401, ["route"])
+    assert await both_ways(f"{mine}/history", token) == (404, ["route"])  # no such route
+    await harness.hear(harness.accounts.settings(customer_logins_enabled=False, **both))  # refused
+    assert await both_ways("/v1/me/bookings", token) == (403, ["route"])
