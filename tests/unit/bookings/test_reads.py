@@ -157,16 +157,21 @@ async def test_a_projection_whose_position_moved_forgets_everything_it_cached(ha
     ada = await harness.customer()
     here = CustomerReads(harness.read_model, harness.app.clock, ReadCache(), vault=harness.app.vault)
     projection_here = here.projection(harness.app, "bookings.views")
+    booking_id = uuid.UUID(await a_booking(harness))
     projection_here.position = projection_here.load_position()
     assert here.account(ada.account_id).archived is False  # cached
+    assert len(here.my_booking(ada, booking_id).history) == 1  # cached: the row and its history
 
-    await harness.hear(harness.accounts.archived(ada.account_id))  # applied by the other instance
+    await harness.send(pay(TENANT, str(booking_id), "10.00"))  # applied by the other instance
+    assert len(here.my_booking(ada, booking_id).history) == 1  # not heard of here yet
+    await harness.hear(harness.accounts.archived(ada.account_id))  # also by the other instance
     assert here.account(ada.account_id).archived is False  # this cache has not heard of it yet
     batch = read_log(harness.app, projection_here.position, 100)
     with pytest.raises(PositionMoved):
         projection_here.apply(batch, previous=projection_here.position)
     projection_here.position = projection_here.load_position()  # what its follower does then
     assert here.account(ada.account_id).archived is True
+    assert len(here.bookings) == 0  # the booking's row and history too
     with pytest.raises(CustomerRefused, match="archived"):
         here.my_bookings(ada)
 
