@@ -11,7 +11,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field
 
 from contracts.wording import refund_note
-from services.bookings.application import Bookings, Preview, Quote
+from services.bookings.application import Bookings, Preview, Quote, Quoted
 from services.bookings.domainmodel import Booking
 from services.bookings.statuses import label
 from services.bookings.terms import Rule, Terms, applicable_rule, zone
@@ -225,7 +225,7 @@ def booking_summary(booking: Booking, bookings: Bookings, custom: Any) -> Bookin
     )
 
 
-def policy_answer(rule: Rule, booking: Booking) -> Policy:
+def policy_answer(rule: Rule, booking: Quoted) -> Policy:
     until = rule.deadline(booking.starts_at)
     timezone = booking.frozen_terms.timezone
     local = until.astimezone(zone(timezone)).strftime("%Y-%m-%d %H:%M")
@@ -280,7 +280,7 @@ def quote_answer(quote: Quote) -> CancellationQuote:
     )
 
 
-def _paid(booking: Booking) -> dict[str, Any]:
+def _paid(booking: Quoted) -> dict[str, Any]:
     """The booking, the version seen, and what was paid: the head of both answers."""
     return {
         "booking_id": booking.id,

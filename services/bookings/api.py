@@ -249,15 +249,11 @@ _BOOKING_DETAIL = TypeAdapter(BookingDetail)
     response_model=CancellationQuote,
     summary="Ask to cancel: what it means",
 )
-async def cancellation_quote(booking_id: UUID, session: Customer, bookings: App) -> CancellationQuote:
+async def cancellation_quote(booking_id: UUID, session: Customer, reads: Reads) -> CancellationQuote:
     """Step 1 of 2. What was paid, what the business will refund (by hand: refunds are not
     automatic), the rule that applies and until when. 409 with the reason when the booking
     cannot be cancelled online."""
-    return await run_sync(
-        counted,
-        "cancel_quote",
-        lambda: answers.quote_answer(bookings.cancellation_quote(session, booking_id)),
-    )
+    return await reads.answer(counted, "cancel_quote", lambda: reads.cancellation_quote(session, booking_id))
 
 
 @router.post(

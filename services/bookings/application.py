@@ -33,7 +33,7 @@ from services.bookings.domainmodel import Booking
 from services.bookings.errors import Refused
 from services.bookings.statuses import PRE, STOP
 from services.bookings.tenants import TenantPolicy, TenantStatuses
-from services.bookings.terms import Action, Rule, applicable_rule
+from services.bookings.terms import Action, Rule, Terms, applicable_rule
 
 # Aggregates that lived in `domainmodel` once: the events stored then name it in their topics.
 # Registered here, where the application that loads them is defined, rather than imported
@@ -101,11 +101,33 @@ class CustomerChanges:
         return hashlib.sha256(body).hexdigest()[:32]
 
 
+class Quoted(Protocol):
+    """What a quote shows of a booking: the aggregate has it, and so has a row of the read
+    model (`reads.QuotedRow`)."""
+
+    @property
+    def id(self) -> UUID: ...
+    @property
+    def code(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def currency(self) -> str: ...
+    @property
+    def amount_paid(self) -> Decimal: ...
+    @property
+    def starts_at(self) -> datetime: ...
+    @property
+    def frozen_terms(self) -> Terms: ...
+
+
 @dataclass(frozen=True)
 class Quote:
     """What a customer is shown before confirming a cancellation."""
 
-    booking: Booking
+    booking: Quoted
     rule: Rule
     deadline: datetime
 

@@ -28,6 +28,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -42,13 +43,13 @@ from backbone.http import NotFound
 from backbone.personal import Vault
 from backbone.readmodel import Project, Projection, ReadModel
 from services.bookings import answers, views
-from services.bookings.answers import BookingDetail, BookingSummary, HistoryEntry
-from services.bookings.application import Clock, admit
+from services.bookings.answers import BookingDetail, BookingSummary, CancellationQuote, HistoryEntry
+from services.bookings.application import Clock, Quote, admit
 from services.bookings.customers import CustomerAccount
 from services.bookings.history import customer_history
 from services.bookings.statuses import PRE, CustomStatus
 from services.bookings.tenants import Rules, TenantPolicy, TenantStatuses
-from services.bookings.terms import Terms
+from services.bookings.terms import Terms, applicable_rule
 
 V = TypeVar("V")
 _MISSING: Any = object()
@@ -133,6 +134,33 @@ class CachingProjection(Projection):
         for cache in self.caches:
             cache.clear()
         return super().load_position()
+
+
+@dataclass(frozen=True)
+class QuotedRow:
+    """A row of `views.bookings` as a quote shows it (`application.Quoted`)."""
+
+    id: UUID
+    code: str
+    version: int
+    status: str
+    currency: str
+    amount_paid: Decimal
+    starts_at: datetime
+    frozen_terms: Terms
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> QuotedRow:
+        return cls(
+            UUID(row["booking_id"]),
+            row["code"],
+            row["version"],
+            row["status"],
+            row["currency"],
+            row["amount_paid"],
+            row["starts_at"],
+            Terms.from_dict(row["terms"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -295,9 +323,7 @@ class CustomerReads:
         not theirs to learn), nor while a pre-booking the tenant does not show."""
         account, rules = self._customer(session)
         custom = self.custom_statuses(session.tenant_id)
-        row, events = self.bookings.get(booking_id, lambda: self._load(_booking_and_history, booking_id))
-        if row is None or not account.owns(row) or (row["status"] == PRE and not rules.show_pre_bookings):
-            raise NotFound("No such booking.")
+        row, events = self._own_booking(account, rules, booking_id)
         now = self.clock()
         shown = self.summaries.get(row["booking_id"], row["version"], rules, custom, now)
         summary = (shown or self.summaries.put(row, rules, custom, now)).summary
@@ -310,6 +336,28 @@ class CustomerReads:
             terms=Terms.from_dict(row["terms"]).as_dict(),
             history=[HistoryEntry(**e) for e in customer_history(events, session.account_id, custom)],
         )
+
+    def cancellation_quote(self, session: Session, booking_id: UUID) -> CancellationQuote:
+        """What cancelling would mean (step 1 of 2), from the read model: what
+        `Bookings.cancellation_quote` tells from the aggregate (a test compares the two). The
+        confirmation checks the rules and the version again, against the aggregate."""
+        account, rules = self._customer(session)
+        row, _ = self._own_booking(account, rules, booking_id)
+        booking = QuotedRow.of(row)
+        rule = applicable_rule("cancel", booking.frozen_terms, rules.terms)
+        refusal = rule.refusal(booking.status, booking.starts_at, self.clock())
+        if refusal is not None:
+            raise refusal
+        return answers.quote_answer(Quote(booking, rule, rule.deadline(booking.starts_at)))
+
+    def _own_booking(self, account: AccountCopy, rules: Rules, booking_id: UUID) -> tuple[dict[str, Any], tuple]:
+        """A booking's row and history rows, if the customer may see it: not found unless it
+        is theirs (never "forbidden": whether someone else's booking exists is not theirs to
+        learn), nor while a pre-booking the tenant does not show."""
+        row, events = self.bookings.get(booking_id, lambda: self._load(_booking_and_history, booking_id))
+        if row is None or not account.owns(row) or (row["status"] == PRE and not rules.show_pre_bookings):
+            raise NotFound("No such booking.")
+        return row, events
 
     def until_shown(self, booking_id: UUID, version: int, patience: float = 2.0) -> bool:
         """Wait (a little) until the read model shows a booking at `version` or later: a

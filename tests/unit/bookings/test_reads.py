@@ -345,3 +345,52 @@ async def test_the_shortcut_answers_exactly_as_the_routes_and_leaves_them_every_
     assert await both_ways(f"{mine}/history", token) == (404, ["route"])  # no such route
     await harness.hear(harness.accounts.settings(customer_logins_enabled=False, **both))  # refused
     assert await both_ways("/v1/me/bookings", token) == (403, ["route"])
+
+
+async def test_the_quote_from_the_read_model_is_the_one_the_aggregate_gives(harness, http):
+    """`reads.cancellation_quote` (what the API answers) against `Bookings.cancellation_quote`
+    (the aggregate's): the same answer, or the same refusal, in every state a booking goes
+    through: paid in part, modified, terms frozen then the tenant's rules changed, the cut-off
+    passed, cancelled; and not found for a booking that is not the customer's."""
+    from services.bookings import answers
+    from services.bookings.application import CustomerRefused as Refused_
+    from services.bookings.errors import Refused
+
+    await harness.hear(
+        harness.accounts.settings(allow_cancel=True, cancel_cutoff={"amount": 2, "unit": "days"}, timezone="Europe/Vienna")
+    )
+    ada, bob = await harness.customer("ada@example.com"), await harness.customer("bob@example.com")
+    booking_id = uuid.UUID(await a_booking(harness))
+    others = place(TENANT, "bob@example.com", starts_at=harness.now + timedelta(days=9))
+    await harness.send(others)
+
+    def both(session, which=booking_id):
+        def outcome(ask):
+            try:
+                return ask().model_dump(mode="json")
+            except (Refused, Refused_) as refused:
+                return ("refused", type(refused).__name__, getattr(refused, "code", None), str(refused))
+            except Exception as error:  # NotFound and the like
+                return ("error", type(error).__name__, str(error))
+
+        from_aggregate = outcome(lambda: answers.quote_answer(harness.app.cancellation_quote(session, which)))
+        from_read_model = outcome(lambda: harness.reads.cancellation_quote(session, which))
+        assert from_read_model == from_aggregate
+        return from_read_model
+
+    assert both(ada)["amount_paid"] == "0.00"
+    await harness.send(pay(TENANT, str(booking_id), "30.00"))
+    quote = both(ada)
+    assert (quote["amount_paid"], quote["refund_due"]) == ("30.00", "30.00")
+    assert "Europe/Vienna" in quote["policy"]["text"]
+    await harness.hear(harness.accounts.settings(allow_cancel=True, cancel_cutoff={"amount": 5, "unit": "days"}))
+    assert "the terms this booking was placed under" in both(ada)["policy"]["text"]  # frozen terms
+    assert both(ada, uuid.UUID(others["booking_id"]))[:2] == ("error", "NotFound")  # not hers
+    assert both(bob, uuid.UUID(others["booking_id"]))["code"]
+    harness.now += timedelta(days=6)  # past the 2-day cut-off of a booking 7 days ahead
+    assert both(ada)[0] == "refused"
+    harness.now -= timedelta(days=6)
+    quote = both(ada)
+    cancelled = await http.post(quote["confirm"]["href"], headers=http.headers_for(ada), json=quote["confirm"]["body"])
+    assert cancelled.status_code == 200, cancelled.text
+    assert both(ada)[0] == "refused"  # cancelled already
