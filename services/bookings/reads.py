@@ -1,5 +1,6 @@
-"""The customers' read path: their bookings, and one booking in full, answered from the read
-model (`views`) and never by replaying an aggregate from the event store.
+"""The customers' read path: their bookings, one booking in full and what cancelling it would
+mean, answered from the read model (`views`) and never by replaying an aggregate from the event
+store.
 
 Every request needs the customer's account copy (may they use these endpoints at all?) and
 their tenant's rules and custom statuses (what may they do with each booking, and what is each
