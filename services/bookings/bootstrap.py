@@ -127,5 +127,7 @@ def bootstrap(settings: BookingsSettings | None = None) -> Service:
                 Eraser(bookings, read_model, projection.name),
             ],
             consumers=[inbox, keys],
+            # A standby instance (another leads the projection) keeps its read caches current.
+            workers=[projection.keep_caches_current],
         )
     )

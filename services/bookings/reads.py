@@ -5,13 +5,15 @@ store.
 Every request needs the customer's account copy (may they use these endpoints at all?) and
 their tenant's rules and custom statuses (what may they do with each booking, and what is each
 status called?). Those rows change rarely and are read on every request, so each process keeps
-them in a `ReadCache`. The projection that fills the read model keeps it current
-(`CachingProjection`): after each batch has committed it forgets the entries of the aggregates
-that batch touched, and when it finds that its position moved under it (an operator's rebuild
-switched the tables, or another instance of the service applied those events) it forgets them
-all, since it cannot know what changed. A cached entry is therefore never older than what this
-process's projection has applied, and with several instances on one read model, at most about
-one poll interval of the projection older than the tables.
+them in a `ReadCache`, and so it does a booking's row and history for its page. The
+projection that fills the read model keeps them current (`CachingProjection`): after each
+batch has committed it forgets the entries of the aggregates that batch touched, and when it
+finds that its position moved under it (an operator's rebuild switched the tables, or another
+instance of the service applied those events) it forgets them all, since it cannot know what
+changed. With several instances on one read model only one leads the projection; the others
+keep serving reads, and each forgets what the leader applied by following the stored position
+(`keep_caches_current`). A cached entry is therefore never older than what this process's
+projection has applied, and on a standby at most about `STANDBY_INTERVAL` older than the tables.
 
 What this path shows may lag the event store by the projection's delay (usually milliseconds):
 the version it shows is the one a customer confirms against, and every confirmation checks the
@@ -41,6 +43,7 @@ from backbone.credentials import Session
 from backbone.eventstore import Lease, ServiceApplication
 from backbone.follower import Recorded
 from backbone.http import NotFound
+from backbone.logging import get_logger
 from backbone.personal import Vault
 from backbone.readmodel import Project, Projection, ReadModel
 from services.bookings import answers, views
@@ -54,6 +57,10 @@ from services.bookings.terms import Terms, applicable_rule
 
 V = TypeVar("V")
 _MISSING: Any = object()
+log = get_logger(__name__)
+
+STANDBY_INTERVAL = 0.25  # seconds: how far a standby instance's caches may lag the tables
+STANDBY_MAX_GAP = 50_000  # events: past this, a standby forgets everything rather than read them
 
 # The cache's keys, the ids of the aggregates the cached values copy: uuid5 hashes on every
 # request otherwise (three a request, about 5 % of a read's CPU).
@@ -135,6 +142,46 @@ class CachingProjection(Projection):
         for cache in self.caches:
             cache.clear()
         return super().load_position()
+
+    async def keep_caches_current(self, interval: float = STANDBY_INTERVAL) -> None:
+        """While another instance leads this projection, this one still answers reads from its
+        caches: forget what the leader applied (`forget_applied`, every `interval`). An entry
+        is therefore at most about `interval` older than the tables on a standby. The leader
+        forgets on its own, as it applies (`apply`). A service worker (`bootstrap.py`), until
+        cancelled; its queries run in this follower's own thread (`blocking`): the shared pool
+        may be full of requests."""
+        seen = await self.blocking(self.read_model.position, self.name)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                seen = await self.blocking(self.forget_applied, seen)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # the read model is down: the readiness probe says so
+                log.warning("standby cache keeper: read model unavailable", error=str(error))
+                for cache in self.caches:
+                    cache.clear()
+
+    def forget_applied(self, seen: int) -> int:
+        """Forget the entries of the aggregates whose events the projection applied since it
+        was at `seen`, unless this instance leads it; give its stored position. The ids come
+        from the log's index only (nothing decoded); a position that went back (a rebuild) or
+        a gap too long to read forgets everything (blocking)."""
+        stored = self.read_model.position(self.name)
+        if stored == seen or self.leading:
+            return stored
+        touched: set[UUID] | None = None
+        if seen < stored <= seen + STANDBY_MAX_GAP:
+            notifications = self.app.recorder.select_notifications(
+                start=seen, limit=stored - seen, stop=stored, inclusive_of_start=False
+            )
+            touched = {n.originator_id for n in notifications}
+        for cache in self.caches:
+            if touched is None:
+                cache.clear()
+            else:
+                cache.forget(touched)
+        return stored
 
 
 @dataclass(frozen=True)

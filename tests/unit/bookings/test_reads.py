@@ -6,6 +6,7 @@ rebuild moved the projection's position."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from datetime import timedelta
 
@@ -394,3 +395,43 @@ async def test_the_quote_from_the_read_model_is_the_one_the_aggregate_gives(harn
     cancelled = await http.post(quote["confirm"]["href"], headers=http.headers_for(ada), json=quote["confirm"]["body"])
     assert cancelled.status_code == 200, cancelled.text
     assert both(ada)[0] == "refused"  # cancelled already
+
+
+async def test_a_standby_instance_forgets_what_the_leader_applied(harness):
+    """Several instances on one read model: one leads the projection (here, the harness's),
+    the others stand by and keep answering reads from their caches. A standby follows the
+    stored position (`keep_caches_current`, a step every 0.25 s) and forgets what the leader
+    applied: a payment shows on the booking's page, an archived account is refused, at the
+    next step, not at the next restart."""
+
+    class StandingBy:  # another instance holds the projection's lock (backbone.leadership)
+        held, lease = False, None
+
+    await harness.hear(harness.accounts.settings(allow_cancel=True))
+    ada = await harness.customer()
+    booking_id = uuid.UUID(await a_booking(harness))
+    standby = CustomerReads(harness.read_model, harness.app.clock, ReadCache(), vault=harness.app.vault)
+    keeper = standby.projection(harness.app, "bookings.views")
+    keeper.lead_with(StandingBy())
+    seen = keeper.forget_applied(0)  # (everything so far: what it cached at the start is current)
+    assert len(standby.my_booking(ada, booking_id).history) == 1  # cached
+
+    await harness.send(pay(TENANT, str(booking_id), "10.00"))  # the leader applies it
+    paid = harness.reads.my_booking(ada, booking_id).model_dump()  # as the leader shows it
+    assert len(paid["history"]) > 1
+    assert len(standby.my_booking(ada, booking_id).history) == 1  # not heard of yet
+    seen = keeper.forget_applied(seen)
+    assert standby.my_booking(ada, booking_id).model_dump() == paid
+
+    await harness.hear(harness.accounts.archived(ada.account_id))
+    assert standby.account(ada.account_id).archived is False
+    seen = keeper.forget_applied(seen)
+    with pytest.raises(CustomerRefused, match="archived"):
+        standby.my_bookings(ada)
+
+    keeper.lead_with(harness.projection.leadership)  # leading: its own `apply` forgets
+    assert keeper.forget_applied(seen) == seen
+    assert keeper.forget_applied(seen - 1) == seen and len(standby.cache) > 0  # leader: no forgetting
+    keeper.lead_with(StandingBy())
+    keeper.forget_applied(seen + 1)  # the position went back (an operator's rebuild)
+    assert len(standby.cache) == 0 and len(standby.bookings) == 0
