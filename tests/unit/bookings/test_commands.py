@@ -9,9 +9,11 @@ from decimal import Decimal
 
 import pytest
 
+from backbone.blindindex import BlindIndex
 from backbone.follower import read_log
 from contracts import bookings as contract
 from contracts.personal import Sealed
+from services.bookings import views
 from services.bookings.domainmodel import Booking
 from services.bookings.integration import translator
 from tests.support.bookings import command, line, pay, place
@@ -331,3 +333,32 @@ async def test_the_relay_derives_each_booking_event_from_the_state_it_kept_as_th
     assert messages(bookings_events[0], skipping) == following[log.index(bookings_events[0])]
     later = bookings_events[3:]
     assert [messages(r, skipping) for r in later] == [following[log.index(r)] for r in later]
+
+
+async def test_staff_find_bookings_by_customer_words_placed_and_changed_in_one_projected_batch(harness):
+    # The projection writes a new booking's search tokens with the batch (no DELETE first);
+    # a change of the name in the same batch still replaces them, in order.
+    ada = place(TENANT, "ada@example.com", starts_at=in_a_week(harness))
+    grace = place(TENANT, "grace@example.com", starts_at=in_a_week(harness))
+    rename = command(
+        "ModifyBooking",
+        TENANT,
+        ada["booking_id"],
+        customer={"name": "Ada King"},
+        override_customer_rules=True,
+    )
+    await harness.send(ada, grace, rename)
+    assert harness.outcome(rename)["outcome"] == "accepted", harness.outcome(rename)
+    index = BlindIndex(harness.app.vault)
+
+    def found(query):
+        with harness.read_model.engine.connect() as conn:
+            rows, _ = views.staff_bookings(
+                conn, TENANT, customer=query, customer_tokens=index.query_tokens(TENANT, query)
+            )
+        return {row["booking_id"] for row in rows}
+
+    assert found("ada king") == {ada["booking_id"]}
+    assert found("grace") == {grace["booking_id"]}
+    assert found("test customer") == {grace["booking_id"]}  # Ada's old name is gone
+    assert found("example") == {ada["booking_id"], grace["booking_id"]}
