@@ -63,7 +63,7 @@ class BookingsAsRelayed:
 
     A booking's integration events carry its state after the event (amount paid, balance due).
     Read from the store, that was one query and one replay (JSON decoding, opening its sealed
-    personal data) per event: most of the relay's time, and what made a RecordPayment cost
+    personal data) per event: most of the relay's time, and what made a RecordPayment cost two to
     2.7 times a PlaceBooking end to end. The relay follows the log in order, so each booking's
     events come one version after the other: the state kept for the previous version plus the
     event is the state after it. Anything else (a version skipped, a booking not kept, an event
