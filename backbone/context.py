@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from uuid import UUID, uuid4
 
 from backbone import tracing
@@ -33,9 +33,15 @@ class Cause:
     traceparent: str | None = None  # the span in effect, when tracing is on
 
     def as_meta(self) -> dict[str, str | None]:
-        meta = asdict(self)
-        if self.traceparent is None:
-            del meta["traceparent"]
+        # By hand: `dataclasses.asdict` (a recursive deep copy) was most of an event's cost.
+        meta = {
+            "correlation_id": self.correlation_id,
+            "causation_id": self.causation_id,
+            "actor": self.actor,
+            "tenant_id": self.tenant_id,
+        }
+        if self.traceparent is not None:
+            meta["traceparent"] = self.traceparent
         return meta
 
     @classmethod

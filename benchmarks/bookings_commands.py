@@ -5,9 +5,11 @@
 In process, on the service's real store (a SQLite file in a temporary directory, as in
 production by default) and its real inbox code path: batches of hand-built Kafka records go
 through decoding, the receipts, the handlers and one store transaction per batch, exactly as
-consumed records do (the broker's own cost is not in these figures). Then the read model is
-built by the projection, and a customer with many bookings lists them through the HTTP code.
-Prints figures; asserts nothing.
+consumed records do (the broker's own cost is not in these figures, nor are the signatures:
+no verifier). The outbox relay's translation of the events they recorded follows (not
+published). Then the read model is built by the projection, and a customer with many bookings
+lists them through the HTTP code. Prints rates and CPU time (which a busy machine distorts
+less than rates); asserts nothing.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from contracts.catalog import ALL_COMMANDS, ALL_EVENTS, Catalog
 from services.bookings import views
 from services.bookings.application import Bookings
 from services.bookings.handlers import HANDLERS, prefetch
+from services.bookings.integration import translator
 from tests.support.bookings import pay, place
 
 TENANT = "bench"
@@ -66,26 +69,39 @@ async def main(args: argparse.Namespace) -> None:
         start = datetime.now(UTC) + timedelta(days=30)
         placed = [place(TENANT, f"guest{i % 50}@example.com", starts_at=start) for i in range(args.bookings)]
         payments = [pay(TENANT, body["booking_id"], "30.00") for body in placed]
-        offset = 0
+        offset, relayed, translate = 0, 0, translator(app)
         for label, bodies in (("PlaceBooking", placed), ("RecordPayment", payments)):
-            began = time.perf_counter()
+            began, cpu = time.perf_counter(), time.process_time()
             for i in range(0, len(bodies), args.batch):
                 batch = records(bodies[i : i + args.batch], offset)
                 offset += len(batch)
                 await inbox.apply(batch)
-            seconds = time.perf_counter() - began
+            seconds, cpu = time.perf_counter() - began, time.process_time() - cpu
             rate = len(bodies) / seconds
-            print(f"{label:14} {len(bodies):6} commands in {seconds:6.2f} s: {rate:7.0f} commands/s")
+            print(
+                f"{label:14} {len(bodies):6} commands in {seconds:6.2f} s: {rate:7.0f} commands/s, "
+                f"{cpu * 1000 / len(bodies):.2f} ms CPU each"
+            )
+            # What the outbox relay derives from them (not published: no broker here).
+            events, cpu = read_log(app, relayed, 1_000_000), time.process_time()
+            for recorded in events:
+                list(translate(recorded))
+            cpu, relayed = time.process_time() - cpu, events[-1].position
+            per_command = cpu * 1000 / len(bodies)
+            print(f"{'  relay':14} {len(events):6} events translated: {per_command:.2f} ms CPU per command")
 
         read_model = ReadModel(store.views_url("bookings"), views.metadata)
         read_model.create()
         projection = Projection(app, read_model, "bookings.views", views.projector(app.vault))
-        began, events = time.perf_counter(), 0
+        began, cpu, events = time.perf_counter(), time.process_time(), 0
         while batch := read_log(app, read_model.position("bookings.views"), 1000):
             projection.apply(batch)
             events += len(batch)
-        seconds = time.perf_counter() - began
-        print(f"{'projection':14} {events:6} events   in {seconds:6.2f} s: {events / seconds:7.0f} events/s")
+        seconds, cpu = time.perf_counter() - began, time.process_time() - cpu
+        print(
+            f"{'projection':14} {events:6} events   in {seconds:6.2f} s: {events / seconds:7.0f} events/s, "
+            f"{cpu * 1_000_000 / events:.0f} µs CPU each"
+        )
 
         # The listing finds a customer's bookings by the blind-index token of their verified
         # email (computed once per request), then opens the sealed contact details of each row

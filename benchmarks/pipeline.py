@@ -10,11 +10,14 @@ then measures, in one run on that broker:
 * pipe:        a raw aiokafka consume -> produce copy (manual offsets, idempotent producer,
                acks=all), the ceiling any consumer of ours can reach on this broker and machine;
 * end to end:  documented commands (PlaceBooking v2, then a RecordPayment for each booking)
-               published to `bookings.commands` by an outside producer, applied by the real
-               bookings service (its own OS process, SQLite store), until every command's
+               published to `bookings.commands` by an outside producer (a registered command
+               publisher, each command signed with its key, as bookings requires), applied by
+               the real bookings service (its own OS process, on SQLite and then on PostgreSQL
+               started by `deploy.local` unless POSTGRES_HOST names one), until every command's
                `CommandOutcome` is on `bookings.command-outcomes`; printed with its ratio to
                the pipe, and the service process's CPU time per command (a figure that a
-               machine busy with other work does not distort as it does rates);
+               machine busy with other work does not distort as it does rates). Every outcome
+               must be "accepted": a run whose commands were refused measures nothing;
 * rebuild:     the bookings read model rebuilt from 10k, 100k (and, without --quick, 1M)
                events by `ops.rebuild` (shadow + switch), to see whether the rate stays flat.
 
@@ -38,14 +41,17 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from backbone import bus
 from contracts.topics import BOOKINGS_COMMAND_OUTCOMES, BOOKINGS_COMMANDS
 from deploy.local.kafka import LocalKafka
+from deploy.local.postgres import LocalPostgres, PostgresParams
 from ops import registry
 from ops.rebuild import Rebuild
 
@@ -67,6 +73,27 @@ class Row:
 
 
 # ------------------------------------------------------------------------------ the broker
+
+
+@contextlib.contextmanager
+def postgresql(wanted: bool) -> Iterator[PostgresParams | None]:
+    """The PostgreSQL server named by POSTGRES_HOST (+ _PORT, _USER, _PASSWORD), or one of
+    `deploy.local` started for the run (synchronous_commit on, fsync on)."""
+    if not wanted:
+        yield None
+    elif os.environ.get("POSTGRES_HOST"):
+        yield PostgresParams(
+            os.environ["POSTGRES_HOST"],
+            int(os.environ.get("POSTGRES_PORT", "5432")),
+            os.environ.get("POSTGRES_USER", "postgres"),
+            os.environ.get("POSTGRES_PASSWORD", ""),
+        )
+    else:
+        server = LocalPostgres()
+        try:
+            yield server.start()
+        finally:
+            server.close()
 
 
 @contextlib.contextmanager
@@ -92,19 +119,37 @@ def _producer(servers: str) -> AIOKafkaProducer:
     )
 
 
-async def _send(servers: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+async def _send(
+    servers: str, topic: str, records: list[tuple[bytes, bytes]] | list[tuple[bytes, bytes, dict[str, str]]]
+) -> None:
     producer = _producer(servers)
     await producer.start()
     try:
-        futures = [await producer.send(topic, value, key=key) for key, value in records]
+        futures = [
+            await producer.send(
+                topic,
+                r[1],
+                key=r[0],
+                headers=[(k, v.encode()) for k, v in (r[2] if len(r) > 2 else {}).items()],
+            )
+            for r in records
+        ]
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
 
 
-async def _count(servers: str, topic: str, expected: int, ready: asyncio.Event, patience: float) -> float:
+async def _count(
+    servers: str,
+    topic: str,
+    expected: int,
+    ready: asyncio.Event,
+    patience: float,
+    outcomes: dict[str, int] | None = None,
+) -> float:
     """Read `topic` from its end (as of `ready`) until `expected` more records arrived; returns
-    the monotonic time the last one was read."""
+    the monotonic time the last one was read. With `outcomes`, each record is a command's
+    outcome, counted there by its `outcome`."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=servers,
@@ -128,6 +173,10 @@ async def _count(servers: str, topic: str, expected: int, ready: asyncio.Event, 
                 raise TimeoutError(f"{topic}: {seen} of {expected} records after {patience:.0f} s")
             batches = await consumer.getmany(timeout_ms=200, max_records=5000)
             seen += sum(len(records) for records in batches.values())
+            if outcomes is not None:
+                for record in chain.from_iterable(batches.values()):
+                    outcome = orjson.loads(record.value).get("outcome", "?")
+                    outcomes[outcome] = outcomes.get(outcome, 0) + 1
         return time.monotonic()
     finally:
         await consumer.stop()
@@ -203,12 +252,20 @@ def _pay(booking_id: uuid.UUID) -> dict[str, Any]:
     return pay(TENANT, booking_id, "30.00")
 
 
-async def end_to_end(servers: str, count: int, root: Path) -> list[Row]:
-    """PlaceBooking then RecordPayment commands through the real bookings service (an OS
-    process on a SQLite store), from the first send to the last outcome read back."""
-    from tests.support.system import System
+STORES = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
 
-    system = System(root, servers, smtp_port=1)
+
+async def end_to_end(
+    servers: str, count: int, root: Path, store: str = "sqlite", postgres: PostgresParams | None = None
+) -> list[Row]:
+    """PlaceBooking then RecordPayment commands through the real bookings service (an OS
+    process on a SQLite or PostgreSQL store), from the first send to the last outcome read
+    back. The commands are signed by a registered publisher, as bookings requires: refused
+    ones (unsigned, say) would be answered too, and much faster, so any outcome but
+    "accepted" fails the run."""
+    from tests.support.system import System, command_record
+
+    system = System(root, servers, smtp_port=1, store=store, postgres=postgres)
     system.start("bookings")
     rows = []
     try:
@@ -220,17 +277,20 @@ async def end_to_end(servers: str, count: int, root: Path) -> list[Row]:
             ("PlaceBooking", [_place(i, starts) for i in ids]),
             ("RecordPayment", [_pay(i) for i in ids]),
         ):
-            ready = asyncio.Event()
-            reader = asyncio.create_task(_count(servers, outcomes, count, ready, patience=900))
+            records = [command_record(body) for body in bodies]  # signed before the clock starts
+            ready, tally = asyncio.Event(), {}
+            reader = asyncio.create_task(
+                _count(servers, outcomes, count, ready, patience=900, outcomes=tally)
+            )
             await ready.wait()
             cpu = _cpu_seconds(system.bookings.proc.pid)
             began = time.monotonic()
-            await _send(
-                servers, commands, [(b["booking_id"].encode(), json.dumps(b).encode()) for b in bodies]
-            )
+            await _send(servers, commands, records)
             ended = await reader
-            row = Row(f"end to end, SQLite: {label}", count, ended - began, "commands/s")
+            row = Row(f"end to end, {STORES[store]}: {label}", count, ended - began, "commands/s")
             row.cpu_ms = (_cpu_seconds(system.bookings.proc.pid) - cpu) * 1000 / count
+            if tally != {"accepted": count}:
+                raise RuntimeError(f"{row.what}: outcomes {tally}, not {count} accepted; see {root}")
             rows.append(row)
         if system.bookings.errors():
             print("\n".join(system.bookings.errors()[:5]), file=sys.stderr)
@@ -274,7 +334,9 @@ def rebuild(servers: str, events: int, root: Path) -> Row:
 # ------------------------------------------------------------------------------ main
 
 
-async def measure(args: argparse.Namespace, servers: str, root: Path) -> list[Row]:
+async def measure(
+    args: argparse.Namespace, servers: str, root: Path, postgres: PostgresParams | None = None
+) -> list[Row]:
     rows: list[Row] = []
     report = print if not args.json else (lambda *a, **k: print(*a, **k, file=sys.stderr))
     parts = args.parts.split(",")
@@ -283,10 +345,11 @@ async def measure(args: argparse.Namespace, servers: str, root: Path) -> list[Ro
         raw = await pipe(servers, args.pipe, partitions=3)
         rows.append(raw)
         report(_line(raw), flush=True)
-    for row in await end_to_end(servers, args.commands, root / "e2e") if "e2e" in parts else ():
-        row.ratio = row.rate / raw.rate if raw else None
-        rows.append(row)
-        report(_line(row), flush=True)
+    for store in args.stores.split(",") if "e2e" in parts else ():
+        for row in await end_to_end(servers, args.commands, root / f"e2e-{store}", store, postgres):
+            row.ratio = row.rate / raw.rate if raw else None
+            rows.append(row)
+            report(_line(row), flush=True)
     for n, events in enumerate(args.rebuild if "rebuild" in parts else ()):
         row = await asyncio.to_thread(rebuild, servers, events, root / f"rebuild-{n}")
         rows.append(row)
@@ -309,6 +372,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON on stdout")
     parser.add_argument("--parts", default="pipe,e2e,rebuild", help="comma-separated: pipe, e2e, rebuild")
     parser.add_argument("--commands", type=int, help="commands of each kind end to end")
+    parser.add_argument("--stores", default="sqlite,postgres", help="end to end on: sqlite, postgres")
     args = parser.parse_args()
     args.pipe = 20_000 if args.quick else 100_000
     args.commands = args.commands or (2_000 if args.quick else 10_000)
@@ -321,8 +385,12 @@ def main() -> None:
         print(f"# booking-accounts pipeline benchmark, {when:%Y-%m-%d %H:%M} UTC, {machine}")
         print(f"| {'what':<40} | {'count':>9} | {'time':>9} | {'rate':>20} | {'/pipe':>6} | {'CPU/cmd':>9} |")
         print(f"|{'-' * 42}|{'-' * 11}|{'-' * 11}|{'-' * 22}|{'-' * 8}|{'-' * 11}|")
-    with kafka() as servers, tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
-        rows = asyncio.run(measure(args, servers, Path(tmp)))
+    with (
+        kafka() as servers,
+        postgresql("e2e" in args.parts.split(",") and "postgres" in args.stores.split(",")) as postgres,
+        tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp,
+    ):
+        rows = asyncio.run(measure(args, servers, Path(tmp), postgres))
     if args.json:
         print(
             json.dumps(

@@ -8,6 +8,7 @@ from accounts (`accounts.events`) update this service's copies of accounts and t
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -244,7 +245,14 @@ def _booking(uow: UnitOfWork, command: Any) -> Booking:
 
 
 def _policy(uow: UnitOfWork, tenant_id: str) -> TenantPolicy:
-    return uow.get(TenantPolicy, TenantPolicy.create_id(tenant_id)) or TenantPolicy.default(tenant_id)
+    return uow.get(TenantPolicy, TenantPolicy.create_id(tenant_id)) or _default_policy(tenant_id)
+
+
+@functools.lru_cache(maxsize=1024)
+def _default_policy(tenant_id: str) -> TenantPolicy:
+    """The rules of a tenant nothing was heard of, made once: only read here, never saved (a
+    new aggregate per command was a tenth of a PlaceBooking's time in the handler)."""
+    return TenantPolicy.default(tenant_id)
 
 
 def _tenant_statuses(uow: UnitOfWork, tenant_id: str) -> TenantStatuses:

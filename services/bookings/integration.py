@@ -2,13 +2,18 @@
 
 One domain event, one integration event (or none): the relay derives each message's id from
 the stored event, so a re-publication is the same message. Personal data goes out sealed with
-the booking's subject key; a booking whose customer was erased goes out erased.
+the booking's subject key; a booking whose customer was erased goes out erased. A booking's
+state after each event comes from the one the relay kept after the previous event
+(`BookingsAsRelayed`), not from the store.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any, Union
+from uuid import UUID
 
 from faststream.kafka import KafkaBroker
 
@@ -31,15 +36,18 @@ SERVICE = "bookings"
 
 
 def translator(app: Bookings):
+    bookings = BookingsAsRelayed(app)
+
     def translate(recorded: Recorded) -> Iterator[Outgoing]:
         event = recorded.event
-        if isinstance(event, Booking.Placed):
-            yield _event(placed(app, recorded))
-        elif isinstance(event, Booking.Event) and type(event) in _BOOKING_EVENTS:
-            booking = app.repository.get(event.originator_id, version=event.originator_version)
-            message = _BOOKING_EVENTS[type(event)](app, recorded, booking)
-            if message is not None:
-                yield _event(message)
+        if isinstance(event, Booking.Event):
+            booking = bookings.after(event)
+            if isinstance(event, Booking.Placed):
+                yield _event(placed(app, recorded))
+            elif type(event) in _BOOKING_EVENTS:
+                message = _BOOKING_EVENTS[type(event)](app, recorded, booking)
+                if message is not None:
+                    yield _event(message)
         elif isinstance(event, TenantStatuses.Defined | TenantStatuses.Retired):
             tenant_id = app.repository.get(event.originator_id).tenant_id
             yield _event(custom_status(recorded, tenant_id))
@@ -47,6 +55,48 @@ def translator(app: Bookings):
             yield from outcome_messages(app, recorded, SERVICE, BOOKINGS_COMMAND_OUTCOMES)
 
     return translate
+
+
+class BookingsAsRelayed:
+    """Each booking as of the last of its events the relay translated, to derive the next
+    one's message from without reading the store.
+
+    A booking's integration events carry its state after the event (amount paid, balance due).
+    Read from the store, that was one query and one replay (JSON decoding, opening its sealed
+    personal data) per event: most of the relay's time, and what made a RecordPayment cost two to
+    2.7 times a PlaceBooking end to end. The relay follows the log in order, so each booking's
+    events come one version after the other: the state kept for the previous version plus the
+    event is the state after it. Anything else (a version skipped, a booking not kept, an event
+    that does not apply) is read from the store as before. Bounded (least recently relayed out
+    first) and emptied with the application's caches when a subject is erased."""
+
+    def __init__(self, app: Bookings, maxsize: int = 20_000):
+        self.app = app
+        self.maxsize = maxsize
+        self._kept: OrderedDict[UUID, Booking] = OrderedDict()
+        self._lock = threading.Lock()  # the relay's thread, or an operator's republish
+        app.add_cache(self._kept)
+
+    def after(self, event: Booking.Event) -> Booking:
+        """The booking as it was once `event` was applied."""
+        with self._lock:
+            booking = self._kept.pop(event.originator_id, None)
+        try:
+            if isinstance(event, Booking.Placed):
+                booking = event.mutate(None)
+            elif booking is not None and booking.version == event.originator_version - 1:
+                booking = event.mutate(booking)
+            else:
+                booking = None
+        except Exception:  # (an event that does not apply here: the store says what it is)
+            booking = None
+        if booking is None or booking.version != event.originator_version:
+            booking = self.app.repository.get(event.originator_id, version=event.originator_version)
+        with self._lock:
+            self._kept[event.originator_id] = booking
+            while len(self._kept) > self.maxsize:
+                self._kept.popitem(last=False)
+        return booking
 
 
 def placed(app: Bookings, recorded: Recorded) -> contract.BookingPlaced:

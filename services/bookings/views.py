@@ -149,17 +149,23 @@ class _Sealer:
         }
 
     def reindex(
-        self, conn: Connection, tenant_id: str, booking_id: UUID, customer: dict[str, Any] | None
+        self,
+        conn: Connection,
+        tenant_id: str,
+        booking_id: UUID,
+        customer: dict[str, Any] | None,
+        placed: bool = False,
     ) -> None:
-        """Replace the booking's search tokens (none once the customer is erased)."""
-        conn.execute(sa.delete(search_tokens).where(search_tokens.c.booking_id == str(booking_id)))
+        """Replace the booking's search tokens (none once the customer is erased). A booking
+        just `placed` has none to delete: its tokens are then only upserts, which a batch
+        writes together (a DELETE per booking made the batch write everything before it, one
+        booking at a time: most of the live projection's time)."""
+        if not placed:
+            conn.execute(sa.delete(search_tokens).where(search_tokens.c.booking_id == str(booking_id)))
         plain = _plain(customer or {})
-        tokens = self.index.search_tokens(tenant_id, plain.get("name"), plain.get("email"))
-        if tokens:
-            conn.execute(
-                sa.insert(search_tokens),
-                [{"tenant_id": tenant_id, "token": t, "booking_id": str(booking_id)} for t in tokens],
-            )
+        for token in self.index.search_tokens(tenant_id, plain.get("name"), plain.get("email")):
+            row = {"tenant_id": tenant_id, "token": token, "booking_id": str(booking_id)}
+            upsert(conn, search_tokens, row, keys=["tenant_id", "token", "booking_id"])
 
     def form(self, subject: UUID, form: dict[str, Any]) -> dict[str, Any]:
         return {"form_sealed": self.json(subject, _plain(form)), "form_fields": sorted(form)}
@@ -211,7 +217,7 @@ def _(event: Booking.Placed, conn: Connection, recorded: Recorded, sealer: _Seal
         },
         keys=["booking_id"],
     )
-    sealer.reindex(conn, event.tenant_id, event.originator_id, event.customer)
+    sealer.reindex(conn, event.tenant_id, event.originator_id, event.customer, placed=True)
 
 
 @project.register

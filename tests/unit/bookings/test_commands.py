@@ -9,8 +9,11 @@ from decimal import Decimal
 
 import pytest
 
+from backbone.blindindex import BlindIndex
 from backbone.follower import read_log
 from contracts import bookings as contract
+from contracts.personal import Sealed
+from services.bookings import views
 from services.bookings.domainmodel import Booking
 from services.bookings.integration import translator
 from tests.support.bookings import command, line, pay, place
@@ -286,3 +289,76 @@ async def test_every_change_is_published_as_its_contract_event(harness):
     # Each message is valid against its committed contract (the same model decodes it back).
     for message in published:
         assert type(message).model_validate_json(message.model_dump_json()) == message
+
+
+async def test_the_relay_derives_each_booking_event_from_the_state_it_kept_as_the_store_would(harness):
+    # The relay keeps each booking as of the last event it translated (`BookingsAsRelayed`):
+    # the messages must be those read from the store, event by event, and a relay that starts
+    # mid-log, or skips a version, reads the store instead of guessing.
+    booking_id = await placed(harness)
+    await harness.send(pay(TENANT, booking_id, "20.00"))
+    await harness.send(
+        command(
+            "ModifyBooking",
+            TENANT,
+            booking_id,
+            lines=[line("Kayak", in_a_week(harness), "90.00")],
+            override_customer_rules=True,
+        )
+    )
+    await harness.send(pay(TENANT, booking_id, "70.00"))
+    await harness.send(command("CancelBooking", TENANT, booking_id, override_customer_rules=True))
+    log = read_log(harness.app, 0, 1000)
+
+    def opened(value):  # sealed personal data differs each time it is sealed (a fresh nonce)
+        if isinstance(value, dict) and "ciphertext" in value:
+            return harness.app.vault.open(Sealed.model_validate(value)).value
+        if isinstance(value, dict):
+            return {k: opened(v) for k, v in value.items()}
+        return [opened(v) for v in value] if isinstance(value, list) else value
+
+    def messages(recorded, translate):
+        return [opened(out.message.model_dump(mode="json")) for out in translate(recorded)]
+
+    kept = translator(harness.app)
+    following = [messages(r, kept) for r in log]
+    from_store = [messages(r, translator(harness.app)) for r in log]  # a fresh relay each event
+    assert following == from_store
+    paid = [m for ms in following for m in ms if m["event_type"] == "BookingPaymentRecorded"]
+    assert [(m["amount_paid"], m["balance_due"]) for m in paid] == [("20.00", "85.00"), ("90.00", "0.00")]
+    assert following[0][0]["customer"]["email"] == "ada@example.com"
+
+    skipping = translator(harness.app)  # sees the placement, then not the first payment
+    bookings_events = [r for r in log if isinstance(r.event, Booking.Event)]
+    assert messages(bookings_events[0], skipping) == following[log.index(bookings_events[0])]
+    later = bookings_events[3:]
+    assert [messages(r, skipping) for r in later] == [following[log.index(r)] for r in later]
+
+
+async def test_staff_find_bookings_by_customer_words_placed_and_changed_in_one_projected_batch(harness):
+    # The projection writes a new booking's search tokens with the batch (no DELETE first);
+    # a change of the name in the same batch still replaces them, in order.
+    ada = place(TENANT, "ada@example.com", starts_at=in_a_week(harness))
+    grace = place(TENANT, "grace@example.com", starts_at=in_a_week(harness))
+    rename = command(
+        "ModifyBooking",
+        TENANT,
+        ada["booking_id"],
+        customer={"name": "Ada King"},
+        override_customer_rules=True,
+    )
+    await harness.send(ada, grace, rename)
+    assert harness.outcome(rename)["outcome"] == "accepted", harness.outcome(rename)
+    index = BlindIndex(harness.app.vault)
+
+    def found(query):
+        with harness.read_model.engine.connect() as conn:
+            rows, _ = views.staff_bookings(
+                conn, TENANT, customer=query, customer_tokens=index.query_tokens(TENANT, query)
+            )
+        return {row["booking_id"] for row in rows}
+
+    assert found("ada king") == {ada["booking_id"]}
+    assert found("grace") == {grace["booking_id"]}
+    assert found("test customer") == {grace["booking_id"]}  # Ada's old name is gone
+    assert found("example") == {ada["booking_id"], grace["booking_id"]}
