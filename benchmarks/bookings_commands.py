@@ -113,9 +113,11 @@ async def main(args: argparse.Namespace) -> None:
                 token = index.exact(TENANT, "guest7@example.com")
                 found = views.customer_bookings(conn, TENANT, account, token, with_pre=False)
             per_query = (time.perf_counter() - began) / 50
+            # (The listing's summary columns hold nothing personal: the staff pages' full rows do.)
+            rows = [views.booking_row(conn, uuid.UUID(str(row["booking_id"]))) for row in found]
             began = time.perf_counter()
             for _ in range(50):
-                opened = [views.opened(row, app.vault) for row in found]
+                opened = [views.opened(row, app.vault) for row in rows if row is not None]
             per_open = (time.perf_counter() - began) / 50
         assert all(row["email"] == "guest7@example.com" for row in opened)
         print(f"{'listing':14} {len(found):6} bookings of one customer: {per_query * 1000:.1f} ms per query")
