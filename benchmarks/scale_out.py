@@ -56,7 +56,7 @@ def kafka() -> Iterator[str]:
         return
     broker = LocalKafka()
     try:
-        yield broker.start()
+        yield broker.start(timeout=240)
     finally:
         broker.close()
 
@@ -73,7 +73,7 @@ def postgres() -> Iterator[PostgresParams]:
         return
     server = LocalPostgres()
     try:
-        yield server.start()
+        yield server.start(timeout=240)
     finally:
         server.close()
 
