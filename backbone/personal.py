@@ -333,14 +333,17 @@ class Vault:
 
     # -------------------------------------------------------------- publication
 
-    def unpublished(self, limit: int = 500) -> list[SubjectKey]:
-        """This service's keys and erasures that are not on its keys topic yet."""
+    def unpublished(self, limit: int = 500, after: UUID | None = None) -> list[SubjectKey]:
+        """This service's keys and erasures that are not on its keys topic yet, in subject id
+        order from after `after`: paging on with the last one read makes one pass, which ends
+        however fast new keys arrive (those behind it wait for the next pass)."""
+        query = sa.select(subject_keys).where(
+            self._mine, subject_keys.c.owner == self.service, subject_keys.c.published.is_(False)
+        )
+        if after is not None:
+            query = query.where(subject_keys.c.subject_id > str(after))
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(subject_keys)
-                .where(self._mine, subject_keys.c.owner == self.service, subject_keys.c.published.is_(False))
-                .limit(limit)
-            ).all()
+            rows = conn.execute(query.order_by(subject_keys.c.subject_id).limit(limit)).all()
         return [
             SubjectKey(
                 subject_id=UUID(row.subject_id),
