@@ -49,6 +49,14 @@ def test_steady_growth_shows_in_the_change_and_the_slope():
     assert summary["flat"] is False
 
 
+def test_the_lowest_of_the_first_and_last_fifth_look_past_transient_peaks():
+    level = [100, 164, 100, 100, 164, 100, 100, 100, 164, 101]  # a 64 MiB hash now and then
+    summary = rss_summary([(t * 5, v * MB) for t, v in enumerate(level)])
+    assert (summary["low_start_mb"], summary["low_end_mb"]) == (100, 101)
+    assert summary["max_mb"] == 164
+    assert summary["samples_mb"][1] == [5, 164]
+
+
 def test_no_samples_say_nothing_about_flatness():
     assert rss_summary([]) == {"samples": 0, "flat": None}
 
