@@ -168,18 +168,21 @@ def rss_bytes(pid: int) -> int:
 
 # ------------------------------------------------------------------------------ what grows
 
-# `--tracemalloc`: put on the services' path as `sitecustomize`, so that they trace their
-# allocations from their first import (their code is not touched). A file `take-<n>` in the
-# directory asks for a snapshot, written as `<n>.snapshot`.
+# `--tracemalloc`: put on the services' path as `sitecustomize` (their code is not touched), a
+# thread that waits for files in a directory: `start` starts tracing allocations (from then on:
+# tracing a service's start makes it several times slower), `take-<n>` writes a snapshot as
+# `<n>.snapshot`.
 SITECUSTOMIZE = """
 import os, threading, time, tracemalloc
 _directory = os.environ.get("SOAK_TRACEMALLOC_DIR")
 if _directory:
-    tracemalloc.start(int(os.environ.get("SOAK_TRACEMALLOC_FRAMES", "8")))
 
     def _snapshots():
         while True:
             for name in sorted(os.listdir(_directory)):
+                if name == "start":
+                    tracemalloc.start(int(os.environ.get("SOAK_TRACEMALLOC_FRAMES", "8")))
+                    os.remove(os.path.join(_directory, name))
                 if name.startswith("take-"):
                     n = name.split("-", 1)[1]
                     path = os.path.join(_directory, n + ".snapshot")
@@ -192,8 +195,16 @@ if _directory:
 """
 
 
+def _short(filename: str) -> str:
+    for marker in ("site-packages/", "python3.11/", str(REPO) + os.sep):
+        if marker in filename:
+            return filename.split(marker, 1)[1]
+    return filename
+
+
 class Tracer:
-    """Asks each service for tracemalloc snapshots and compares the last with the first."""
+    """Asks each service for tracemalloc snapshots and compares the last with the first (the
+    first starts the tracing: what the second holds more was allocated since and is still there)."""
 
     def __init__(self, root: Path, names: tuple[str, ...]):
         self.path = root / "tracemalloc-site"
@@ -212,6 +223,8 @@ class Tracer:
 
     async def take(self, n: int) -> None:
         for directory in self.directories.values():
+            if n == 1:
+                (directory / "start").touch()
             (directory / f"take-{n}").touch()
         for directory in self.directories.values():
             await until(
@@ -226,17 +239,18 @@ class Tracer:
         for name, directory in self.directories.items():
             before = tracemalloc.Snapshot.load(str(directory / f"{first}.snapshot"))
             after = tracemalloc.Snapshot.load(str(directory / f"{last}.snapshot"))
-            noise = [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, "<frozen *>")]
+            noise = [
+                tracemalloc.Filter(False, tracemalloc.__file__),
+                tracemalloc.Filter(False, str(self.path / "sitecustomize.py")),
+            ]
             before, after = before.filter_traces(noise), after.filter_traces(noise)
             total = sum(s.size for s in after.statistics("filename")) - sum(
                 s.size for s in before.statistics("filename")
             )
             lines = [f"traced Python memory {total / 2**20:+.1f} MB in all; the largest growths:"]
-            for stat in after.compare_to(before, "traceback")[:top]:
+            for stat in [s for s in after.compare_to(before, "traceback") if s.size_diff > 0][:top]:
                 newest = list(stat.traceback)[::-1][:5]  # (the oldest frame comes first)
-                frames = " <- ".join(
-                    f"{f.filename.replace(str(REPO) + os.sep, '')}:{f.lineno}" for f in newest
-                )
+                frames = " <- ".join(f"{_short(f.filename)}:{f.lineno}" for f in newest)
                 lines.append(f"{stat.size_diff / 2**20:+7.2f} MB {stat.count_diff:+8d} blocks  {frames}")
             found[name] = lines
         return found
@@ -558,7 +572,7 @@ async def seed(load: Load, customers: int) -> None:
     """The first customers: claimed, verified through the emailed link, logged in."""
     for _ in range(customers):
         await load._timed("claim", load.claim)
-    await until(lambda: len(load.customers) >= customers, 180, f"{customers} customers verified")
+    await until(lambda: len(load.customers) >= customers, 600, f"{customers} customers verified")
 
 
 async def find_max(load: Load, seconds: float, inflight: int) -> dict[str, float]:
