@@ -893,6 +893,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.duration, args.warmup = min(args.duration, 60.0), min(args.warmup, 20.0)
+    if args.json:  # the local servers' log lines (structlog prints to stdout by default) go aside
+        import structlog
+
+        structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     when = datetime.now(UTC)
     result = {"when": when.isoformat(), "cpus": os.cpu_count(), "store": args.store, **run(args)}
     if args.json:
