@@ -875,7 +875,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="60 s measured after 20 s of warm-up")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between RSS samples")
     parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
-    parser.add_argument("--scale", type=float, default=0.5, help="fraction of each path's maximum")
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=0.5,
+        help="fraction of the machine: each path at its maximum x scale / the number of paths",
+    )
     parser.add_argument("--find-max", action="store_true", help="measure each path's maximum here first")
     parser.add_argument("--find-max-seconds", type=float, default=5.0, help="per path, with --find-max")
     parser.add_argument("--customers", type=int, default=20, help="customers verified before the load")
