@@ -1,0 +1,933 @@
+"""Memory over a soak: does each service's resident memory stay flat under a steady mixed load?
+
+    python -m benchmarks.soak                     # 10 minutes measured, SQLite stores
+    python -m benchmarks.soak --quick             # 60 s measured
+    python -m benchmarks.soak --find-max          # measure each path's maximum first, then run at half
+    python -m benchmarks.soak --store postgres    # the stores on PostgreSQL
+    python -m benchmarks.soak --json
+
+The accounts, bookings and notifier services run as in production, each its own OS process
+(`python -m services.<name>`), on a real Kafka broker (the local one of `deploy.local` unless
+KAFKA_BOOTSTRAP_SERVERS names one), with the mail catcher of `deploy.local` in its own process
+as the SMTP server, and SQLite stores (or deploy.local's PostgreSQL, or POSTGRES_HOST's).
+Nothing is played: customers claim accounts over HTTP, follow the link of the email that
+reaches the mail catcher, choose a password and log in; their sessions are the ones accounts
+issues. The per-client rate limits are raised as the integration tests raise them
+(`RATE_LIMITS`, see tests/support/system.py): every customer here is 127.0.0.1. Every claim
+uses an address of its own, so the per-address limits are never reached.
+
+The load is open (each action starts when it is due, whatever became of the earlier ones;
+up to `--inflight` per path wait at once, beyond that an action is counted as skipped):
+- PlaceBooking and RecordPayment commands, signed by a registered publisher, on
+  `bookings.commands` (bookings for the customers' accounts, cancellable);
+- customers cancelling bookings over HTTP (quote, then confirm; the notifier emails the customer
+  and the business's staff);
+- customers reading their bookings (the list, one booking, in turn);
+- claims of new accounts (a verification email each), the verification through the emailed
+  link (a welcome email) and the login that follows, and logins of known customers.
+
+Rates: each path alone at its maximum takes the machine (the services share its two cores),
+so the six paths together run at half of each one's maximum divided by six (`mixed_rates`):
+the machine about half used in all. The maxima are those of the README's Performance section
+(the 2-core development VM, `MAXIMA`) or, with `--find-max`, measured here first, each path
+alone for a few seconds; `--scale` chooses the fraction (0.5), `--<path>-rate` sets one rate.
+
+After `--warmup` seconds of that load, each service's resident set (VmRSS of its process and
+any children, /proc) is sampled every `--interval` seconds for `--duration` seconds. Printed per
+service: RSS at the start of the measurement, at its end, min, max, end against start in %, a
+least-squares slope in MB/min, and whether every sample stayed within ±10 % of the first. Also
+the rates offered and achieved per path and the work done (commands answered, emails received
+by kind), so that a soak that did nothing cannot look flat, and the load average (the machine
+is shared). Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import contextlib
+import email
+import email.policy
+import json
+import os
+import random
+import re
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from benchmarks.latency import mail_server
+from benchmarks.reads import cpu_seconds, infrastructure, percentile
+from tests.support.bookings import pay, place, record
+from tests.support.system import (
+    REPO,
+    TEST_PUBLISHERS,
+    System,
+    notifier_staff_headers,
+    publisher,
+    set_tenant_settings,
+)
+
+TENANT = "bench-soak"
+PASSWORD = "kayak-at-dawn-on-a-still-lake"  # noqa: S105 - the customers' password, a test value
+TOLERANCE = 0.10  # the goal: RSS within ±10 %
+SETTLE = 15.0  # seconds after its command before a booking is read or cancelled (it is shown by then)
+
+# Each path's maximum on the 2-core development VM, from the README's Performance section
+# (2026-11-30); the soak runs at `--scale` (half) of them unless `--find-max` measures them.
+MAXIMA: dict[str, tuple[float, str]] = {
+    "place": (40.0, "README: PlaceBooking end to end, 40/s"),
+    "pay": (12.0, "README: RecordPayment end to end, 12/s"),
+    "cancel": (20.0, "README: cancel -> email sustained at 20/s, not at 50/s"),
+    "read": (800.0, "README: customers' reads, SQLite, 800 requests/s"),
+    # Not in the README: argon2id (RFC 9106 low-memory: 64 MiB, 3 passes, 4 lanes) costs 0.3 s
+    # of CPU per hash on that VM, so its two cores hash about 6 passwords a second; a login is
+    # one hash, a claim followed through (verified with a password, then a login) two or more.
+    "claim": (2.0, "estimate: 2+ argon2id hashes per claim followed through, 0.3 s CPU each, 2 cores"),
+    "login": (6.0, "estimate: one argon2id hash per login, 0.3 s CPU each, 2 cores"),
+}
+PATHS = tuple(MAXIMA)
+
+
+# ------------------------------------------------------------------------------ pure helpers
+
+
+def slope_per_minute(samples: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, value) samples, in value per minute (0 for < 2 samples)."""
+    if len(samples) < 2:
+        return 0.0
+    n = len(samples)
+    mean_t = sum(t for t, _ in samples) / n
+    mean_v = sum(v for _, v in samples) / n
+    spread = sum((t - mean_t) ** 2 for t, _ in samples)
+    if spread == 0:
+        return 0.0
+    return sum((t - mean_t) * (v - mean_v) for t, v in samples) / spread * 60
+
+
+def mixed_rates(maxima: dict[str, float], scale: float) -> dict[str, float]:
+    """The rate of each path when all run at once: each path alone at its maximum takes the
+    machine (the services share its cores), so n paths together at max / n each take it too,
+    and `scale` of that (a half) leaves the machine half used. Rounded to 0.1/s, at least 0.1/s
+    for a path with a maximum."""
+    share = scale / max(1, len(maxima))
+    return {path: max(0.1, round(value * share, 1)) if value > 0 else 0.0 for path, value in maxima.items()}
+
+
+def rss_summary(samples: list[tuple[float, float]], tolerance: float = TOLERANCE) -> dict[str, Any]:
+    """RSS samples (seconds since the measurement began, bytes) summed up in MB: start, end,
+    min, max, end against start in %, the least-squares slope in MB/min, whether every sample
+    stayed within ±tolerance of the first (`flat`), and the lowest of the first and of the last
+    fifth of the samples (`low_start_mb`, `low_end_mb`: what is left between transient peaks,
+    such as a password hash's 64 MiB, which a growth would lift too)."""
+    if not samples:
+        return {"samples": 0, "flat": None}
+    mb = [(t, v / 2**20) for t, v in samples]
+    start, end = mb[0][1], mb[-1][1]
+    values = [v for _, v in mb]
+    return {
+        "samples": len(mb),
+        "seconds": round(mb[-1][0] - mb[0][0], 1),
+        "start_mb": round(start, 1),
+        "end_mb": round(end, 1),
+        "min_mb": round(min(values), 1),
+        "max_mb": round(max(values), 1),
+        "change_pct": round((end - start) / start * 100, 1) if start else None,
+        "slope_mb_per_min": round(slope_per_minute(mb), 3),
+        "flat": bool(start) and all(abs(v - start) <= tolerance * start for v in values),
+        "low_start_mb": round(min(values[: max(1, len(values) // 5)]), 1),
+        "low_end_mb": round(min(values[-max(1, len(values) // 5) :]), 1),
+        "samples_mb": [[round(t, 1), round(v, 1)] for t, v in mb],
+    }
+
+
+def rss_bytes(pid: int) -> int:
+    """VmRSS of a process and of its children, grandchildren... (Linux /proc), in bytes."""
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+            for task in Path(f"/proc/{current}/task").iterdir():
+                with contextlib.suppress(FileNotFoundError):
+                    todo += [int(c) for c in (task / "children").read_text().split()]
+    return total
+
+
+# ------------------------------------------------------------------------------ what grows
+
+# `--tracemalloc`: put on the services' path as `sitecustomize` (their code is not touched), a
+# thread that waits for files in a directory: `start` starts tracing allocations (from then on:
+# tracing a service's start makes it several times slower), `take-<n>` writes a snapshot as
+# `<n>.snapshot`.
+SITECUSTOMIZE = """
+import os, threading, time, tracemalloc
+_directory = os.environ.get("SOAK_TRACEMALLOC_DIR")
+if _directory:
+
+    def _snapshots():
+        while True:
+            for name in sorted(os.listdir(_directory)):
+                if name == "start":
+                    tracemalloc.start(int(os.environ.get("SOAK_TRACEMALLOC_FRAMES", "8")))
+                    os.remove(os.path.join(_directory, name))
+                if name.startswith("take-"):
+                    n = name.split("-", 1)[1]
+                    path = os.path.join(_directory, n + ".snapshot")
+                    tracemalloc.take_snapshot().dump(path + ".part")
+                    os.replace(path + ".part", path)
+                    os.remove(os.path.join(_directory, name))
+            time.sleep(0.5)
+
+    threading.Thread(target=_snapshots, name="soak-tracemalloc", daemon=True).start()
+"""
+
+
+def _short(filename: str) -> str:
+    for marker in ("site-packages/", "python3.11/", str(REPO) + os.sep):
+        if marker in filename:
+            return filename.split(marker, 1)[1]
+    return filename
+
+
+class Tracer:
+    """Asks each service for tracemalloc snapshots and compares the last with the first (the
+    first starts the tracing: what the second holds more was allocated since and is still there)."""
+
+    def __init__(self, root: Path, names: tuple[str, ...]):
+        self.path = root / "tracemalloc-site"
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / "sitecustomize.py").write_text(SITECUSTOMIZE)
+        self.directories = {name: root / "tracemalloc" / name for name in names}
+        for directory in self.directories.values():
+            directory.mkdir(parents=True, exist_ok=True)
+
+    def overrides(self) -> dict[str, dict[str, str]]:
+        path = os.pathsep.join(filter(None, [str(self.path), os.environ.get("PYTHONPATH")]))
+        return {
+            name: {"PYTHONPATH": path, "SOAK_TRACEMALLOC_DIR": str(directory)}
+            for name, directory in self.directories.items()
+        }
+
+    async def take(self, n: int) -> None:
+        for directory in self.directories.values():
+            if n == 1:
+                (directory / "start").touch()
+            (directory / f"take-{n}").touch()
+        for directory in self.directories.values():
+            await until(
+                lambda d=directory: (d / f"{n}.snapshot").exists(), 300, f"snapshot {n} of {directory.name}"
+            )
+
+    def growth(self, first: int, last: int, top: int = 12) -> dict[str, list[str]]:
+        """Per service: where the most memory was allocated (and kept) between two snapshots."""
+        import tracemalloc
+
+        found = {}
+        for name, directory in self.directories.items():
+            before = tracemalloc.Snapshot.load(str(directory / f"{first}.snapshot"))
+            after = tracemalloc.Snapshot.load(str(directory / f"{last}.snapshot"))
+            noise = [
+                tracemalloc.Filter(False, tracemalloc.__file__),
+                tracemalloc.Filter(False, str(self.path / "sitecustomize.py")),
+            ]
+            before, after = before.filter_traces(noise), after.filter_traces(noise)
+            total = sum(s.size for s in after.statistics("filename")) - sum(
+                s.size for s in before.statistics("filename")
+            )
+            lines = [f"traced Python memory {total / 2**20:+.1f} MB in all; the largest growths:"]
+            for stat in [s for s in after.compare_to(before, "traceback") if s.size_diff > 0][:top]:
+                newest = list(stat.traceback)[::-1][:5]  # (the oldest frame comes first)
+                frames = " <- ".join(f"{_short(f.filename)}:{f.lineno}" for f in newest)
+                lines.append(f"{stat.size_diff / 2**20:+7.2f} MB {stat.count_diff:+8d} blocks  {frames}")
+            found[name] = lines
+        return found
+
+
+# ------------------------------------------------------------------------------ the load's state
+
+
+@dataclass
+class Customer:
+    email: str
+    headers: dict[str, str] = field(default_factory=dict)
+    account_id: str | None = None
+    bookings: list[str] = field(default_factory=list)
+    placed: list[float] = field(default_factory=list)  # when each of `bookings` was sent (monotonic)
+
+    def shown(self, settle: float) -> list[str]:
+        """The bookings sent at least `settle` seconds ago (the service has shown them)."""
+        return self.bookings[: bisect.bisect_right(self.placed, time.monotonic() - settle)]
+
+
+@dataclass
+class Tally:
+    """What one path did: actions started, answered well, answered otherwise (by status or
+    error), skipped (too many still waiting), idle (nothing to act on yet: no booking old enough
+    to cancel...), and the latencies of the good answers."""
+
+    started: int = 0
+    ok: int = 0
+    skipped: int = 0
+    idle: int = 0
+    failed: Counter[str] = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)
+
+    def snapshot(self) -> tuple[int, int, int]:
+        return self.started, self.ok, self.skipped
+
+
+KIND_OF_SUBJECT = (
+    ("verify", re.compile(r"^Verify your email")),
+    ("welcome", re.compile(r"^Welcome")),
+    ("cancelled (customer)", re.compile(r"^Your booking .* is cancelled")),
+    ("cancelled (staff)", re.compile(r"^Booking .* cancelled")),
+)
+TOKEN = re.compile(r"token=([A-Za-z0-9_\-.~%]+)")
+
+
+class Mail:
+    """What the mail catcher accepted (its files), counted by kind; the verification tokens of
+    the addresses waiting for one."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.kinds: Counter[str] = Counter()
+        self.tokens: dict[str, str] = {}
+        self._read: set[str] = set()
+
+    def scan(self, waiting: set[str]) -> None:
+        if not self.directory.exists():
+            return
+        for entry in os.scandir(self.directory):
+            if entry.name in self._read or not entry.name.endswith(".eml"):
+                continue
+            self._read.add(entry.name)
+            with open(entry.path, "rb") as file:
+                message = email.message_from_binary_file(file, policy=email.policy.default)
+            subject = str(message["Subject"] or "")
+            kind = next((k for k, pattern in KIND_OF_SUBJECT if pattern.match(subject)), "other")
+            self.kinds[kind] += 1
+            addresses = getattr(message["To"], "addresses", ())
+            to = addresses[0].addr_spec if addresses else ""
+            if kind == "verify" and to in waiting:
+                body = message.get_body(preferencelist=("plain",))
+                found = TOKEN.search(body.get_content() if body else "")
+                if found:
+                    self.tokens[to] = found.group(1)
+
+
+class Load:
+    """The soak's customers and bookings, and what it sends on their behalf."""
+
+    def __init__(self, system: System, producer: AIOKafkaProducer, http: aiohttp.ClientSession, mail: Mail):
+        self.system = system
+        self.producer = producer
+        self.http = http
+        self.mail = mail
+        self.customers: list[Customer] = []
+        self.claimed: dict[str, Customer] = {}  # waiting for their verification email
+        self.to_cancel: deque[tuple[float, str, Customer]] = deque()  # placed at, booking, owner
+        self.to_pay: list[str] = []
+        self.commands: dict[str, str] = {}  # command id -> kind
+        self.outcomes: Counter[str] = Counter()  # "<kind> <outcome>"
+        self.answered: set[str] = set()
+        self.cancelled = 0
+        self.tallies = {name: Tally() for name in (*PATHS, "verify")}
+        self._turn = 0
+        self._reads = 0
+        self._claims = 0
+        self.cancel_buffer = 100
+
+    # -- commands
+
+    async def _send(self, body: dict[str, Any], kind: str) -> None:
+        key, value, headers = record(body)
+        self.commands[body["command_id"]] = kind
+        await self.producer.send(
+            self.system.topic("bookings.commands"),
+            value,
+            key=key,
+            headers=[(k, v.encode()) for k, v in headers.items()],
+        )
+
+    async def place(self) -> None:
+        owners = [c for c in self.customers if c.account_id]
+        if not owners:
+            raise LookupError("no customer yet")
+        owner = owners[self._turn % len(owners)]
+        self._turn += 1
+        starts = datetime.now(UTC) + timedelta(days=5 + self._turn % 50, hours=self._turn % 24)
+        body = place(TENANT, owner.email, starts_at=starts, account_id=owner.account_id)
+        await self._send(body, "place")
+        owner.bookings.append(body["booking_id"])
+        owner.placed.append(time.monotonic())
+        if len(self.to_cancel) < self.cancel_buffer:
+            self.to_cancel.append((time.monotonic(), body["booking_id"], owner))
+        else:
+            self.to_pay.append(body["booking_id"])
+
+    async def pay(self) -> None:
+        if not self.to_pay:
+            raise LookupError("no booking to pay yet")
+        await self._send(pay(TENANT, random.choice(self.to_pay), "1.00"), "pay")  # noqa: S311
+
+    async def consume_outcomes(self, servers: str, ready: asyncio.Event) -> None:
+        consumer = AIOKafkaConsumer(
+            self.system.topic("bookings.command-outcomes"),
+            bootstrap_servers=servers,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        ready.set()
+        try:
+            while True:
+                batch = await consumer.getmany(timeout_ms=500)
+                for records in batch.values():
+                    for r in records:
+                        body = json.loads(r.value)
+                        kind = self.commands.get(body.get("command_id", ""))
+                        if kind and body["command_id"] not in self.answered:
+                            self.answered.add(body["command_id"])
+                            self.outcomes[f"{kind} {body.get('outcome')}"] += 1
+        finally:
+            await consumer.stop()
+
+    # -- customers over HTTP
+
+    async def _call(self, method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
+        async with self.http.request(method, url, **kwargs) as response:
+            body = await response.read()
+            return response.status, (
+                json.loads(body) if body and response.content_type == "application/json" else None
+            )
+
+    async def cancel(self) -> int:
+        if not self.to_cancel or time.monotonic() - self.to_cancel[0][0] < SETTLE:
+            raise LookupError("no booking old enough to cancel yet")
+        _, booking_id, owner = self.to_cancel.popleft()
+        path = f"{self.system.bookings.url}/v1/me/bookings/{booking_id}"
+        status, quote = await self._call("GET", f"{path}/cancellation-quote", headers=owner.headers)
+        if status != 200:
+            return status
+        confirm = quote["confirm"]
+        status, _ = await self._call(
+            "POST", self.system.bookings.url + confirm["href"], headers=owner.headers, json=confirm["body"]
+        )
+        if status == 200:
+            self.cancelled += 1
+        return status
+
+    async def read(self) -> int:
+        readers = [
+            c for c in self.customers if c.placed and c.placed[0] < time.monotonic() - SETTLE and c.headers
+        ]
+        if not readers:
+            raise LookupError("no customer with bookings yet")
+        self._reads += 1
+        reader = random.choice(readers)  # noqa: S311
+        url = f"{self.system.bookings.url}/v1/me/bookings"
+        if self._reads % 2:
+            url += f"/{random.choice(reader.shown(SETTLE))}"  # noqa: S311
+        status, _ = await self._call("GET", url, headers=reader.headers)
+        return status
+
+    async def claim(self) -> int:
+        self._claims += 1
+        address = f"c{self._claims}-{uuid.uuid4().hex[:8]}@soak.example"
+        status, _ = await self._call(
+            "POST",
+            f"{self.system.accounts.url}/v1/tenants/{TENANT}/accounts",
+            json={"email": address, "name": "Soak Customer"},
+        )
+        if status == 202:
+            self.claimed[address] = Customer(address)
+        return status
+
+    async def verify(self, customer: Customer, token: str) -> int:
+        status, verified = await self._call(
+            "POST",
+            f"{self.system.accounts.url}/v1/email-verifications",
+            json={"token": token, "password": PASSWORD},
+        )
+        if status != 200:
+            return status
+        customer.account_id = verified["account_id"]
+        status = await self.log_in(customer)
+        if status == 200:
+            self.customers.append(customer)
+        return status
+
+    async def log_in(self, customer: Customer | None = None) -> int:
+        if customer is None:
+            if not self.customers:
+                raise LookupError("no customer yet")
+            customer = random.choice(self.customers)  # noqa: S311
+        status, session = await self._call(
+            "POST",
+            f"{self.system.accounts.url}/v1/tenants/{TENANT}/sessions",
+            json={"email": customer.email, "password": PASSWORD},
+        )
+        if status == 200:
+            customer.headers = {"Authorization": f"Bearer {session['token']}"}
+        return status
+
+    async def follow_links(self, stop: asyncio.Event, inflight: int) -> None:
+        """Read the mail; verify each claimed address whose link arrived (and log in)."""
+        running: set[asyncio.Task[None]] = set()
+        while not stop.is_set():
+            await asyncio.to_thread(self.mail.scan, set(self.claimed))
+            for address, token in list(self.mail.tokens.items()):
+                if address in self.claimed and len(running) < inflight:
+                    customer = self.claimed.pop(address)
+                    del self.mail.tokens[address]
+                    task = asyncio.create_task(
+                        self._timed("verify", lambda c=customer, t=token: self.verify(c, t))
+                    )
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+        if running:
+            await asyncio.gather(*running)
+
+    # -- pacing
+
+    async def _timed(self, path: str, action: Any) -> None:
+        tally = self.tallies[path]
+        tally.started += 1
+        began = time.perf_counter()
+        try:
+            status = await action()
+        except LookupError:
+            tally.started -= 1
+            tally.idle += 1
+            await asyncio.sleep(0.05)  # (a closed loop must not spin on it)
+            return
+        except Exception as error:  # counted and shown, the soak goes on
+            tally.failed[type(error).__name__] += 1
+            return
+        if status in (None, 200, 202):
+            tally.ok += 1
+            tally.latencies.append((time.perf_counter() - began) * 1000)
+        else:
+            tally.failed[str(status)] += 1
+
+    async def paced(self, path: str, rate: float, until: float, inflight: int) -> None:
+        """Start action N at N / rate seconds until `until` (monotonic): an open load."""
+        if rate <= 0:
+            return
+        action = {
+            "place": self.place,
+            "pay": self.pay,
+            "cancel": self.cancel,
+            "read": self.read,
+            "claim": self.claim,
+            "login": self.log_in,
+        }[path]
+        running: set[asyncio.Task[None]] = set()
+        began, n = time.monotonic(), 0
+        while (due := began + n / rate) < until:
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            n += 1
+            if len(running) >= inflight:
+                self.tallies[path].skipped += 1
+                continue
+            task = asyncio.create_task(self._timed(path, action))
+            running.add(task)
+            task.add_done_callback(running.discard)
+        if running:
+            await asyncio.gather(*running)
+
+
+# ------------------------------------------------------------------------------ phases
+
+
+def note(text: str) -> None:
+    print(f"# {datetime.now(UTC):%H:%M:%S} {text}", file=sys.stderr, flush=True)
+
+
+async def until(condition: Any, patience: float, what: str) -> None:
+    deadline = time.monotonic() + patience
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not after {patience:.0f} s")
+        await asyncio.sleep(0.2)
+
+
+async def seed(load: Load, customers: int) -> None:
+    """The first customers: claimed, verified through the emailed link, logged in."""
+    for _ in range(customers):
+        await load._timed("claim", load.claim)
+    await until(lambda: len(load.customers) >= customers, 600, f"{customers} customers verified")
+
+
+async def find_max(load: Load, seconds: float, inflight: int) -> dict[str, float]:
+    """Each path alone, as fast as it goes with `inflight` actions waiting at once (a closed
+    loop), for `seconds`; the commands and the emails until they are all answered/received."""
+    found: dict[str, float] = {}
+    load.cancel_buffer = 200  # the placements below fill it for the cancellations' turn
+
+    async def closed(path: str, action: Any, clients: int) -> float:
+        tally, stop_at = load.tallies[path], time.monotonic() + seconds
+        before = tally.ok
+
+        async def client() -> None:
+            while time.monotonic() < stop_at:
+                await load._timed(path, action)
+
+        began = time.monotonic()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        return (tally.ok - before) / (time.monotonic() - began)
+
+    async def burst(kind: str, action: Any, n: int) -> float:
+        ids_before = {i for i, k in load.commands.items() if k == kind}
+        began = time.monotonic()
+        for _ in range(n):
+            await action()
+        await load.producer.flush()
+        ours = {i for i, k in load.commands.items() if k == kind} - ids_before
+        note(f"{n} {kind} commands sent in {time.monotonic() - began:.1f} s")
+        await until(lambda: ours <= load.answered, 300, f"{n} {kind} commands answered")
+        return n / (time.monotonic() - began)
+
+    n = max(300, int(seconds * 60))
+    found["place"] = await burst("place", load.place, n)
+    found["pay"] = await burst("pay", load.pay, n)
+    note(f"maxima so far: {found}")
+    claims, began = max(20, int(seconds * 10)), time.monotonic()
+    await asyncio.gather(*(load._timed("claim", load.claim) for _ in range(claims)))
+    total = load.tallies["claim"].ok
+    await until(lambda: load.mail.kinds["verify"] >= total, 300, "verification emails")
+    found["claim"] = claims / (time.monotonic() - began)
+    note(f"maxima so far: {found}")
+    await asyncio.sleep(max(0.0, load.to_cancel[0][0] + SETTLE - time.monotonic()))
+    found["login"] = await closed("login", load.log_in, 4)
+    found["read"] = await closed("read", load.read, inflight)
+    note(f"maxima so far: {found}")
+    emails = load.mail.kinds["cancelled (staff)"]
+    before, began = load.cancelled, time.monotonic()
+    await closed("cancel", load.cancel, inflight)
+    done = load.cancelled - before
+    await until(lambda: load.mail.kinds["cancelled (staff)"] >= emails + done, 300, "cancellation emails")
+    found["cancel"] = done / (time.monotonic() - began)
+    return {k: float(f"{v:.3g}") for k, v in found.items()}
+
+
+async def soak(
+    args: argparse.Namespace, system: System, servers: str, directory: Path, tracer: Tracer | None
+) -> dict[str, Any]:
+    mail = Mail(directory)
+    producer = AIOKafkaProducer(bootstrap_servers=servers, enable_idempotence=True, acks="all", linger_ms=5)
+    await producer.start()
+    connector = aiohttp.TCPConnector(limit=0)
+    pids = {name: system.services[name].proc.pid for name in ("accounts", "bookings", "notifier")}
+    async with aiohttp.ClientSession(connector=connector) as http:
+        load = Load(system, producer, http, mail)
+        stop_links, ready = asyncio.Event(), asyncio.Event()
+        outcomes = asyncio.create_task(load.consume_outcomes(servers, ready))
+        links = asyncio.create_task(load.follow_links(stop_links, args.inflight))
+        try:
+            await ready.wait()
+            note(f"services ready; {args.customers} customers claim, verify and log in")
+            await seed(load, args.customers)
+            maxima = {path: value for path, (value, _) in MAXIMA.items()}
+            source = {path: why for path, (_, why) in MAXIMA.items()}
+            if args.find_max:
+                measured = await find_max(load, args.find_max_seconds, args.inflight)
+                maxima.update(measured)
+                source.update({path: "measured here (--find-max), each path alone" for path in measured})
+            rates = mixed_rates(maxima, args.scale)
+            for path in PATHS:
+                if (chosen := getattr(args, f"{path}_rate")) is not None:
+                    rates[path], source[path] = chosen, f"--{path}-rate"
+            load.cancel_buffer = int(rates["cancel"] * 30) + 20
+            note(f"rates (per second): {rates}; warm-up {args.warmup:.0f} s, measured {args.duration:.0f} s")
+
+            warmup_end = time.monotonic() + args.warmup
+            end = warmup_end + args.duration
+            samples: dict[str, list[tuple[float, float]]] = {name: [] for name in pids}
+            marks: dict[str, Any] = {}
+
+            async def sample() -> None:
+                await asyncio.sleep(max(0.0, warmup_end - time.monotonic()))
+                marks["tallies"] = {p: t.snapshot() for p, t in load.tallies.items()}
+                marks["cpu"] = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                marks["client"] = time.process_time()
+                if tracer:
+                    await tracer.take(1)
+                marks["load"] = [os.getloadavg()[0]]
+                began = time.monotonic()
+                while (now := time.monotonic()) <= end + 0.5:
+                    for name, pid in pids.items():
+                        samples[name].append((now - began, rss_bytes(pid)))
+                    marks["load"].append(os.getloadavg()[0])
+                    if len(samples["bookings"]) % 12 == 1:
+                        rss = ", ".join(f"{n} {s[-1][1] / 2**20:.0f} MB" for n, s in samples.items())
+                        note(f"{now - began:4.0f} s measured: RSS {rss}; load {os.getloadavg()[0]:.1f}")
+                    await asyncio.sleep(args.interval)
+                marks["cpu"] = {name: cpu_seconds(pid) - marks["cpu"][name] for name, pid in pids.items()}
+                marks["seconds"] = time.monotonic() - began
+                marks["client"] = time.process_time() - marks["client"]
+                if tracer:
+                    await tracer.take(2)
+                marks["after"] = {p: t.snapshot() for p, t in load.tallies.items()}
+
+            await asyncio.gather(
+                sample(), *(load.paced(path, rates[path], end, args.inflight) for path in PATHS)
+            )
+            await producer.flush()
+            note("load stopped; until every command is answered and every email has arrived")
+            # Work done: every command answered, every email arrived (or the patience ran out).
+            sent = set(load.commands)
+            with contextlib.suppress(TimeoutError):
+                await until(lambda: sent <= load.answered, 180, "every command answered")
+            expected = {
+                "cancelled (customer)": load.cancelled,
+                "cancelled (staff)": load.cancelled,
+                "welcome": len(load.customers),
+            }
+            with contextlib.suppress(TimeoutError):
+                await until(lambda: all(mail.kinds[k] >= n for k, n in expected.items()), 180, "every email")
+        finally:
+            stop_links.set()
+            await links
+            outcomes.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await outcomes
+            await producer.stop()
+
+    seconds = marks["seconds"]
+    achieved = {}
+    for path in PATHS:
+        (_, ok0, _), (_, ok1, _) = marks["tallies"][path], marks["after"][path]
+        achieved[path] = round((ok1 - ok0) / seconds, 1)
+    return {
+        "rates_offered": rates,
+        "rates_source": source,
+        "maxima": maxima,
+        "rates_achieved": achieved,
+        "measured_seconds": round(seconds, 1),
+        "load_average": {
+            "min": round(min(marks["load"]), 1),
+            "mean": round(sum(marks["load"]) / len(marks["load"]), 1),
+            "max": round(max(marks["load"]), 1),
+        },
+        "rss": {name: rss_summary(s) for name, s in samples.items()},
+        "cpu_percent": {
+            **{name: round(100 * c / seconds, 1) for name, c in marks["cpu"].items()},
+            "load generator": round(100 * marks["client"] / seconds, 1),
+        },
+        "paths": {
+            path: {
+                "ok": t.ok,
+                "skipped": t.skipped,
+                "idle": t.idle,
+                "failed": dict(t.failed),
+                "p50_ms": round(percentile(t.latencies, 50), 1),
+                "p99_ms": round(percentile(t.latencies, 99), 1),
+            }
+            for path, t in load.tallies.items()
+        },
+        "work": {
+            "commands_sent": len(load.commands),
+            "commands_answered": len(set(load.commands) & load.answered),
+            "outcomes": dict(load.outcomes),
+            "customers_verified": len(load.customers),
+            "claims_waiting_for_their_email": len(load.claimed),
+            "cancellations_confirmed": load.cancelled,
+            "emails_received": dict(mail.kinds),
+            "emails_expected_at_least": expected,
+        },
+    }
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def start(system: System, names: tuple[str, ...]) -> None:
+    """`System.start`, with the patience a machine shared by several test suites needs."""
+    for name in names:
+        system.services[name].start()
+    for name in names:
+        system.services[name].wait_ready(timeout=300)
+    for name in TEST_PUBLISHERS:  # the publishers whose signed commands the load sends
+        system.register_publisher(name, publisher(name).public_key)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    with (
+        infrastructure(args.store == "postgres") as (servers, postgres),
+        tempfile.TemporaryDirectory(prefix="soak-bench-") as tmp,
+        mail_server(Path(tmp)) as (smtp_port, directory),
+    ):
+        names = ("accounts", "bookings", "notifier")
+        tracer = Tracer(Path(tmp), names) if args.tracemalloc else None
+        overrides = tracer.overrides() if tracer else {}
+        system = System(
+            Path(tmp), servers, smtp_port, store=args.store, postgres=postgres, overrides=overrides
+        )
+        start(system, names)
+        try:
+            set_tenant_settings(
+                system,
+                TENANT,
+                customer_logins_enabled=True,
+                allow_cancel=True,
+                cancel_cutoff={"amount": 2, "unit": "days"},
+            )
+            staff = notifier_staff_headers(system, TENANT)
+            import httpx
+
+            response = httpx.patch(
+                f"{system.notifier.url}/v1/staff/tenants/{TENANT}/branding",
+                headers=staff,
+                json={"staff_email": "staff@soak.example", "business_name": "Soak Tours"},
+                timeout=30,
+            )
+            response.raise_for_status()
+            result = asyncio.run(soak(args, system, servers, directory, tracer))
+        finally:
+            system.stop()
+        if tracer:
+            result["tracemalloc"] = tracer.growth(1, 2)
+        result["service_errors"] = {
+            name: lines[:3]
+            for name in ("accounts", "bookings", "notifier")
+            if (lines := system.services[name].errors())
+        }
+    return result
+
+
+def markdown(header: list[str], rows: list[list[Any]]) -> str:
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows, strict=True)]
+    line = lambda cells: "| " + " | ".join(str(c).rjust(w) for c, w in zip(cells, widths, strict=True)) + " |"  # noqa: E731
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+def table(result: dict[str, Any]) -> str:
+    rss = [
+        [
+            name,
+            s["start_mb"],
+            s["end_mb"],
+            s["min_mb"],
+            s["max_mb"],
+            f"{s['change_pct']:+}",
+            f"{s['slope_mb_per_min']:+.2f}",
+            "yes" if s["flat"] else "NO",
+            f"{s['low_start_mb']} / {s['low_end_mb']}",
+        ]
+        for name, s in result["rss"].items()
+        if s["samples"]
+    ]
+    paths = []
+    for path in PATHS:
+        p = result["paths"][path]
+        failed = ", ".join(f"{n} x {why}" for why, n in p["failed"].items()) or "0"
+        paths.append(
+            [
+                path,
+                result["maxima"][path],
+                result["rates_offered"][path],
+                result["rates_achieved"][path],
+                p["p50_ms"],
+                p["p99_ms"],
+                failed,
+                p["skipped"],
+            ]
+        )
+    return "\n\n".join(
+        [
+            markdown(
+                [
+                    *("RSS", "start MB", "end MB", "min MB", "max MB", "end vs start %", "MB/min"),
+                    *("within ±10 %", "lowest in first / last fifth, MB"),
+                ],
+                rss,
+            ),
+            markdown(
+                ["path", "max/s", "offered/s", "achieved/s", "p50 ms", "p99 ms", "failed", "skipped"], paths
+            ),
+        ]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=float, default=600.0, help="seconds measured (after the warm-up)")
+    parser.add_argument("--warmup", type=float, default=60.0, help="seconds of load before measuring")
+    parser.add_argument("--quick", action="store_true", help="60 s measured after 20 s of warm-up")
+    parser.add_argument("--interval", type=float, default=5.0, help="seconds between RSS samples")
+    parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=0.5,
+        help="fraction of the machine: each path at its maximum x scale / the number of paths",
+    )
+    parser.add_argument("--find-max", action="store_true", help="measure each path's maximum here first")
+    parser.add_argument("--find-max-seconds", type=float, default=5.0, help="per path, with --find-max")
+    parser.add_argument("--customers", type=int, default=20, help="customers verified before the load")
+    parser.add_argument("--inflight", type=int, default=32, help="actions per path waiting at once")
+    for path in PATHS:
+        parser.add_argument(
+            f"--{path}-rate", type=float, help=f"{path} per second (instead of the scaled maximum)"
+        )
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="trace the services' allocations; print what grew over the measurement (slows them)",
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.duration, args.warmup = min(args.duration, 60.0), min(args.warmup, 20.0)
+    if args.json:  # the local servers' log lines (structlog prints to stdout by default) go aside
+        import structlog
+
+        structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    when = datetime.now(UTC)
+    result = {"when": when.isoformat(), "cpus": os.cpu_count(), "store": args.store, **run(args)}
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    load = result["load_average"]
+    work = result["work"]
+    print(
+        f"# booking-accounts soak, {when:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, {args.store} stores: "
+        f"{result['measured_seconds']:.0f} s measured after {args.warmup:.0f} s of warm-up, RSS every "
+        f"{args.interval:g} s; load average {load['min']}-{load['max']} (mean {load['mean']})"
+    )
+    print(table(result))
+    print(
+        f"work: {work['commands_answered']} of {work['commands_sent']} commands answered {work['outcomes']}; "
+        f"{work['customers_verified']} customers verified ({work['claims_waiting_for_their_email']} claims "
+        f"still waiting); {work['cancellations_confirmed']} cancellations; emails {work['emails_received']} "
+        f"(at least {work['emails_expected_at_least']} expected)"
+    )
+    print(f"service CPU over the measurement: {result['cpu_percent']} % of one core")
+    print(f"maxima from: {result['rates_source']}")
+    for name, lines in result.get("tracemalloc", {}).items():
+        print(f"\n{name}: " + "\n  ".join(lines))
+    for name, lines in result["service_errors"].items():
+        print(f"# {name} logged errors, e.g. {lines[0]}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
