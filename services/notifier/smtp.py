@@ -8,6 +8,7 @@ store, where personal data is only ever sealed.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import ssl
 from dataclasses import dataclass
@@ -72,16 +73,24 @@ class Mailer:
         self, smtp: aiosmtplib.SMTP, sender: str, recipient: str, raw: bytes, utf8: bool = False
     ) -> Answer:
         """Run one mail transaction for a message already rendered to bytes. A connection
-        problem closes `smtp` (the caller opens a new one for the next email)."""
+        problem closes `smtp` (the caller opens a new one for the next email).
+
+        SMTP_TIMEOUT_SECONDS bounds the whole transaction, with one timer, rather than each of
+        its four commands with one of its own (aiosmtplib's `wait_for` per reply cost more
+        than the rest of the client)."""
         try:
             options = ["SMTPUTF8"] if utf8 else None
-            _, reply = await smtp.sendmail(sender, [recipient], raw, mail_options=options)
+            async with asyncio.timeout(self.settings.smtp_timeout_seconds):
+                _, reply = await smtp.sendmail(sender, [recipient], raw, mail_options=options, timeout=None)
         except aiosmtplib.SMTPRecipientsRefused as error:
             codes = [r.code for r in error.recipients]
             replies = "; ".join(f"{r.code} {r.message}" for r in error.recipients)
             return Answer.refused(f"recipient refused: {replies}", all(code >= 500 for code in codes))
         except aiosmtplib.SMTPResponseException as error:
             return Answer.refused(f"{error.code} {error.message}", error.code >= 500)
+        except TimeoutError:  # where the server stopped answering is unknown: a new connection
+            smtp.close()
+            return Answer.refused("SMTP transaction failed: timed out waiting for the server", False)
         except (aiosmtplib.SMTPException, OSError) as error:
             smtp.close()
             return Answer.refused(f"SMTP transaction failed: {error}", False)
