@@ -176,7 +176,8 @@ def _multipart(headers: list[tuple[str, str]], text: str, html: str, message_id:
     lines = [_header(name, value) for name, value in headers]
     lines += [
         "MIME-Version: 1.0",
-        f'Content-Type: multipart/alternative; boundary="{boundary}"',
+        "Content-Type: multipart/alternative;",
+        f' boundary="{boundary}"',
         "",
     ]
     for subtype, body in (("plain", text), ("html", html)):
