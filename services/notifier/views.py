@@ -10,7 +10,6 @@ longer hold it at all.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from functools import singledispatch
@@ -148,19 +147,7 @@ def _(event: Email.RetryRequested, conn: Connection, vault: Vault) -> None:
 
 
 def _update(conn: Connection, event: Any, **values: Any) -> None:
-    """Change the email's row: one statement built once per set of columns and run with new
-    values (building and caching a statement with its values inside costs four times more,
-    and the sender's every email makes two of them)."""
-    conn.execute(_update_statement(tuple(values)), {"_email_id": str(event.originator_id), **values})
-
-
-@functools.cache
-def _update_statement(columns: tuple[str, ...]) -> sa.Update:
-    return (
-        sa.update(emails)
-        .where(emails.c.email_id == sa.bindparam("_email_id"))
-        .values({column: sa.bindparam(column) for column in columns})
-    )
+    conn.execute(sa.update(emails).where(emails.c.email_id == str(event.originator_id)).values(**values))
 
 
 def _recipient(recipient: Personal | None, vault: Vault) -> dict[str, Any]:
