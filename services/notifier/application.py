@@ -95,11 +95,13 @@ class Notifier(ServiceApplication):
 
     def start_attempts(self, email_ids: Iterable[UUID]) -> list[Email]:
         """Record, in one transaction, an attempt for each of these emails that is due; return
-        them. Another sender that got there first makes us look again without them."""
+        them. The emails are read with one query (`load_many`), not one each. Another sender
+        that got there first makes us look again without them."""
         ids = list(email_ids)
         for _ in range(3):
             now = self.clock()
-            due = [e for e in map(self.email, ids) if e is not None and e.is_due(now)]
+            found = self.load_many(ids)
+            due = [e for e in map(found.get, ids) if isinstance(e, Email) and e.is_due(now)]
             for email in due:
                 email.start_attempt(now, self.policy)
             if not due:
@@ -130,10 +132,14 @@ class Notifier(ServiceApplication):
         self, outcomes: Sequence[Outcome], attempted: dict[UUID, Email] | None = None
     ) -> None:
         now = self.clock()
+        attempted = attempted if attempted is not None else {}
+        known = {o.email_id: attempted.pop(o.email_id) for o in outcomes if o.email_id in attempted}
+        missing = [o.email_id for o in outcomes if o.email_id not in known]
+        known.update(self.load_many(missing))  # one query for those not given
         changed = []
         for outcome in outcomes:
-            email = (attempted or {}).pop(outcome.email_id, None) or self.email(outcome.email_id)
-            if email is not None:
+            email = known.get(outcome.email_id)
+            if isinstance(email, Email):
                 outcome.apply(email, now, self.policy)
                 changed.append(email)
         self.save(*changed)

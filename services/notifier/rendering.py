@@ -6,27 +6,28 @@ Templates live in `templates/<language>/<kind>.{txt,html}.j2` and extend that la
 `subject` block is the subject line. HTML is autoescaped, by the file name: every template
 that writes HTML ends in `.html.j2`, its macros included (`_macros.html.j2`; the text ones are
 in `_macros.txt.j2`). A link goes into an `href` only through the `url` filter, which takes
-http(s) URLs only. Subjects and headers never carry a line break (no header injection). Dates are shown in the tenant's time zone, amounts and
-dates in the language's conventions.
+http(s) URLs only. Subjects and headers never carry a line break (no header injection). Dates
+are shown in the tenant's time zone, amounts and dates in the language's conventions.
+
+Each pair of templates is loaded once per (kind, language); the MIME message around the two
+parts is put together here (`_multipart`), several times faster than `email`'s generator.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from email import policy
-from email.charset import QP, Charset
+from email import quoprimime
 from email.header import Header
-from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
 from email.utils import format_datetime, formataddr, parseaddr
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, select_autoescape
 from markupsafe import Markup, escape
 
 from contracts.wording import refund_note
@@ -75,9 +76,6 @@ class Rendered:
     smtputf8: bool  # ...which needs the server's SMTPUTF8 extension
 
 
-_UTF8_QP = Charset("utf-8")
-_UTF8_QP.body_encoding = QP
-
 _MONTHS = {
     "en": "January February March April May June July August September October November December",
     "de": "Januar Februar März April Mai Juni Juli August September Oktober November Dezember",
@@ -96,9 +94,11 @@ class Renderer:
             keep_trailing_newline=True,
             trim_blocks=True,
             lstrip_blocks=True,
+            auto_reload=False,  # templates are part of the code: no stat() per email
         )
         self._env.filters["nl2br"] = _nl2br
         self._env.filters["url"] = _url
+        self._loaded: dict[tuple[str, str], tuple[Template, Template]] = {}
 
     def render(
         self,
@@ -128,28 +128,78 @@ class Renderer:
                 in_email=True,
             ),
         }
-        text_template = self._env.get_template(f"{language}/{kind}.txt.j2")
+        text_template, html_template = self._templates(language, kind)
         subject = _one_line("".join(text_template.blocks["subject"](text_template.new_context(context))))
         text = text_template.render(context)
-        html = self._env.get_template(f"{language}/{kind}.html.j2").render(context)
+        html = html_template.render(context)
 
-        # The classic (compat32) MIME classes: several times faster than EmailMessage, which
-        # matters at hundreds of emails a second. Every header value is one line (no injection).
-        message = MIMEMultipart("alternative")
-        message["From"] = formataddr((_one_line(branding.business_name), self.sender_address), "utf-8")
-        message["To"] = _one_line(recipient)
+        # Every header value is one line (no injection). The message is put together here
+        # rather than by `email`'s generator, which took two thirds of the time of an email
+        # (folding every header, a new regular expression per boundary).
+        headers = [
+            ("From", formataddr((_one_line(branding.business_name), self.sender_address), "utf-8")),
+            ("To", _one_line(recipient)),  # as it is: a non-ASCII address goes with SMTPUTF8
+        ]
         if branding.reply_to:
-            message["Reply-To"] = _one_line(branding.reply_to)
-        message["Subject"] = subject if subject.isascii() else Header(subject, "utf-8").encode()
-        message["Message-ID"] = _one_line(message_id)
-        message["Date"] = format_datetime(date.astimezone(UTC))
-        message["Content-Language"] = language
-        message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies to this
-        message.attach(MIMEText(text, "plain", _UTF8_QP))  # quoted-printable: 7-bit safe anywhere
-        message.attach(MIMEText(html, "html", _UTF8_QP))
+            headers.append(("Reply-To", _one_line(branding.reply_to)))
+        headers += [
+            ("Subject", subject),
+            ("Message-ID", _one_line(message_id)),
+            ("Date", format_datetime(date.astimezone(UTC))),
+            ("Content-Language", language),
+            ("Auto-Submitted", "auto-generated"),  # RFC 3834: no auto-replies to this
+        ]
         utf8 = not recipient.isascii()
-        raw = message.as_bytes(policy=policy.SMTPUTF8) if utf8 else message.as_bytes()
-        return Rendered(subject, raw, utf8)
+        return Rendered(subject, _multipart(headers, text, html, message_id), utf8)
+
+    def _templates(self, language: str, kind: str) -> tuple[Template, Template]:
+        """The text and HTML templates of a kind of email in a language, loaded once."""
+        found = self._loaded.get((language, kind))
+        if found is None:
+            found = (
+                self._env.get_template(f"{language}/{kind}.txt.j2"),
+                self._env.get_template(f"{language}/{kind}.html.j2"),
+            )
+            self._loaded[(language, kind)] = found
+        return found
+
+
+CRLF = "\r\n"
+
+
+def _multipart(headers: list[tuple[str, str]], text: str, html: str, message_id: str) -> bytes:
+    """A multipart/alternative message (RFC 2045/2046) with a quoted-printable text and HTML
+    part: 7-bit clean, except for a non-ASCII address (sent with SMTPUTF8). The boundary
+    contains "=_", which quoted-printable text never does, so it cannot occur in a part; it
+    comes from the Message-ID, so a copy sent again is the same bytes."""
+    boundary = "=_" + hashlib.blake2b(message_id.encode(), digest_size=16).hexdigest()
+    lines = [_header(name, value) for name, value in headers]
+    lines += [
+        "MIME-Version: 1.0",
+        "Content-Type: multipart/alternative;",
+        f' boundary="{boundary}"',
+        "",
+    ]
+    for subtype, body in (("plain", text), ("html", html)):
+        lines += [
+            f"--{boundary}",
+            f'Content-Type: text/{subtype}; charset="utf-8"',
+            "Content-Transfer-Encoding: quoted-printable",
+            "",
+            quoprimime.body_encode(body.encode("utf-8").decode("latin-1"), eol=CRLF),
+        ]
+    lines += [f"--{boundary}--", ""]
+    return CRLF.join(lines).encode("utf-8")
+
+
+def _header(name: str, value: str) -> str:
+    """One header field: non-ASCII text as RFC 2047 encoded words (but the recipient's address,
+    which travels with SMTPUTF8), folded (RFC 5322 2.2.3) only when longer than a line should
+    be: as `email`'s compat32 policy does."""
+    if name == "To" or (value.isascii() and len(name) + len(value) + 2 <= 78):
+        return f"{name}: {value}"
+    charset = None if value.isascii() else "utf-8"
+    return f"{name}: " + Header(value, charset, header_name=name).encode(linesep=CRLF)
 
 
 def _one_line(text: str) -> str:

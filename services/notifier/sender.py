@@ -4,16 +4,17 @@ One batch at a time:
 
 1. the due emails (read model) get an attempt each, recorded in ONE transaction before any of
    them is sent (`Notifier.start_attempts`);
-2. they are sent over a few SMTP connections in parallel (`SMTP_CONNECTIONS`; kept open from
-   one batch to the next, and for `KEEP_IDLE_SECONDS` without work), each rendered
-   in a worker thread just before its transaction (rendering overlaps the others' network
-   waits);
+2. they are rendered, the whole batch in one worker thread (its tenants' branding read once),
+   and sent over a few SMTP connections in parallel (`SMTP_CONNECTIONS`; kept open from one
+   batch to the next, and for `KEEP_IDLE_SECONDS` without work);
 3. each server answer is recorded as soon as it comes: a recorder task commits whatever
-   answers have arrived since its last commit (group commit), so no answer waits longer than
-   one commit, however many emails are in flight.
+   answers have arrived since its last commit (group commit), waiting at most
+   `RECORD_LINGER_SECONDS` for more while others are in flight, so no answer waits longer than
+   that and one commit, however many emails are in flight.
 
 What remains is the protocol's own window: if the process dies after the server accepted a
-message (its 250 reply to the end of DATA) and before that answer's commit, the email is found
+message (its 250 reply to the end of DATA) and before that answer's commit (at most
+`RECORD_LINGER_SECONDS` and a commit later), the email is found
 "interrupted" (an attempt without a result) and, once the attempt's lease has run out, sent
 again with the same Message-ID, so that the receiving side can recognise the copy. Emails
 whose attempt was recorded but whose transaction had not reached the end of DATA are sent
@@ -74,6 +75,12 @@ COUNT_EVERY_SECONDS = 5.0
 """How often the `notifier_emails_in_log` gauge is refreshed: counting scans the delivery log,
 which grows, and an email queued meanwhile would wait for the count to finish."""
 
+RECORD_LINGER_SECONDS = 0.02
+"""How long an answer may wait for others before their group is committed, while emails of the
+batch are still in flight (the batch's last answers are committed at once). Recording every
+answer on its own cost more CPU than sending the email; waiting adds at most this to the
+window in which a crash makes an email go out twice (see above)."""
+
 KEEP_IDLE_SECONDS = 30.0
 """How long an SMTP connection is kept open without work: the next email needs no new
 connection (TCP, greeting, EHLO, perhaps TLS and a login), well within servers' idle timeouts
@@ -106,10 +113,10 @@ emails_by_status = Gauge(
 
 @dataclass
 class _Ready:
-    """An email to render and send."""
+    """An email rendered, to send."""
 
     email: Email
-    branding: Branding
+    rendered: Rendered
 
 
 @dataclass
@@ -256,10 +263,7 @@ class Sender:
                     error = "not sent in time (the SMTP server is slow); will retry"
                     results.put_nowait(NotDelivered(email.id, email.attempts, error, False))
                     continue
-                rendered = await run_sync(self._render, item)
-                if not isinstance(rendered, Rendered):
-                    results.put_nowait(rendered)
-                    continue
+                rendered = item.rendered
                 if smtp is None or not smtp.is_connected:
                     try:
                         smtp = await self.mailer.connect()
@@ -314,8 +318,18 @@ class Sender:
         finished = False
         while not finished:
             group = [await results.get()]
-            while not results.empty():
-                group.append(results.get_nowait())
+            # More answers are on their way while other emails are in flight: gather them for
+            # a moment, so that one commit (and one projection batch) records several.
+            deadline = asyncio.get_running_loop().time() + RECORD_LINGER_SECONDS
+            while group[-1] is not None and len(group) < self.batch_size:
+                if results.empty():
+                    try:
+                        async with asyncio.timeout_at(deadline):
+                            group.append(await results.get())
+                    except TimeoutError:
+                        break
+                else:
+                    group.append(results.get_nowait())
             finished = group[-1] is None
             outcomes = [o for o in group if o is not None]
             if outcomes:
@@ -368,7 +382,8 @@ class Sender:
         return self.read_model.position(self.projection.name)
 
     def _prepare(self, emails: list[Email]) -> list[_Ready | Outcome]:
-        """Each email with its tenant's branding, or why it will not be sent (in a thread)."""
+        """Each email rendered with its tenant's branding, or why it will not be sent (in a
+        thread: the whole batch in one call, rather than one hand-over to a thread per email)."""
         self._templates = {email.id: email.template for email in emails}
         now = self.notifier.clock()
         brandings: dict[str, Any] = {}
@@ -387,18 +402,18 @@ class Sender:
                 continue
             if email.tenant_id not in brandings:
                 brandings[email.tenant_id] = self.notifier.branding(self.notifier.tenant(email.tenant_id))
-            prepared.append(_Ready(email, brandings[email.tenant_id]))
+            rendered = self._render(email, brandings[email.tenant_id])
+            prepared.append(_Ready(email, rendered) if isinstance(rendered, Rendered) else rendered)
         return prepared
 
-    def _render(self, item: _Ready) -> Rendered | Outcome:
-        """The message as it goes on the wire (in a worker thread)."""
-        email = item.email
+    def _render(self, email: Email, branding: Branding) -> Rendered | Outcome:
+        """The message as it goes on the wire."""
         try:
             return self.renderer.render(
                 kind=email.template,
                 language=email.language,
                 data=self._open(email.data),
-                branding=item.branding,
+                branding=branding,
                 recipient=str(email.recipient),
                 message_id=email.message_id,
                 date=email.queued_at,

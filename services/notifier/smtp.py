@@ -8,6 +8,7 @@ store, where personal data is only ever sealed.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import ssl
 from dataclasses import dataclass
@@ -72,16 +73,37 @@ class Mailer:
         self, smtp: aiosmtplib.SMTP, sender: str, recipient: str, raw: bytes, utf8: bool = False
     ) -> Answer:
         """Run one mail transaction for a message already rendered to bytes. A connection
-        problem closes `smtp` (the caller opens a new one for the next email)."""
+        problem closes `smtp` (the caller opens a new one for the next email).
+
+        SMTP_TIMEOUT_SECONDS bounds the whole transaction, with one timer, rather than each of
+        its four commands with one of its own (aiosmtplib's `wait_for` per reply cost more
+        than the rest of the client). An ASCII message goes as MAIL, RCPT and DATA, without
+        `sendmail`'s checks and size computation, which read each address and the message
+        once more."""
         try:
-            options = ["SMTPUTF8"] if utf8 else None
-            _, reply = await smtp.sendmail(sender, [recipient], raw, mail_options=options)
+            async with asyncio.timeout(self.settings.smtp_timeout_seconds):
+                if utf8:  # (sendmail checks that the server offers SMTPUTF8)
+                    _, reply = await smtp.sendmail(
+                        sender, [recipient], raw, mail_options=["SMTPUTF8"], timeout=None
+                    )
+                else:
+                    await smtp.mail(sender, timeout=None)
+                    await smtp.rcpt(recipient, timeout=None)
+                    reply = (await smtp.data(raw, timeout=None)).message
         except aiosmtplib.SMTPRecipientsRefused as error:
             codes = [r.code for r in error.recipients]
             replies = "; ".join(f"{r.code} {r.message}" for r in error.recipients)
             return Answer.refused(f"recipient refused: {replies}", all(code >= 500 for code in codes))
+        except aiosmtplib.SMTPRecipientRefused as error:
+            await _reset(smtp)
+            return Answer.refused(f"recipient refused: {error.code} {error.message}", error.code >= 500)
         except aiosmtplib.SMTPResponseException as error:
+            if not utf8:  # (sendmail did)
+                await _reset(smtp)
             return Answer.refused(f"{error.code} {error.message}", error.code >= 500)
+        except TimeoutError:  # where the server stopped answering is unknown: a new connection
+            smtp.close()
+            return Answer.refused("SMTP transaction failed: timed out waiting for the server", False)
         except (aiosmtplib.SMTPException, OSError) as error:
             smtp.close()
             return Answer.refused(f"SMTP transaction failed: {error}", False)
@@ -110,6 +132,15 @@ class Mailer:
             await smtp.quit()
         except (aiosmtplib.SMTPException, OSError):
             smtp.close()
+
+
+async def _reset(smtp: aiosmtplib.SMTP) -> None:
+    """End a refused mail transaction (RSET), so that the connection can carry the next one;
+    a connection that cannot is closed."""
+    try:
+        await smtp.rset()
+    except (aiosmtplib.SMTPException, OSError):
+        smtp.close()
 
 
 def _tls_context(settings: NotifierSettings) -> ssl.SSLContext | None:

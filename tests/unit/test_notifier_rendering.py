@@ -141,3 +141,20 @@ def test_supported_language_takes_the_first_we_write_in():
     assert supported_language(None, "fr", "de-AT", "en") == "de"
     assert supported_language("EN") == "en"
     assert supported_language(None, "") is None
+
+
+def test_a_copy_sent_again_is_the_same_bytes_and_long_headers_are_folded_and_read_back_whole():
+    long_name = "Seeblick Kajak- und Bootsverleih am Traunsee bei Gmunden in Oberösterreich"
+    branding = Branding(business_name=long_name, reply_to="help@lakeside.example")
+    first, parsed = render("welcome", "de", branding=branding)
+    again, _ = render("welcome", "de", branding=branding)
+    assert first.raw == again.raw  # same Message-ID, same content: the same message
+    header = first.raw.split(b"\r\n\r\n", 1)[0]
+    assert all(len(line) <= 998 for line in header.split(b"\r\n"))  # RFC 5322's limit
+    assert b"\r\n =?utf-8?q?" in header.split(b"Subject: ", 1)[1]  # the long subject is folded
+    assert parsed["From"] == f"{long_name} <no-reply@booking-accounts.local>"
+    assert parsed["Subject"] == first.subject == f"Willkommen bei {long_name}"
+    boundary = parsed.get_boundary()
+    assert boundary.startswith("=_")  # never in quoted-printable text
+    assert [part.get_content_type() for part in parsed.iter_parts()] == ["text/plain", "text/html"]
+    assert parsed.get_body(("plain",)).get_content().count(long_name) >= 1
