@@ -234,7 +234,7 @@ class BatchWriter:
     def upsert(self, table: sa.Table, values: dict[str, Any], keys: Sequence[str]) -> None:
         pending = self._pending(table)
         keys = tuple(keys)
-        found = (keys, tuple(values[k] for k in keys))
+        found = (keys, _key_of(keys)(values))
         row = pending.find(found)
         if row is not None and row.kind == _UPDATE and not row.values.keys() <= values.keys():
             self.flush()  # an update of some columns, then an upsert of others: keep the order
@@ -246,9 +246,9 @@ class BatchWriter:
 
     def insert(self, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
         pending = self._pending(table)
-        keys = pending.primary_key
+        keys, key_of = pending.primary_key, _key_of(pending.primary_key)
         for values in rows:
-            found = (keys, tuple(values[k] for k in keys))
+            found = (keys, key_of(values))
             if pending.find(found) is not None:  # fails as it would have, at the flush
                 self.flush()
                 pending = self._pending(table)
@@ -261,7 +261,7 @@ class BatchWriter:
             self.flush()
             self.conn.execute(_update_statement(table, keys, tuple(values)), _update_params(key, values))
             return
-        found = (keys, tuple(key.values()))
+        found = (keys, _key_of(keys)(key))
         row = pending.find(found)
         if row is None:  # not in memory: an update of what the table holds
             pending.rows[found] = _Row(_UPDATE, keys, {**key, **values})
@@ -287,7 +287,7 @@ class BatchWriter:
     def value(self, table: sa.Table, column: str, key: dict[str, Any]) -> Any:
         pending = self._pending(table)
         keys = tuple(key)
-        row = pending.find((keys, tuple(key.values()))) if keys == pending.primary_key else None
+        row = pending.find((keys, _key_of(keys)(key))) if keys == pending.primary_key else None
         if row is not None and row.kind != _UPDATE and column in row.values:
             return row.values[column]
         self.flush()
@@ -302,22 +302,36 @@ class BatchWriter:
     def flush(self) -> None:
         for table, pending in self._tables.items():
             for column, values in pending.deletes.items():
-                self.conn.execute(_delete_statement(table, column), [{"value": v} for v in values])
+                self._many(_delete_statement(table, column), ("value",), [{"value": v} for v in values])
             shapes: dict[tuple[str, tuple[str, ...], tuple[str, ...]], list[dict[str, Any]]] = {}
             for row in (*pending.inserts.values(), *pending.rows.values()):
                 shapes.setdefault((row.kind, row.keys, tuple(row.values)), []).append(row.values)
             for (kind, keys, columns), group in shapes.items():
                 if kind == _UPSERT:
-                    self.conn.execute(_upsert_statement(self.dialect.name, table, columns, keys), group)
+                    self._many(_upsert_statement(self.dialect.name, table, columns, keys), columns, group)
                 elif kind == _INSERT:
-                    self.conn.execute(_insert_statement(table, columns), group)
+                    self._many(_insert_statement(table, columns), columns, group)
                 else:
                     changed = tuple(c for c in columns if c not in keys)
-                    self.conn.execute(
-                        _update_statement(table, keys, changed),
-                        [_update_params({k: r[k] for k in keys}, r) for r in group],
-                    )
+                    params = [_update_params({k: r[k] for k in keys}, r) for r in group]
+                    self._many(_update_statement(table, keys, changed), tuple(params[0]), params)
         self._tables.clear()
+
+    def _many(self, statement: Any, names: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+        """Run `statement` once per row. On SQLite straight through the driver (SQLAlchemy's
+        per-row work costs more than SQLite's own on a rebuild's hundreds of thousands of
+        rows), with the statement as SQLAlchemy compiles it and its type conversions; on
+        PostgreSQL through SQLAlchemy, which puts many rows in one INSERT."""
+        if self.dialect.name != "sqlite" or len(rows) < 2:
+            self.conn.execute(statement, rows)
+            return
+        translate = self.conn.get_execution_options().get("schema_translate_map")
+        sql, order, convert = _compiled(statement, self.dialect, names, tuple((translate or {}).items()))
+        params = [
+            tuple(f(row[n]) if f is not None else row[n] for n, f in zip(order, convert, strict=True))
+            for row in rows
+        ]
+        self.conn.exec_driver_sql(sql, params)
 
     def __getattr__(self, name: str) -> Any:  # anything else a projection uses runs in order
         self.flush()
@@ -341,7 +355,7 @@ class BatchWriter:
         if not all(isinstance(k, str) and isinstance(v, sa.BindParameter) for k, v in values.items()):
             return False
         pending = self._pending(table)
-        row = pending.find(((column.name,), (criterion.right.value,)))
+        row = pending.find(((column.name,), criterion.right.value))
         if row is None:
             return False
         pending.change(row, {k: v.value for k, v in values.items()})
@@ -350,7 +364,13 @@ class BatchWriter:
 
 _UPSERT, _INSERT, _UPDATE = "upsert", "insert", "update"
 
-_Key = tuple[tuple[str, ...], tuple[Any, ...]]  # (key columns, key values)
+_Key = tuple[tuple[str, ...], Any]  # (key columns, key values as `_key_of` gives them)
+
+
+@functools.lru_cache(maxsize=256)
+def _key_of(keys: tuple[str, ...]) -> Callable[[dict[str, Any]], Any]:
+    """The key of a row: its value (one key column) or tuple of values (several)."""
+    return operator.itemgetter(*keys)
 
 
 class _Row:
@@ -424,6 +444,24 @@ def _update_params(key: dict[str, Any], values: dict[str, Any]) -> dict[str, Any
 
 # Statements built once per shape and reused with new values: building one is most of the cost
 # of running it (rebuilds and replays run millions of them).
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(
+    statement: Any, dialect: Any, names: tuple[str, ...], translate: tuple[tuple[Any, Any], ...]
+) -> tuple[str, tuple[str, ...], tuple[Callable[[Any], Any] | None, ...]]:
+    """A statement's SQL for a positional driver (SQLite's), the order of its parameters and
+    the conversion of each (the column types' bind processors, as SQLAlchemy applies them)."""
+    compiled = statement.compile(
+        dialect=dialect,
+        column_keys=list(names),
+        schema_translate_map=dict(translate) or None,
+        render_schema_translate=bool(translate),
+    )
+    assert compiled.positional, dialect.paramstyle
+    order = tuple(compiled.positiontup or ())
+    processors = compiled._bind_processors
+    return compiled.string, order, tuple(processors.get(n) for n in order)
 
 
 @functools.lru_cache(maxsize=256)
@@ -538,6 +576,10 @@ def _engine(url: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")  # derived state: rebuildable
             cursor.execute("PRAGMA secure_delete=ON")  # scrubbed personal data: zeroed, not freed
+            # Pages in memory: 64 MiB, not 2. A rebuild writes rows keyed by hashes (search
+            # tokens) all over the tables' B-trees, and with a small cache it slows down as
+            # the tables outgrow it.
+            cursor.execute("PRAGMA cache_size=-65536")
             cursor.close()
 
         return engine
