@@ -181,12 +181,12 @@ def update(conn: Connection, table: sa.Table, key: dict[str, Any], values: dict[
     conn.execute(_update_statement(table, tuple(key), tuple(values)), _update_params(key, values))
 
 
-def delete(conn: Connection, table: sa.Table, column: str, value: Any) -> None:
-    """`DELETE FROM table WHERE <column> = <value>`."""
+def delete(conn: Connection, table: sa.Table, where: dict[str, Any]) -> None:
+    """`DELETE FROM table WHERE <columns> = <values>`."""
     if isinstance(conn, BatchWriter):
-        conn.delete(table, column, value)
+        conn.delete(table, where)
         return
-    conn.execute(_delete_statement(table, column), {"value": value})
+    conn.execute(_delete_statement(table, tuple(where)), _key_params(where))
 
 
 def insert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
@@ -268,21 +268,26 @@ class BatchWriter:
         else:
             pending.change(row, values)
 
-    def delete(self, table: sa.Table, column: str, value: Any) -> None:
+    def delete(self, table: sa.Table, where: dict[str, Any]) -> None:
         pending = self._pending(table)
+        columns = tuple(where)
         # Deletes run first at the flush: fine for rows inserted here (they were not there
         # before) and for whole rows written by key that do not match (they end the same).
         # Anything else in memory is written first.
         whole = pending.columns
         for row in pending.rows.values():  # the upserted and updated rows
-            if row.kind != _UPSERT or row.values.keys() != whole or row.values[column] == value:
+            if (
+                row.kind != _UPSERT
+                or row.values.keys() != whole
+                or all(row.values[c] == where[c] for c in columns)
+            ):
                 self.flush()
                 pending = self._pending(table)
                 break
-        if not pending.drop_inserted(column, value):
+        if not pending.drop_inserted(columns, _key_of(columns)(where)):
             self.flush()
             pending = self._pending(table)
-        pending.deletes.setdefault(column, []).append(value)
+        pending.deletes.setdefault(columns, []).append(_key_params(where))
 
     def value(self, table: sa.Table, column: str, key: dict[str, Any]) -> Any:
         pending = self._pending(table)
@@ -301,8 +306,8 @@ class BatchWriter:
 
     def flush(self) -> None:
         for table, pending in self._tables.items():
-            for column, values in pending.deletes.items():
-                self._many(_delete_statement(table, column), ("value",), [{"value": v} for v in values])
+            for columns, params in pending.deletes.items():
+                self._many(_delete_statement(table, columns), tuple(params[0]), params)
             shapes: dict[tuple[str, tuple[str, ...], tuple[str, ...]], list[dict[str, Any]]] = {}
             for row in (*pending.inserts.values(), *pending.rows.values()):
                 shapes.setdefault((row.kind, row.keys, tuple(row.values)), []).append(row.values)
@@ -389,40 +394,45 @@ class _Pending:
     def __init__(self, table: sa.Table):
         self.primary_key = tuple(c.name for c in table.primary_key.columns)
         self.columns = set(table.columns.keys())
-        self.deletes: dict[str, list[Any]] = {}  # column -> the values whose rows go
+        self.deletes: dict[tuple[str, ...], list[dict[str, Any]]] = {}  # columns -> their values
         self.inserts: dict[_Key, _Row] = {}
         self.rows: dict[_Key, _Row] = {}
         # Inserted rows by the value of a column they are deleted by (made at the first such
         # delete), so that a delete is not a scan of every row in memory.
-        self._by: dict[str, dict[Any, list[_Key]]] = {}
+        self._by: dict[tuple[str, ...], dict[Any, list[_Key]]] = {}
 
     def find(self, key: _Key) -> _Row | None:
         return self.inserts.get(key) or self.rows.get(key)
 
     def add_insert(self, key: _Key, row: _Row) -> None:
         self.inserts[key] = row
-        for column, index in self._by.items():
-            index.setdefault(row.values.get(column), []).append(key)
+        for columns, index in self._by.items():
+            if row.values.keys() >= set(columns):
+                index.setdefault(_key_of(columns)(row.values), []).append(key)
+            else:  # cannot be indexed by them: made again (and refused) at the next delete
+                del self._by[columns]
+                break
 
     def change(self, row: _Row, values: dict[str, Any]) -> None:
         if row.kind == _INSERT:
-            for column in self._by.keys() & values.keys():
-                del self._by[column]  # made again at the next delete by it
+            for columns in [c for c in self._by if not values.keys().isdisjoint(c)]:
+                del self._by[columns]  # made again at the next delete by them
         row.values.update(values)
 
-    def drop_inserted(self, column: str, value: Any) -> bool:
-        """Forget the rows inserted here whose `column` is `value`; False (and nothing
-        forgotten) if some inserted row does not give `column`."""
-        index = self._by.get(column)
+    def drop_inserted(self, columns: tuple[str, ...], value: Any) -> bool:
+        """Forget the rows inserted here whose `columns` are `value` (as `_key_of` gives it);
+        False (and nothing forgotten) if some inserted row does not give all of `columns`."""
+        key_of = _key_of(columns)
+        index = self._by.get(columns)
         if index is None:
-            if not all(column in r.values for r in self.inserts.values()):
+            if not all(r.values.keys() >= set(columns) for r in self.inserts.values()):
                 return False
-            index = self._by[column] = {}
+            index = self._by[columns] = {}
             for key, row in self.inserts.items():
-                index.setdefault(row.values[column], []).append(key)
+                index.setdefault(key_of(row.values), []).append(key)
         for key in index.pop(value, ()):
             row = self.inserts.get(key)
-            if row is not None and row.values[column] == value:
+            if row is not None and key_of(row.values) == value:
                 del self.inserts[key]
         return True
 
@@ -471,8 +481,8 @@ def _update_statement(table: sa.Table, keys: tuple[str, ...], columns: tuple[str
 
 
 @functools.lru_cache(maxsize=256)
-def _delete_statement(table: sa.Table, column: str) -> Any:
-    return sa.delete(table).where(table.c[column] == sa.bindparam("value"))
+def _delete_statement(table: sa.Table, columns: tuple[str, ...]) -> Any:
+    return sa.delete(table).where(*[table.c[c] == sa.bindparam(f"key_{c}") for c in columns])
 
 
 @functools.lru_cache(maxsize=256)

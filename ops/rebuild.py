@@ -72,7 +72,7 @@ class Rebuild:
         app: ServiceApplication,
         read_model: ReadModel,
         projections: Sequence[Projection],
-        batch_size: int = 2000,
+        batch_size: int = 10_000,
     ):
         self.app = app
         self.live = read_model

@@ -152,7 +152,7 @@ class _Sealer:
         self, conn: Connection, tenant_id: str, booking_id: UUID, customer: dict[str, Any] | None
     ) -> None:
         """Replace the booking's search tokens (none once the customer is erased)."""
-        delete(conn, search_tokens, "booking_id", str(booking_id))
+        delete(conn, search_tokens, {"booking_id": str(booking_id)})
         plain = _plain(customer or {})
         tokens = self.index.search_tokens(tenant_id, plain.get("name"), plain.get("email"))
         if tokens:
@@ -260,7 +260,7 @@ def _(event: Booking.CustomerErased, conn: Connection, recorded: Recorded, seale
     # The key goes with the erasure, so the sealed columns read as erased anyway.
     erased = {"email_sealed": None, "name_sealed": None, "contact_sealed": None, "form_sealed": None}
     _update(conn, event, email_token=None, customer_erased=True, **erased)
-    delete(conn, search_tokens, "booking_id", str(event.originator_id))
+    delete(conn, search_tokens, {"booking_id": str(event.originator_id)})
 
 
 def _booking(event: Any) -> dict[str, Any]:

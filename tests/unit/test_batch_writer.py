@@ -39,6 +39,7 @@ steps = st.lists(
         st.tuples(st.just("delete-status"), st.sampled_from(["new", "old", "paid", "before"])),
         st.tuples(st.just("reindex"), ids, st.lists(st.sampled_from(["t1", "t2", "t3"]), max_size=3)),
         st.tuples(st.just("drop-tokens"), ids),
+        st.tuples(st.just("drop-token"), ids, st.sampled_from(["t1", "t2"])),
         st.tuples(st.just("drop-tenant"), st.sampled_from(["x", "y"])),
     ),
     max_size=16,
@@ -67,15 +68,17 @@ def run(conn, step) -> None:
             update(conn, rows, {"row_id": step[1]}, {"amount": amount + step[2]})
         return amount
     elif kind == "delete-status":
-        delete(conn, rows, "status", step[1])
+        delete(conn, rows, {"status": step[1]})
     elif kind == "reindex":  # as a projection replaces a row's search tokens
-        delete(conn, tokens, "row_id", step[1])
+        delete(conn, tokens, {"row_id": step[1]})
         tenant = "x" if step[1] < "b" else "y"
         insert(conn, tokens, [{"row_id": step[1], "token": t, "tenant": tenant} for t in set(step[2])])
     elif kind == "drop-tokens":
-        delete(conn, tokens, "row_id", step[1])
+        delete(conn, tokens, {"row_id": step[1]})
+    elif kind == "drop-token":
+        delete(conn, tokens, {"row_id": step[1], "token": step[2]})
     else:
-        delete(conn, tokens, "tenant", step[1])
+        delete(conn, tokens, {"tenant": step[1]})
     return None
 
 
@@ -92,7 +95,9 @@ def table_after(steps_, batched: bool) -> tuple[list, list, list]:
             writer.flush()
     with engine.connect() as conn:
         found = [tuple(r) for r in conn.execute(sa.select(rows).order_by(rows.c.row_id))]
-        indexed = [tuple(r) for r in conn.execute(sa.select(tokens).order_by(tokens.c.row_id, tokens.c.token))]
+        indexed = [
+            tuple(r) for r in conn.execute(sa.select(tokens).order_by(tokens.c.row_id, tokens.c.token))
+        ]
     engine.dispose()
     return found, indexed, read
 

@@ -77,7 +77,8 @@ def rows(read_model: ReadModel, vault) -> dict[str, list[tuple]]:
     with read_model.engine.connect() as conn:
         return {
             table.name: sorted(
-                tuple(map(str, plain(table, row).values())) for row in conn.execute(sa.select(table)).mappings()
+                tuple(map(str, plain(table, row).values()))
+                for row in conn.execute(sa.select(table)).mappings()
             )
             for table in views.metadata.sorted_tables
         }
