@@ -6,6 +6,11 @@ code runs on SQLite and PostgreSQL) and a `project` function; a `Projection` fol
 notification log and applies each event to the tables, writing its position in the same
 transaction, so a crash never applies an event twice or skips one.
 
+A batch of events is applied in one transaction through a `BatchWriter`: the projection
+functions write with `upsert`, `update`, `insert`, `delete` (and read with `value`), which it
+keeps in memory, the latest row per key, and writes once at the end, many rows per statement.
+A live batch and a rebuild's page of thousands of events go through the same code.
+
 Nothing in a read model is a source of truth: drop its tables (or its SQLite file) and the
 projection rebuilds it from position 0 with the same answers.
 
