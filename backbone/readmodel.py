@@ -239,6 +239,10 @@ class BatchWriter:
     def upsert(self, table: sa.Table, values: dict[str, Any], keys: Sequence[str]) -> None:
         pending = self._pending(table)
         keys = tuple(keys)
+        if keys != pending.primary_key:  # rows in memory are known by their primary key only
+            self.flush()
+            self.conn.execute(_upsert_statement(self.dialect.name, table, tuple(values), keys), values)
+            return
         found = (keys, _key_of(keys)(values))
         row = pending.find(found)
         if row is not None and row.kind == _UPDATE and not row.values.keys() <= values.keys():

@@ -102,7 +102,7 @@ def table_after(steps_, batched: bool) -> tuple[list, list, list]:
     return found, indexed, read
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps)
 def test_a_batch_writer_leaves_the_same_rows_as_each_statement_in_turn(steps_):
     assert table_after(steps_, batched=True) == table_after(steps_, batched=False)
