@@ -408,19 +408,24 @@ class _Pending:
         self.rows: dict[_Key, _Row] = {}
         # Inserted rows by the value of a column they are deleted by (made at the first such
         # delete), so that a delete is not a scan of every row in memory.
-        self._by: dict[tuple[str, ...], dict[Any, list[_Key]]] = {}
+        self._by: dict[tuple[str, ...], tuple[Callable[[dict[str, Any]], Any], dict[Any, list[_Key]]]] = {}
 
     def find(self, key: _Key) -> _Row | None:
         return self.inserts.get(key) or self.rows.get(key)
 
     def add_insert(self, key: _Key, row: _Row) -> None:
         self.inserts[key] = row
-        for columns, index in self._by.items():
-            if row.values.keys() >= set(columns):
-                index.setdefault(_key_of(columns)(row.values), []).append(key)
-            else:  # cannot be indexed by them: made again (and refused) at the next delete
+        for columns, (key_of, index) in self._by.items():
+            try:
+                value = key_of(row.values)
+            except KeyError:  # cannot be indexed by them: made again (and refused) at the next delete
                 del self._by[columns]
                 break
+            found = index.get(value)
+            if found is None:
+                index[value] = [key]
+            else:
+                found.append(key)
 
     def change(self, row: _Row, values: dict[str, Any]) -> None:
         if row.kind == _INSERT:
@@ -432,13 +437,16 @@ class _Pending:
         """Forget the rows inserted here whose `columns` are `value` (as `_key_of` gives it);
         False (and nothing forgotten) if some inserted row does not give all of `columns`."""
         key_of = _key_of(columns)
-        index = self._by.get(columns)
-        if index is None:
+        made = self._by.get(columns)
+        if made is None:
             if not all(r.values.keys() >= set(columns) for r in self.inserts.values()):
                 return False
-            index = self._by[columns] = {}
+            index: dict[Any, list[_Key]] = {}
             for key, row in self.inserts.items():
                 index.setdefault(key_of(row.values), []).append(key)
+            self._by[columns] = (key_of, index)
+        else:
+            index = made[1]
         for key in index.pop(value, ()):
             row = self.inserts.get(key)
             if row is not None and key_of(row.values) == value:
