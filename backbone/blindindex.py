@@ -23,6 +23,10 @@ query is a prefix of some word of the row: "ada lov" finds Ada Lovelace, "lovela
 ada.lovelace@example.com, "0660 12" finds +43 660 123. It cannot match the middle of a word
 ("velace"), misspellings, or a phone written with other digits (0660 vs +43 660).
 
+Tokens of short prefixes (up to 4 characters: "gm", "com", "mari") are kept in memory once
+computed: thousands of customers share them, and a rebuild would otherwise compute the same
+keyed hash millions of times. Longer prefixes, and whole values, are never kept.
+
 Erasure: the index rows of a subject are deleted with its data (the tokens are keyed hashes of
 data that is gone; removing them leaves nothing to link).
 """
@@ -41,6 +45,8 @@ from backbone.personal import Personal, UnknownSubject, Vault
 from contracts.personal import Sealed
 
 MAX_PREFIX = 24  # longer words are indexed (and searched) by their first 24 characters
+SHORT_PREFIX = 4  # tokens of prefixes up to this long are kept in memory (module docstring)
+SHORT_PREFIXES_KEPT = 100_000
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -60,6 +66,7 @@ class BlindIndex:
         self.vault = vault
         self._keys: dict[str, bytes] = {}
         self._lock = threading.Lock()
+        self._short: dict[tuple[str, str], str] = {}  # (tenant, prefix) -> token (module docstring)
 
     def _key(self, tenant_id: str) -> bytes:
         with self._lock:
@@ -73,8 +80,19 @@ class BlindIndex:
         return key
 
     def _token(self, tenant_id: str, kind: str, text: str) -> str:
-        mac = hmac.new(self._key(tenant_id), f"{kind}\0{text}".encode(), hashlib.sha256)
-        return mac.hexdigest()[:32]  # 128 bits: collisions are not a practical concern
+        mac = hmac.digest(self._key(tenant_id), f"{kind}\0{text}".encode(), "sha256")
+        return mac[:16].hex()  # 128 bits: collisions are not a practical concern
+
+    def _prefix_token(self, tenant_id: str, prefix: str) -> str:
+        if len(prefix) > SHORT_PREFIX:
+            return self._token(tenant_id, "prefix", prefix)
+        token = self._short.get((tenant_id, prefix))
+        if token is None:
+            token = self._token(tenant_id, "prefix", prefix)
+            if len(self._short) >= SHORT_PREFIXES_KEPT:
+                self._short.clear()
+            self._short[(tenant_id, prefix)] = token
+        return token
 
     def exact(self, tenant_id: str, value: str) -> str:
         """The token of a whole value (e.g. an email address), for equality lookups."""
@@ -92,12 +110,12 @@ class BlindIndex:
         for text in texts:
             for word in words(text):
                 for n in range(1, min(len(word), MAX_PREFIX) + 1):
-                    found.add(self._token(tenant_id, "prefix", word[:n]))
+                    found.add(self._prefix_token(tenant_id, word[:n]))
         return found
 
     def query_tokens(self, tenant_id: str, query: str) -> list[str]:
         """One token per word of a search query; a row matches when it has all of them."""
-        return sorted({self._token(tenant_id, "prefix", w[:MAX_PREFIX]) for w in words(query)})
+        return sorted({self._prefix_token(tenant_id, w[:MAX_PREFIX]) for w in words(query)})
 
 
 # ---------------------------------------------------------------------- sealed columns

@@ -6,6 +6,11 @@ code runs on SQLite and PostgreSQL) and a `project` function; a `Projection` fol
 notification log and applies each event to the tables, writing its position in the same
 transaction, so a crash never applies an event twice or skips one.
 
+A batch of events is applied in one transaction through a `BatchWriter`: the projection
+functions write with `upsert`, `update`, `insert`, `delete` (and read with `value`), which it
+keeps in memory, the latest row per key, and writes once at the end, many rows per statement.
+A live batch and a rebuild's page of thousands of events go through the same code.
+
 Nothing in a read model is a source of truth: drop its tables (or its SQLite file) and the
 projection rebuilds it from position 0 with the same answers.
 
@@ -173,29 +178,134 @@ def upsert(conn: Connection, table: sa.Table, values: dict[str, Any], keys: Sequ
     conn.execute(_upsert_statement(conn.dialect.name, table, tuple(values), tuple(keys)), values)
 
 
+def update(conn: Connection, table: sa.Table, key: dict[str, Any], values: dict[str, Any]) -> None:
+    """`UPDATE table SET <values> WHERE <key columns> = <key values>`."""
+    if isinstance(conn, BatchWriter):
+        conn.update(table, key, values)
+        return
+    conn.execute(_update_statement(table, tuple(key), tuple(values)), _update_params(key, values))
+
+
+def delete(conn: Connection, table: sa.Table, where: dict[str, Any]) -> None:
+    """`DELETE FROM table WHERE <columns> = <values>`."""
+    if isinstance(conn, BatchWriter):
+        conn.delete(table, where)
+        return
+    conn.execute(_delete_statement(table, tuple(where)), _key_params(where))
+
+
+def insert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+    """`INSERT INTO table` these rows (a row already there is an integrity error)."""
+    if isinstance(conn, BatchWriter):
+        conn.insert(table, rows)
+        return
+    for columns, group in _by_shape(rows).items():
+        conn.execute(_insert_statement(table, columns), group)
+
+
+def value(conn: Connection, table: sa.Table, column: str, key: dict[str, Any]) -> Any:
+    """`SELECT <column> FROM table WHERE <key columns> = <key values>`: the value, or None when
+    there is no such row."""
+    if isinstance(conn, BatchWriter):
+        return conn.value(table, column, key)
+    return conn.execute(_select_statement(table, column, tuple(key)), _key_params(key)).scalar()
+
+
 class BatchWriter:
-    """A connection for projecting a whole batch: rows written with `upsert`, and then changed
-    by `UPDATE ... WHERE <primary key> = <value>` statements, are put together in memory and
-    written once, many rows per statement, when the batch ends (`flush`). Anything else (a
-    query, another kind of statement, an update of a row not in memory) first writes what is
-    in memory, then runs as it is: the tables always read as if every statement had run in
-    order. A projection function needs nothing special: it gets this instead of a connection.
+    """A connection for projecting a whole batch: what a projection writes with `upsert`,
+    `update`, `insert` and `delete` (and `UPDATE ... WHERE <primary key> = <value>` statements)
+    is put together in memory, the latest row per key, and written once, many rows per
+    statement, when the batch ends (`flush`). `value` answers from memory when the row is there.
+
+    The tables always read as if every statement had run in order: each table's deletes run
+    first at the flush, then its rows; a write or read that the memory cannot keep in that
+    order (say, an update of a row the memory holds only in part, then a delete) first writes
+    what is in memory, as does anything else (a query, another kind of statement), which then
+    runs as it is. Tables are independent (read models have no foreign keys). A projection
+    function needs nothing special: it gets this instead of a connection.
     """
 
     def __init__(self, conn: Connection):
         self.conn = conn
         self.dialect = conn.dialect
-        # (table, key columns) -> key values -> the row as it will be written
-        self._rows: dict[tuple[sa.Table, tuple[str, ...]], dict[tuple[Any, ...], dict[str, Any]]] = {}
+        self._tables: dict[sa.Table, _Pending] = {}
+
+    def _pending(self, table: sa.Table) -> _Pending:
+        pending = self._tables.get(table)
+        if pending is None:
+            pending = self._tables[table] = _Pending(table)
+        return pending
 
     def upsert(self, table: sa.Table, values: dict[str, Any], keys: Sequence[str]) -> None:
-        rows = self._rows.setdefault((table, tuple(keys)), {})
-        key = tuple(values[k] for k in keys)
-        row = rows.get(key)
-        if row is None:
-            rows[key] = dict(values)
+        pending = self._pending(table)
+        keys = tuple(keys)
+        if keys != pending.primary_key:  # rows in memory are known by their primary key only
+            self.flush()
+            self.conn.execute(_upsert_statement(self.dialect.name, table, tuple(values), keys), values)
+            return
+        found = (keys, _key_of(keys)(values))
+        row = pending.find(found)
+        if row is not None and row.kind == _UPDATE and not row.values.keys() <= values.keys():
+            self.flush()  # an update of some columns, then an upsert of others: keep the order
+            pending, row = self._pending(table), None
+        if row is None or row.kind == _UPDATE:  # the upsert overwrites whatever the update set
+            pending.rows[found] = _Row(_UPSERT, keys, dict(values))
         else:  # as the upsert would: the given columns take the new values
-            row.update(values)
+            pending.change(row, values)
+
+    def insert(self, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+        pending = self._pending(table)
+        keys, key_of = pending.primary_key, _key_of(pending.primary_key)
+        for values in rows:
+            found = (keys, key_of(values))
+            if pending.find(found) is not None:  # fails as it would have, at the flush
+                self.flush()
+                pending = self._pending(table)
+            pending.add_insert(found, _Row(_INSERT, keys, dict(values)))
+
+    def update(self, table: sa.Table, key: dict[str, Any], values: dict[str, Any]) -> None:
+        pending = self._pending(table)
+        keys = tuple(key)
+        if keys != pending.primary_key:
+            self.flush()
+            self.conn.execute(_update_statement(table, keys, tuple(values)), _update_params(key, values))
+            return
+        found = (keys, _key_of(keys)(key))
+        row = pending.find(found)
+        if row is None:  # not in memory: an update of what the table holds
+            pending.rows[found] = _Row(_UPDATE, keys, {**key, **values})
+        else:
+            pending.change(row, values)
+
+    def delete(self, table: sa.Table, where: dict[str, Any]) -> None:
+        pending = self._pending(table)
+        columns = tuple(where)
+        # Deletes run first at the flush: fine for rows inserted here (they were not there
+        # before) and for whole rows written by key that do not match (they end the same).
+        # Anything else in memory is written first.
+        whole = pending.columns
+        for row in pending.rows.values():  # the upserted and updated rows
+            if (
+                row.kind != _UPSERT
+                or row.values.keys() != whole
+                or all(row.values[c] == where[c] for c in columns)
+            ):
+                self.flush()
+                pending = self._pending(table)
+                break
+        if not pending.drop_inserted(columns, _key_of(columns)(where)):
+            self.flush()
+            pending = self._pending(table)
+        pending.deletes.setdefault(columns, []).append(_key_params(where))
+
+    def value(self, table: sa.Table, column: str, key: dict[str, Any]) -> Any:
+        pending = self._pending(table)
+        keys = tuple(key)
+        row = pending.find((keys, _key_of(keys)(key))) if keys == pending.primary_key else None
+        if row is not None and row.kind != _UPDATE and column in row.values:
+            return row.values[column]
+        self.flush()
+        return self.conn.execute(_select_statement(table, column, keys), _key_params(key)).scalar()
 
     def execute(self, statement: Any, *args: Any, **kwargs: Any) -> Any:
         if not args and not kwargs and isinstance(statement, sa.Update) and self._update_in_memory(statement):
@@ -204,13 +314,38 @@ class BatchWriter:
         return self.conn.execute(statement, *args, **kwargs)
 
     def flush(self) -> None:
-        for (table, keys), rows in self._rows.items():
-            shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-            for row in rows.values():
-                shapes.setdefault(tuple(row), []).append(row)
-            for columns, group in shapes.items():
-                self.conn.execute(_upsert_statement(self.dialect.name, table, columns, keys), group)
-        self._rows.clear()
+        for table, pending in self._tables.items():
+            for columns, params in pending.deletes.items():
+                self._many(_delete_statement(table, columns), tuple(params[0]), params)
+            shapes: dict[tuple[str, tuple[str, ...], tuple[str, ...]], list[dict[str, Any]]] = {}
+            for row in (*pending.inserts.values(), *pending.rows.values()):
+                shapes.setdefault((row.kind, row.keys, tuple(row.values)), []).append(row.values)
+            for (kind, keys, columns), group in shapes.items():
+                if kind == _UPSERT:
+                    self._many(_upsert_statement(self.dialect.name, table, columns, keys), columns, group)
+                elif kind == _INSERT:
+                    self._many(_insert_statement(table, columns), columns, group)
+                else:
+                    changed = tuple(c for c in columns if c not in keys)
+                    params = [_update_params({k: r[k] for k in keys}, r) for r in group]
+                    self._many(_update_statement(table, keys, changed), tuple(params[0]), params)
+        self._tables.clear()
+
+    def _many(self, statement: Any, names: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+        """Run `statement` once per row. On SQLite straight through the driver (SQLAlchemy's
+        per-row work costs more than SQLite's own on a rebuild's hundreds of thousands of
+        rows), with the statement as SQLAlchemy compiles it and its type conversions; on
+        PostgreSQL through SQLAlchemy, which puts many rows in one INSERT."""
+        if self.dialect.name != "sqlite" or len(rows) < 2:
+            self.conn.execute(statement, rows)
+            return
+        translate = self.conn.get_execution_options().get("schema_translate_map")
+        sql, order, convert = _compiled(statement, self.dialect, names, tuple((translate or {}).items()))
+        params = [
+            tuple(f(row[n]) if f is not None else row[n] for n, f in zip(order, convert, strict=True))
+            for row in rows
+        ]
+        self.conn.exec_driver_sql(sql, params)
 
     def __getattr__(self, name: str) -> Any:  # anything else a projection uses runs in order
         self.flush()
@@ -233,11 +368,148 @@ class BatchWriter:
         values = statement._values or {}
         if not all(isinstance(k, str) and isinstance(v, sa.BindParameter) for k, v in values.items()):
             return False
-        row = self._rows.get((table, (column.name,)), {}).get((criterion.right.value,))
+        pending = self._pending(table)
+        row = pending.find(((column.name,), criterion.right.value))
         if row is None:
             return False
-        row.update({k: v.value for k, v in values.items()})
+        pending.change(row, {k: v.value for k, v in values.items()})
         return True
+
+
+_UPSERT, _INSERT, _UPDATE = "upsert", "insert", "update"
+
+_Key = tuple[tuple[str, ...], Any]  # (key columns, key values as `_key_of` gives them)
+
+
+@functools.lru_cache(maxsize=256)
+def _key_of(keys: tuple[str, ...]) -> Callable[[dict[str, Any]], Any]:
+    """The key of a row: its value (one key column) or tuple of values (several)."""
+    return operator.itemgetter(*keys)
+
+
+class _Row:
+    """A row as the flush will write it: upserted, inserted, or updated (some columns)."""
+
+    __slots__ = ("keys", "kind", "values")
+
+    def __init__(self, kind: str, keys: tuple[str, ...], values: dict[str, Any]):
+        self.kind, self.keys, self.values = kind, keys, values
+
+
+class _Pending:
+    """What a `BatchWriter` holds for one table: rows inserted (`inserts`), rows upserted or
+    updated (`rows`), and the deletes to run first."""
+
+    def __init__(self, table: sa.Table):
+        self.primary_key = tuple(c.name for c in table.primary_key.columns)
+        self.columns = set(table.columns.keys())
+        self.deletes: dict[tuple[str, ...], list[dict[str, Any]]] = {}  # columns -> their values
+        self.inserts: dict[_Key, _Row] = {}
+        self.rows: dict[_Key, _Row] = {}
+        # Inserted rows by the value of a column they are deleted by (made at the first such
+        # delete), so that a delete is not a scan of every row in memory.
+        self._by: dict[tuple[str, ...], tuple[Callable[[dict[str, Any]], Any], dict[Any, list[_Key]]]] = {}
+
+    def find(self, key: _Key) -> _Row | None:
+        return self.inserts.get(key) or self.rows.get(key)
+
+    def add_insert(self, key: _Key, row: _Row) -> None:
+        self.inserts[key] = row
+        for columns, (key_of, index) in self._by.items():
+            try:
+                value = key_of(row.values)
+            except KeyError:  # cannot be indexed by them: made again (and refused) at the next delete
+                del self._by[columns]
+                break
+            found = index.get(value)
+            if found is None:
+                index[value] = [key]
+            else:
+                found.append(key)
+
+    def change(self, row: _Row, values: dict[str, Any]) -> None:
+        if row.kind == _INSERT:
+            for columns in [c for c in self._by if not values.keys().isdisjoint(c)]:
+                del self._by[columns]  # made again at the next delete by them
+        row.values.update(values)
+
+    def drop_inserted(self, columns: tuple[str, ...], value: Any) -> bool:
+        """Forget the rows inserted here whose `columns` are `value` (as `_key_of` gives it);
+        False (and nothing forgotten) if some inserted row does not give all of `columns`."""
+        key_of = _key_of(columns)
+        made = self._by.get(columns)
+        if made is None:
+            if not all(r.values.keys() >= set(columns) for r in self.inserts.values()):
+                return False
+            index: dict[Any, list[_Key]] = {}
+            for key, row in self.inserts.items():
+                index.setdefault(key_of(row.values), []).append(key)
+            self._by[columns] = (key_of, index)
+        else:
+            index = made[1]
+        for key in index.pop(value, ()):
+            row = self.inserts.get(key)
+            if row is not None and key_of(row.values) == value:
+                del self.inserts[key]
+        return True
+
+
+def _by_shape(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, ...], list[dict[str, Any]]]:
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        shapes.setdefault(tuple(row), []).append(row)
+    return shapes
+
+
+def _key_params(key: dict[str, Any]) -> dict[str, Any]:
+    return {f"key_{k}": v for k, v in key.items()}
+
+
+def _update_params(key: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    return {**{k: v for k, v in values.items() if k not in key}, **_key_params(key)}
+
+
+# Statements built once per shape and reused with new values: building one is most of the cost
+# of running it (rebuilds and replays run millions of them).
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(
+    statement: Any, dialect: Any, names: tuple[str, ...], translate: tuple[tuple[Any, Any], ...]
+) -> tuple[str, tuple[str, ...], tuple[Callable[[Any], Any] | None, ...]]:
+    """A statement's SQL for a positional driver (SQLite's), the order of its parameters and
+    the conversion of each (the column types' bind processors, as SQLAlchemy applies them)."""
+    compiled = statement.compile(
+        dialect=dialect,
+        column_keys=list(names),
+        schema_translate_map=dict(translate) or None,
+        render_schema_translate=bool(translate),
+    )
+    assert compiled.positional, dialect.paramstyle
+    order = tuple(compiled.positiontup or ())
+    processors = compiled._bind_processors
+    return compiled.string, order, tuple(processors.get(n) for n in order)
+
+
+@functools.lru_cache(maxsize=256)
+def _update_statement(table: sa.Table, keys: tuple[str, ...], columns: tuple[str, ...]) -> Any:
+    # The SET clause: the columns of the parameters given (`columns`, for the cache's key).
+    return sa.update(table).where(*[table.c[k] == sa.bindparam(f"key_{k}") for k in keys])
+
+
+@functools.lru_cache(maxsize=256)
+def _delete_statement(table: sa.Table, columns: tuple[str, ...]) -> Any:
+    return sa.delete(table).where(*[table.c[c] == sa.bindparam(f"key_{c}") for c in columns])
+
+
+@functools.lru_cache(maxsize=256)
+def _insert_statement(table: sa.Table, columns: tuple[str, ...]) -> Any:
+    return sa.insert(table)  # the columns of the parameters given
+
+
+@functools.lru_cache(maxsize=256)
+def _select_statement(table: sa.Table, column: str, keys: tuple[str, ...]) -> Any:
+    return sa.select(table.c[column]).where(*[table.c[k] == sa.bindparam(f"key_{k}") for k in keys])
 
 
 class _UpdatedOneRow:
@@ -251,8 +523,6 @@ _Updated = _UpdatedOneRow()
 def _upsert_statement(
     dialect_name: str, table: sa.Table, columns: tuple[str, ...], keys: tuple[str, ...]
 ) -> Any:
-    # Built once per shape and reused with new values: building it is most of an upsert's cost
-    # (rebuilds and replays run millions of them).
     dialect = postgresql if dialect_name == "postgresql" else sqlite
     statement = dialect.insert(table)
     update = {k: statement.excluded[k] for k in columns if k not in keys}
@@ -333,6 +603,10 @@ def _engine(url: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")  # derived state: rebuildable
             cursor.execute("PRAGMA secure_delete=ON")  # scrubbed personal data: zeroed, not freed
+            # Pages in memory: 64 MiB, not 2. A rebuild writes rows keyed by hashes (search
+            # tokens) all over the tables' B-trees, and with a small cache it slows down as
+            # the tables outgrow it.
+            cursor.execute("PRAGMA cache_size=-65536")
             cursor.close()
 
         return engine

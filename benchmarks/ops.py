@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import os
 import tempfile
 import time
@@ -41,6 +42,7 @@ from backbone.audit import AuditLog
 from backbone.auditexport import Export, verify
 from backbone.credentials import load_or_create_sealing_keys, load_or_create_signing_key, public_path
 from backbone.personal import subject_keys
+from backbone.signing import create_key
 from backbone.unitofwork import UnitOfWork
 from contracts.bookings import PlaceBooking
 from deploy.local.kafka import LocalKafka
@@ -106,8 +108,14 @@ def deployment(store: str, root: Path, kafka: str, postgres: PostgresParams | No
     load_or_create_sealing_keys(root / "sealing.key")
     common = {"KAFKA_BOOTSTRAP_SERVERS": kafka, "TOPIC_NAMESPACE": namespace, "STORE": store}
     services = {}
+    for name in ("accounts", "bookings", "notifier"):  # as `python -m deploy.keys` makes them
+        create_key(root / "bus", name)
     for name in ("bookings", "notifier"):
-        env = {"DATA_DIR": str(root / name)}
+        env = {
+            "DATA_DIR": str(root / name),
+            "BUS_KEY_FILE": str(root / "bus" / f"{name}.key"),
+            "BUS_TRUSTED_KEYS_DIR": str(root / "bus" / "trusted"),
+        }
         if store == "postgres":
             assert postgres is not None
             database = f"{namespace}_{name}"
@@ -119,12 +127,21 @@ def deployment(store: str, root: Path, kafka: str, postgres: PostgresParams | No
     return Deployment(common=common, services=services)
 
 
+def open_service(name: str, setup: Deployment) -> registry.ServiceHandle:
+    """A service built by its own composition root, which creates its store when there is none
+    (the operator tool's `registry.build` refuses to: this is setup)."""
+    settings = setup.settings(name, registry.settings_class(name))
+    bootstrap = registry.entry(name).bootstrap
+    module, _, function = bootstrap.partition(":")
+    return registry.ServiceHandle(name, getattr(importlib.import_module(module), function)(settings))
+
+
 def run(
     store: str, events: int, bus_events: int, root: Path, kafka: str, postgres: PostgresParams | None
 ) -> None:
     setup = deployment(store, root, kafka, postgres)
-    bookings = registry.build("bookings", setup)
-    notifier = registry.build("notifier", setup)
+    bookings = open_service("bookings", setup)
+    notifier = open_service("notifier", setup)
     try:
         for handle in (bookings, notifier):  # as the services create them when they start
             service = handle.service
@@ -138,7 +155,7 @@ def run(
             )
         timed(store, "write (setup: the service's save path)", lambda: write(bookings, events))
         [(read_model, projections)] = bookings.read_models
-        rebuild = Rebuild(bookings.app, read_model, projections, batch_size=2000)
+        rebuild = Rebuild(bookings.app, read_model, projections)
         timed(store, "rebuild (shadow + switch)", lambda: rebuild.run().applied)
         export_file = root / "export.jsonl"
 

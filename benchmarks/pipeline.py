@@ -18,8 +18,12 @@ then measures, in one run on that broker:
                the pipe, and the service process's CPU time per command (a figure that a
                machine busy with other work does not distort as it does rates). Every outcome
                must be "accepted": a run whose commands were refused measures nothing;
-* rebuild:     the bookings read model rebuilt from 10k, 100k (and, without --quick, 1M)
-               events by `ops.rebuild` (shadow + switch), to see whether the rate stays flat.
+* rebuild:     the bookings read model rebuilt from 10k, 100k and 1M events (--quick: 2k and
+               10k) by `ops.rebuild` (shadow + switch), on each store of --stores (PostgreSQL: a
+               local throw-away server unless POSTGRES_HOST names one), with the CPU time per
+               event and the ratio of the rate at the largest log to the rate at the smallest
+               (1.0: linear); then the seconds from starting the bookings service on the
+               largest log to its `/ready`.
 
 Both the pipe and the service are measured the same way: started and joined first, then the
 producer sends every message as fast as it can, and the clock stops when the last output is
@@ -308,14 +312,55 @@ def _cpu_seconds(pid: int) -> float:
 # ------------------------------------------------------------------------------ rebuild
 
 
-def rebuild(servers: str, events: int, root: Path) -> Row:
-    """The bookings read model rebuilt from `events` events written by the service's own save
-    path. The rebuild runs in a process state of its own (the store opened afresh), as an
-    operator's `booking-accounts rebuild` does: nothing it reads is still in memory."""
-    from benchmarks.ops import deployment, write
+def rebuild(
+    servers: str, store: str, sizes: list[int], root: Path, postgres: Any, report: Any = print
+) -> list[Row]:
+    """The bookings read model rebuilt from each number of events in `sizes`, written by the
+    service's own save path, on `store` ("sqlite" or "postgres"); then the ratio of the rate
+    at the largest to the rate at the smallest (1.0: linear), and how long the service takes,
+    with that largest log, from its start to ready (serving HTTP, its consumers joined).
 
-    setup = deployment("sqlite", root, servers, None)
-    writer = registry.build("bookings", setup)
+    The rebuild runs in a process state of its own (the store opened afresh), as an
+    operator's `booking-accounts rebuild` does: nothing it reads is still in memory. Its CPU
+    time per event (this process's, which does nothing else meanwhile) is printed beside the
+    rate: a machine busy with other work slows the rate, much less the CPU time."""
+    rows: list[Row] = []
+    label = {"sqlite": "SQLite", "postgres": "PostgreSQL"}[store]
+    for n, events in enumerate(sizes):
+        setup, row = _rebuild_one(servers, store, label, events, root / f"rebuild-{store}-{n}", postgres)
+        rows.append(row)
+        report(_rebuild_line(row), flush=True)
+    if len(rows) > 1:
+        ratio = Row(f"rebuild, {label}: rate {sizes[-1]:,} / {sizes[0]:,}", sizes[-1], 0.0, "ratio")
+        ratio.ratio = rows[-1].rate / rows[0].rate if rows[0].rate else None
+        rows.append(ratio)
+        report(_rebuild_line(ratio), flush=True)
+    ready = _ready(setup, label, sizes[-1])
+    rows.append(ready)
+    report(_rebuild_line(ready), flush=True)
+    return rows
+
+
+def _rebuild_line(row: Row) -> str:
+    """`_line`, with a ratio or a start-up time in the rate's place, and CPU per event."""
+    if row.unit == "ratio":
+        rate = f"{row.ratio or 0:>9.2f} {'(linear: 1)':<10}"
+    elif row.unit == "s to ready":
+        rate = f"{row.seconds:>9.2f} {'s to ready':<10}"
+    else:
+        rate = f"{row.rate:>9,.0f} {row.unit:<10}"
+    cpu = f"{row.cpu_ms * 1000:5.0f} µs/ev" if row.cpu_ms is not None else ""
+    return f"| {row.what:<40} | {row.count:>9,} | {row.seconds:7.2f} s | {rate} | {'':>6} | {cpu:>9} |"
+
+
+def _rebuild_one(
+    servers: str, store: str, label: str, events: int, root: Path, postgres: Any
+) -> tuple[Any, Row]:
+    from benchmarks.ops import deployment, open_service, write
+
+    root.mkdir(parents=True, exist_ok=True)
+    setup = deployment(store, root, servers, postgres)
+    writer = open_service("bookings", setup)
     try:
         write(writer, events)
     finally:
@@ -323,12 +368,67 @@ def rebuild(servers: str, events: int, root: Path) -> Row:
     bookings = registry.build("bookings", setup)
     try:
         [(read_model, projections)] = bookings.read_models
-        job = Rebuild(bookings.app, read_model, projections, batch_size=2000)
-        began = time.perf_counter()
+        job = Rebuild(bookings.app, read_model, projections)
+        cpu, began = time.process_time(), time.perf_counter()
         applied = job.run().applied
-        return Row(f"rebuild, SQLite, {events:,} events", applied, time.perf_counter() - began, "events/s")
+        row = Row(f"rebuild, {label}, {events:,} events", applied, time.perf_counter() - began, "events/s")
+        row.cpu_ms = (time.process_time() - cpu) * 1000 / max(applied, 1)
+        _as_if_running(bookings)
     finally:
         bookings.close()
+    return setup, row
+
+
+def _as_if_running(bookings: Any) -> None:
+    """Leave the store as a running service would have it: every event relayed and looked at
+    by the eraser, every subject key published (the setup wrote them with none of the
+    service's followers running). The projection is at the head already: the rebuild
+    switched it there."""
+    import sqlalchemy as sa
+
+    from backbone.eventstore import Tracking
+    from backbone.personal import subject_keys
+
+    for follower in bookings.service.followers:
+        if follower not in bookings.projections:
+            bookings.app.record_position(Tracking(follower.name, bookings.app.head()))
+    with bookings.app.vault.engine.begin() as conn:
+        conn.execute(sa.update(subject_keys).values(published=True))
+
+
+def _ready(setup: Any, label: str, events: int) -> Row:
+    """Seconds from starting the bookings service (its own OS process) on a store of `events`
+    events to its `/ready` answering 200; and that its projection did not start over."""
+    import httpx
+
+    from deploy.local._proc import free_ports, spawn, terminate_group
+
+    [port] = free_ports(1)
+    env = {
+        **os.environ,
+        **setup.common,
+        **setup.services["bookings"],
+        "HTTP_PORT": str(port),
+        "LOG_FORMAT": "json",
+    }
+    log = Path(setup.services["bookings"]["DATA_DIR"]) / "service.log"
+    began = time.monotonic()
+    proc = spawn([sys.executable, "-m", "services.bookings"], log_file=log, env=env, cwd=Path.cwd(), grace=10)
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"bookings exited while starting:\n{log.read_text()[-3000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.05)
+        seconds = time.monotonic() - began
+    finally:
+        terminate_group(proc, timeout=20)
+    started = [json.loads(line) for line in log.read_text().splitlines() if '"follower started"' in line]
+    replayed = sorted(line["follower"] for line in started if not line.get("position"))
+    what = f"ready, {label}, {events:,} events" + (f" (from 0: {', '.join(replayed)})" if replayed else "")
+    return Row(what, events, seconds, "s to ready")
 
 
 # ------------------------------------------------------------------------------ main
@@ -350,10 +450,8 @@ async def measure(
             row.ratio = row.rate / raw.rate if raw else None
             rows.append(row)
             report(_line(row), flush=True)
-    for n, events in enumerate(args.rebuild if "rebuild" in parts else ()):
-        row = await asyncio.to_thread(rebuild, servers, events, root / f"rebuild-{n}")
-        rows.append(row)
-        report(_line(row), flush=True)
+    for store in args.stores.split(",") if "rebuild" in parts else ():
+        rows += await asyncio.to_thread(rebuild, servers, store, args.rebuild, root, postgres, report)
     return rows
 
 
@@ -372,11 +470,11 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON on stdout")
     parser.add_argument("--parts", default="pipe,e2e,rebuild", help="comma-separated: pipe, e2e, rebuild")
     parser.add_argument("--commands", type=int, help="commands of each kind end to end")
-    parser.add_argument("--stores", default="sqlite,postgres", help="end to end on: sqlite, postgres")
+    parser.add_argument("--stores", default="sqlite,postgres", help="end to end and rebuilds on: sqlite, postgres")
     args = parser.parse_args()
     args.pipe = 20_000 if args.quick else 100_000
     args.commands = args.commands or (2_000 if args.quick else 10_000)
-    args.rebuild = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
+    args.rebuild = [2_000, 10_000] if args.quick else [10_000, 100_000, 1_000_000]
     when = datetime.now(UTC)
     machine = (
         f"{platform.node()}: {os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}"
@@ -387,7 +485,7 @@ def main() -> None:
         print(f"|{'-' * 42}|{'-' * 11}|{'-' * 11}|{'-' * 22}|{'-' * 8}|{'-' * 11}|")
     with (
         kafka() as servers,
-        postgresql("e2e" in args.parts.split(",") and "postgres" in args.stores.split(",")) as postgres,
+        postgresql("postgres" in args.stores.split(",")) as postgres,
         tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp,
     ):
         rows = asyncio.run(measure(args, servers, Path(tmp), postgres))

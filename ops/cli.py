@@ -162,7 +162,7 @@ def rebuild(
     discard: Annotated[
         bool, typer.Option("--discard", help="Only throw away an unfinished rebuild.")
     ] = False,
-    batch_size: Annotated[int, typer.Option(min=1, max=50_000, help="Events per transaction.")] = 2000,
+    batch_size: Annotated[int, typer.Option(min=1, max=50_000, help="Events per transaction.")] = 10_000,
     dry_run: DryRun = False,
     json_: Json = False,
 ) -> None:

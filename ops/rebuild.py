@@ -2,8 +2,9 @@
 
 The live tables keep answering while a *shadow* copy is built beside them: the same tables in
 another schema (PostgreSQL) or another file (SQLite), filled by the service's own projection
-functions from the event log in batches, each batch together with the shadow's position. An
-interrupted rebuild therefore resumes where it stopped.
+functions from the event log in pages (10,000 events by default), each page in one transaction
+together with the shadow's position, its rows put together in memory and written once
+(`backbone.readmodel.BatchWriter`). An interrupted rebuild therefore resumes where it stopped.
 
 When the shadow has caught up, one short transaction *switches*: it takes the write lock on the
 live tables, puts the shadow's tables in their place (PostgreSQL: moves the tables between
@@ -72,7 +73,7 @@ class Rebuild:
         app: ServiceApplication,
         read_model: ReadModel,
         projections: Sequence[Projection],
-        batch_size: int = 2000,
+        batch_size: int = 10_000,
     ):
         self.app = app
         self.live = read_model

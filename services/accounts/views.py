@@ -23,7 +23,8 @@ from sqlalchemy.engine import Connection
 from backbone.blindindex import BlindIndex, open_column, seal_column
 from backbone.follower import Recorded
 from backbone.personal import Personal, Vault
-from backbone.readmodel import ReadModel, upsert
+from backbone.readmodel import ReadModel, delete, insert, update, upsert
+from backbone.readmodel import value as column_value
 from backbone.sqltypes import UtcDateTime
 from services.accounts.addresses import BlockedEmail
 from services.accounts.domainmodel import ACTIVE, ARCHIVED, REDACTED, Account
@@ -115,7 +116,9 @@ class _Sealer:
             plain = _plain(value)
             if plain is not None and not isinstance(plain, str):
                 plain = json.dumps(plain, sort_keys=True)
-            values[f"{field}_sealed"] = seal_column(self.vault, Personal(account_id, plain)) if plain else None
+            values[f"{field}_sealed"] = (
+                seal_column(self.vault, Personal(account_id, plain)) if plain else None
+            )
         return values
 
     def reindex(self, conn: Connection, tenant_id: str, account_id: UUID, **fields: Any) -> None:
@@ -123,11 +126,7 @@ class _Sealer:
         for field, value in fields.items():
             if field not in SEARCHED:
                 continue
-            conn.execute(
-                sa.delete(search_tokens).where(
-                    search_tokens.c.account_id == str(account_id), search_tokens.c.field == field
-                )
-            )
+            delete(conn, search_tokens, {"account_id": str(account_id), "field": field})
             plain = _plain(value)
             tokens = (
                 self.index.search_tokens(tenant_id, phone=plain)
@@ -135,8 +134,9 @@ class _Sealer:
                 else self.index.search_tokens(tenant_id, plain)
             )
             if tokens:
-                conn.execute(
-                    sa.insert(search_tokens),
+                insert(
+                    conn,
+                    search_tokens,
                     [
                         {"tenant_id": tenant_id, "token": t, "account_id": str(account_id), "field": field}
                         for t in tokens
@@ -144,20 +144,17 @@ class _Sealer:
                 )
 
     def forget(self, conn: Connection, account_id: UUID) -> None:
-        conn.execute(sa.delete(search_tokens).where(search_tokens.c.account_id == str(account_id)))
+        delete(conn, search_tokens, {"account_id": str(account_id)})
 
 
 def _tenant_of(conn: Connection, account_id: UUID) -> str | None:
-    return conn.execute(
-        sa.select(accounts.c.tenant_id).where(accounts.c.account_id == str(account_id))
-    ).scalar()
+    return column_value(conn, accounts, "tenant_id", {"account_id": str(account_id)})
 
 
 def _touch(conn: Connection, event: Any, **values: Any) -> None:
-    conn.execute(
-        sa.update(accounts)
-        .where(accounts.c.account_id == str(event.originator_id))
-        .values(updated_at=event.timestamp, version=event.originator_version, **values)
+    key = {"account_id": str(event.originator_id)}
+    update(
+        conn, accounts, key, {"updated_at": event.timestamp, "version": event.originator_version, **values}
     )
 
 
@@ -205,16 +202,14 @@ def _(event: Account.EmailCorrected, conn: Connection, sealer: _Sealer) -> None:
 @project.register
 def _(event: Account.EmailVerified, conn: Connection, sealer: _Sealer) -> None:
     _reindex(conn, sealer, event, email=event.email)
-    conn.execute(
-        sa.update(accounts)
-        .where(accounts.c.account_id == str(event.originator_id))
-        .values(
-            **sealer.columns(event.originator_id, email=event.email),
-            verified=True,
-            verified_at=sa.func.coalesce(accounts.c.verified_at, event.at),
-            updated_at=event.timestamp,
-            version=event.originator_version,
-        )
+    key = {"account_id": str(event.originator_id)}
+    verified_at = column_value(conn, accounts, "verified_at", key)  # the first verification's
+    _touch(
+        conn,
+        event,
+        **sealer.columns(event.originator_id, email=event.email),
+        verified=True,
+        verified_at=verified_at if verified_at is not None else event.at,
     )
 
 
@@ -276,14 +271,15 @@ def _(event: BlockedEmail.Blocked, conn: Connection, sealer: _Sealer) -> None:
 @project.register(BlockedEmail.Unblocked)
 @project.register(BlockedEmail.BlockedAgain)
 def _(event: Any, conn: Connection, sealer: _Sealer) -> None:
-    conn.execute(
-        sa.update(blocklist)
-        .where(blocklist.c.entry_id == str(event.originator_id))
-        .values(
-            blocked=isinstance(event, BlockedEmail.BlockedAgain),
-            changed_at=event.timestamp,
-            changed_by=_actor(event),
-        )
+    update(
+        conn,
+        blocklist,
+        {"entry_id": str(event.originator_id)},
+        {
+            "blocked": isinstance(event, BlockedEmail.BlockedAgain),
+            "changed_at": event.timestamp,
+            "changed_by": _actor(event),
+        },
     )
 
 
@@ -305,7 +301,7 @@ def _(event: StaffMember.Added, conn: Connection, sealer: _Sealer) -> None:
 
 @project.register
 def _(event: StaffMember.Removed, conn: Connection, sealer: _Sealer) -> None:
-    conn.execute(sa.update(staff).where(staff.c.staff_id == str(event.originator_id)).values(active=False))
+    update(conn, staff, {"staff_id": str(event.originator_id)}, {"active": False})
 
 
 def _actor(event: Any) -> str:

@@ -33,7 +33,7 @@ from backbone.blindindex import BlindIndex, open_column, seal_column
 from backbone.context import Cause
 from backbone.follower import Recorded
 from backbone.personal import Personal, Vault
-from backbone.readmodel import upsert
+from backbone.readmodel import delete, insert, update, upsert, value
 from backbone.sqltypes import UtcDateTime, jsonable
 from services.bookings import history
 from services.bookings.customers import CustomerAccount
@@ -149,23 +149,18 @@ class _Sealer:
         }
 
     def reindex(
-        self,
-        conn: Connection,
-        tenant_id: str,
-        booking_id: UUID,
-        customer: dict[str, Any] | None,
-        placed: bool = False,
+        self, conn: Connection, tenant_id: str, booking_id: UUID, customer: dict[str, Any] | None
     ) -> None:
-        """Replace the booking's search tokens (none once the customer is erased). A booking
-        just `placed` has none to delete: its tokens are then only upserts, which a batch
-        writes together (a DELETE per booking made the batch write everything before it, one
-        booking at a time: most of the live projection's time)."""
-        if not placed:
-            conn.execute(sa.delete(search_tokens).where(search_tokens.c.booking_id == str(booking_id)))
+        """Replace the booking's search tokens (none once the customer is erased)."""
+        delete(conn, search_tokens, {"booking_id": str(booking_id)})
         plain = _plain(customer or {})
-        for token in self.index.search_tokens(tenant_id, plain.get("name"), plain.get("email")):
-            row = {"tenant_id": tenant_id, "token": token, "booking_id": str(booking_id)}
-            upsert(conn, search_tokens, row, keys=["tenant_id", "token", "booking_id"])
+        tokens = self.index.search_tokens(tenant_id, plain.get("name"), plain.get("email"))
+        if tokens:
+            insert(
+                conn,
+                search_tokens,
+                [{"tenant_id": tenant_id, "token": t, "booking_id": str(booking_id)} for t in tokens],
+            )
 
     def form(self, subject: UUID, form: dict[str, Any]) -> dict[str, Any]:
         return {"form_sealed": self.json(subject, _plain(form)), "form_fields": sorted(form)}
@@ -217,12 +212,12 @@ def _(event: Booking.Placed, conn: Connection, recorded: Recorded, sealer: _Seal
         },
         keys=["booking_id"],
     )
-    sealer.reindex(conn, event.tenant_id, event.originator_id, event.customer, placed=True)
+    sealer.reindex(conn, event.tenant_id, event.originator_id, event.customer)
 
 
 @project.register
 def _(event: Booking.PaymentRecorded, conn: Connection, recorded: Recorded, sealer: _Sealer) -> None:
-    paid = conn.execute(sa.select(bookings.c.amount_paid).where(_booking(event))).scalar_one()
+    paid = _booking_value(conn, event, "amount_paid")
     _update(conn, event, amount_paid=Decimal(paid) + event.amount)
 
 
@@ -242,7 +237,7 @@ def _(event: Booking.Modified, conn: Connection, recorded: Recorded, sealer: _Se
             ends_at=max(line["ends_at"] for line in event.lines),
         )
     if event.customer is not None:
-        tenant_id = conn.execute(sa.select(bookings.c.tenant_id).where(_booking(event))).scalar_one()
+        tenant_id = _booking_value(conn, event, "tenant_id")
         values.update(sealer.customer(tenant_id, _subject(event), event.customer))
         sealer.reindex(conn, tenant_id, event.originator_id, event.customer)
     if event.form is not None:
@@ -265,17 +260,22 @@ def _(event: Booking.CustomerErased, conn: Connection, recorded: Recorded, seale
     # The key goes with the erasure, so the sealed columns read as erased anyway.
     erased = {"email_sealed": None, "name_sealed": None, "contact_sealed": None, "form_sealed": None}
     _update(conn, event, email_token=None, customer_erased=True, **erased)
-    conn.execute(sa.delete(search_tokens).where(search_tokens.c.booking_id == str(event.originator_id)))
+    delete(conn, search_tokens, {"booking_id": str(event.originator_id)})
 
 
-def _booking(event: Any) -> Any:
-    return bookings.c.booking_id == str(event.originator_id)
+def _booking(event: Any) -> dict[str, Any]:
+    return {"booking_id": str(event.originator_id)}
+
+
+def _booking_value(conn: Connection, event: Any, column: str) -> Any:
+    found = value(conn, bookings, column, _booking(event))
+    if found is None:  # the log is out of order or the tables were changed by hand
+        raise LookupError(f"no booking {event.originator_id} in the read model for {type(event).__name__}")
+    return found
 
 
 def _update(conn: Connection, event: Any, **values: Any) -> None:
-    conn.execute(
-        sa.update(bookings).where(_booking(event)).values(version=event.originator_version, **values)
-    )
+    update(conn, bookings, _booking(event), {"version": event.originator_version, **values})
 
 
 def _subject(event: Any) -> UUID:

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 
 from backbone.follower import Recorded
 from backbone.personal import Personal, UnknownSubject, Vault
-from backbone.readmodel import ReadModel, upsert
+from backbone.readmodel import ReadModel, update, upsert
 from backbone.sqltypes import UtcDateTime
 from contracts.personal import Sealed
 from services.notifier.domainmodel import PARKED, QUEUED, RETRYING, SENDING, SENT, WITHDRAWN, Email
@@ -147,7 +147,7 @@ def _(event: Email.RetryRequested, conn: Connection, vault: Vault) -> None:
 
 
 def _update(conn: Connection, event: Any, **values: Any) -> None:
-    conn.execute(sa.update(emails).where(emails.c.email_id == str(event.originator_id)).values(**values))
+    update(conn, emails, {"email_id": str(event.originator_id)}, values)
 
 
 def _recipient(recipient: Personal | None, vault: Vault) -> dict[str, Any]:

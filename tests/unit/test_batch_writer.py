@@ -1,5 +1,6 @@
 """A projection given a `BatchWriter` leaves the same tables as one given a plain connection:
-the same statements in the same order, whichever of them are put together in memory."""
+the same statements in the same order, whichever of them are put together in memory (and
+reads the same values on the way)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backbone.readmodel import BatchWriter, upsert
+from backbone.readmodel import BatchWriter, delete, insert, update, upsert, value
 
 metadata = sa.MetaData()
 rows = sa.Table(
@@ -16,6 +17,13 @@ rows = sa.Table(
     sa.Column("row_id", sa.String(8), primary_key=True),
     sa.Column("status", sa.String(8), nullable=True),
     sa.Column("amount", sa.Integer, nullable=True),
+)
+tokens = sa.Table(
+    "tokens",
+    metadata,
+    sa.Column("row_id", sa.String(8), primary_key=True),
+    sa.Column("token", sa.String(8), primary_key=True),
+    sa.Column("tenant", sa.String(8), nullable=False),
 )
 
 ids = st.sampled_from(["a", "b", "c"])
@@ -26,8 +34,15 @@ steps = st.lists(
         st.tuples(st.just("update"), ids, st.sampled_from(["paid", "gone"])),
         st.tuples(st.just("add"), ids, st.integers(1, 5)),  # read, then write: as a payment does
         st.tuples(st.just("update-all"), st.sampled_from(["x", "y"])),  # no key: runs in order
+        st.tuples(st.just("set"), ids, st.sampled_from(["paid", "gone"]), st.integers(0, 9)),
+        st.tuples(st.just("add-value"), ids, st.integers(1, 5)),
+        st.tuples(st.just("delete-status"), st.sampled_from(["new", "old", "paid", "before"])),
+        st.tuples(st.just("reindex"), ids, st.lists(st.sampled_from(["t1", "t2", "t3"]), max_size=3)),
+        st.tuples(st.just("drop-tokens"), ids),
+        st.tuples(st.just("drop-token"), ids, st.sampled_from(["t1", "t2"])),
+        st.tuples(st.just("drop-tenant"), st.sampled_from(["x", "y"])),
     ),
-    max_size=12,
+    max_size=16,
 )
 
 
@@ -43,28 +58,51 @@ def run(conn, step) -> None:
         amount = conn.execute(sa.select(rows.c.amount).where(rows.c.row_id == step[1])).scalar()
         if amount is not None:
             conn.execute(sa.update(rows).where(rows.c.row_id == step[1]).values(amount=amount + step[2]))
-    else:
+    elif kind == "update-all":
         conn.execute(sa.update(rows).values(status=step[1]))
+    elif kind == "set":
+        update(conn, rows, {"row_id": step[1]}, {"status": step[2], "amount": step[3]})
+    elif kind == "add-value":
+        amount = value(conn, rows, "amount", {"row_id": step[1]})
+        if amount is not None:
+            update(conn, rows, {"row_id": step[1]}, {"amount": amount + step[2]})
+        return amount
+    elif kind == "delete-status":
+        delete(conn, rows, {"status": step[1]})
+    elif kind == "reindex":  # as a projection replaces a row's search tokens
+        delete(conn, tokens, {"row_id": step[1]})
+        tenant = "x" if step[1] < "b" else "y"
+        insert(conn, tokens, [{"row_id": step[1], "token": t, "tenant": tenant} for t in set(step[2])])
+    elif kind == "drop-tokens":
+        delete(conn, tokens, {"row_id": step[1]})
+    elif kind == "drop-token":
+        delete(conn, tokens, {"row_id": step[1], "token": step[2]})
+    else:
+        delete(conn, tokens, {"tenant": step[1]})
+    return None
 
 
-def table_after(steps_, batched: bool) -> list[tuple]:
+def table_after(steps_, batched: bool) -> tuple[list, list, list]:
     engine = sa.create_engine("sqlite+pysqlite:///:memory:")
     metadata.create_all(engine)
     with engine.begin() as conn:
         upsert(conn, rows, {"row_id": "c", "status": "before", "amount": 1}, keys=["row_id"])
+        insert(conn, tokens, [{"row_id": "c", "token": "t1", "tenant": "y"}])
     with engine.begin() as conn:
         writer = BatchWriter(conn) if batched else conn
-        for step in steps_:
-            run(writer, step)
+        read = [run(writer, step) for step in steps_]
         if batched:
             writer.flush()
     with engine.connect() as conn:
         found = [tuple(r) for r in conn.execute(sa.select(rows).order_by(rows.c.row_id))]
+        indexed = [
+            tuple(r) for r in conn.execute(sa.select(tokens).order_by(tokens.c.row_id, tokens.c.token))
+        ]
     engine.dispose()
-    return found
+    return found, indexed, read
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps)
 def test_a_batch_writer_leaves_the_same_rows_as_each_statement_in_turn(steps_):
     assert table_after(steps_, batched=True) == table_after(steps_, batched=False)
