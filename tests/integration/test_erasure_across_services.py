@@ -37,7 +37,10 @@ def traces(system: System, secrets: list[bytes]) -> list[str]:
     for service in SERVICES:
         files = [p for p in (system.root / service).rglob("*") if p.is_file()]
         for path in [*files, system.services[service].log]:
-            content = path.read_bytes()
+            try:
+                content = path.read_bytes()
+            except FileNotFoundError:  # a journal SQLite removed since the listing: nothing left
+                continue
             found += [f"{service}/{path.name}: {s!r}" for s in secrets if s in content]
     return found
 
