@@ -257,7 +257,6 @@ async def test_a_customer_waiting_for_the_read_model_is_woken_by_the_running_pro
     does not look at the tables again and again (a confirm used to poll, holding a thread of
     the pool the projection needed)."""
     import asyncio
-    import time
     from types import SimpleNamespace
 
     from services.bookings import reads
