@@ -167,22 +167,17 @@ async def _send_through_faststream(broker: KafkaBroker, records: list[Record]) -
     await asyncio.gather(*(p for p in pending if inspect.isawaitable(p)))
 
 
+def records_of(outgoing: list[Outgoing]) -> list[Record]:
+    """Contract messages as the records that carry them (unsigned)."""
+    return [
+        Record(out.topic, out.encode(), out.message.key.encode(), out.all_headers(), str(out.message.correlation_id))
+        for out in outgoing
+    ]
+
+
 async def publish(broker: KafkaBroker, outgoing: list[Outgoing], sign: Sign | None = None) -> None:
     """Publish contract messages (see `send`)."""
-    await send(
-        broker,
-        [
-            Record(
-                out.topic,
-                out.encode(),
-                out.message.key.encode(),
-                out.all_headers(),
-                str(out.message.correlation_id),
-            )
-            for out in outgoing
-        ],
-        sign,
-    )
+    await send(broker, records_of(outgoing), sign)
 
 
 async def ensure_topics(

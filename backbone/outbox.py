@@ -26,7 +26,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from faststream.kafka import KafkaBroker
 
 from backbone import metrics
-from backbone.bus import H_SOURCE, H_SOURCE_POSITION, Outgoing, publish, send
+from backbone.bus import H_SOURCE, H_SOURCE_POSITION, Outgoing, Record, records_of, send
 from backbone.context import Cause
 from backbone.eventstore import ServiceApplication
 from backbone.follower import Follower, Recorded
@@ -34,7 +34,7 @@ from backbone.logging import get_logger
 from backbone.signing import Keyring, Signer
 from backbone.subjectkeys import key_records
 from backbone.tracing import TRACEPARENT
-from contracts.personal import subject_keys_topic
+from contracts.personal import SubjectKey, subject_keys_topic
 
 log = get_logger(__name__)
 
@@ -105,11 +105,15 @@ class OutboxRelay(Follower):
         relay published no event at all (found by tests/integration/test_scale_out.py)."""
         topic = self.topic_for(subject_keys_topic(self.service))
         after = None
-        while records := await self.blocking(self.app.vault.unpublished, 500, after):
-            wire = await self.blocking(key_records, topic, records, self.keyring.others(self.service))
-            await send(self.broker, wire, self.signer.sign_record)
-            await self.blocking(self.app.vault.mark_published, records)
-            after = records[-1].subject_id
+        while keys := await self.blocking(self.app.vault.unpublished, 500, after):
+            wire = await self.blocking(self._sealed_keys, topic, keys)
+            await send(self.broker, wire)
+            await self.blocking(self.app.vault.mark_published, keys)
+            after = keys[-1].subject_id
+
+    def _sealed_keys(self, topic: str, keys: Sequence[SubjectKey]) -> list[Record]:
+        recipients = self.keyring.others(self.service)
+        return [self.signer.sign_record(record) for record in key_records(topic, keys, recipients)]
 
     def messages(self, batch: Sequence[Recorded]) -> list[Outgoing]:
         """The messages a batch of recorded events means, as the relay publishes them: same
@@ -129,15 +133,21 @@ class OutboxRelay(Follower):
                 outgoing.append(Outgoing(topic, out.message, {**out.headers, **source}))
         return outgoing
 
+    def _signed(self, batch: Sequence[Recorded]) -> list[Record]:
+        # In the relay's thread, not on the event loop: signing releases the GIL (libsodium
+        # through cffi), and an event loop that gives it up once per record waits to get it
+        # back behind every busy thread of the service (the inbox's, the projections').
+        return [self.signer.sign_record(record) for record in records_of(self._translate_all(batch))]
+
     async def handle(self, batch: Sequence[Recorded]) -> None:
-        outgoing = await self.blocking(self._translate_all, batch)
+        signed = await self.blocking(self._signed, batch)
         # Keys first: no consumer may receive data sealed with a key it cannot get.
         await self.publish_subject_keys()
-        if outgoing:
-            await publish(self.broker, outgoing, self.signer.sign_record)
-            for topic, count in Counter(out.topic for out in outgoing).items():  # labels() once a topic
+        if signed:
+            await send(self.broker, signed)
+            for topic, count in Counter(record.topic for record in signed).items():  # labels() once a topic
                 metrics.published.labels(topic).inc(count)
         await self.blocking(self.commit_position, batch[-1].position)
         head = await self.blocking(self.app.head)
         metrics.outbox_lag.set(head - batch[-1].position)
-        log.debug("relayed", relay=self.name, events=len(outgoing), position=batch[-1].position)
+        log.debug("relayed", relay=self.name, events=len(signed), position=batch[-1].position)
