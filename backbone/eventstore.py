@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
 
-import psycopg
 import eventsourcing.domain as es
+import psycopg
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, StoredEvent, Tracking
 from eventsourcing.popo import POPOProcessRecorder
@@ -585,9 +585,6 @@ def personal_subjects(events: Iterable[Any]) -> set[UUID]:
             continue
         if kind is dict:
             stack.extend(value.values())
-        elif kind is Personal:
-            if value.value is not None:
-                found.add(value.subject_id)
         elif isinstance(value, Personal):
             if value.value is not None:
                 found.add(value.subject_id)
