@@ -151,6 +151,34 @@ def rss_summary(samples: list[tuple[float, float]], tolerance: float = TOLERANCE
     }
 
 
+def memory_kinds(pid: int) -> dict[str, int]:
+    """A process's resident memory by kind (Linux /proc status), in bytes: `anon` (heaps,
+    malloc arenas, SQLite's page caches, Python's objects), `file` (mapped files: libraries, and
+    a database file if mmapped) and `shmem`."""
+    kinds = {"RssAnon:": "anon", "RssFile:": "file", "RssShmem:": "shmem"}
+    found = dict.fromkeys(kinds.values(), 0)
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, *rest = line.split()
+            if key in kinds:
+                found[kinds[key]] = int(rest[0]) * 1024
+    return found
+
+
+def kinds_summary(samples: list[tuple[float, dict[str, int]]]) -> dict[str, Any]:
+    """Per kind of `memory_kinds` samples: start and end in MB and the slope in MB/min."""
+    if not samples:
+        return {}
+    return {
+        kind: {
+            "start_mb": round(samples[0][1][kind] / 2**20, 1),
+            "end_mb": round(samples[-1][1][kind] / 2**20, 1),
+            "slope_mb_per_min": round(slope_per_minute([(t, k[kind] / 2**20) for t, k in samples]), 3),
+        }
+        for kind in samples[0][1]
+    }
+
+
 def rss_bytes(pid: int) -> int:
     """VmRSS of a process and of its children, grandchildren... (Linux /proc), in bytes."""
     total, todo = 0, [pid]
@@ -173,7 +201,7 @@ def rss_bytes(pid: int) -> int:
 # tracing a service's start makes it several times slower), `take-<n>` writes a snapshot as
 # `<n>.snapshot`.
 SITECUSTOMIZE = """
-import os, threading, time, tracemalloc
+import contextlib, json, os, threading, time, tracemalloc
 _directory = os.environ.get("SOAK_TRACEMALLOC_DIR")
 if _directory:
 
@@ -189,7 +217,75 @@ if _directory:
                     tracemalloc.take_snapshot().dump(path + ".part")
                     os.replace(path + ".part", path)
                     os.remove(os.path.join(_directory, name))
+                if name.startswith("probe-"):
+                    n = name.split("-", 1)[1]
+                    path = os.path.join(_directory, n + ".probe")
+                    with open(path + ".part", "w") as out:
+                        json.dump(_probe(), out)
+                    os.replace(path + ".part", path)
+                    os.remove(os.path.join(_directory, name))
             time.sleep(0.5)
+
+    def _probe():
+        # What holds memory outside the Python objects: SQLite's own allocations (every
+        # connection's page cache, statements), glibc's heap (in use, free but kept: all
+        # arenas), and the largest caches (OrderedDicts) by type and size.
+        import collections, ctypes, ctypes.util, gc, sys, tempfile
+
+        found = {"threads": threading.active_count(), "python_blocks": sys.getallocatedblocks()}
+        with contextlib.suppress(OSError, AttributeError):
+            sqlite = ctypes.CDLL(ctypes.util.find_library("sqlite3"))
+            sqlite.sqlite3_memory_used.restype = ctypes.c_int64
+            sqlite.sqlite3_memory_highwater.restype = ctypes.c_int64
+            found["sqlite_used"] = sqlite.sqlite3_memory_used()
+            found["sqlite_highwater"] = sqlite.sqlite3_memory_highwater(0)
+        with contextlib.suppress(OSError, AttributeError):
+
+            class Mallinfo2(ctypes.Structure):
+                _fields_ = [(f, ctypes.c_size_t) for f in (
+                    "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+                    "uordblks", "fordblks", "keepcost")]
+
+            libc = ctypes.CDLL(None)
+            libc.mallinfo2.restype = Mallinfo2
+            info = libc.mallinfo2()
+            found["malloc_heap"] = info.arena  # sbrk'd and arena heaps (all arenas)
+            found["malloc_mmapped"] = info.hblkhd  # large blocks mmapped one by one
+            found["malloc_in_use"] = info.uordblks
+            found["malloc_free_kept"] = info.fordblks
+        # Python's own allocator (obmalloc) takes 1 MiB arenas from mmap, outside malloc's
+        # figures: its statistics go to the C stderr, borrowed for the moment.
+        with tempfile.TemporaryFile("w+") as out:
+            sys.stderr.flush()
+            saved = os.dup(2)
+            try:
+                os.dup2(out.fileno(), 2)
+                sys._debugmallocstats()
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            out.seek(0)
+            for line in out:
+                if line.startswith("# arenas allocated current"):
+                    found["python_arenas"] = int(line.split("=")[1].replace(",", "")) * 2**20
+                elif line.startswith("# bytes in allocated blocks"):
+                    found["python_in_blocks"] = int(line.split("=")[1].replace(",", ""))
+        # The largest containers held in objects' attributes (caches), by owner and attribute.
+        caches = collections.Counter()
+        for obj in gc.get_objects():
+            if isinstance(obj, type(sys)):  # modules' tables: not what grows
+                continue
+            try:
+                attributes = object.__getattribute__(obj, "__dict__")
+            except Exception:
+                continue
+            if not isinstance(attributes, dict):
+                continue
+            for attribute, value in list(attributes.items()):
+                if isinstance(value, (dict, list, set, collections.deque)) and len(value) >= 200:
+                    caches[f"{type(obj).__qualname__}.{attribute}"] += len(value)
+        found["containers"] = dict(caches.most_common(12))
+        return found
 
     threading.Thread(target=_snapshots, name="soak-tracemalloc", daemon=True).start()
 """
@@ -204,9 +300,13 @@ def _short(filename: str) -> str:
 
 class Tracer:
     """Asks each service for tracemalloc snapshots and compares the last with the first (the
-    first starts the tracing: what the second holds more was allocated since and is still there)."""
+    first starts the tracing: what the second holds more was allocated since and is still there);
+    and, with or without tracing, for probes of what holds memory outside the Python objects
+    (`_probe` above: SQLite's allocations, glibc's heap, the largest OrderedDicts)."""
 
-    def __init__(self, root: Path, names: tuple[str, ...]):
+    def __init__(self, root: Path, names: tuple[str, ...], trace: bool = True):
+        self.trace = trace
+        self.probes: dict[str, list[tuple[float, dict[str, Any]]]] = {name: [] for name in names}
         self.path = root / "tracemalloc-site"
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / "sitecustomize.py").write_text(SITECUSTOMIZE)
@@ -221,7 +321,18 @@ class Tracer:
             for name, directory in self.directories.items()
         }
 
+    async def probe(self, n: int, at: float) -> None:
+        """Probe every service (`at`: seconds into the measurement), kept in `probes`."""
+        for directory in self.directories.values():
+            (directory / f"probe-{n}").touch()
+        for name, directory in self.directories.items():
+            found = directory / f"{n}.probe"
+            await until(found.exists, 300, f"probe {n} of {name}")
+            self.probes[name].append((at, json.loads(found.read_text())))
+
     async def take(self, n: int) -> None:
+        if not self.trace:
+            return
         for directory in self.directories.values():
             if n == 1:
                 (directory / "start").touch()
@@ -660,6 +771,8 @@ async def soak(
             warmup_end = time.monotonic() + args.warmup
             end = warmup_end + args.duration
             samples: dict[str, list[tuple[float, float]]] = {name: [] for name in pids}
+            kinds: dict[str, list[tuple[float, dict[str, int]]]] = {name: [] for name in pids}
+            probes: list[asyncio.Task[None]] = []
             marks: dict[str, Any] = {}
 
             async def sample() -> None:
@@ -674,8 +787,11 @@ async def soak(
                 while (now := time.monotonic()) <= end + 0.5:
                     for name, pid in pids.items():
                         samples[name].append((now - began, rss_bytes(pid)))
+                        kinds[name].append((now - began, memory_kinds(pid)))
                     marks["load"].append(os.getloadavg()[0])
                     if len(samples["bookings"]) % 12 == 1:
+                        if tracer:
+                            probes.append(asyncio.create_task(tracer.probe(len(probes) + 1, now - began)))
                         rss = ", ".join(f"{n} {s[-1][1] / 2**20:.0f} MB" for n, s in samples.items())
                         note(f"{now - began:4.0f} s measured: RSS {rss}; load {os.getloadavg()[0]:.1f}")
                     await asyncio.sleep(args.interval)
@@ -683,6 +799,7 @@ async def soak(
                 marks["seconds"] = time.monotonic() - began
                 marks["client"] = time.process_time() - marks["client"]
                 if tracer:
+                    await asyncio.gather(*probes, tracer.probe(len(probes) + 1, time.monotonic() - began))
                     await tracer.take(2)
                 marks["after"] = {p: t.snapshot() for p, t in load.tallies.items()}
 
@@ -727,6 +844,7 @@ async def soak(
             "max": round(max(marks["load"]), 1),
         },
         "rss": {name: rss_summary(s) for name, s in samples.items()},
+        "rss_kinds": {name: kinds_summary(k) for name, k in kinds.items()},
         "cpu_percent": {
             **{name: round(100 * c / seconds, 1) for name, c in marks["cpu"].items()},
             "load generator": round(100 * marks["client"] / seconds, 1),
@@ -769,13 +887,20 @@ def start(system: System, names: tuple[str, ...]) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    with infrastructure(args.store == "postgres") as (servers, postgres):
+        return run_on(args, servers, postgres)
+
+
+def run_on(args: argparse.Namespace, servers: str, postgres: Any = None) -> dict[str, Any]:
+    """The soak on a broker (and PostgreSQL, for `--store postgres`) already running; the
+    figures as `--json` prints them (`benchmarks.pipeline` calls this, with `arguments()`)."""
     with (
-        infrastructure(args.store == "postgres") as (servers, postgres),
         tempfile.TemporaryDirectory(prefix="soak-bench-") as tmp,
         mail_server(Path(tmp)) as (smtp_port, directory),
     ):
         names = ("accounts", "bookings", "notifier")
-        tracer = Tracer(Path(tmp), names) if args.tracemalloc else None
+        wanted = args.tracemalloc or args.probe
+        tracer = Tracer(Path(tmp), names, trace=args.tracemalloc) if wanted else None
         overrides = tracer.overrides() if tracer else {}
         system = System(
             Path(tmp), servers, smtp_port, store=args.store, postgres=postgres, overrides=overrides
@@ -802,8 +927,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             result = asyncio.run(soak(args, system, servers, directory, tracer))
         finally:
             system.stop()
-        if tracer:
+        if tracer and tracer.trace:
             result["tracemalloc"] = tracer.growth(1, 2)
+        if tracer:
+            result["probes"] = tracer.probes
         result["service_errors"] = {
             name: lines[:3]
             for name in ("accounts", "bookings", "notifier")
@@ -866,7 +993,8 @@ def table(result: dict[str, Any]) -> str:
     )
 
 
-def main() -> None:
+def arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line's arguments (`argv`, or the defaults for `[]`), `--quick` applied."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -895,9 +1023,19 @@ def main() -> None:
         action="store_true",
         help="trace the services' allocations; print what grew over the measurement (slows them)",
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="ask each service every minute what holds its memory (SQLite, malloc's heap, caches)",
+    )
+    args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup = min(args.duration, 60.0), min(args.warmup, 20.0)
+    return args
+
+
+def main() -> None:
+    args = arguments()
     if args.json:  # the local servers' log lines (structlog prints to stdout by default) go aside
         import structlog
 
@@ -923,6 +1061,19 @@ def main() -> None:
     )
     print(f"service CPU over the measurement: {result['cpu_percent']} % of one core")
     print(f"maxima from: {result['rates_source']}")
+    for name, kinds in result["rss_kinds"].items():
+        print(
+            f"{name} RSS by kind: "
+            + "; ".join(
+                f"{kind} {k['start_mb']} -> {k['end_mb']} MB ({k['slope_mb_per_min']:+.2f} MB/min)"
+                for kind, k in kinds.items()
+            )
+        )
+    for name, probes in result.get("probes", {}).items():
+        print(f"\n{name} probes (MB; caches in entries):")
+        for at, found in probes:
+            mb = {k: round(v / 2**20, 1) for k, v in found.items() if k.startswith(("sql", "malloc", "py"))}
+            print(f"  {at:5.0f} s: {mb} threads {found['threads']} containers {found['containers']}")
     for name, lines in result.get("tracemalloc", {}).items():
         print(f"\n{name}: " + "\n  ".join(lines))
     for name, lines in result["service_errors"].items():
