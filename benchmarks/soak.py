@@ -285,6 +285,30 @@ if _directory:
                 if isinstance(value, (dict, list, set, collections.deque)) and len(value) >= 200:
                     caches[f"{type(obj).__qualname__}.{attribute}"] += len(value)
         found["containers"] = dict(caches.most_common(12))
+        # What the largest of them hold, in bytes (everything reachable from the container
+        # that is not a module, class or function; what two containers share counts in both).
+        skip = (type, type(sys), type(_probe), type(len))
+        sizes = {}
+        for obj in gc.get_objects():
+            try:
+                attributes = object.__getattribute__(obj, "__dict__")
+            except Exception:
+                continue
+            if isinstance(obj, type(sys)) or not isinstance(attributes, dict):
+                continue
+            for attribute, value in list(attributes.items()):
+                label = f"{type(obj).__qualname__}.{attribute}"
+                if label in found["containers"] and len(value) >= 200 and label not in sizes:
+                    seen, todo, total = set(), [value], 0
+                    while todo and len(seen) < 2_000_000:
+                        item = todo.pop()
+                        if id(item) in seen or isinstance(item, skip):
+                            continue
+                        seen.add(id(item))
+                        total += sys.getsizeof(item)
+                        todo.extend(gc.get_referents(item))
+                    sizes[label] = total
+        found["container_bytes"] = sizes
         return found
 
     threading.Thread(target=_snapshots, name="soak-tracemalloc", daemon=True).start()
@@ -1074,6 +1098,7 @@ def main() -> None:
         for at, found in probes:
             mb = {k: round(v / 2**20, 1) for k, v in found.items() if k.startswith(("sql", "malloc", "py"))}
             print(f"  {at:5.0f} s: {mb} threads {found['threads']} containers {found['containers']}")
+            print(f"    container bytes {found.get('container_bytes')}")
     for name, lines in result.get("tracemalloc", {}).items():
         print(f"\n{name}: " + "\n  ".join(lines))
     for name, lines in result["service_errors"].items():
