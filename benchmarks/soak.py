@@ -835,14 +835,15 @@ async def soak(
             # Work done: every command answered, every email arrived (or the patience ran out).
             sent = set(load.commands)
             with contextlib.suppress(TimeoutError):
-                await until(lambda: sent <= load.answered, 180, "every command answered")
+                await until(lambda: sent <= load.answered, args.patience, "every command answered")
             expected = {
                 "cancelled (customer)": load.cancelled,
                 "cancelled (staff)": load.cancelled,
                 "welcome": len(load.customers),
             }
             with contextlib.suppress(TimeoutError):
-                await until(lambda: all(mail.kinds[k] >= n for k, n in expected.items()), 180, "every email")
+                emailed = lambda: all(mail.kinds[k] >= n for k, n in expected.items())  # noqa: E731
+                await until(emailed, args.patience, "every email")
         finally:
             stop_links.set()
             await links
@@ -1036,6 +1037,9 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--find-max", action="store_true", help="measure each path's maximum here first")
     parser.add_argument("--find-max-seconds", type=float, default=5.0, help="per path, with --find-max")
     parser.add_argument("--customers", type=int, default=20, help="customers verified before the load")
+    parser.add_argument(
+        "--patience", type=float, default=180.0, help="seconds to wait for the last answers and emails"
+    )
     parser.add_argument("--inflight", type=int, default=32, help="actions per path waiting at once")
     for path in PATHS:
         parser.add_argument(
