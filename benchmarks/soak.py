@@ -710,6 +710,24 @@ async def seed(load: Load, customers: int) -> None:
     await until(lambda: len(load.customers) >= customers, 600, f"{customers} customers verified")
 
 
+async def fill(load: Load, n: int, patience: float) -> float:
+    """`n` PlaceBooking commands for guests (no account: no customer of the load lists them),
+    sent at once, until all are answered; returns the seconds. The service's caches of
+    aggregates and of recent events are bounded by their number of entries and grow with every
+    new booking: at the soak's rates they fill only after an hour or more, so a soak that does
+    not fill them first measures them filling (see the README's "Memory over a soak")."""
+    ids, began = [], time.monotonic()
+    starts = datetime.now(UTC) + timedelta(days=20)
+    for i in range(n):
+        body = place(TENANT, f"guest-{i}@fill.example", starts_at=starts + timedelta(minutes=i % 10_000))
+        await load._send(body, "fill")
+        ids.append(body["command_id"])
+    await load.producer.flush()
+    note(f"{n} PlaceBooking commands sent to fill the caches in {time.monotonic() - began:.0f} s")
+    await until(lambda: load.answered.issuperset(ids), patience, f"{n} commands answered")
+    return time.monotonic() - began
+
+
 async def find_max(load: Load, seconds: float, inflight: int) -> dict[str, float]:
     """Each path alone, as fast as it goes with `inflight` actions waiting at once (a closed
     loop), for `seconds`; the commands and the emails until they are all answered/received."""
@@ -779,6 +797,9 @@ async def soak(
             await ready.wait()
             note(f"services ready; {args.customers} customers claim, verify and log in")
             await seed(load, args.customers)
+            filled = await fill(load, args.fill, max(args.patience, args.fill / 10)) if args.fill else None
+            if filled is not None:
+                note(f"{args.fill} bookings placed and answered in {filled:.0f} s")
             maxima = {path: value for path, (value, _) in MAXIMA.items()}
             source = {path: why for path, (_, why) in MAXIMA.items()}
             if args.find_max:
@@ -863,6 +884,7 @@ async def soak(
         "maxima": maxima,
         "rates_achieved": achieved,
         "measured_seconds": round(seconds, 1),
+        "filled": {"bookings": args.fill, "seconds": round(filled, 1)} if filled is not None else None,
         "load_average": {
             "min": round(min(marks["load"]), 1),
             "mean": round(sum(marks["load"]) / len(marks["load"]), 1),
@@ -1039,6 +1061,12 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--customers", type=int, default=20, help="customers verified before the load")
     parser.add_argument(
         "--patience", type=float, default=180.0, help="seconds to wait for the last answers and emails"
+    )
+    parser.add_argument(
+        "--fill",
+        type=int,
+        default=0,
+        help="PlaceBooking commands (guests') sent at once before the warm-up, to fill the caches",
     )
     parser.add_argument("--inflight", type=int, default=32, help="actions per path waiting at once")
     for path in PATHS:
