@@ -28,6 +28,12 @@ then measures, in one run on that broker:
 Both the pipe and the service are measured the same way: started and joined first, then the
 producer sends every message as fast as it can, and the clock stops when the last output is
 read back. Prints figures; asserts nothing about speed.
+
+Then, on the same broker, the figures of the services' own benchmarks, called here (see
+`services_parts`): `latency` (benchmarks.latency: cancel -> email at the SMTP server, p50/p90/
+p99 at 50 cancellations/s, and the HTTP confirm), `notifier` (benchmarks.notifier_sender:
+emails/s and notifier CPU per email, beside a bare SMTP client's), `soak` (benchmarks.soak:
+each service's RSS at its start and end, under the soak's mixed load).
 """
 
 from __future__ import annotations
