@@ -129,12 +129,16 @@ def rss_summary(samples: list[tuple[float, float]], tolerance: float = TOLERANCE
     min, max, end against start in %, the least-squares slope in MB/min, whether every sample
     stayed within ±tolerance of the first (`flat`), and the lowest of the first and of the last
     fifth of the samples (`low_start_mb`, `low_end_mb`: what is left between transient peaks,
-    such as a password hash's 64 MiB, which a growth would lift too)."""
+    such as a password hash's 64 MiB, which a growth would lift too) and whether that floor
+    stayed within ±tolerance (`floor_flat`: the criterion for a service whose RSS swings with
+    transient allocations given back after, as accounts' password hashes are)."""
     if not samples:
         return {"samples": 0, "flat": None}
     mb = [(t, v / 2**20) for t, v in samples]
     start, end = mb[0][1], mb[-1][1]
     values = [v for _, v in mb]
+    fifth = max(1, len(values) // 5)
+    low_start, low_end = min(values[:fifth]), min(values[-fifth:])
     return {
         "samples": len(mb),
         "seconds": round(mb[-1][0] - mb[0][0], 1),
@@ -145,8 +149,9 @@ def rss_summary(samples: list[tuple[float, float]], tolerance: float = TOLERANCE
         "change_pct": round((end - start) / start * 100, 1) if start else None,
         "slope_mb_per_min": round(slope_per_minute(mb), 3),
         "flat": bool(start) and all(abs(v - start) <= tolerance * start for v in values),
-        "low_start_mb": round(min(values[: max(1, len(values) // 5)]), 1),
-        "low_end_mb": round(min(values[-max(1, len(values) // 5) :]), 1),
+        "low_start_mb": round(low_start, 1),
+        "low_end_mb": round(low_end, 1),
+        "floor_flat": abs(low_end - low_start) <= tolerance * low_start,
         "samples_mb": [[round(t, 1), round(v, 1)] for t, v in mb],
     }
 
@@ -1004,6 +1009,7 @@ def table(result: dict[str, Any]) -> str:
             f"{s['slope_mb_per_min']:+.2f}",
             "yes" if s["flat"] else "NO",
             f"{s['low_start_mb']} / {s['low_end_mb']}",
+            "yes" if s.get("floor_flat") else "NO",
         ]
         for name, s in result["rss"].items()
         if s["samples"]
@@ -1029,7 +1035,7 @@ def table(result: dict[str, Any]) -> str:
             markdown(
                 [
                     *("RSS", "start MB", "end MB", "min MB", "max MB", "end vs start %", "MB/min"),
-                    *("within ±10 %", "lowest in first / last fifth, MB"),
+                    *("within ±10 %", "lowest in first / last fifth, MB", "lowest within ±10 %"),
                 ],
                 rss,
             ),
