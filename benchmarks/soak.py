@@ -222,6 +222,13 @@ if _directory:
                     tracemalloc.take_snapshot().dump(path + ".part")
                     os.replace(path + ".part", path)
                     os.remove(os.path.join(_directory, name))
+                if name.startswith("trim-"):  # what glibc gives back if asked (malloc_trim)
+                    n = name.split("-", 1)[1]
+                    path = os.path.join(_directory, n + ".trim")
+                    with open(path + ".part", "w") as out:
+                        json.dump(_trim(), out)
+                    os.replace(path + ".part", path)
+                    os.remove(os.path.join(_directory, name))
                 if name.startswith("probe-"):
                     n = name.split("-", 1)[1]
                     path = os.path.join(_directory, n + ".probe")
@@ -230,6 +237,19 @@ if _directory:
                     os.replace(path + ".part", path)
                     os.remove(os.path.join(_directory, name))
             time.sleep(0.5)
+
+    def _rss():
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+
+    def _trim():
+        import ctypes
+
+        before, began = _rss(), time.monotonic()
+        ctypes.CDLL(None).malloc_trim(0)
+        return {"rss_before": before, "rss_after": _rss(), "seconds": time.monotonic() - began}
 
     def _probe():
         # What holds memory outside the Python objects: SQLite's own allocations (every
@@ -358,6 +378,22 @@ class Tracer:
             found = directory / f"{n}.probe"
             await until(found.exists, 300, f"probe {n} of {name}")
             self.probes[name].append((at, json.loads(found.read_text())))
+
+    async def trim(self) -> dict[str, dict[str, float]]:
+        """Ask every service's glibc to give back the free memory it keeps (malloc_trim(0)):
+        RSS before and after, in MB. What it gives back was free, not leaked."""
+        for directory in self.directories.values():
+            (directory / "trim-1").touch()
+        found = {}
+        for name, directory in self.directories.items():
+            await until((directory / "1.trim").exists, 300, f"malloc_trim of {name}")
+            trimmed = json.loads((directory / "1.trim").read_text())
+            found[name] = {
+                "rss_before_mb": round(trimmed["rss_before"] / 2**20, 1),
+                "rss_after_mb": round(trimmed["rss_after"] / 2**20, 1),
+                "seconds": round(trimmed["seconds"], 3),
+            }
+        return found
 
     async def take(self, n: int) -> None:
         if not self.trace:
@@ -850,6 +886,7 @@ async def soak(
                 marks["client"] = time.process_time() - marks["client"]
                 if tracer:
                     await asyncio.gather(*probes, tracer.probe(len(probes) + 1, time.monotonic() - began))
+                    marks["trimmed"] = await tracer.trim()
                     await tracer.take(2)
                 marks["after"] = {p: t.snapshot() for p, t in load.tallies.items()}
 
@@ -897,6 +934,7 @@ async def soak(
         },
         "rss": {name: rss_summary(s) for name, s in samples.items()},
         "rss_kinds": {name: kinds_summary(k) for name, k in kinds.items()},
+        "malloc_trim_at_end": marks.get("trimmed"),
         "cpu_percent": {
             **{name: round(100 * c / seconds, 1) for name, c in marks["cpu"].items()},
             "load generator": round(100 * marks["client"] / seconds, 1),
@@ -954,6 +992,10 @@ def run_on(args: argparse.Namespace, servers: str, postgres: Any = None) -> dict
         wanted = args.tracemalloc or args.probe
         tracer = Tracer(Path(tmp), names, trace=args.tracemalloc) if wanted else None
         overrides = tracer.overrides() if tracer else {}
+        for setting in args.service_env:  # (e.g. MALLOC_ARENA_MAX=2: glibc reads it at start)
+            key, _, value = setting.partition("=")
+            for name in names:
+                overrides.setdefault(name, {})[key] = value
         system = System(
             Path(tmp), servers, smtp_port, store=args.store, postgres=postgres, overrides=overrides
         )
@@ -1086,6 +1128,13 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
         help="trace the services' allocations; print what grew over the measurement (slows them)",
     )
     parser.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a variable in every service's environment (repeatable), e.g. MALLOC_ARENA_MAX=2",
+    )
+    parser.add_argument(
         "--probe",
         action="store_true",
         help="ask each service every minute what holds its memory (SQLite, malloc's heap, caches)",
@@ -1131,6 +1180,9 @@ def main() -> None:
                 for kind, k in kinds.items()
             )
         )
+    for name, trimmed in (result.get("malloc_trim_at_end") or {}).items():
+        before, after = trimmed["rss_before_mb"], trimmed["rss_after_mb"]
+        print(f"{name}: malloc_trim(0) at the end: RSS {before} -> {after} MB")
     for name, probes in result.get("probes", {}).items():
         print(f"\n{name} probes (MB; caches in entries):")
         for at, found in probes:
