@@ -482,6 +482,8 @@ def main() -> None:
     args.pipe = 20_000 if args.quick else 100_000
     args.commands = args.commands or (2_000 if args.quick else 10_000)
     args.rebuild = [2_000, 10_000] if args.quick else [10_000, 100_000, 1_000_000]
+    if args.json:
+        _logs_to_stderr()
     when = datetime.now(UTC)
     machine = (
         f"{platform.node()}: {os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}"
@@ -590,12 +592,9 @@ async def _latency(quick: bool, servers: str, root: Path) -> list[Row]:
 
 
 async def _notifier(quick: bool, servers: str, root: Path) -> list[Row]:
-    import structlog
-
     from benchmarks import notifier_sender
 
-    # The sender runs in this process: its log lines go to stderr, the table (or JSON) to stdout.
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    _logs_to_stderr()  # (the sender runs in this process: the table goes to stdout alone)
     emails, connections = (1_000 if quick else 3_000), 4
     rate, cpu, (received, copies), pipe_rate, pipe_cpu = await notifier_sender.run(emails, 100, connections)
     smtp = Row(f"  SMTP: bare aiosmtplib, {connections} conns", emails, emails / pipe_rate, "emails/s")
@@ -636,6 +635,14 @@ async def _soak(quick: bool, servers: str, root: Path) -> list[Row]:
             )
         )
     return rows
+
+
+def _logs_to_stderr() -> None:
+    """The log lines of what runs in this process (the local Kafka's and PostgreSQL's starts,
+    the notifier's sender) go to stderr: with --json, stdout is the JSON alone."""
+    import structlog
+
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
 
 
 def _figure_line(row: Figure) -> str:
