@@ -623,7 +623,7 @@ async def _soak(quick: bool, servers: str, root: Path) -> list[Row]:
                 f"soak: RSS of {name}",
                 s["samples"],
                 result["measured_seconds"],
-                "MB",
+                "% RSS, end vs start",
                 text=f"{s['start_mb']:.0f} -> {s['end_mb']:.0f} MB {s['change_pct']:+.0f}%",
                 value=s["change_pct"],
                 figures={
