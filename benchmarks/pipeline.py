@@ -28,6 +28,12 @@ then measures, in one run on that broker:
 Both the pipe and the service are measured the same way: started and joined first, then the
 producer sends every message as fast as it can, and the clock stops when the last output is
 read back. Prints figures; asserts nothing about speed.
+
+Then, on the same broker, the figures of the services' own benchmarks, called here (see
+`services_parts`): `latency` (benchmarks.latency: cancel -> email at the SMTP server, p50/p90/
+p99 at 50 cancellations/s, and the HTTP confirm), `notifier` (benchmarks.notifier_sender:
+emails/s and notifier CPU per email, beside a bare SMTP client's), `soak` (benchmarks.soak:
+each service's RSS at its start and end, under the soak's mixed load).
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import chain
 from pathlib import Path
@@ -452,6 +458,7 @@ async def measure(
             report(_line(row), flush=True)
     for store in args.stores.split(",") if "rebuild" in parts else ():
         rows += await asyncio.to_thread(rebuild, servers, store, args.rebuild, root, postgres, report)
+    rows += await services_parts(parts, args.quick, servers, root, report)
     return rows
 
 
@@ -468,13 +475,15 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="smaller runs, under 3 minutes")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON on stdout")
-    parser.add_argument("--parts", default="pipe,e2e,rebuild", help="comma-separated: pipe, e2e, rebuild")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated: {', '.join(PARTS)}")
     parser.add_argument("--commands", type=int, help="commands of each kind end to end")
     parser.add_argument("--stores", default="sqlite,postgres", help="end to end and rebuilds on: sqlite, postgres")
     args = parser.parse_args()
     args.pipe = 20_000 if args.quick else 100_000
     args.commands = args.commands or (2_000 if args.quick else 10_000)
     args.rebuild = [2_000, 10_000] if args.quick else [10_000, 100_000, 1_000_000]
+    if args.json:
+        _logs_to_stderr()
     when = datetime.now(UTC)
     machine = (
         f"{platform.node()}: {os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}"
@@ -507,6 +516,7 @@ def main() -> None:
                             "service_cpu_ms_per_command": round(r.cpu_ms, 3)
                             if r.cpu_ms is not None
                             else None,
+                            **({"figures": r.figures} if isinstance(r, Figure) else {}),
                         }
                         for r in rows
                     ],
@@ -514,6 +524,135 @@ def main() -> None:
                 indent=2,
             )
         )
+
+
+# ------------------------------------------------------------------------------ latency, notifier, soak
+
+PARTS = ("pipe", "e2e", "rebuild", "latency", "notifier", "soak")
+LATENCY_RATE = 50.0  # cancellations offered per second (issue 10: p99 at that rate)
+
+
+@dataclass
+class Figure(Row):
+    """A row whose figure is not a rate: `text` is shown in the rate column, `value` is the
+    JSON's `rate` (None: count / seconds), `figures` go to the JSON as they are."""
+
+    text: str = ""
+    value: float | None = None
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.value if self.value is not None else Row.rate.fget(self)  # type: ignore[attr-defined]
+
+
+async def services_parts(parts: list[str], quick: bool, servers: str, root: Path, report: Any) -> list[Row]:
+    """The parts measured by the services' own benchmarks, called here on this run's broker:
+    `latency` (benchmarks.latency: cancel -> email at LATENCY_RATE/s, bookings and notifier
+    processes), `notifier` (benchmarks.notifier_sender: the sender's emails/s and CPU per
+    email, against a bare SMTP client), `soak` (benchmarks.soak: the three services' RSS
+    under a steady mixed load, its caches filled first; --quick: 30 s measured, none filled,
+    which shows a leak only if it is fast)."""
+    rows: list[Row] = []
+    for part, measure_part in (("latency", _latency), ("notifier", _notifier), ("soak", _soak)):
+        if part in parts:
+            for row in await measure_part(quick, servers, root / part):
+                rows.append(row)
+                report(_figure_line(row) if isinstance(row, Figure) else _line(row), flush=True)
+    return rows
+
+
+async def _latency(quick: bool, servers: str, root: Path) -> list[Row]:
+    from benchmarks import latency
+
+    args = argparse.Namespace(
+        rate=LATENCY_RATE, duration=10.0 if quick else 60.0, warmup=20, per_customer=20, profile=None
+    )
+    await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
+    result = await asyncio.to_thread(latency.run, args, servers, root)
+    cpu = sum(result["cpu_ms_per_cancel"].values())
+    rows = []
+    for what, key in (
+        ("cancel -> email, ms p50/90/99", "confirm_to_email_ms"),
+        ("  HTTP confirm, ms p50/90/99", "http_confirm_ms"),
+    ):
+        s = result[key]
+        rows.append(
+            Figure(
+                f"{what}, {args.rate:g}/s" if key == "confirm_to_email_ms" else what,
+                s["n"],
+                args.duration,
+                "ms p50/90/99",
+                cpu_ms=cpu if key == "confirm_to_email_ms" else None,
+                text=f"{s['p50']:.0f} / {s['p90']:.0f} / {s['p99']:.0f}",
+                value=s["p99"],
+                figures={**s, **({"run": result} if key == "confirm_to_email_ms" else {})},
+            )
+        )
+    return rows
+
+
+async def _notifier(quick: bool, servers: str, root: Path) -> list[Row]:
+    from benchmarks import notifier_sender
+
+    _logs_to_stderr()  # (the sender runs in this process: the table goes to stdout alone)
+    emails, connections = (1_000 if quick else 3_000), 4
+    rate, cpu, (received, copies), pipe_rate, pipe_cpu = await notifier_sender.run(emails, 100, connections)
+    smtp = Row(f"  SMTP: bare aiosmtplib, {connections} conns", emails, emails / pipe_rate, "emails/s")
+    smtp.cpu_ms = pipe_cpu * 1000 / emails
+    if received != emails or copies:
+        raise RuntimeError(f"notifier: {received} of {emails} emails received, {copies} twice")
+    figures = {"smtp_pipe_rate": round(pipe_rate, 1), "ratio_to_smtp_pipe": round(rate / pipe_rate, 3)}
+    what = f"notifier: emails sent, {connections} SMTP conns"
+    text = f"{rate:,.0f}/s, {rate / pipe_rate:.0%} of SMTP"
+    sender = Figure(what, emails, emails / rate, "emails/s", text=text, figures=figures)
+    sender.cpu_ms = cpu * 1000 / emails
+    return [sender, smtp]
+
+
+async def _soak(quick: bool, servers: str, root: Path) -> list[Row]:
+    from benchmarks import soak
+
+    quick_args = ["--duration", "30", "--warmup", "10", "--customers", "8", "--patience", "30"]
+    # In full: the caches filled first (bounded by entries, they would fill during the soak:
+    # growth to a bound, not a leak), then 2 minutes for the followers to catch up.
+    args = soak.arguments(quick_args if quick else ["--fill", "20000", "--warmup", "120"])
+    result = await asyncio.to_thread(soak.run_on, args, servers)
+    rows: list[Row] = []
+    for name, s in result["rss"].items():
+        anon = result["rss_kinds"][name].get("anon", {})
+        rows.append(
+            Figure(
+                f"soak: RSS of {name}",
+                s["samples"],
+                result["measured_seconds"],
+                "% RSS, end vs start",
+                text=f"{s['start_mb']:.0f} -> {s['end_mb']:.0f} MB {s['change_pct']:+.0f}%",
+                value=s["change_pct"],
+                figures={
+                    **{k: v for k, v in s.items() if k != "samples_mb"},
+                    "anon": anon,
+                    "load_average": result["load_average"],
+                    "rates_achieved": result["rates_achieved"],
+                },
+            )
+        )
+    return rows
+
+
+def _logs_to_stderr() -> None:
+    """The log lines of what runs in this process (the local Kafka's and PostgreSQL's starts,
+    the notifier's sender) go to stderr: with --json, stdout is the JSON alone."""
+    import structlog
+
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+
+
+def _figure_line(row: Figure) -> str:
+    cpu = f"{row.cpu_ms:6.2f} ms" if row.cpu_ms is not None else ""
+    ratio = f"{row.ratio:6.1%}" if row.ratio is not None else ""
+    head = f"| {row.what:<40} | {row.count:>9,} | {row.seconds:7.2f} s"
+    return f"{head} | {row.text:>20} | {ratio:>6} | {cpu:>9} |"
 
 
 if __name__ == "__main__":

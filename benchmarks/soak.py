@@ -129,12 +129,16 @@ def rss_summary(samples: list[tuple[float, float]], tolerance: float = TOLERANCE
     min, max, end against start in %, the least-squares slope in MB/min, whether every sample
     stayed within ±tolerance of the first (`flat`), and the lowest of the first and of the last
     fifth of the samples (`low_start_mb`, `low_end_mb`: what is left between transient peaks,
-    such as a password hash's 64 MiB, which a growth would lift too)."""
+    such as a password hash's 64 MiB, which a growth would lift too) and whether that floor
+    stayed within ±tolerance (`floor_flat`: the criterion for a service whose RSS swings with
+    transient allocations given back after, as accounts' password hashes are)."""
     if not samples:
         return {"samples": 0, "flat": None}
     mb = [(t, v / 2**20) for t, v in samples]
     start, end = mb[0][1], mb[-1][1]
     values = [v for _, v in mb]
+    fifth = max(1, len(values) // 5)
+    low_start, low_end = min(values[:fifth]), min(values[-fifth:])
     return {
         "samples": len(mb),
         "seconds": round(mb[-1][0] - mb[0][0], 1),
@@ -145,9 +149,38 @@ def rss_summary(samples: list[tuple[float, float]], tolerance: float = TOLERANCE
         "change_pct": round((end - start) / start * 100, 1) if start else None,
         "slope_mb_per_min": round(slope_per_minute(mb), 3),
         "flat": bool(start) and all(abs(v - start) <= tolerance * start for v in values),
-        "low_start_mb": round(min(values[: max(1, len(values) // 5)]), 1),
-        "low_end_mb": round(min(values[-max(1, len(values) // 5) :]), 1),
+        "low_start_mb": round(low_start, 1),
+        "low_end_mb": round(low_end, 1),
+        "floor_flat": abs(low_end - low_start) <= tolerance * low_start,
         "samples_mb": [[round(t, 1), round(v, 1)] for t, v in mb],
+    }
+
+
+def memory_kinds(pid: int) -> dict[str, int]:
+    """A process's resident memory by kind (Linux /proc status), in bytes: `anon` (heaps,
+    malloc arenas, SQLite's page caches, Python's objects), `file` (mapped files: libraries, and
+    a database file if mmapped) and `shmem`."""
+    kinds = {"RssAnon:": "anon", "RssFile:": "file", "RssShmem:": "shmem"}
+    found = dict.fromkeys(kinds.values(), 0)
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, *rest = line.split()
+            if key in kinds:
+                found[kinds[key]] = int(rest[0]) * 1024
+    return found
+
+
+def kinds_summary(samples: list[tuple[float, dict[str, int]]]) -> dict[str, Any]:
+    """Per kind of `memory_kinds` samples: start and end in MB and the slope in MB/min."""
+    if not samples:
+        return {}
+    return {
+        kind: {
+            "start_mb": round(samples[0][1][kind] / 2**20, 1),
+            "end_mb": round(samples[-1][1][kind] / 2**20, 1),
+            "slope_mb_per_min": round(slope_per_minute([(t, k[kind] / 2**20) for t, k in samples]), 3),
+        }
+        for kind in samples[0][1]
     }
 
 
@@ -173,7 +206,7 @@ def rss_bytes(pid: int) -> int:
 # tracing a service's start makes it several times slower), `take-<n>` writes a snapshot as
 # `<n>.snapshot`.
 SITECUSTOMIZE = """
-import os, threading, time, tracemalloc
+import contextlib, json, os, threading, time, tracemalloc
 _directory = os.environ.get("SOAK_TRACEMALLOC_DIR")
 if _directory:
 
@@ -189,7 +222,119 @@ if _directory:
                     tracemalloc.take_snapshot().dump(path + ".part")
                     os.replace(path + ".part", path)
                     os.remove(os.path.join(_directory, name))
+                if name.startswith("trim-"):  # what glibc gives back if asked (malloc_trim)
+                    n = name.split("-", 1)[1]
+                    path = os.path.join(_directory, n + ".trim")
+                    with open(path + ".part", "w") as out:
+                        json.dump(_trim(), out)
+                    os.replace(path + ".part", path)
+                    os.remove(os.path.join(_directory, name))
+                if name.startswith("probe-"):
+                    n = name.split("-", 1)[1]
+                    path = os.path.join(_directory, n + ".probe")
+                    with open(path + ".part", "w") as out:
+                        json.dump(_probe(), out)
+                    os.replace(path + ".part", path)
+                    os.remove(os.path.join(_directory, name))
             time.sleep(0.5)
+
+    def _rss():
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+
+    def _trim():
+        import ctypes
+
+        before, began = _rss(), time.monotonic()
+        ctypes.CDLL(None).malloc_trim(0)
+        return {"rss_before": before, "rss_after": _rss(), "seconds": time.monotonic() - began}
+
+    def _probe():
+        # What holds memory outside the Python objects: SQLite's own allocations (every
+        # connection's page cache, statements), glibc's heap (in use, free but kept: all
+        # arenas), and the largest caches (OrderedDicts) by type and size.
+        import collections, ctypes, ctypes.util, gc, sys, tempfile
+
+        found = {"threads": threading.active_count(), "python_blocks": sys.getallocatedblocks()}
+        with contextlib.suppress(OSError, AttributeError):
+            sqlite = ctypes.CDLL(ctypes.util.find_library("sqlite3"))
+            sqlite.sqlite3_memory_used.restype = ctypes.c_int64
+            sqlite.sqlite3_memory_highwater.restype = ctypes.c_int64
+            found["sqlite_used"] = sqlite.sqlite3_memory_used()
+            found["sqlite_highwater"] = sqlite.sqlite3_memory_highwater(0)
+        with contextlib.suppress(OSError, AttributeError):
+
+            class Mallinfo2(ctypes.Structure):
+                _fields_ = [(f, ctypes.c_size_t) for f in (
+                    "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+                    "uordblks", "fordblks", "keepcost")]
+
+            libc = ctypes.CDLL(None)
+            libc.mallinfo2.restype = Mallinfo2
+            info = libc.mallinfo2()
+            found["malloc_heap"] = info.arena  # sbrk'd and arena heaps (all arenas)
+            found["malloc_mmapped"] = info.hblkhd  # large blocks mmapped one by one
+            found["malloc_in_use"] = info.uordblks
+            found["malloc_free_kept"] = info.fordblks
+        # Python's own allocator (obmalloc) takes 1 MiB arenas from mmap, outside malloc's
+        # figures: its statistics go to the C stderr, borrowed for the moment.
+        with tempfile.TemporaryFile("w+") as out:
+            sys.stderr.flush()
+            saved = os.dup(2)
+            try:
+                os.dup2(out.fileno(), 2)
+                sys._debugmallocstats()
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            out.seek(0)
+            for line in out:
+                if line.startswith("# arenas allocated current"):
+                    found["python_arenas"] = int(line.split("=")[1].replace(",", "")) * 2**20
+                elif line.startswith("# bytes in allocated blocks"):
+                    found["python_in_blocks"] = int(line.split("=")[1].replace(",", ""))
+        # The largest containers held in objects' attributes (caches), by owner and attribute.
+        caches = collections.Counter()
+        for obj in gc.get_objects():
+            if isinstance(obj, type(sys)):  # modules' tables: not what grows
+                continue
+            try:
+                attributes = object.__getattribute__(obj, "__dict__")
+            except Exception:
+                continue
+            if not isinstance(attributes, dict):
+                continue
+            for attribute, value in list(attributes.items()):
+                if isinstance(value, (dict, list, set, collections.deque)) and len(value) >= 200:
+                    caches[f"{type(obj).__qualname__}.{attribute}"] += len(value)
+        found["containers"] = dict(caches.most_common(12))
+        # What the largest of them hold, in bytes (everything reachable from the container
+        # that is not a module, class or function; what two containers share counts in both).
+        skip = (type, type(sys), type(_probe), type(len))
+        sizes = {}
+        for obj in gc.get_objects():
+            try:
+                attributes = object.__getattribute__(obj, "__dict__")
+            except Exception:
+                continue
+            if isinstance(obj, type(sys)) or not isinstance(attributes, dict):
+                continue
+            for attribute, value in list(attributes.items()):
+                label = f"{type(obj).__qualname__}.{attribute}"
+                if label in found["containers"] and len(value) >= 200 and label not in sizes:
+                    seen, todo, total = set(), [value], 0
+                    while todo and len(seen) < 2_000_000:
+                        item = todo.pop()
+                        if id(item) in seen or isinstance(item, skip):
+                            continue
+                        seen.add(id(item))
+                        total += sys.getsizeof(item)
+                        todo.extend(gc.get_referents(item))
+                    sizes[label] = total
+        found["container_bytes"] = sizes
+        return found
 
     threading.Thread(target=_snapshots, name="soak-tracemalloc", daemon=True).start()
 """
@@ -204,9 +349,13 @@ def _short(filename: str) -> str:
 
 class Tracer:
     """Asks each service for tracemalloc snapshots and compares the last with the first (the
-    first starts the tracing: what the second holds more was allocated since and is still there)."""
+    first starts the tracing: what the second holds more was allocated since and is still there);
+    and, with or without tracing, for probes of what holds memory outside the Python objects
+    (`_probe` above: SQLite's allocations, glibc's heap, the largest OrderedDicts)."""
 
-    def __init__(self, root: Path, names: tuple[str, ...]):
+    def __init__(self, root: Path, names: tuple[str, ...], trace: bool = True):
+        self.trace = trace
+        self.probes: dict[str, list[tuple[float, dict[str, Any]]]] = {name: [] for name in names}
         self.path = root / "tracemalloc-site"
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / "sitecustomize.py").write_text(SITECUSTOMIZE)
@@ -221,7 +370,34 @@ class Tracer:
             for name, directory in self.directories.items()
         }
 
+    async def probe(self, n: int, at: float) -> None:
+        """Probe every service (`at`: seconds into the measurement), kept in `probes`."""
+        for directory in self.directories.values():
+            (directory / f"probe-{n}").touch()
+        for name, directory in self.directories.items():
+            found = directory / f"{n}.probe"
+            await until(found.exists, 300, f"probe {n} of {name}")
+            self.probes[name].append((at, json.loads(found.read_text())))
+
+    async def trim(self) -> dict[str, dict[str, float]]:
+        """Ask every service's glibc to give back the free memory it keeps (malloc_trim(0)):
+        RSS before and after, in MB. What it gives back was free, not leaked."""
+        for directory in self.directories.values():
+            (directory / "trim-1").touch()
+        found = {}
+        for name, directory in self.directories.items():
+            await until((directory / "1.trim").exists, 300, f"malloc_trim of {name}")
+            trimmed = json.loads((directory / "1.trim").read_text())
+            found[name] = {
+                "rss_before_mb": round(trimmed["rss_before"] / 2**20, 1),
+                "rss_after_mb": round(trimmed["rss_after"] / 2**20, 1),
+                "seconds": round(trimmed["seconds"], 3),
+            }
+        return found
+
     async def take(self, n: int) -> None:
+        if not self.trace:
+            return
         for directory in self.directories.values():
             if n == 1:
                 (directory / "start").touch()
@@ -575,6 +751,24 @@ async def seed(load: Load, customers: int) -> None:
     await until(lambda: len(load.customers) >= customers, 600, f"{customers} customers verified")
 
 
+async def fill(load: Load, n: int, patience: float) -> float:
+    """`n` PlaceBooking commands for guests (no account: no customer of the load lists them),
+    sent at once, until all are answered; returns the seconds. The service's caches of
+    aggregates and of recent events are bounded by their number of entries and grow with every
+    new booking: at the soak's rates they fill only after an hour or more, so a soak that does
+    not fill them first measures them filling (see the README's "Memory over a soak")."""
+    ids, began = [], time.monotonic()
+    starts = datetime.now(UTC) + timedelta(days=20)
+    for i in range(n):
+        body = place(TENANT, f"guest-{i}@fill.example", starts_at=starts + timedelta(minutes=i % 10_000))
+        await load._send(body, "fill")
+        ids.append(body["command_id"])
+    await load.producer.flush()
+    note(f"{n} PlaceBooking commands sent to fill the caches in {time.monotonic() - began:.0f} s")
+    await until(lambda: load.answered.issuperset(ids), patience, f"{n} commands answered")
+    return time.monotonic() - began
+
+
 async def find_max(load: Load, seconds: float, inflight: int) -> dict[str, float]:
     """Each path alone, as fast as it goes with `inflight` actions waiting at once (a closed
     loop), for `seconds`; the commands and the emails until they are all answered/received."""
@@ -644,6 +838,9 @@ async def soak(
             await ready.wait()
             note(f"services ready; {args.customers} customers claim, verify and log in")
             await seed(load, args.customers)
+            filled = await fill(load, args.fill, max(args.patience, args.fill / 10)) if args.fill else None
+            if filled is not None:
+                note(f"{args.fill} bookings placed and answered in {filled:.0f} s")
             maxima = {path: value for path, (value, _) in MAXIMA.items()}
             source = {path: why for path, (_, why) in MAXIMA.items()}
             if args.find_max:
@@ -660,6 +857,8 @@ async def soak(
             warmup_end = time.monotonic() + args.warmup
             end = warmup_end + args.duration
             samples: dict[str, list[tuple[float, float]]] = {name: [] for name in pids}
+            kinds: dict[str, list[tuple[float, dict[str, int]]]] = {name: [] for name in pids}
+            probes: list[asyncio.Task[None]] = []
             marks: dict[str, Any] = {}
 
             async def sample() -> None:
@@ -674,8 +873,11 @@ async def soak(
                 while (now := time.monotonic()) <= end + 0.5:
                     for name, pid in pids.items():
                         samples[name].append((now - began, rss_bytes(pid)))
+                        kinds[name].append((now - began, memory_kinds(pid)))
                     marks["load"].append(os.getloadavg()[0])
                     if len(samples["bookings"]) % 12 == 1:
+                        if tracer:
+                            probes.append(asyncio.create_task(tracer.probe(len(probes) + 1, now - began)))
                         rss = ", ".join(f"{n} {s[-1][1] / 2**20:.0f} MB" for n, s in samples.items())
                         note(f"{now - began:4.0f} s measured: RSS {rss}; load {os.getloadavg()[0]:.1f}")
                     await asyncio.sleep(args.interval)
@@ -683,6 +885,8 @@ async def soak(
                 marks["seconds"] = time.monotonic() - began
                 marks["client"] = time.process_time() - marks["client"]
                 if tracer:
+                    await asyncio.gather(*probes, tracer.probe(len(probes) + 1, time.monotonic() - began))
+                    marks["trimmed"] = await tracer.trim()
                     await tracer.take(2)
                 marks["after"] = {p: t.snapshot() for p, t in load.tallies.items()}
 
@@ -694,14 +898,15 @@ async def soak(
             # Work done: every command answered, every email arrived (or the patience ran out).
             sent = set(load.commands)
             with contextlib.suppress(TimeoutError):
-                await until(lambda: sent <= load.answered, 180, "every command answered")
+                await until(lambda: sent <= load.answered, args.patience, "every command answered")
             expected = {
                 "cancelled (customer)": load.cancelled,
                 "cancelled (staff)": load.cancelled,
                 "welcome": len(load.customers),
             }
             with contextlib.suppress(TimeoutError):
-                await until(lambda: all(mail.kinds[k] >= n for k, n in expected.items()), 180, "every email")
+                emailed = lambda: all(mail.kinds[k] >= n for k, n in expected.items())  # noqa: E731
+                await until(emailed, args.patience, "every email")
         finally:
             stop_links.set()
             await links
@@ -721,12 +926,15 @@ async def soak(
         "maxima": maxima,
         "rates_achieved": achieved,
         "measured_seconds": round(seconds, 1),
+        "filled": {"bookings": args.fill, "seconds": round(filled, 1)} if filled is not None else None,
         "load_average": {
             "min": round(min(marks["load"]), 1),
             "mean": round(sum(marks["load"]) / len(marks["load"]), 1),
             "max": round(max(marks["load"]), 1),
         },
         "rss": {name: rss_summary(s) for name, s in samples.items()},
+        "rss_kinds": {name: kinds_summary(k) for name, k in kinds.items()},
+        "malloc_trim_at_end": marks.get("trimmed"),
         "cpu_percent": {
             **{name: round(100 * c / seconds, 1) for name, c in marks["cpu"].items()},
             "load generator": round(100 * marks["client"] / seconds, 1),
@@ -769,14 +977,25 @@ def start(system: System, names: tuple[str, ...]) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    with infrastructure(args.store == "postgres") as (servers, postgres):
+        return run_on(args, servers, postgres)
+
+
+def run_on(args: argparse.Namespace, servers: str, postgres: Any = None) -> dict[str, Any]:
+    """The soak on a broker (and PostgreSQL, for `--store postgres`) already running; the
+    figures as `--json` prints them (`benchmarks.pipeline` calls this, with `arguments()`)."""
     with (
-        infrastructure(args.store == "postgres") as (servers, postgres),
         tempfile.TemporaryDirectory(prefix="soak-bench-") as tmp,
         mail_server(Path(tmp)) as (smtp_port, directory),
     ):
         names = ("accounts", "bookings", "notifier")
-        tracer = Tracer(Path(tmp), names) if args.tracemalloc else None
+        wanted = args.tracemalloc or args.probe
+        tracer = Tracer(Path(tmp), names, trace=args.tracemalloc) if wanted else None
         overrides = tracer.overrides() if tracer else {}
+        for setting in args.service_env:  # (e.g. MALLOC_ARENA_MAX=2: glibc reads it at start)
+            key, _, value = setting.partition("=")
+            for name in names:
+                overrides.setdefault(name, {})[key] = value
         system = System(
             Path(tmp), servers, smtp_port, store=args.store, postgres=postgres, overrides=overrides
         )
@@ -802,8 +1021,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             result = asyncio.run(soak(args, system, servers, directory, tracer))
         finally:
             system.stop()
-        if tracer:
+        if tracer and tracer.trace:
             result["tracemalloc"] = tracer.growth(1, 2)
+        if tracer:
+            result["probes"] = tracer.probes
         result["service_errors"] = {
             name: lines[:3]
             for name in ("accounts", "bookings", "notifier")
@@ -830,6 +1051,7 @@ def table(result: dict[str, Any]) -> str:
             f"{s['slope_mb_per_min']:+.2f}",
             "yes" if s["flat"] else "NO",
             f"{s['low_start_mb']} / {s['low_end_mb']}",
+            "yes" if s.get("floor_flat") else "NO",
         ]
         for name, s in result["rss"].items()
         if s["samples"]
@@ -855,7 +1077,7 @@ def table(result: dict[str, Any]) -> str:
             markdown(
                 [
                     *("RSS", "start MB", "end MB", "min MB", "max MB", "end vs start %", "MB/min"),
-                    *("within ±10 %", "lowest in first / last fifth, MB"),
+                    *("within ±10 %", "lowest in first / last fifth, MB", "lowest within ±10 %"),
                 ],
                 rss,
             ),
@@ -866,7 +1088,8 @@ def table(result: dict[str, Any]) -> str:
     )
 
 
-def main() -> None:
+def arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line's arguments (`argv`, or the defaults for `[]`), `--quick` applied."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -884,6 +1107,15 @@ def main() -> None:
     parser.add_argument("--find-max", action="store_true", help="measure each path's maximum here first")
     parser.add_argument("--find-max-seconds", type=float, default=5.0, help="per path, with --find-max")
     parser.add_argument("--customers", type=int, default=20, help="customers verified before the load")
+    parser.add_argument(
+        "--patience", type=float, default=180.0, help="seconds to wait for the last answers and emails"
+    )
+    parser.add_argument(
+        "--fill",
+        type=int,
+        default=0,
+        help="PlaceBooking commands (guests') sent at once before the warm-up, to fill the caches",
+    )
     parser.add_argument("--inflight", type=int, default=32, help="actions per path waiting at once")
     for path in PATHS:
         parser.add_argument(
@@ -895,9 +1127,26 @@ def main() -> None:
         action="store_true",
         help="trace the services' allocations; print what grew over the measurement (slows them)",
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a variable in every service's environment (repeatable), e.g. MALLOC_ARENA_MAX=2",
+    )
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="ask each service every minute what holds its memory (SQLite, malloc's heap, caches)",
+    )
+    args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup = min(args.duration, 60.0), min(args.warmup, 20.0)
+    return args
+
+
+def main() -> None:
+    args = arguments()
     if args.json:  # the local servers' log lines (structlog prints to stdout by default) go aside
         import structlog
 
@@ -923,6 +1172,23 @@ def main() -> None:
     )
     print(f"service CPU over the measurement: {result['cpu_percent']} % of one core")
     print(f"maxima from: {result['rates_source']}")
+    for name, kinds in result["rss_kinds"].items():
+        print(
+            f"{name} RSS by kind: "
+            + "; ".join(
+                f"{kind} {k['start_mb']} -> {k['end_mb']} MB ({k['slope_mb_per_min']:+.2f} MB/min)"
+                for kind, k in kinds.items()
+            )
+        )
+    for name, trimmed in (result.get("malloc_trim_at_end") or {}).items():
+        before, after = trimmed["rss_before_mb"], trimmed["rss_after_mb"]
+        print(f"{name}: malloc_trim(0) at the end: RSS {before} -> {after} MB")
+    for name, probes in result.get("probes", {}).items():
+        print(f"\n{name} probes (MB; caches in entries):")
+        for at, found in probes:
+            mb = {k: round(v / 2**20, 1) for k, v in found.items() if k.startswith(("sql", "malloc", "py"))}
+            print(f"  {at:5.0f} s: {mb} threads {found['threads']} containers {found['containers']}")
+            print(f"    container bytes {found.get('container_bytes')}")
     for name, lines in result.get("tracemalloc", {}).items():
         print(f"\n{name}: " + "\n  ".join(lines))
     for name, lines in result["service_errors"].items():

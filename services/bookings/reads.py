@@ -60,6 +60,10 @@ _MISSING: Any = object()
 log = get_logger(__name__)
 
 STANDBY_INTERVAL = 0.25  # seconds: how far a standby instance's caches may lag the tables
+# Summaries kept (`Summaries`): about 8 kB each (the model and its JSON), so 80 MB when full.
+# They were 50,000 (400 MB, most of what the service would hold); a soak measured each
+# booking's summary at 7.9 kB. 10,000 is as many as the booking rows the `ReadCache` keeps.
+SUMMARIES = 10_000
 STANDBY_MAX_GAP = 50_000  # events: past this, a standby forgets everything rather than read them
 
 # The cache's keys, the ids of the aggregates the cached values copy: uuid5 hashes on every
@@ -305,7 +309,7 @@ class CustomerReads:
         self.vault = vault  # opens the sealed columns of a customer's own booking
         # Without a cache kept current by the projection, every request reads the tables.
         self.cache = cache if cache is not None else ReadCache(size=0)
-        self.summaries = Summaries(size=50_000 if cache is not None else 0)
+        self.summaries = Summaries(size=SUMMARIES if cache is not None else 0)
         # A booking's row and history as the tables hold them (sealed: nothing in the clear),
         # for `my_booking`; every row of a booking changes only with its own events, so the
         # projection forgets them as it forgets the others.

@@ -46,13 +46,14 @@ def test_steady_growth_shows_in_the_change_and_the_slope():
     summary = rss_summary([(t * 60, (100 + 5 * t) * MB) for t in range(11)])
     assert summary["change_pct"] == 50
     assert summary["slope_mb_per_min"] == pytest.approx(5)
-    assert summary["flat"] is False
+    assert summary["flat"] is False and summary["floor_flat"] is False
 
 
 def test_the_lowest_of_the_first_and_last_fifth_look_past_transient_peaks():
     level = [100, 164, 100, 100, 164, 100, 100, 100, 164, 101]  # a 64 MiB hash now and then
     summary = rss_summary([(t * 5, v * MB) for t, v in enumerate(level)])
     assert (summary["low_start_mb"], summary["low_end_mb"]) == (100, 101)
+    assert summary["flat"] is False and summary["floor_flat"] is True
     assert summary["max_mb"] == 164
     assert summary["samples_mb"][1] == [5, 164]
 

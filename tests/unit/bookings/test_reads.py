@@ -252,6 +252,34 @@ async def test_a_cached_summary_is_answered_only_while_it_is_still_true(harness,
     assert (await summary())["cancel"]["reason_code"] == "already_started"
 
 
+async def test_summaries_beyond_their_bound_are_forgotten_and_shaped_again_alike(harness, http):
+    """`reads.Summaries` keeps at most `size` summaries, the least recently used going first:
+    a listing of more bookings than that answers every one of them, and the same again, the
+    forgotten ones shaped anew from the tables."""
+    await harness.hear(harness.accounts.settings(allow_cancel=True))
+    ada = await harness.customer()
+    harness.reads.summaries.size = 2
+    placed = []
+    for day in (7, 8, 9):
+        body = place(TENANT, "ada@example.com", starts_at=harness.now + timedelta(days=day))
+        await harness.send(body)
+        assert harness.outcome(body)["outcome"] == "accepted", harness.outcome(body)
+        placed.append(body["booking_id"])
+    await harness.send(pay(TENANT, placed[0], "30.00"))  # (one unlike the others)
+
+    first = (await http.get("/v1/me/bookings", headers=http.headers_for(ada))).json()
+    assert sorted(b["booking_id"] for b in first) == sorted(placed)
+    assert len(harness.reads.summaries) == 2  # the third was shaped, answered, not kept
+    forgotten = next(b for b in placed if b not in harness.reads.summaries._entries)
+    again = (await http.get("/v1/me/bookings", headers=http.headers_for(ada))).json()
+    assert again == first
+    assert len(harness.reads.summaries) == 2 and forgotten in harness.reads.summaries._entries
+    detail = (await http.get(f"/v1/me/bookings/{placed[0]}", headers=http.headers_for(ada))).json()
+    [listed] = [b for b in again if b["booking_id"] == placed[0]]
+    assert {k: v for k, v in detail.items() if k in listed} == listed
+    assert listed["amount_paid"] == "30.00"
+
+
 async def test_a_customer_waiting_for_the_read_model_is_woken_by_the_running_projection(harness, monkeypatch):
     """Where the projection runs in this process, `until_shown` waits for its next batch: it
     does not look at the tables again and again (a confirm used to poll, holding a thread of
