@@ -551,7 +551,7 @@ async def services_parts(parts: list[str], quick: bool, servers: str, root: Path
     `latency` (benchmarks.latency: cancel -> email at LATENCY_RATE/s, bookings and notifier
     processes), `notifier` (benchmarks.notifier_sender: the sender's emails/s and CPU per
     email, against a bare SMTP client), `soak` (benchmarks.soak: the three services' RSS
-    under a steady mixed load, its caches filled first; --quick: 30 s measured, none filled,
+    under a steady mixed load, its caches filled first; --quick: 20 s measured, none filled,
     which shows a leak only if it is fast)."""
     rows: list[Row] = []
     for part, measure_part in (("latency", _latency), ("notifier", _notifier), ("soak", _soak)):
@@ -613,7 +613,7 @@ async def _notifier(quick: bool, servers: str, root: Path) -> list[Row]:
 async def _soak(quick: bool, servers: str, root: Path) -> list[Row]:
     from benchmarks import soak
 
-    quick_args = ["--duration", "30", "--warmup", "10", "--customers", "8", "--patience", "30"]
+    quick_args = ["--duration", "20", "--warmup", "5", "--customers", "8", "--patience", "30"]
     # In full: the caches filled first (bounded by entries, they would fill during the soak:
     # growth to a bound, not a leak), then 2 minutes for the followers to catch up.
     args = soak.arguments(quick_args if quick else ["--fill", "20000", "--warmup", "120"])
