@@ -288,10 +288,13 @@ async def cancel(
         with _acting(session, request):
             return bookings.cancel_by_customer(session, booking_id, body.booking_version, body.reason)
 
-    booking = await run_sync(counted, "cancel", attempt)
-    log.info("booking cancelled by its customer", booking_id=str(booking.id), code=booking.code)
-    await run_sync(reads.until_shown, booking.id, booking.version)  # their next page shows it
-    return answers.cancellation_answer(booking)
+    def confirm() -> Booking:  # one hand-over to a thread, not two (the hot path of a cancel)
+        booking = counted("cancel", attempt)
+        log.info("booking cancelled by its customer", booking_id=str(booking.id), code=booking.code)
+        reads.until_shown(booking.id, booking.version)  # their next page shows it
+        return booking
+
+    return answers.cancellation_answer(await run_sync(confirm))
 
 
 @router.post(
