@@ -50,7 +50,9 @@ async def until(condition, what: str) -> None:
     raise AssertionError(f"not within 12 s: {what}")
 
 
-async def test_erasures_are_done_and_recorded_and_other_batches_only_move_in_memory(notifier, read_model):
+async def test_erasures_are_done_and_recorded_and_other_batches_only_move_in_memory(
+    notifier, read_model, monkeypatch
+):
     eraser = Eraser(notifier, read_model)
     eraser.poll_interval = 0.01
     running = asyncio.create_task(eraser.run())
@@ -63,7 +65,7 @@ async def test_erasures_are_done_and_recorded_and_other_batches_only_move_in_mem
         gone.redact(by="staff:s1")
         notifier.save(gone)
         erased = []
-        notifier.erase_subject = erased.append  # (the vault's own erasure is tested elsewhere)
+        monkeypatch.setattr(notifier, "erase_subject", erased.append)  # (the vault's: tested elsewhere)
         await until(lambda: erased == [gone.account_id], "the redacted account's key destroyed")
         await until(lambda: notifier.position(eraser.name) == notifier.head(), "recorded with the erasure")
 
@@ -71,15 +73,16 @@ async def test_erasures_are_done_and_recorded_and_other_batches_only_move_in_mem
         head = notifier.head()
         await until(lambda: eraser.position == head, "followed")
         assert notifier.position(eraser.name) < head
-        erasure.RECORD_EVERY_SECONDS = 0.0  # what a few seconds later looks like: recorded when idle
+        monkeypatch.setattr(erasure, "RECORD_EVERY_SECONDS", 0.0)  # as a few seconds later: when idle
         await until(lambda: notifier.position(eraser.name) == head, "recorded when idle")
     finally:
-        erasure.RECORD_EVERY_SECONDS = 5.0
         eraser.stop()
         await running
 
 
-async def test_a_restart_reads_again_what_was_not_recorded_and_skips_no_erasure(notifier, read_model):
+async def test_a_restart_reads_again_what_was_not_recorded_and_skips_no_erasure(
+    notifier, read_model, monkeypatch
+):
     first = Eraser(notifier, read_model)
     first.poll_interval = 0.01
     running = asyncio.create_task(first.run())
@@ -94,7 +97,7 @@ async def test_a_restart_reads_again_what_was_not_recorded_and_skips_no_erasure(
     gone.redact(by="staff:s1")
     notifier.save(gone)
     erased = []
-    notifier.erase_subject = erased.append
+    monkeypatch.setattr(notifier, "erase_subject", erased.append)
     again = Eraser(notifier, read_model)
     again.poll_interval = 0.01
     running = asyncio.create_task(again.run())
