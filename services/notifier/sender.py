@@ -167,6 +167,10 @@ class Sender:
         while True:
             _raise_if_cancelled()
             try:
+                # Whatever was saved before now, this cycle sees: only a save made after it
+                # (an email queued meanwhile, or this batch's own attempts and answers) makes the
+                # next sleep end at once. Before, every batch was followed by two empty cycles.
+                self._wakeup.clear()
                 await self._read_model_caught_up()
                 with context.working():  # the batch's log lines share a correlation id
                     emails, prepared = await run_sync(self._claim_and_prepare)  # one thread hop
