@@ -89,6 +89,11 @@ class Wakeup:
     def set(self) -> None:
         self._event.set()
 
+    def clear(self) -> None:
+        """Forget the saves so far: call it before looking at what they saved (the next
+        `sleep` then ends at once only for a save made after)."""
+        self._event.clear()
+
     async def sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._event.wait(), timeout=seconds)

@@ -18,7 +18,7 @@ from contracts.topics import ACCOUNTS_EVENTS, BOOKINGS_EVENTS, dead_letters
 from services.notifier import api, views
 from services.notifier.application import Notifier
 from services.notifier.erasure import Eraser
-from services.notifier.handlers import HANDLERS
+from services.notifier.handlers import HANDLERS, prefetch
 from services.notifier.rendering import Renderer
 from services.notifier.sender import Sender
 from services.notifier.settings import NotifierSettings
@@ -56,6 +56,7 @@ def bootstrap(settings: NotifierSettings | None = None) -> Service:
         topics=[settings.topic(ACCOUNTS_EVENTS), settings.topic(BOOKINGS_EVENTS)],
         catalog=Catalog(ALL_EVENTS),
         handlers=HANDLERS,
+        prefetch=prefetch,
         dead_letter_topic=settings.topic(dead_letters(SERVICE)),
         batch_size=settings.consumer_batch_size,
         verifier=bus_keys.verifier,

@@ -81,6 +81,12 @@ batch are still in flight (the batch's last answers are committed at once). Reco
 answer on its own cost more CPU than sending the email; waiting adds at most this to the
 window in which a crash makes an email go out twice (see above)."""
 
+FRESH_SECONDS = 1.0
+"""A connection used this recently is used again without asking the server first (NOOP): at a
+steady trickle of emails (one batch per cancellation), the NOOP was one more round trip before
+every batch. A server closing a connection is seen at once (`is_connected`); one that vanished
+without closing it makes at most that batch's emails fail for now and be retried."""
+
 KEEP_IDLE_SECONDS = 30.0
 """How long an SMTP connection is kept open without work: the next email needs no new
 connection (TCP, greeting, EHLO, perhaps TLS and a login), well within servers' idle timeouts
@@ -151,7 +157,8 @@ class Sender:
         self._key = sealing_private_key
         self._wakeup = Wakeup(notifier)
         self._templates: dict[UUID, str] = {}  # of the batch in flight, for the metrics
-        self._idle: list[aiosmtplib.SMTP] = []  # open connections kept between batches
+        # Open connections kept between batches, each with when (monotonic) it was last used.
+        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
         self._busy_at = time.monotonic()  # when the last batch was delivered
         self._counted_at = float("-inf")  # when the gauge was last refreshed
 
@@ -160,10 +167,14 @@ class Sender:
         while True:
             _raise_if_cancelled()
             try:
+                # Whatever was saved before now, this cycle sees: only a save made after it
+                # (an email queued meanwhile, or this batch's own attempts and answers) makes the
+                # next sleep end at once. Before, every batch was followed by two empty cycles.
+                self._wakeup.clear()
                 await self._read_model_caught_up()
                 with context.working():  # the batch's log lines share a correlation id
-                    emails = await run_sync(self._claim)
-                    if emails and await self.deliver(emails):
+                    emails, prepared = await run_sync(self._claim_and_prepare)  # one thread hop
+                    if emails and await self.deliver(emails, prepared):
                         metrics.stalled.labels(self.name).set(0)
                         self._busy_at = time.monotonic()
                         continue
@@ -174,7 +185,7 @@ class Sender:
                     self._counted_at = time.monotonic()
                 metrics.stalled.labels(self.name).set(0)
             except asyncio.CancelledError:
-                for smtp in self._idle:
+                for smtp, _ in self._idle:
                     smtp.close()
                 raise
             except Exception as error:  # the store or read model is down, most likely: retry
@@ -201,21 +212,15 @@ class Sender:
         """Deliver these emails (those still due); False if none was."""
         return await self.deliver(await run_sync(self.notifier.start_attempts, email_ids))
 
-    async def deliver(self, emails: list[Email]) -> bool:
-        """Deliver emails whose attempts were just recorded; False if there are none."""
+    async def deliver(self, emails: list[Email], prepared: list[_Ready | Outcome] | None = None) -> bool:
+        """Deliver emails whose attempts were just recorded (`prepared`: as `_prepared` gave
+        them, if it did already); False if there are none."""
         if not emails:
             return False
         started = time.monotonic()
         batch = _Batch(deadline=started + self.notifier.policy.lease.total_seconds() / 2)
-        try:
-            prepared = await run_sync(self._prepare, emails)
-        except Exception as error:
-            # A store did not answer (most likely) while reading the tenants' branding: these
-            # attempts end now as temporary failures, retried with the usual backoff, rather
-            # than each waiting for its lease to run out. Recording them waits for the store.
-            log.warning("cannot prepare the batch; its emails will be retried", error=str(error))
-            detail = without_addresses(f"not sent: {type(error).__name__} while preparing; will retry")
-            prepared = [NotDelivered(email.id, email.attempts, detail, False) for email in emails]
+        if prepared is None:
+            prepared = await run_sync(self._prepared, emails)
         results: asyncio.Queue[Outcome | None] = asyncio.Queue()
         work: asyncio.Queue[_Ready] = asyncio.Queue()
         for item in prepared:
@@ -298,21 +303,25 @@ class Sender:
             keep = True
         finally:
             if keep and smtp is not None and smtp.is_connected:
-                self._idle.append(smtp)
+                self._idle.append((smtp, time.monotonic()))
             else:
                 await self.mailer.close(smtp)
 
     async def _reuse(self) -> aiosmtplib.SMTP | None:
-        """A connection left open by the last batch, if the server still answers on it."""
+        """A connection left open by the last batch, if the server still answers on it: asked
+        (NOOP) only of one unused for `FRESH_SECONDS`; one the server closed is known as soon
+        as its end arrives (`is_connected`)."""
         while self._idle:
-            smtp = self._idle.pop()
+            smtp, used_at = self._idle.pop()
+            if time.monotonic() - used_at < FRESH_SECONDS and smtp.is_connected:
+                return smtp
             if await self.mailer.still_open(smtp):
                 return smtp
         return None
 
     async def _close_idle(self) -> None:
         while self._idle:
-            await self.mailer.close(self._idle.pop())
+            await self.mailer.close(self._idle.pop()[0])
 
     async def _record(self, results: asyncio.Queue[Outcome | None], attempted: dict[UUID, Email]) -> None:
         finished = False
@@ -350,6 +359,11 @@ class Sender:
 
     # ------------------------------------------------------------------- the store side
 
+    def _claim_and_prepare(self) -> tuple[list[Email], list[_Ready | Outcome]]:
+        """`_claim`, then `_prepared` (blocking): the claimed emails and what to do with each."""
+        emails = self._claim()
+        return emails, self._prepared(emails) if emails else []
+
     def _claim(self) -> list[Email]:
         """Claim a batch of due emails no other sender has claimed, and record their attempts
         (blocking). The rows stay locked (PostgreSQL) until the attempts are committed."""
@@ -380,6 +394,18 @@ class Sender:
 
     def _projected(self) -> int:
         return self.read_model.position(self.projection.name)
+
+    def _prepared(self, emails: list[Email]) -> list[_Ready | Outcome]:
+        """`_prepare`, or, if it fails, a temporary failure for each email (blocking)."""
+        try:
+            return self._prepare(emails)
+        except Exception as error:
+            # A store did not answer (most likely) while reading the tenants' branding: these
+            # attempts end now as temporary failures, retried with the usual backoff, rather
+            # than each waiting for its lease to run out. Recording them waits for the store.
+            log.warning("cannot prepare the batch; its emails will be retried", error=str(error))
+            detail = without_addresses(f"not sent: {type(error).__name__} while preparing; will retry")
+            return [NotDelivered(email.id, email.attempts, detail, False) for email in emails]
 
     def _prepare(self, emails: list[Email]) -> list[_Ready | Outcome]:
         """Each email rendered with its tenant's branding, or why it will not be sent (in a

@@ -10,6 +10,8 @@ import json
 import logging
 
 import structlog
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backbone.logging import configure, get_logger
 
@@ -36,3 +38,28 @@ def test_an_exceptions_text_goes_through_the_scrubber(capsys):
     for secret in ("victim@example.com", "SECRETTOKEN123", "hunter2-hunter2", "eyJsecret"):
         assert secret not in line, secret
     assert "v***@example.com" in entry["exception"] and "token=[redacted]" in entry["exception"]
+
+
+# The scrubber skips its substitutions for text in which they cannot match (no "@", none of
+# the words a secret follows): it must redact exactly what the substitutions alone redact.
+_WORDS = ["token", "ToKeN", "password", "SECRET", "authorization", "Api_Key", "bearer", "BEARER", "x", "@"]
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from([*_WORDS, "=", ": ", '"', " ", "a.b", "ada@example.com", "Bearer abc.def"]),
+            st.text(max_size=6),
+        ),
+        max_size=12,
+    ).map("".join)
+)
+@settings(max_examples=400, deadline=None)
+def test_the_scrubbers_shortcut_redacts_what_the_substitutions_do(text):
+    from backbone import logging as scrubbing
+
+    everything = scrubbing._EMAIL.sub(
+        r"\1***@\2",
+        scrubbing._SECRET_IN_TEXT.sub(r"\1\2[redacted]", scrubbing._BEARER.sub("Bearer [redacted]", text)),
+    )
+    assert scrubbing.scrub_text(text) == everything

@@ -24,7 +24,7 @@ from services.notifier.api import ROUTERS
 from services.notifier.application import Notifier
 from services.notifier.directory import Customer, Tenant
 from services.notifier.domainmodel import STAFF, Email
-from services.notifier.handlers import HANDLERS
+from services.notifier.handlers import HANDLERS, prefetch
 
 TENANT = "lakeside"
 NOW = datetime.now(UTC)
@@ -64,10 +64,27 @@ def producer(notifier):
     return Producer(notifier)
 
 
+class Asked(UnitOfWork):
+    """A unit of work that notes which aggregates a handler asked for."""
+
+    def __init__(self, app):
+        super().__init__(app)
+        self.asked = set()
+
+    def get(self, cls, aggregate_id):
+        self.asked.add(aggregate_id)
+        return super().get(cls, aggregate_id)
+
+
 def handle(notifier, *events):
+    """Handle each event as the inbox does; and check on the way that the inbox's `prefetch`
+    names, from the event's body on the bus, every aggregate its handler asked for (else
+    the batch reads it on its own, one query and one replay each)."""
     for event in events:
-        uow = UnitOfWork(notifier)
+        uow = Asked(notifier)
         HANDLERS[type(event)](event, uow)
+        named = set(prefetch(event.model_dump(mode="json")))
+        assert uow.asked <= named, f"{type(event).__name__}: not prefetched: {uow.asked - named}"
         notifier.save(*uow.changed())
 
 

@@ -311,9 +311,9 @@ async def test_a_customer_waiting_for_the_read_model_is_woken_by_the_running_pro
 
 
 async def test_the_shortcut_answers_exactly_as_the_routes_and_leaves_them_every_refusal(harness, http, monkeypatch):
-    """`api.FastReads` answers the two hot reads before FastAPI's routing. Each answer must be
-    the route's own, byte for byte; every answer that is not a success must come from the
-    route (the shortcut declines it)."""
+    """`api.FastReads` answers the two hot reads and the cancellation quote before FastAPI's
+    routing. Each answer must be the route's own, byte for byte; every answer that is not a
+    success must come from the route (the shortcut declines it)."""
     from services.bookings import api
 
     both = {"allow_cancel": True, "allow_modify": True}
@@ -322,6 +322,8 @@ async def test_the_shortcut_answers_exactly_as_the_routes_and_leaves_them_every_
     booking_id = await a_booking_with_a_history(harness, http, ada)
     other = place(TENANT, "bob@example.com", starts_at=harness.now + timedelta(days=3))
     await harness.send(other)
+    open_one = place(TENANT, "ada@example.com", starts_at=harness.now + timedelta(days=5))
+    await harness.send(open_one, pay(TENANT, open_one["booking_id"], "12.50"))
     expired = ada.__class__(
         ada.account_id, TENANT, ada.session_id, ada.issued_at - timedelta(days=2), ada.issued_at - timedelta(days=1)
     )
@@ -371,6 +373,15 @@ async def test_the_shortcut_answers_exactly_as_the_routes_and_leaves_them_every_
     )
     assert await both_ways(mine, http.headers_for(expired)) == (401, ["route"])
     assert await both_ways(f"{mine}/history", token) == (404, ["route"])  # no such route
+    quote = f"/v1/me/bookings/{open_one['booking_id']}/cancellation-quote"
+    assert await both_ways(quote, token) == (200, ["shortcut"])
+    upper = f"/v1/me/bookings/{open_one['booking_id'].upper()}/cancellation-quote"
+    assert await both_ways(upper, token) == (200, ["shortcut"])
+    assert await both_ways(f"{mine}/cancellation-quote", token) == (409, ["route"])  # cancelled already
+    assert await both_ways(f"{theirs}/cancellation-quote", token) == (404, ["route"])  # not hers
+    assert await both_ways(quote, http.headers_for(expired)) == (401, ["route"])
+    assert await both_ways(quote + "x", token) == (404, ["route"])
+    assert await both_ways(quote.replace("-", "", 4), token) == (200, ["route"])  # (another spelling)
     await harness.hear(harness.accounts.settings(customer_logins_enabled=False, **both))  # refused
     assert await both_ways("/v1/me/bookings", token) == (403, ["route"])
 
