@@ -15,8 +15,13 @@ import ctypes, os, sys, tempfile, threading
 from backbone.runtime import limit_malloc_arenas
 limited = limit_malloc_arenas() if sys.argv[1] == "limit" else None
 held = []
+together = threading.Barrier(6)
 def allocate():
+    # All six alive at once: glibc hands an exited thread's arena to the next thread, so
+    # threads that ran one after the other would share one whatever the limit.
+    together.wait()
     held.extend(bytearray(4096) for _ in range(200))  # (above Python's small-object allocator)
+    together.wait()
 threads = [threading.Thread(target=allocate) for _ in range(6)]
 for t in threads: t.start()
 for t in threads: t.join()
