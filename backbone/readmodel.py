@@ -203,6 +203,34 @@ def insert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) ->
         conn.execute(_insert_statement(table, columns), group)
 
 
+def replace(
+    conn: Connection,
+    table: sa.Table,
+    owner: dict[str, Any],
+    columns: Sequence[str],
+    rows: Sequence[tuple[Any, ...]],
+    *,
+    new: bool = False,
+) -> None:
+    """Make the rows of `table` whose `owner` columns have these values exactly `rows` (values
+    of `columns`, in that order; the owner's columns are added to each): `DELETE ... WHERE
+    <owner>`, then `INSERT` them. `new`: the owner has no rows yet (e.g. a booking just placed),
+    so there is nothing to delete.
+
+    For many small rows per owner (search tokens): a `BatchWriter` keeps them as plain tuples
+    by owner, with none of the per-row bookkeeping of `insert`, and writes them in one
+    statement per table at the flush."""
+    if isinstance(conn, BatchWriter):
+        conn.replace(table, owner, tuple(columns), rows, new=new)
+        return
+    if not new:
+        conn.execute(_delete_statement(table, tuple(owner)), _key_params(owner))
+    if rows:
+        names = (*owner, *columns)
+        values = tuple(owner.values())
+        conn.execute(_insert_statement(table, names), [dict(zip(names, values + r, strict=True)) for r in rows])
+
+
 def value(conn: Connection, table: sa.Table, column: str, key: dict[str, Any]) -> Any:
     """`SELECT <column> FROM table WHERE <key columns> = <key values>`: the value, or None when
     there is no such row."""
@@ -229,12 +257,36 @@ class BatchWriter:
         self.conn = conn
         self.dialect = conn.dialect
         self._tables: dict[sa.Table, _Pending] = {}
+        self._owned: dict[sa.Table, _Owned] = {}  # see `replace`
 
     def _pending(self, table: sa.Table) -> _Pending:
+        if self._owned and table in self._owned:  # another kind of write to those rows' table
+            self.flush()
         pending = self._tables.get(table)
         if pending is None:
             pending = self._tables[table] = _Pending(table)
         return pending
+
+    def replace(
+        self,
+        table: sa.Table,
+        owner: dict[str, Any],
+        columns: tuple[str, ...],
+        rows: Sequence[tuple[Any, ...]],
+        *,
+        new: bool = False,
+    ) -> None:
+        owned = self._owned.get(table)
+        if owned is None or owned.owner != tuple(owner) or owned.columns != columns:
+            if owned is not None or table in self._tables:
+                self.flush()  # writes of another shape to the table: in order
+            owned = self._owned[table] = _Owned(tuple(owner), columns)
+        key = tuple(owner.values())
+        before = owned.rows.get(key)
+        # Replaced again in this batch: the rows written before it are still to be deleted if
+        # they were the first time (the rows replaced since were only in memory).
+        delete = before[0] if before is not None else not new
+        owned.rows[key] = (delete, rows)
 
     def upsert(self, table: sa.Table, values: dict[str, Any], keys: Sequence[str]) -> None:
         pending = self._pending(table)
@@ -314,6 +366,9 @@ class BatchWriter:
         return self.conn.execute(statement, *args, **kwargs)
 
     def flush(self) -> None:
+        for table, owned in self._owned.items():
+            self._flush_owned(table, owned)
+        self._owned.clear()
         for table, pending in self._tables.items():
             for columns, params in pending.deletes.items():
                 self._many(_delete_statement(table, columns), tuple(params[0]), params)
@@ -346,6 +401,31 @@ class BatchWriter:
             for row in rows
         ]
         self.conn.exec_driver_sql(sql, params)
+
+    def _flush_owned(self, table: sa.Table, owned: _Owned) -> None:
+        deletes = [key for key, (delete, _) in owned.rows.items() if delete]
+        if deletes:
+            self._tuples(_delete_statement(table, owned.owner), tuple(f"key_{c}" for c in owned.owner), deletes)
+        rows = [key + row for key, (_, found) in owned.rows.items() for row in found]
+        if rows:
+            self._tuples(_insert_statement(table, owned.owner + owned.columns), owned.owner + owned.columns, rows)
+
+    def _tuples(self, statement: Any, names: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+        """`_many` with each row's values as a tuple in the order of `names`."""
+        if self.dialect.name != "sqlite":
+            self.conn.execute(statement, [dict(zip(names, row, strict=True)) for row in rows])
+            return
+        translate = self.conn.get_execution_options().get("schema_translate_map")
+        sql, order, convert = _compiled(statement, self.dialect, names, tuple((translate or {}).items()))
+        at = [names.index(n) for n in order]
+        if any(convert):
+            rows = [
+                tuple(f(row[i]) if f is not None else row[i] for i, f in zip(at, convert, strict=True))
+                for row in rows
+            ]
+        elif order != names:
+            rows = list(map(operator.itemgetter(*at), rows)) if len(at) > 1 else [(row[at[0]],) for row in rows]
+        self.conn.exec_driver_sql(sql, rows)
 
     def __getattr__(self, name: str) -> Any:  # anything else a projection uses runs in order
         self.flush()
@@ -394,6 +474,17 @@ class _Row:
 
     def __init__(self, kind: str, keys: tuple[str, ...], values: dict[str, Any]):
         self.kind, self.keys, self.values = kind, keys, values
+
+
+class _Owned:
+    """What a `BatchWriter` holds for a table written by `replace`: the rows of each owner
+    (by the values of the owner's columns) and whether its old rows are to be deleted."""
+
+    __slots__ = ("columns", "owner", "rows")
+
+    def __init__(self, owner: tuple[str, ...], columns: tuple[str, ...]):
+        self.owner, self.columns = owner, columns
+        self.rows: dict[tuple[Any, ...], tuple[bool, Sequence[tuple[Any, ...]]]] = {}
 
 
 class _Pending:
@@ -572,11 +663,14 @@ class Projection(Follower):
         """Project a batch. The running follower passes `previous`, where it believes the
         batch starts, and its lease (see `ReadModel.advance`); a one-off caller need not."""
         with self.read_model.engine.begin() as conn:
+            # The position first: a batch that another writer applied meanwhile (a rebuild's
+            # switch, another instance) is refused before any of its rows is written, not by
+            # the first row it cannot write twice (a booking's search tokens are inserted).
+            self.read_model.advance(conn, self.name, batch[-1].position, previous=previous, lease=lease)
             writer = BatchWriter(conn)
             for recorded in batch:
                 self.project(writer, recorded)  # type: ignore[arg-type]
             writer.flush()
-            self.read_model.advance(conn, self.name, batch[-1].position, previous=previous, lease=lease)
         if self.erases is not None and any(self.erases(r.event) for r in batch):
             self._purge_due = True
         if self._purge_due:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
+import sqlite3
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -169,10 +170,38 @@ class Rebuild:
                 shadow.advance(conn, name, batch[-1].position, previous=previous)
 
     def _switch(self, position: int) -> int:
+        if isinstance(self.shadow, SQLiteShadow):
+            return self._switch_sqlite(position)
         with self.shadow.switching() as conn:
             self.shadow.swap(conn)
             # The events recorded since the last batch, straight into the switched tables.
             tail = position
+            while batch := read_log(self.app, tail, self.batch_size):
+                self._project(conn, batch)
+                tail = batch[-1].position
+            if tail > position:
+                for name in self.names:
+                    self.live.advance(conn, name, tail, previous=position)
+        return tail
+
+    def _switch_sqlite(self, position: int) -> int:
+        """SQLite: the shadow catches up to the head, then its file's pages are copied over the
+        live file's in one transaction (`SQLiteShadow.copy_over`); the events recorded
+        meanwhile then go straight into the live tables, unless the service's own projection
+        took them first (it finds its position moved and resumes from the shadow's)."""
+        assert isinstance(self.shadow, SQLiteShadow)
+        while batch := read_log(self.app, position, self.batch_size):
+            self._apply_to_shadow(batch, position)
+            position = batch[-1].position
+        self.shadow.copy_over()
+        tail = position
+        with self.shadow.switching() as conn:  # the live file's write lock, until it commits
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {rebuild_state.name}"))  # copied over with the rest
+            stored = conn.execute(
+                sa.select(self.live.positions.c.position).where(self.live.positions.c.name.in_(self.names))
+            ).scalars()
+            if set(stored) != {position}:
+                return position  # the service's projection took the events since: it goes on
             while batch := read_log(self.app, tail, self.batch_size):
                 self._project(conn, batch)
                 tail = batch[-1].position
@@ -255,14 +284,46 @@ class Shadow(ABC):
 
 
 class SQLiteShadow(Shadow):
-    """A second SQLite file beside the live one; switched in by copying, under the file's
-    write lock (readers go on reading the old content until the commit)."""
+    """A second SQLite file beside the live one; switched in by copying its pages over the live
+    file's (SQLite's online backup, in one step: one write transaction on the live file, so
+    readers go on reading the old content until it commits, then the new).
+
+    Not by renaming the file into place: the service keeps the live file open, and SQLite
+    forbids renaming or unlinking a database file in use (its connections would go on with
+    the old file, and its write-ahead log would then belong to two files). A page copy is
+    sequential and needs neither SQL nor indexes rebuilt: much cheaper than copying the rows.
+
+    The shadow's writes are not synced to disk (`synchronous=OFF`): a process that dies
+    mid-rebuild loses nothing the operating system has been given, so the rebuild resumes;
+    after a machine crash during a rebuild, start it again with `--fresh`."""
 
     def _open(self) -> ReadModel:
         live = Path(sa.engine.make_url(self.live.url).database or "")
+        self.live_path = live
         self.path = live.with_name(live.name + ".rebuild")
         self.where = str(self.path)
-        return ReadModel(f"sqlite+pysqlite:///{self.path}", self.live.metadata)
+        shadow = ReadModel(f"sqlite+pysqlite:///{self.path}", self.live.metadata)
+
+        @sa.event.listens_for(shadow.engine, "connect")
+        def _unsynced(dbapi_conn: Any, _: Any) -> None:
+            dbapi_conn.execute("PRAGMA synchronous=OFF")  # a shadow is rebuilt, never recovered
+
+        return shadow
+
+    def create(self, fingerprint: str) -> None:
+        self.drop()  # what a shadow left without its state (e.g. a crash in `create`)
+        super().create(fingerprint)
+
+    def copy_over(self) -> None:
+        """Copy the shadow's pages over the live file (see the class docstring)."""
+        self.read_model.close()
+        source = sqlite3.connect(self.path)
+        target = sqlite3.connect(self.live_path, timeout=30)
+        try:
+            source.backup(target, pages=-1, sleep=0.05)  # retried while the live file is busy
+        finally:
+            source.close()
+            target.close()
 
     def exists(self) -> bool:
         if not self.path.exists():
