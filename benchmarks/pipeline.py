@@ -425,7 +425,12 @@ def _write_copies(handle: Any, events: int, chunk: int = 5_000) -> None:
             meta = {**placed.meta, "correlation_id": str(uuid.uuid4()), "causation_id": str(uuid.uuid4())}
             made.append(
                 dataclasses.replace(
-                    placed, originator_id=booking_id, code=f"B-{n}", customer=customer, timestamp=now, meta=meta
+                    placed,
+                    originator_id=booking_id,
+                    code=f"B-{n}",
+                    customer=customer,
+                    timestamp=now,
+                    meta=meta,
                 )
             )
             made.append(

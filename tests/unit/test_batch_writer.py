@@ -84,7 +84,13 @@ def run(conn, step) -> None:
         delete(conn, tokens, {"row_id": step[1], "token": step[2]})
     elif kind == "replace":  # the same, by owner: tuples, no bookkeeping per row
         tenant = "x" if step[1] < "b" else "y"
-        replace(conn, tokens, {"row_id": step[1]}, ("token", "tenant"), [(t, tenant) for t in sorted(set(step[2]))])
+        replace(
+            conn,
+            tokens,
+            {"row_id": step[1]},
+            ("token", "tenant"),
+            [(t, tenant) for t in sorted(set(step[2]))],
+        )
     elif kind == "place":  # rows of an owner said to be new: only the first time (a booking placed)
         if step[1] not in _placed:
             _placed.add(step[1])
@@ -152,5 +158,7 @@ def test_rows_replaced_by_owner_are_written_in_one_statement_and_new_owners_dele
     written = list(statements)
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(tokens)).scalar() == 49 * 5 + 1
-        assert conn.execute(sa.select(tokens.c.token).where(tokens.c.row_id == "r7")).scalars().all() == ["t9"]
+        assert conn.execute(sa.select(tokens.c.token).where(tokens.c.row_id == "r7")).scalars().all() == [
+            "t9"
+        ]
     assert [s.split()[0] for s in written] == ["INSERT"]  # r7 was new in this batch: no DELETE
