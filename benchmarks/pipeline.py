@@ -315,8 +315,9 @@ def _cpu_seconds(pid: int) -> float:
 def rebuild(
     servers: str, store: str, sizes: list[int], root: Path, postgres: Any, report: Any = print
 ) -> list[Row]:
-    """The bookings read model rebuilt from each number of events in `sizes`, written by the
-    service's own save path, on `store` ("sqlite" or "postgres"); then the ratio of the rate
+    """The bookings read model rebuilt from each number of events in `sizes` (one booking
+    written by the service's own handler, the rest copies of its events: `_write_copies`), on
+    `store` ("sqlite" or "postgres"); then the ratio of the rate
     at the largest to the rate at the smallest (1.0: linear), and how long the service takes,
     with that largest log, from its start to ready (serving HTTP, its consumers joined).
 
