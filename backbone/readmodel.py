@@ -27,7 +27,7 @@ import functools
 import operator
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -255,15 +255,20 @@ class BatchWriter:
     function needs nothing special: it gets this instead of a connection.
     """
 
-    def __init__(self, conn: Connection):
+    def __init__(self, conn: Connection, staging: Staging | None = None):
         self.conn = conn
         self.dialect = conn.dialect
+        self.staging = staging
         self._tables: dict[sa.Table, _Pending] = {}
         self._owned: dict[sa.Table, _Owned] = {}  # see `replace`
 
     def _pending(self, table: sa.Table) -> _Pending:
         if self._owned and table in self._owned:  # another kind of write to those rows' table
             self.flush()
+        if self.staging is not None and table in self.staging.tables:
+            raise RuntimeError(
+                f"{table.name} is written by `replace` during a rebuild (staged): write it only so"
+            )
         pending = self._tables.get(table)
         if pending is None:
             pending = self._tables[table] = _Pending(table)
@@ -405,6 +410,9 @@ class BatchWriter:
         self.conn.exec_driver_sql(sql, params)
 
     def _flush_owned(self, table: sa.Table, owned: _Owned) -> None:
+        if self.staging is not None:
+            self.staging.write(self, table, owned.owner, owned.columns, owned.rows)
+            return
         deletes = [key for key, (delete, _) in owned.rows.items() if delete]
         if deletes:
             self._tuples(
@@ -413,7 +421,10 @@ class BatchWriter:
         rows = [key + row for key, (_, found) in owned.rows.items() for row in found]
         if not rows:
             return
-        names = owned.owner + owned.columns
+        self.insert_tuples(table, owned.owner + owned.columns, rows)
+
+    def insert_tuples(self, table: sa.Table, names: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+        """Insert rows given as tuples of the values of `names`, now (`COPY` on PostgreSQL)."""
         if self.dialect.name == "postgresql" and not any(_processors(table, names)):
             self._copy(table, names, rows)
         else:
@@ -497,6 +508,22 @@ class _Row:
 
     def __init__(self, kind: str, keys: tuple[str, ...], values: dict[str, Any]):
         self.kind, self.keys, self.values = kind, keys, values
+
+
+class Staging(Protocol):
+    """Where a rebuild's `BatchWriter` puts the rows written by `replace` instead of their
+    table (see `ops.rebuild`): `tables` are those it holds rows of."""
+
+    tables: set[sa.Table]
+
+    def write(
+        self,
+        writer: BatchWriter,
+        table: sa.Table,
+        owner: tuple[str, ...],
+        columns: tuple[str, ...],
+        rows: dict[tuple[Any, ...], tuple[bool, Sequence[tuple[Any, ...]]]],
+    ) -> None: ...
 
 
 class _Owned:

@@ -88,6 +88,7 @@ class Rebuild:
         self.batch_size = batch_size
         self.shadow = _shadow_for(read_model, "_".join(self.names))
         self._read = functools.partial(_Reader(app).read, limit=batch_size)
+        self._staging = _Staging()
 
     @property
     def label(self) -> str:
@@ -171,13 +172,19 @@ class Rebuild:
     def _apply_to_shadow(self, batch: Sequence[Recorded], previous: int) -> None:
         shadow = self.shadow.read_model
         with shadow.engine.begin() as conn:
-            self._project(conn, batch)
+            self._project(conn, batch, self._staging)
             for name in self.names:
                 shadow.advance(conn, name, batch[-1].position, previous=previous)
+
+    def _finish_shadow(self) -> None:
+        """The staged rows into their tables, once the shadow has caught up (see `_Staging`)."""
+        with self.shadow.read_model.engine.begin() as conn:
+            self._staging.finish(conn, self.live.metadata)
 
     def _switch(self, position: int) -> int:
         if isinstance(self.shadow, SQLiteShadow):
             return self._switch_sqlite(position)
+        self._finish_shadow()
         with self.shadow.switching() as conn:
             self.shadow.swap(conn)
             # The events recorded since the last batch, straight into the switched tables.
@@ -199,6 +206,7 @@ class Rebuild:
         while batch := self._read(position):
             self._apply_to_shadow(batch, position)
             position = batch[-1].position
+        self._finish_shadow()
         self.shadow.copy_over()
         tail = position
         with self.shadow.switching() as conn:  # the live file's write lock, until it commits
@@ -216,8 +224,8 @@ class Rebuild:
                     self.live.advance(conn, name, tail, previous=position)
         return tail
 
-    def _project(self, conn: Connection, batch: Sequence[Recorded]) -> None:
-        writer = BatchWriter(conn)  # the batch's rows put together in memory, written once
+    def _project(self, conn: Connection, batch: Sequence[Recorded], staging: _Staging | None = None) -> None:
+        writer = BatchWriter(conn, staging)  # the batch's rows put together in memory, written once
         for recorded in batch:
             for projection in self.projections:
                 projection.project(writer, recorded)  # type: ignore[arg-type]
@@ -239,6 +247,105 @@ class Rebuild:
                 f"the unfinished rebuild of {self.label} was started for other tables (the code "
                 "changed since): start again with --fresh"
             )
+
+
+# ------------------------------------------------------------------------------ staging
+
+
+class _Staging:
+    """Rows written by `replace` (search tokens), kept out of their tables until the shadow has
+    caught up, then put in at once, in the order of their key.
+
+    Written as they come, rows keyed by hashes land all over their table's B-tree: each page of
+    events then rewrites most of its pages, and a rebuild slows down as the table grows (at
+    1M events, a gigabyte of tokens). Staged, each flush appends its rows, with the flush's
+    number (`seq`), to a table without any index (`rebuild_rows_<table>`), and one row per
+    owner replaced (`rebuild_replaced_<table>`: replacing with no rows deletes). `finish` then
+    keeps each owner's rows of its latest replacement and inserts them sorted, in one
+    statement: the database sorts once, and the table is written in order, page after page.
+    The staging tables live in the shadow and are written in its pages' transactions, so an
+    interrupted rebuild resumes with them."""
+
+    def __init__(self) -> None:
+        self.tables: set[sa.Table] = set()
+        self.seq = 0  # of the last flush staged: its rows' `seq` (a resumed run goes on from it)
+        self._made: dict[str, tuple[sa.Table, sa.Table]] = {}
+
+    def write(
+        self,
+        writer: BatchWriter,
+        table: sa.Table,
+        owner: tuple[str, ...],
+        columns: tuple[str, ...],
+        rows: dict[tuple[Any, ...], tuple[bool, Sequence[tuple[Any, ...]]]],
+    ) -> None:
+        staged, replaced = self._staging_tables(writer.conn, table, owner, columns)
+        self.tables.add(table)
+        self.seq += 1  # one per flush: a page may flush more than once
+        seq = (self.seq,)
+        writer.insert_tuples(replaced, (*owner, "seq"), [key + seq for key in rows])
+        found = [key + row + seq for key, (_, given) in rows.items() for row in given]
+        if found:
+            writer.insert_tuples(staged, (*owner, *columns, "seq"), found)
+
+    def _staging_tables(
+        self, conn: Connection, table: sa.Table, owner: tuple[str, ...], columns: tuple[str, ...]
+    ) -> tuple[sa.Table, sa.Table]:
+        made = self._made.get(table.name)
+        if made is None:
+            meta = sa.MetaData()
+            staged = sa.Table(
+                f"rebuild_rows_{table.name}",
+                meta,
+                *[sa.Column(c, table.c[c].type) for c in (*owner, *columns)],
+                sa.Column("seq", sa.BigInteger, nullable=False),
+            )
+            replaced = sa.Table(
+                f"rebuild_replaced_{table.name}",
+                meta,
+                *[sa.Column(c, table.c[c].type) for c in owner],
+                sa.Column("seq", sa.BigInteger, nullable=False),
+            )
+            meta.create_all(conn, checkfirst=True)
+            last = conn.execute(sa.select(sa.func.max(replaced.c.seq))).scalar()
+            self.seq = max(self.seq, last or 0)
+            made = self._made[table.name] = (staged, replaced)
+        return made
+
+    def finish(self, conn: Connection, metadata: sa.MetaData) -> None:
+        """Put the staged rows in their tables (in the shadow, after its last page)."""
+        found = sa.inspect(conn)
+        schema = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
+        for table in metadata.sorted_tables:
+            if not found.has_table(f"rebuild_replaced_{table.name}", schema=schema):
+                continue
+            meta = sa.MetaData()
+            staged = sa.Table(f"rebuild_rows_{table.name}", meta, autoload_with=conn)
+            replaced = sa.Table(f"rebuild_replaced_{table.name}", meta, autoload_with=conn)
+            owner = [c.name for c in replaced.columns if c.name != "seq"]
+            names = [c.name for c in staged.columns if c.name != "seq"]
+            sa.Index(f"ix_rebuild_replaced_{table.name}", *[replaced.c[c] for c in (*owner, "seq")]).create(
+                conn
+            )
+            latest = (
+                sa.select(sa.func.max(replaced.c.seq))
+                .where(*[replaced.c[c] == staged.c[c] for c in owner])
+                .scalar_subquery()
+            )
+            rows = (
+                sa.select(*[staged.c[n] for n in names])
+                .where(staged.c.seq == latest)
+                .order_by(*[staged.c[c.name] for c in table.primary_key.columns])
+            )
+            indexes = sorted(table.indexes, key=lambda i: i.name or "")
+            for index in indexes:  # made again after, from the sorted table, not row by row
+                index.drop(conn)
+            conn.execute(sa.insert(table).from_select(names, rows))
+            for index in indexes:
+                index.create(conn)
+            meta.drop_all(conn)
+        self.tables.clear()
+        self._made.clear()
 
 
 # ------------------------------------------------------------------------------ reading

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 from backbone.blindindex import BlindIndex, open_column, seal_column
 from backbone.follower import Recorded
 from backbone.personal import Personal, Vault
-from backbone.readmodel import ReadModel, delete, replace, update, upsert
+from backbone.readmodel import ReadModel, replace, update, upsert
 from backbone.readmodel import value as column_value
 from backbone.sqltypes import UtcDateTime
 from services.accounts.addresses import BlockedEmail
@@ -137,7 +137,14 @@ class _Sealer:
             replace(conn, search_tokens, owner, ("tenant_id", "token"), rows)
 
     def forget(self, conn: Connection, account_id: UUID) -> None:
-        delete(conn, search_tokens, {"account_id": str(account_id)})
+        for field in SEARCHED:  # by owner, as `reindex` writes them
+            replace(
+                conn,
+                search_tokens,
+                {"account_id": str(account_id), "field": field},
+                ("tenant_id", "token"),
+                (),
+            )
 
 
 def _tenant_of(conn: Connection, account_id: UUID) -> str | None:
