@@ -27,7 +27,7 @@ import functools
 import operator
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -203,6 +203,36 @@ def insert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) ->
         conn.execute(_insert_statement(table, columns), group)
 
 
+def replace(
+    conn: Connection,
+    table: sa.Table,
+    owner: dict[str, Any],
+    columns: Sequence[str],
+    rows: Sequence[tuple[Any, ...]],
+    *,
+    new: bool = False,
+) -> None:
+    """Make the rows of `table` whose `owner` columns have these values exactly `rows` (values
+    of `columns`, in that order; the owner's columns are added to each): `DELETE ... WHERE
+    <owner>`, then `INSERT` them. `new`: the owner has no rows yet (e.g. a booking just placed),
+    so there is nothing to delete.
+
+    For many small rows per owner (search tokens): a `BatchWriter` keeps them as plain tuples
+    by owner, with none of the per-row bookkeeping of `insert`, and writes them in one
+    statement per table at the flush."""
+    if isinstance(conn, BatchWriter):
+        conn.replace(table, owner, tuple(columns), rows, new=new)
+        return
+    if not new:
+        conn.execute(_delete_statement(table, tuple(owner)), _key_params(owner))
+    if rows:
+        names = (*owner, *columns)
+        values = tuple(owner.values())
+        conn.execute(
+            _insert_statement(table, names), [dict(zip(names, values + r, strict=True)) for r in rows]
+        )
+
+
 def value(conn: Connection, table: sa.Table, column: str, key: dict[str, Any]) -> Any:
     """`SELECT <column> FROM table WHERE <key columns> = <key values>`: the value, or None when
     there is no such row."""
@@ -225,16 +255,45 @@ class BatchWriter:
     function needs nothing special: it gets this instead of a connection.
     """
 
-    def __init__(self, conn: Connection):
+    def __init__(self, conn: Connection, staging: Staging | None = None):
         self.conn = conn
         self.dialect = conn.dialect
+        self.staging = staging
         self._tables: dict[sa.Table, _Pending] = {}
+        self._owned: dict[sa.Table, _Owned] = {}  # see `replace`
 
     def _pending(self, table: sa.Table) -> _Pending:
+        if self._owned and table in self._owned:  # another kind of write to those rows' table
+            self.flush()
+        if self.staging is not None and table in self.staging.tables:
+            raise RuntimeError(
+                f"{table.name} is written by `replace` during a rebuild (staged): write it only so"
+            )
         pending = self._tables.get(table)
         if pending is None:
             pending = self._tables[table] = _Pending(table)
         return pending
+
+    def replace(
+        self,
+        table: sa.Table,
+        owner: dict[str, Any],
+        columns: tuple[str, ...],
+        rows: Sequence[tuple[Any, ...]],
+        *,
+        new: bool = False,
+    ) -> None:
+        owned = self._owned.get(table)
+        if owned is None or owned.owner != tuple(owner) or owned.columns != columns:
+            if owned is not None or table in self._tables:
+                self.flush()  # writes of another shape to the table: in order
+            owned = self._owned[table] = _Owned(tuple(owner), columns)
+        key = tuple(owner.values())
+        before = owned.rows.get(key)
+        # Replaced again in this batch: the rows written before it are still to be deleted if
+        # they were the first time (the rows replaced since were only in memory).
+        delete = before[0] if before is not None else not new
+        owned.rows[key] = (delete, rows)
 
     def upsert(self, table: sa.Table, values: dict[str, Any], keys: Sequence[str]) -> None:
         pending = self._pending(table)
@@ -314,6 +373,9 @@ class BatchWriter:
         return self.conn.execute(statement, *args, **kwargs)
 
     def flush(self) -> None:
+        for table, owned in self._owned.items():
+            self._flush_owned(table, owned)
+        self._owned.clear()
         for table, pending in self._tables.items():
             for columns, params in pending.deletes.items():
                 self._many(_delete_statement(table, columns), tuple(params[0]), params)
@@ -346,6 +408,58 @@ class BatchWriter:
             for row in rows
         ]
         self.conn.exec_driver_sql(sql, params)
+
+    def _flush_owned(self, table: sa.Table, owned: _Owned) -> None:
+        if self.staging is not None:
+            self.staging.write(self, table, owned.owner, owned.columns, owned.rows)
+            return
+        deletes = [key for key, (delete, _) in owned.rows.items() if delete]
+        if deletes:
+            self._tuples(
+                _delete_statement(table, owned.owner), tuple(f"key_{c}" for c in owned.owner), deletes
+            )
+        rows = [key + row for key, (_, found) in owned.rows.items() for row in found]
+        if not rows:
+            return
+        self.insert_tuples(table, owned.owner + owned.columns, rows)
+
+    def insert_tuples(self, table: sa.Table, names: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+        """Insert rows given as tuples of the values of `names`, now (`COPY` on PostgreSQL)."""
+        if self.dialect.name == "postgresql" and not any(_processors(table, names)):
+            self._copy(table, names, rows)
+        else:
+            self._tuples(_insert_statement(table, names), names, rows)
+
+    def _copy(self, table: sa.Table, names: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+        """PostgreSQL: the rows through `COPY ... FROM STDIN` (no statement per row, nor any
+        SQL built from their values), into the table's schema as this connection maps it."""
+        translate = self.conn.get_execution_options().get("schema_translate_map") or {}
+        schema = translate.get(table.schema, table.schema)
+        quote = self.dialect.identifier_preparer.quote
+        target = f"{quote(schema)}.{quote(table.name)}" if schema else quote(table.name)
+        cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(f"COPY {target} ({', '.join(quote(n) for n in names)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def _tuples(self, statement: Any, names: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+        """`_many` with each row's values as a tuple in the order of `names`."""
+        if self.dialect.name != "sqlite":
+            self.conn.execute(statement, [dict(zip(names, row, strict=True)) for row in rows])
+            return
+        translate = self.conn.get_execution_options().get("schema_translate_map")
+        sql, order, convert = _compiled(statement, self.dialect, names, tuple((translate or {}).items()))
+        at = [names.index(n) for n in order]
+        if any(convert):
+            rows = [
+                tuple(f(row[i]) if f is not None else row[i] for i, f in zip(at, convert, strict=True))
+                for row in rows
+            ]
+        elif order != names:
+            rows = (
+                list(map(operator.itemgetter(*at), rows)) if len(at) > 1 else [(row[at[0]],) for row in rows]
+            )
+        self.conn.exec_driver_sql(sql, rows)
 
     def __getattr__(self, name: str) -> Any:  # anything else a projection uses runs in order
         self.flush()
@@ -394,6 +508,33 @@ class _Row:
 
     def __init__(self, kind: str, keys: tuple[str, ...], values: dict[str, Any]):
         self.kind, self.keys, self.values = kind, keys, values
+
+
+class Staging(Protocol):
+    """Where a rebuild's `BatchWriter` puts the rows written by `replace` instead of their
+    table (see `ops.rebuild`): `tables` are those it holds rows of."""
+
+    tables: set[sa.Table]
+
+    def write(
+        self,
+        writer: BatchWriter,
+        table: sa.Table,
+        owner: tuple[str, ...],
+        columns: tuple[str, ...],
+        rows: dict[tuple[Any, ...], tuple[bool, Sequence[tuple[Any, ...]]]],
+    ) -> None: ...
+
+
+class _Owned:
+    """What a `BatchWriter` holds for a table written by `replace`: the rows of each owner
+    (by the values of the owner's columns) and whether its old rows are to be deleted."""
+
+    __slots__ = ("columns", "owner", "rows")
+
+    def __init__(self, owner: tuple[str, ...], columns: tuple[str, ...]):
+        self.owner, self.columns = owner, columns
+        self.rows: dict[tuple[Any, ...], tuple[bool, Sequence[tuple[Any, ...]]]] = {}
 
 
 class _Pending:
@@ -492,6 +633,15 @@ def _compiled(
 
 
 @functools.lru_cache(maxsize=256)
+def _processors(table: sa.Table, names: tuple[str, ...]) -> tuple[Any, ...]:
+    """The columns' conversions of a value before it is sent (None: sent as it is)."""
+    from sqlalchemy.dialects.postgresql import psycopg
+
+    dialect = psycopg.dialect()
+    return tuple(table.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names)
+
+
+@functools.lru_cache(maxsize=256)
 def _update_statement(table: sa.Table, keys: tuple[str, ...], columns: tuple[str, ...]) -> Any:
     # The SET clause: the columns of the parameters given (`columns`, for the cache's key).
     return sa.update(table).where(*[table.c[k] == sa.bindparam(f"key_{k}") for k in keys])
@@ -572,11 +722,14 @@ class Projection(Follower):
         """Project a batch. The running follower passes `previous`, where it believes the
         batch starts, and its lease (see `ReadModel.advance`); a one-off caller need not."""
         with self.read_model.engine.begin() as conn:
+            # The position first: a batch that another writer applied meanwhile (a rebuild's
+            # switch, another instance) is refused before any of its rows is written, not by
+            # the first row it cannot write twice (a booking's search tokens are inserted).
+            self.read_model.advance(conn, self.name, batch[-1].position, previous=previous, lease=lease)
             writer = BatchWriter(conn)
             for recorded in batch:
                 self.project(writer, recorded)  # type: ignore[arg-type]
             writer.flush()
-            self.read_model.advance(conn, self.name, batch[-1].position, previous=previous, lease=lease)
         if self.erases is not None and any(self.erases(r.event) for r in batch):
             self._purge_due = True
         if self._purge_due:

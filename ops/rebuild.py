@@ -20,8 +20,10 @@ changed them, a half-built shadow is refused (start again with `fresh=True`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import re
+import sqlite3
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -29,12 +31,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
+import orjson
 import sqlalchemy as sa
+from eventsourcing.persistence import find_id_convertor
+from eventsourcing.utils import resolve_topic
 from sqlalchemy.engine import Connection
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from backbone.eventstore import ServiceApplication
+from backbone.eventstore import _SEALED_SUBJECT, ServiceApplication
 from backbone.follower import Recorded, read_log
 from backbone.readmodel import BatchWriter, Projection, ReadModel
 from ops.config import OpsError
@@ -81,6 +87,8 @@ class Rebuild:
         self.names = [p.name for p in self.projections]
         self.batch_size = batch_size
         self.shadow = _shadow_for(read_model, "_".join(self.names))
+        self._read = functools.partial(_Reader(app).read, limit=batch_size)
+        self._staging = _Staging()
 
     @property
     def label(self) -> str:
@@ -133,7 +141,7 @@ class Rebuild:
         report.head = self.app.head()
         total, target = max(report.head - position, 0), report.head
         # Catch up until what is left is small enough for the switch's short write lock.
-        while batch := read_log(self.app, position, self.batch_size):
+        while batch := self._read(position):
             self._apply_to_shadow(batch, position)
             report.applied += len(batch)
             position = batch[-1].position
@@ -164,16 +172,24 @@ class Rebuild:
     def _apply_to_shadow(self, batch: Sequence[Recorded], previous: int) -> None:
         shadow = self.shadow.read_model
         with shadow.engine.begin() as conn:
-            self._project(conn, batch)
+            self._project(conn, batch, self._staging)
             for name in self.names:
                 shadow.advance(conn, name, batch[-1].position, previous=previous)
 
+    def _finish_shadow(self) -> None:
+        """The staged rows into their tables, once the shadow has caught up (see `_Staging`)."""
+        with self.shadow.read_model.engine.begin() as conn:
+            self._staging.finish(conn, self.live.metadata)
+
     def _switch(self, position: int) -> int:
+        if isinstance(self.shadow, SQLiteShadow):
+            return self._switch_sqlite(position)
+        self._finish_shadow()
         with self.shadow.switching() as conn:
             self.shadow.swap(conn)
             # The events recorded since the last batch, straight into the switched tables.
             tail = position
-            while batch := read_log(self.app, tail, self.batch_size):
+            while batch := self._read(tail):
                 self._project(conn, batch)
                 tail = batch[-1].position
             if tail > position:
@@ -181,8 +197,35 @@ class Rebuild:
                     self.live.advance(conn, name, tail, previous=position)
         return tail
 
-    def _project(self, conn: Connection, batch: Sequence[Recorded]) -> None:
-        writer = BatchWriter(conn)  # the batch's rows put together in memory, written once
+    def _switch_sqlite(self, position: int) -> int:
+        """SQLite: the shadow catches up to the head, then its file's pages are copied over the
+        live file's in one transaction (`SQLiteShadow.copy_over`); the events recorded
+        meanwhile then go straight into the live tables, unless the service's own projection
+        took them first (it finds its position moved and resumes from the shadow's)."""
+        assert isinstance(self.shadow, SQLiteShadow)
+        while batch := self._read(position):
+            self._apply_to_shadow(batch, position)
+            position = batch[-1].position
+        self._finish_shadow()
+        self.shadow.copy_over()
+        tail = position
+        with self.shadow.switching() as conn:  # the live file's write lock, until it commits
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {rebuild_state.name}"))  # copied over with the rest
+            stored = conn.execute(
+                sa.select(self.live.positions.c.position).where(self.live.positions.c.name.in_(self.names))
+            ).scalars()
+            if set(stored) != {position}:
+                return position  # the service's projection took the events since: it goes on
+            while batch := self._read(tail):
+                self._project(conn, batch)
+                tail = batch[-1].position
+            if tail > position:
+                for name in self.names:
+                    self.live.advance(conn, name, tail, previous=position)
+        return tail
+
+    def _project(self, conn: Connection, batch: Sequence[Recorded], staging: _Staging | None = None) -> None:
+        writer = BatchWriter(conn, staging)  # the batch's rows put together in memory, written once
         for recorded in batch:
             for projection in self.projections:
                 projection.project(writer, recorded)  # type: ignore[arg-type]
@@ -204,6 +247,162 @@ class Rebuild:
                 f"the unfinished rebuild of {self.label} was started for other tables (the code "
                 "changed since): start again with --fresh"
             )
+
+
+# ------------------------------------------------------------------------------ staging
+
+
+class _Staging:
+    """Rows written by `replace` (search tokens), kept out of their tables until the shadow has
+    caught up, then put in at once, in the order of their key.
+
+    Written as they come, rows keyed by hashes land all over their table's B-tree: each page of
+    events then rewrites most of its pages, and a rebuild slows down as the table grows (at
+    1M events, a gigabyte of tokens). Staged, each flush appends its rows, with the flush's
+    number (`seq`), to a table without any index (`rebuild_rows_<table>`), and one row per
+    owner replaced (`rebuild_replaced_<table>`: replacing with no rows deletes). `finish` then
+    keeps each owner's rows of its latest replacement and inserts them sorted, in one
+    statement: the database sorts once, and the table is written in order, page after page.
+    The staging tables live in the shadow and are written in its pages' transactions, so an
+    interrupted rebuild resumes with them."""
+
+    def __init__(self) -> None:
+        self.tables: set[sa.Table] = set()
+        self.seq = 0  # of the last flush staged: its rows' `seq` (a resumed run goes on from it)
+        self._made: dict[str, tuple[sa.Table, sa.Table]] = {}
+
+    def write(
+        self,
+        writer: BatchWriter,
+        table: sa.Table,
+        owner: tuple[str, ...],
+        columns: tuple[str, ...],
+        rows: dict[tuple[Any, ...], tuple[bool, Sequence[tuple[Any, ...]]]],
+    ) -> None:
+        staged, replaced = self._staging_tables(writer.conn, table, owner, columns)
+        self.tables.add(table)
+        self.seq += 1  # one per flush: a page may flush more than once
+        seq = (self.seq,)
+        writer.insert_tuples(replaced, (*owner, "seq"), [key + seq for key in rows])
+        found = [key + row + seq for key, (_, given) in rows.items() for row in given]
+        if found:
+            writer.insert_tuples(staged, (*owner, *columns, "seq"), found)
+
+    def _staging_tables(
+        self, conn: Connection, table: sa.Table, owner: tuple[str, ...], columns: tuple[str, ...]
+    ) -> tuple[sa.Table, sa.Table]:
+        made = self._made.get(table.name)
+        if made is None:
+            meta = sa.MetaData()
+            staged = sa.Table(
+                f"rebuild_rows_{table.name}",
+                meta,
+                *[sa.Column(c, table.c[c].type) for c in (*owner, *columns)],
+                sa.Column("seq", sa.BigInteger, nullable=False),
+            )
+            replaced = sa.Table(
+                f"rebuild_replaced_{table.name}",
+                meta,
+                *[sa.Column(c, table.c[c].type) for c in owner],
+                sa.Column("seq", sa.BigInteger, nullable=False),
+            )
+            meta.create_all(conn, checkfirst=True)
+            last = conn.execute(sa.select(sa.func.max(replaced.c.seq))).scalar()
+            self.seq = max(self.seq, last or 0)
+            made = self._made[table.name] = (staged, replaced)
+        return made
+
+    def finish(self, conn: Connection, metadata: sa.MetaData) -> None:
+        """Put the staged rows in their tables (in the shadow, after its last page)."""
+        found = sa.inspect(conn)
+        schema = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
+        for table in metadata.sorted_tables:
+            if not found.has_table(f"rebuild_replaced_{table.name}", schema=schema):
+                continue
+            meta = sa.MetaData()
+            staged = sa.Table(f"rebuild_rows_{table.name}", meta, autoload_with=conn)
+            replaced = sa.Table(f"rebuild_replaced_{table.name}", meta, autoload_with=conn)
+            owner = [c.name for c in replaced.columns if c.name != "seq"]
+            names = [c.name for c in staged.columns if c.name != "seq"]
+            sa.Index(f"ix_rebuild_replaced_{table.name}", *[replaced.c[c] for c in (*owner, "seq")]).create(
+                conn
+            )
+            latest = (
+                sa.select(sa.func.max(replaced.c.seq))
+                .where(*[replaced.c[c] == staged.c[c] for c in owner])
+                .scalar_subquery()
+            )
+            rows = (
+                sa.select(*[staged.c[n] for n in names])
+                .where(staged.c.seq == latest)
+                .order_by(*[staged.c[c.name] for c in table.primary_key.columns])
+            )
+            indexes = sorted(table.indexes, key=lambda i: i.name or "")
+            for index in indexes:  # made again after, from the sorted table, not row by row
+                index.drop(conn)
+            conn.execute(sa.insert(table).from_select(names, rows))
+            for index in indexes:
+                index.create(conn)
+            meta.drop_all(conn)
+        self.tables.clear()
+        self._made.clear()
+
+
+# ------------------------------------------------------------------------------ reading
+
+
+class _Reader:
+    """The events of the log after a position, as `backbone.follower.read_log` gives them,
+    decoded in bulk: each stored event's JSON parsed by orjson and its transcoded values
+    (`{"_type_": ..., "_data_": ...}`) turned back by the application's own transcodings,
+    innermost first as eventsourcing's decoder does, without its mapper's per-event work.
+    Topics are resolved once each; they come from this service's own store, never from the
+    bus. An event this cannot decode (a cipher or compressor configured, a class version to
+    upcast, JSON orjson refuses) is decoded by the application's mapper as usual."""
+
+    def __init__(self, app: ServiceApplication):
+        self.app = app
+        mapper = app.mapper
+        self.bulk = mapper.cipher is None and mapper.compressor is None
+        self.transcodings = mapper.transcoder.names  # type: ignore[attr-defined]
+        self.classes: dict[str, Any] = {}
+
+    def read(self, after: int, limit: int) -> list[Recorded]:
+        if not self.bulk:
+            return read_log(self.app, after, limit)
+        notifications = self.app.recorder.select_notifications(
+            start=after, limit=limit, inclusive_of_start=False
+        )
+        self.app.vault.preload(  # the keys of the personal data in this batch, in one query
+            UUID(m.decode()) for n in notifications for m in _SEALED_SUBJECT.findall(bytes(n.state))
+        )
+        return [Recorded(n.id, self._event(n)) for n in notifications]
+
+    def _event(self, stored: Any) -> Any:
+        cls = self.classes.get(stored.topic)
+        if cls is None:
+            cls = self.classes[stored.topic] = resolve_topic(stored.topic)
+        try:
+            state = self._decoded(orjson.loads(stored.state))
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return self.app.mapper.to_domain_event(stored)
+        if "class_version" in state or getattr(cls, "class_version", 1) != 1:
+            return self.app.mapper.to_domain_event(stored)  # to upcast
+        state["originator_id"] = find_id_convertor(cls, type(stored.originator_id))(stored.originator_id)
+        state["originator_version"] = stored.originator_version
+        event = object.__new__(cls)
+        object.__setattr__(event, "__dict__", state)
+        return event
+
+    def _decoded(self, value: Any) -> Any:
+        if type(value) is dict:
+            for key, item in value.items():
+                if type(item) is dict or type(item) is list:
+                    value[key] = self._decoded(item)
+            if len(value) == 2 and "_type_" in value and "_data_" in value:
+                return self.transcodings[value["_type_"]].decode(value["_data_"])
+            return value
+        return [self._decoded(v) if type(v) is dict or type(v) is list else v for v in value]
 
 
 # ------------------------------------------------------------------------------ shadows
@@ -255,14 +454,46 @@ class Shadow(ABC):
 
 
 class SQLiteShadow(Shadow):
-    """A second SQLite file beside the live one; switched in by copying, under the file's
-    write lock (readers go on reading the old content until the commit)."""
+    """A second SQLite file beside the live one; switched in by copying its pages over the live
+    file's (SQLite's online backup, in one step: one write transaction on the live file, so
+    readers go on reading the old content until it commits, then the new).
+
+    Not by renaming the file into place: the service keeps the live file open, and SQLite
+    forbids renaming or unlinking a database file in use (its connections would go on with
+    the old file, and its write-ahead log would then belong to two files). A page copy is
+    sequential and needs neither SQL nor indexes rebuilt: much cheaper than copying the rows.
+
+    The shadow's writes are not synced to disk (`synchronous=OFF`): a process that dies
+    mid-rebuild loses nothing the operating system has been given, so the rebuild resumes;
+    after a machine crash during a rebuild, start it again with `--fresh`."""
 
     def _open(self) -> ReadModel:
         live = Path(sa.engine.make_url(self.live.url).database or "")
+        self.live_path = live
         self.path = live.with_name(live.name + ".rebuild")
         self.where = str(self.path)
-        return ReadModel(f"sqlite+pysqlite:///{self.path}", self.live.metadata)
+        shadow = ReadModel(f"sqlite+pysqlite:///{self.path}", self.live.metadata)
+
+        @sa.event.listens_for(shadow.engine, "connect")
+        def _unsynced(dbapi_conn: Any, _: Any) -> None:
+            dbapi_conn.execute("PRAGMA synchronous=OFF")  # a shadow is rebuilt, never recovered
+
+        return shadow
+
+    def create(self, fingerprint: str) -> None:
+        self.drop()  # what a shadow left without its state (e.g. a crash in `create`)
+        super().create(fingerprint)
+
+    def copy_over(self) -> None:
+        """Copy the shadow's pages over the live file (see the class docstring)."""
+        self.read_model.close()
+        source = sqlite3.connect(self.path)
+        target = sqlite3.connect(self.live_path, timeout=30)
+        try:
+            source.backup(target, pages=-1, sleep=0.05)  # retried while the live file is busy
+        finally:
+            source.close()
+            target.close()
 
     def exists(self) -> bool:
         if not self.path.exists():

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 from backbone.blindindex import BlindIndex, open_column, seal_column
 from backbone.follower import Recorded
 from backbone.personal import Personal, Vault
-from backbone.readmodel import ReadModel, delete, insert, update, upsert
+from backbone.readmodel import ReadModel, replace, update, upsert
 from backbone.readmodel import value as column_value
 from backbone.sqltypes import UtcDateTime
 from services.accounts.addresses import BlockedEmail
@@ -126,25 +126,25 @@ class _Sealer:
         for field, value in fields.items():
             if field not in SEARCHED:
                 continue
-            delete(conn, search_tokens, {"account_id": str(account_id), "field": field})
             plain = _plain(value)
             tokens = (
                 self.index.search_tokens(tenant_id, phone=plain)
                 if field == "phone"
                 else self.index.search_tokens(tenant_id, plain)
             )
-            if tokens:
-                insert(
-                    conn,
-                    search_tokens,
-                    [
-                        {"tenant_id": tenant_id, "token": t, "account_id": str(account_id), "field": field}
-                        for t in tokens
-                    ],
-                )
+            rows = [(tenant_id, t) for t in sorted(tokens)]
+            owner = {"account_id": str(account_id), "field": field}
+            replace(conn, search_tokens, owner, ("tenant_id", "token"), rows)
 
     def forget(self, conn: Connection, account_id: UUID) -> None:
-        delete(conn, search_tokens, {"account_id": str(account_id)})
+        for field in SEARCHED:  # by owner, as `reindex` writes them
+            replace(
+                conn,
+                search_tokens,
+                {"account_id": str(account_id), "field": field},
+                ("tenant_id", "token"),
+                (),
+            )
 
 
 def _tenant_of(conn: Connection, account_id: UUID) -> str | None:

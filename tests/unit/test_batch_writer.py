@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backbone.readmodel import BatchWriter, delete, insert, update, upsert, value
+from backbone.readmodel import BatchWriter, delete, insert, replace, update, upsert, value
 
 metadata = sa.MetaData()
 rows = sa.Table(
@@ -41,9 +41,14 @@ steps = st.lists(
         st.tuples(st.just("drop-tokens"), ids),
         st.tuples(st.just("drop-token"), ids, st.sampled_from(["t1", "t2"])),
         st.tuples(st.just("drop-tenant"), st.sampled_from(["x", "y"])),
+        st.tuples(st.just("replace"), ids, st.lists(st.sampled_from(["t1", "t2", "t3"]), max_size=3)),
+        st.tuples(st.just("place"), st.sampled_from(["d", "e"]), st.sampled_from(["t1", "t2"])),
     ),
     max_size=16,
 )
+
+
+_placed: set[str] = set()  # owners given rows as new in this run ("place")
 
 
 def run(conn, step) -> None:
@@ -77,6 +82,19 @@ def run(conn, step) -> None:
         delete(conn, tokens, {"row_id": step[1]})
     elif kind == "drop-token":
         delete(conn, tokens, {"row_id": step[1], "token": step[2]})
+    elif kind == "replace":  # the same, by owner: tuples, no bookkeeping per row
+        tenant = "x" if step[1] < "b" else "y"
+        replace(
+            conn,
+            tokens,
+            {"row_id": step[1]},
+            ("token", "tenant"),
+            [(t, tenant) for t in sorted(set(step[2]))],
+        )
+    elif kind == "place":  # rows of an owner said to be new: only the first time (a booking placed)
+        if step[1] not in _placed:
+            _placed.add(step[1])
+            replace(conn, tokens, {"row_id": step[1]}, ("tenant", "token"), [("x", step[2])], new=True)
     else:
         delete(conn, tokens, {"tenant": step[1]})
     return None
@@ -88,6 +106,7 @@ def table_after(steps_, batched: bool) -> tuple[list, list, list]:
     with engine.begin() as conn:
         upsert(conn, rows, {"row_id": "c", "status": "before", "amount": 1}, keys=["row_id"])
         insert(conn, tokens, [{"row_id": "c", "token": "t1", "tenant": "y"}])
+    _placed.clear()
     with engine.begin() as conn:
         writer = BatchWriter(conn) if batched else conn
         read = [run(writer, step) for step in steps_]
@@ -122,3 +141,24 @@ def test_rows_upserted_then_updated_are_written_once():
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).where(rows.c.status == "paid")).scalar() == 50
     assert len([s for s in statements if "INSERT" in s]) == 1
+
+
+def test_rows_replaced_by_owner_are_written_in_one_statement_and_new_owners_delete_nothing():
+    engine = sa.create_engine("sqlite+pysqlite:///:memory:")
+    metadata.create_all(engine)
+    statements = []
+    sa.event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    with engine.begin() as conn:
+        writer = BatchWriter(conn)
+        for n in range(50):
+            rows_ = [(f"t{k}", "x") for k in range(5)]
+            replace(writer, tokens, {"row_id": f"r{n}"}, ("token", "tenant"), rows_, new=True)
+        replace(writer, tokens, {"row_id": "r7"}, ("token", "tenant"), [("t9", "x")])  # replaced again
+        writer.flush()
+    written = list(statements)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(tokens)).scalar() == 49 * 5 + 1
+        assert conn.execute(sa.select(tokens.c.token).where(tokens.c.row_id == "r7")).scalars().all() == [
+            "t9"
+        ]
+    assert [s.split()[0] for s in written] == ["INSERT"]  # r7 was new in this batch: no DELETE

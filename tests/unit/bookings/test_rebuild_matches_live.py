@@ -99,3 +99,18 @@ async def test_a_rebuild_gives_the_rows_of_the_live_projection(harness, tmp_path
         assert rows(rebuilt, harness.app.vault) == live
     finally:
         rebuilt.close()
+
+
+async def test_a_rebuild_decodes_each_stored_event_as_the_mapper_does(harness):
+    from backbone.follower import read_log
+    from ops.rebuild import _Reader
+
+    await mixed_history(harness)
+    head = harness.app.head()
+    harness.app.forget_erased([uuid.uuid4()])  # the events saved here are no longer in memory
+    expected = read_log(harness.app, 0, head)
+    decoded = _Reader(harness.app).read(0, head)
+    assert [r.position for r in decoded] == [r.position for r in expected]
+    for mine, theirs in zip(decoded, expected, strict=True):
+        assert type(mine.event) is type(theirs.event)
+        assert vars(mine.event) == vars(theirs.event)
