@@ -277,7 +277,7 @@ MALLOC_ARENAS = 2
 allocating at once gets an arena of its own, and memory freed in one is reused by that one
 only: with the caches churning at their bounds and SQLite's page caches filled and emptied
 by whichever thread reads, a 10-minute soak saw bookings' malloc heap grow 171 -> 346 MB
-while 45-75 MB of it was in use (see the README's "Memory over a soak"). A variable
+while 45-75 MB of it was in use (see "Memory over a soak" in docs/performance.md). A variable
 MALLOC_ARENA_MAX in the environment (read by glibc itself) wins."""
 
 

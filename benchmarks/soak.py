@@ -28,7 +28,7 @@ up to `--inflight` per path wait at once, beyond that an action is counted as sk
 
 Rates: each path alone at its maximum takes the machine (the services share its two cores),
 so the six paths together run at half of each one's maximum divided by six (`mixed_rates`):
-the machine about half used in all. The maxima are those of the README's Performance section
+the machine about half used in all. The maxima are those measured on 2026-11-30
 (the 2-core development VM, `MAXIMA`) or, with `--find-max`, measured here first, each path
 alone for a few seconds; `--scale` chooses the fraction (0.5), `--<path>-rate` sets one rate.
 
@@ -83,14 +83,14 @@ PASSWORD = "kayak-at-dawn-on-a-still-lake"  # noqa: S105 - the customers' passwo
 TOLERANCE = 0.10  # the goal: RSS within ±10 %
 SETTLE = 15.0  # seconds after its command before a booking is read or cancelled (it is shown by then)
 
-# Each path's maximum on the 2-core development VM, from the README's Performance section
+# Each path's maximum on the 2-core development VM, as measured under other work
 # (2026-11-30); the soak runs at `--scale` (half) of them unless `--find-max` measures them.
 MAXIMA: dict[str, tuple[float, str]] = {
-    "place": (40.0, "README: PlaceBooking end to end, 40/s"),
-    "pay": (12.0, "README: RecordPayment end to end, 12/s"),
-    "cancel": (20.0, "README: cancel -> email sustained at 20/s, not at 50/s"),
-    "read": (800.0, "README: customers' reads, SQLite, 800 requests/s"),
-    # Not in the README: argon2id (RFC 9106 low-memory: 64 MiB, 3 passes, 4 lanes) costs 0.3 s
+    "place": (40.0, "2026-11-30, loaded VM: PlaceBooking end to end, 40/s"),
+    "pay": (12.0, "2026-11-30, loaded VM: RecordPayment end to end, 12/s"),
+    "cancel": (20.0, "2026-11-30, loaded VM: cancel -> email sustained at 20/s, not at 50/s"),
+    "read": (800.0, "2026-11-30, loaded VM: customers' reads, SQLite, 800 requests/s"),
+    # Not measured as a rate: argon2id (RFC 9106 low-memory: 64 MiB, 3 passes, 4 lanes) costs 0.3 s
     # of CPU per hash on that VM, so its two cores hash about 6 passwords a second; a login is
     # one hash, a claim followed through (verified with a password, then a login) two or more.
     "claim": (2.0, "estimate: 2+ argon2id hashes per claim followed through, 0.3 s CPU each, 2 cores"),
@@ -756,7 +756,7 @@ async def fill(load: Load, n: int, patience: float) -> float:
     sent at once, until all are answered; returns the seconds. The service's caches of
     aggregates and of recent events are bounded by their number of entries and grow with every
     new booking: at the soak's rates they fill only after an hour or more, so a soak that does
-    not fill them first measures them filling (see the README's "Memory over a soak")."""
+    not fill them first measures them filling (see "Memory over a soak" in docs/performance.md)."""
     ids, began = [], time.monotonic()
     starts = datetime.now(UTC) + timedelta(days=20)
     for i in range(n):

@@ -1,6 +1,6 @@
 """`backbone.runtime.limit_malloc_arenas`: a service's threads share at most MALLOC_ARENAS of
 glibc's malloc arenas (each its own otherwise), so that memory one thread frees is reused by the
-others rather than kept (see the README's "Memory over a soak"). Checked in a fresh process, as
+others rather than kept (see "Memory over a soak" in docs/performance.md). Checked in a fresh process, as
 a service starts: threads allocate, then glibc's own report (malloc_info) counts the heaps."""
 
 import subprocess
