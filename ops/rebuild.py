@@ -188,14 +188,7 @@ class Rebuild:
         with self.shadow.switching() as conn:
             self.shadow.swap(conn)
             # The events recorded since the last batch, straight into the switched tables.
-            tail = position
-            while batch := self._read(tail):
-                self._project(conn, batch)
-                tail = batch[-1].position
-            if tail > position:
-                for name in self.names:
-                    self.live.advance(conn, name, tail, previous=position)
-        return tail
+            return self._project_tail(conn, position)
 
     def _switch_sqlite(self, position: int) -> int:
         """SQLite: the shadow catches up to the head, then its file's pages are copied over the
@@ -208,7 +201,6 @@ class Rebuild:
             position = batch[-1].position
         self._finish_shadow()
         self.shadow.copy_over()
-        tail = position
         with self.shadow.switching() as conn:  # the live file's write lock, until it commits
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {rebuild_state.name}"))  # copied over with the rest
             stored = conn.execute(
@@ -216,12 +208,18 @@ class Rebuild:
             ).scalars()
             if set(stored) != {position}:
                 return position  # the service's projection took the events since: it goes on
-            while batch := self._read(tail):
-                self._project(conn, batch)
-                tail = batch[-1].position
-            if tail > position:
-                for name in self.names:
-                    self.live.advance(conn, name, tail, previous=position)
+            return self._project_tail(conn, position)
+
+    def _project_tail(self, conn: Connection, position: int) -> int:
+        """Inside the switch's transaction: the events recorded after `position` projected
+        straight into the live tables, and the positions moved past them; the last one."""
+        tail = position
+        while batch := self._read(tail):
+            self._project(conn, batch)
+            tail = batch[-1].position
+        if tail > position:
+            for name in self.names:
+                self.live.advance(conn, name, tail, previous=position)
         return tail
 
     def _project(self, conn: Connection, batch: Sequence[Recorded], staging: _Staging | None = None) -> None:
