@@ -34,14 +34,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from backbone import bus, context
 from backbone.audit import AuditLog
 from backbone.auditexport import Export, verify
 from backbone.credentials import load_or_create_sealing_keys, load_or_create_signing_key, public_path
-from backbone.personal import subject_keys
 from backbone.signing import create_key
 from backbone.unitofwork import UnitOfWork
 from contracts.bookings import PlaceBooking
@@ -198,20 +194,7 @@ def write(handle: registry.ServiceHandle, events: int) -> int:
     starts = datetime.now(UTC) + timedelta(days=30)
     for first in range(0, events // 2, BATCH):
         ids = [uuid.uuid4() for _ in range(first, min(first + BATCH, events // 2))]
-        with handle.app.vault.engine.begin() as conn:
-            conn.execute(
-                sa.insert(subject_keys),
-                [
-                    {
-                        "service": "bookings",
-                        "subject_id": str(i),
-                        "owner": "bookings",
-                        "key": AESGCM.generate_key(256),
-                        "published": False,
-                    }
-                    for i in ids
-                ],
-            )
+        handle.app.vault.create_keys(ids)  # one transaction per chunk
         uow = UnitOfWork(handle.app)
         for n, booking_id in enumerate(ids, start=first):
             command = PlaceBooking.model_validate(

@@ -398,31 +398,15 @@ def _write_copies(handle: Any, events: int, chunk: int = 1_000) -> None:
     to PostgreSQL never returned."""
     import dataclasses
 
-    import sqlalchemy as sa
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
     from backbone.follower import read_log
-    from backbone.personal import Personal, subject_keys
+    from backbone.personal import Personal
 
     placed, cancelled = (r.event for r in read_log(handle.app, 0, 2))
     app = handle.app
     for first in range(1, events // 2 + 1, chunk):
         numbers = range(first, min(first + chunk, events // 2 + 1))
         ids = [uuid.uuid4() for _ in numbers]
-        with app.vault.engine.begin() as conn:
-            conn.execute(
-                sa.insert(subject_keys),
-                [
-                    {
-                        "service": "bookings",
-                        "subject_id": str(i),
-                        "owner": "bookings",
-                        "key": AESGCM.generate_key(256),
-                        "published": False,
-                    }
-                    for i in ids
-                ],
-            )
+        app.vault.create_keys(ids)  # one transaction per chunk
         made = []
         for n, booking_id in zip(numbers, ids, strict=True):
             now = datetime.now(UTC)
@@ -542,7 +526,9 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON on stdout")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated: {', '.join(PARTS)}")
     parser.add_argument("--commands", type=int, help="commands of each kind end to end")
-    parser.add_argument("--stores", default="sqlite,postgres", help="end to end and rebuilds on: sqlite, postgres")
+    parser.add_argument(
+        "--stores", default="sqlite,postgres", help="end to end and rebuilds on: sqlite, postgres"
+    )
     args = parser.parse_args()
     args.pipe = 20_000 if args.quick else 100_000
     args.commands = args.commands or (2_000 if args.quick else 10_000)
