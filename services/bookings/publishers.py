@@ -22,6 +22,7 @@ reads the command, then `authorize` before it applies it. A refusal is a final r
 from __future__ import annotations
 
 import base64
+import functools
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -76,6 +77,7 @@ class Publisher(Aggregate):
     """One registered publisher key and what it may do."""
 
     @staticmethod
+    @functools.lru_cache(maxsize=1024)  # asked for once per command, for a handful of keys
     def create_id(key_id: str) -> UUID:
         return uuid5(_IDS, key_id)
 

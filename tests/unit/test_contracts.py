@@ -93,6 +93,21 @@ def test_what_cannot_be_decoded_is_refused_with_a_reason(raw, reason):
     assert error.value.detail
 
 
+def test_a_body_in_utf16_decodes_as_with_the_standard_librarys_json():
+    # (orjson, which parses bodies first, refuses it; the standard library's parse takes over)
+    command = catalog.decode(json.dumps(place_booking_body()).encode("utf-16"))
+    assert isinstance(command, PlaceBooking)
+
+
+@pytest.mark.parametrize("value", [float("nan"), "\ud800"])
+def test_values_orjson_refuses_are_judged_by_the_schema_as_before(value):
+    # orjson refuses these (NaN, a lone surrogate); the standard
+    # library's JSON takes them, and the schema, not the parse, refuses the field, as before.
+    with pytest.raises(DecodeError) as error:
+        catalog.decode(json.dumps(place_booking_body(unexpected=value)).encode())
+    assert error.value.reason == "schema_invalid"
+
+
 def test_a_line_must_end_after_it_starts():
     body = place_booking_body()
     body["lines"][0]["ends_at"] = body["lines"][0]["starts_at"]
