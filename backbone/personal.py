@@ -81,6 +81,22 @@ class Personal:
         return ERASED_TEXT if self.value is None else self.value
 
 
+def stored_ciphertext(value: Personal) -> str | None:
+    """The ciphertext the event store holds for this very value (sealed with its subject's key
+    when the event was saved, or read back from the store), if this object went through the
+    store; None otherwise. A subject's key never changes (it is created once and only ever
+    destroyed), so whoever must seal the value again with that key (the relay, for the bus) may
+    send this one instead: the same subject, key and plaintext, without another AES-GCM seal.
+    Check that the subject is not erased first (`Vault.is_erased`): that is not tracked here."""
+    return value.__dict__.get("_stored_ciphertext")
+
+
+def _remember_ciphertext(value: Personal, ciphertext: str) -> None:
+    # Kept beside the dataclass's fields, not as one: equality, hashing, `repr` and
+    # `dataclasses.replace` see the subject and the value only.
+    object.__setattr__(value, "_stored_ciphertext", ciphertext)
+
+
 metadata = sa.MetaData()
 subject_keys = sa.Table(
     "subject_keys",
@@ -495,6 +511,7 @@ class PersonalAsSealed(Transcoding):
             # The subject was erased meanwhile: what arrives about them now is stored erased,
             # rather than failing the save (and stalling whoever is saving) forever.
             return {"s": str(obj.subject_id), "c": ""}
+        _remember_ciphertext(obj, sealed.ciphertext)  # (see `stored_ciphertext`)
         return {"s": str(obj.subject_id), "c": sealed.ciphertext}
 
     def decode(self, data: dict[str, str]) -> Personal:
@@ -504,7 +521,9 @@ class PersonalAsSealed(Transcoding):
         key = self.vault.key(subject_id)  # as `Vault.open`, without a model per value
         if key is None:
             return Personal(subject_id, None)
-        return Personal(subject_id, decrypt(key, subject_id, data["c"]))
+        value = Personal(subject_id, decrypt(key, subject_id, data["c"]))
+        _remember_ciphertext(value, data["c"])
+        return value
 
 
 # ------------------------------------------------------------------------- migration

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -72,3 +73,28 @@ def test_the_store_holds_ciphertext_and_reads_back_erased_after_erasure():
     app.save(reread)
     assert app.repository.get(account.id).verified is not None
     assert app.repository.get(account.id).verified.erased
+
+
+def test_a_stored_value_goes_out_on_the_bus_with_its_stored_ciphertext_and_erased_after_erasure():
+    app = Bookings(env=store_env(StoreSettings(kind="memory"), "bookings"), vault=vault("bookings"))
+    account_id = uuid.uuid4()
+    email = Personal(account_id, "ada@example.com")
+    app.save(CustomerAccount(account_id=account_id, tenant_id="acme", email=email))
+    [stored] = app.recorder.select_notifications(start=1, limit=10)
+    in_store = json.loads(stored.state)["email"]["_data_"]["c"]
+    # As saved (the relay takes saved events from memory) and as read back from the store:
+    # the same ciphertext, no new seal; it opens with the subject's key like any other.
+    read_back = app.mapper.to_domain_event(stored).email
+    for value in (email, read_back):
+        sealed = app.sealed(value)
+        assert sealed.ciphertext == in_store
+        assert app.vault.open(sealed) == Personal(account_id, "ada@example.com")
+    # A value that never went through the store is sealed afresh (a new nonce).
+    assert app.sealed(Personal(account_id, "ada@example.com")).ciphertext not in ("", in_store)
+    # Equality and repr see the subject and the value only.
+    assert email == read_back == Personal(account_id, "ada@example.com")
+    assert "_stored" not in repr(email)
+    # Once the subject is erased, what goes out is erased, whatever was stored.
+    app.erase_subject(account_id)
+    assert app.sealed(email).ciphertext == ""
+    assert app.sealed(read_back).ciphertext == ""
