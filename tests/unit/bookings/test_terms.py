@@ -90,3 +90,20 @@ def test_a_booking_gets_at_least_what_a_new_booking_would_get(action, status, st
 def test_the_deadline_is_never_after_the_start_and_is_given_in_utc(action, start, frozen, current):
     deadline = applicable_rule(action, frozen, current).deadline(start)
     assert deadline <= start and deadline.utcoffset() == timedelta(0)
+
+
+def test_a_policys_terms_follow_its_settings_though_parsed_once():
+    from services.bookings.tenants import TenantPolicy
+
+    policy = TenantPolicy(tenant_id="t", settings_version=1, settings={"allow_cancel": False})
+    first = policy.terms()
+    assert policy.terms() is first  # the same settings: parsed once
+    assert first.allow_cancel is False
+    policy.adopt(2, {"allow_cancel": True})
+    assert policy.terms() is not first and policy.terms().allow_cancel is True
+    policy.adopt(1, {"allow_cancel": False})  # stale: ignored
+    assert policy.terms().allow_cancel is True
+    # Another policy (another tenant, or this one read back from the store) with equal settings
+    # in another dict gets its own, equal terms.
+    twin = TenantPolicy(tenant_id="u", settings_version=2, settings={"allow_cancel": True})
+    assert twin.terms() == policy.terms()
