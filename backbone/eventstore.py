@@ -142,7 +142,8 @@ class SQLiteServiceRecorder(_RecordsPositions, SQLiteProcessRecorder):
     def select_events_of(self, originator_ids: Collection[UUID]) -> list[StoredEvent]:
         """Every stored event of these aggregates, by aggregate then version (one statement
         per 500 ids, in one read transaction)."""
-        ids = [i.hex for i in originator_ids]
+        by_hex = {i.hex: i for i in originator_ids}  # (the rows' ids as asked: no UUID parsed per row)
+        ids = list(by_hex)
         found: list[StoredEvent] = []
         with self.datastore.transaction(commit=False) as c:
             for first in range(0, len(ids), _MANY):
@@ -155,7 +156,8 @@ class SQLiteServiceRecorder(_RecordsPositions, SQLiteProcessRecorder):
                 c.execute(statement, chunk)
                 found += [
                     StoredEvent(
-                        originator_id=self.convert_originator_id(row["originator_id"]),
+                        originator_id=by_hex.get(row["originator_id"])
+                        or self.convert_originator_id(row["originator_id"]),
                         originator_version=row["originator_version"],
                         topic=row["topic"],
                         state=row["state"],
