@@ -22,6 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from pydantic import BaseModel
 
 from backbone import metrics, tracing
 from backbone.kafkasecurity import PLAINTEXT, KafkaSecurity
@@ -49,7 +50,7 @@ class Outgoing:
     headers: dict[str, str] = field(default_factory=dict)
 
     def encode(self) -> bytes:
-        return self.message.model_dump_json().encode()
+        return json_bytes(self.message)
 
     def all_headers(self) -> dict[str, str]:
         kind, version = _type_headers(type(self.message))
@@ -61,6 +62,13 @@ class Outgoing:
             H_TENANT: self.message.tenant_id,
             **self.headers,
         }
+
+
+def json_bytes(model: BaseModel) -> bytes:
+    """`model.model_dump_json().encode()`, the same bytes, straight from pydantic-core's
+    serializer: `model_dump_json` passes on a dozen arguments and decodes the bytes to text,
+    which the producer then encodes again (together half the cost of writing an event out)."""
+    return type(model).__pydantic_serializer__.to_json(model)
 
 
 @functools.cache

@@ -57,7 +57,7 @@ def key_records(
         wire.append(
             bus.Record(
                 topic,
-                record.model_dump_json().encode(),
+                bus.json_bytes(record),
                 str(record.subject_id).encode(),
                 {"content-type": "application/json"},
             )

@@ -1,12 +1,16 @@
 """The bookings service's events are stored in the very bytes eventsourcing's own JSON encoder
-writes (`backbone.codec`): stores written before read the same, and the library reads ours."""
+writes (`backbone.codec`): stores written before read the same, and the library reads ours. And
+its messages go out in the bytes pydantic's `model_dump_json` writes (`backbone.bus.json_bytes`)."""
 
 from __future__ import annotations
 
 from eventsourcing.persistence import JSONTranscoder
 
 from backbone import personal
+from backbone.bus import json_bytes
 from backbone.codec import OrjsonTranscoder
+from backbone.follower import read_log
+from services.bookings.integration import translator
 from tests.support.bookings import command, pay, place
 from tests.unit.bookings.conftest import TENANT
 
@@ -35,3 +39,19 @@ async def test_every_kind_of_event_is_stored_as_the_library_would_store_it(harne
         assert app.mapper.transcoder.encode(state) == library.encode(state)
         kinds.add(record.topic)
     assert len(stored) >= 8 and len(kinds) >= 5, kinds
+
+
+async def test_messages_go_out_in_the_bytes_model_dump_json_writes(harness):
+    # `backbone.bus.json_bytes` skips `model_dump_json`'s wrapper, not what it writes.
+    await harness.customer("ada@example.com")
+    placed = place(TENANT, "ada@example.com", form={"pickup": "Hotel Post"})
+    await harness.send(placed, pay(TENANT, placed["booking_id"], "30.00"))
+    await harness.send(
+        command("CancelBooking", TENANT, placed["booking_id"], reason="storm", override_customer_rules=True)
+    )
+    translate = translator(harness.app)
+    messages = [out.message for recorded in read_log(harness.app, 0, 1000) for out in translate(recorded)]
+    messages += harness.app.vault.unpublished()  # subject keys, as their topic carries them
+    assert len({type(m) for m in messages}) >= 4
+    for message in messages:
+        assert json_bytes(message) == message.model_dump_json().encode()
