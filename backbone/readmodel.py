@@ -38,7 +38,7 @@ from backbone import metrics
 from backbone.eventstore import Lease, ServiceApplication
 from backbone.follower import Follower, PositionMoved, Recorded
 from backbone.logging import get_logger
-from backbone.sqltypes import creating_tables, server_engine
+from backbone.sqltypes import creating_tables, json_text, server_engine
 
 log = get_logger(__name__)
 
@@ -746,9 +746,11 @@ class Projection(Follower):
 
 def _engine(url: str) -> Engine:
     if url.startswith("sqlite") and ":memory:" in url:
-        return sa.create_engine(url, connect_args={"check_same_thread": False}, poolclass=StaticPool)
+        return sa.create_engine(
+            url, connect_args={"check_same_thread": False}, poolclass=StaticPool, json_serializer=json_text
+        )
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"timeout": 30})
+        engine = sa.create_engine(url, connect_args={"timeout": 30}, json_serializer=json_text)
 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _: Any) -> None:
@@ -763,4 +765,4 @@ def _engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return server_engine(url, pool_size=5, max_overflow=5)
+    return server_engine(url, pool_size=5, max_overflow=5, json_serializer=json_text)

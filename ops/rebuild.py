@@ -44,6 +44,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 from backbone.eventstore import _SEALED_SUBJECT, ServiceApplication
 from backbone.follower import Recorded, read_log
 from backbone.readmodel import BatchWriter, Projection, ReadModel
+from backbone.sqltypes import json_text
 from ops.config import OpsError
 
 _state = sa.MetaData()
@@ -538,7 +539,7 @@ class SQLiteShadow(Shadow):
 
     @contextlib.contextmanager
     def switching(self) -> Iterator[Connection]:
-        engine = sa.create_engine(self.live.url, connect_args={"timeout": 30})
+        engine = sa.create_engine(self.live.url, connect_args={"timeout": 30}, json_serializer=json_text)
 
         @sa.event.listens_for(engine, "connect")
         def _attach(dbapi_conn: Any, _: Any) -> None:
