@@ -363,7 +363,11 @@ class BatchWriter:
         row = pending.find((keys, _key_of(keys)(key))) if keys == pending.primary_key else None
         if row is not None and row.kind != _UPDATE and column in row.values:
             return row.values[column]
-        self.flush()
+        if row is not None or keys != pending.primary_key or pending.deletes or table in self._owned:
+            self.flush()  # what the memory holds may change the answer: written first
+        # else nothing in memory touches this row (the memory holds rows by their whole key):
+        # the table's answer is the answer, and the batch stays in memory (a payment's projection
+        # reads the amount paid so far, once per payment)
         return self.conn.execute(_select_statement(table, column, keys), _key_params(key)).scalar()
 
     def execute(self, statement: Any, *args: Any, **kwargs: Any) -> Any:

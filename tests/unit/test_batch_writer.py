@@ -162,3 +162,27 @@ def test_rows_replaced_by_owner_are_written_in_one_statement_and_new_owners_dele
             "t9"
         ]
     assert [s.split()[0] for s in written] == ["INSERT"]  # r7 was new in this batch: no DELETE
+
+
+def test_reading_a_row_not_in_memory_leaves_the_batch_in_memory():
+    """As a payment's projection does: the amount paid so far read, then updated, row after row:
+    the reads go to the table, the updates are written together at the end."""
+    engine = sa.create_engine("sqlite+pysqlite:///:memory:")
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(rows), [{"row_id": f"r{n}", "status": "new", "amount": n} for n in range(20)])
+    statements = []
+    sa.event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    with engine.begin() as conn:
+        writer = BatchWriter(conn)
+        for n in range(20):
+            paid = value(writer, rows, "amount", {"row_id": f"r{n}"})
+            update(writer, rows, {"row_id": f"r{n}"}, {"amount": paid + 100})
+        assert value(writer, rows, "amount", {"row_id": "r3"}) == 103  # in memory: written first
+        writer.flush()
+    written = [s.split()[0] for s in statements]
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(rows.c.amount).order_by(rows.c.amount)).scalars().all() == [
+            n + 100 for n in range(20)
+        ]
+    assert written == ["SELECT"] * 20 + ["UPDATE", "SELECT"]  # one UPDATE for the twenty rows
