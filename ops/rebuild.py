@@ -237,6 +237,8 @@ class Rebuild:
 
     def _project(self, conn: Connection, batch: Sequence[Recorded], staging: _Staging | None = None) -> None:
         writer = BatchWriter(conn, staging)  # the batch's rows put together in memory, written once
+        for projection in self.projections:
+            projection.read_ahead(writer, batch)
         for recorded in batch:
             for projection in self.projections:
                 projection.project(writer, recorded)  # type: ignore[arg-type]
