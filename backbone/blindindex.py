@@ -107,10 +107,12 @@ class BlindIndex:
             digits = "".join(ch for ch in phone if ch.isdigit())
             if digits:
                 texts.append(digits)
-        for text in texts:
-            for word in words(text):
-                for n in range(1, min(len(word), MAX_PREFIX) + 1):
-                    found.add(self._prefix_token(tenant_id, word[:n]))
+        # Each prefix hashed once: a name's words are often in the email too ("Ada Lovelace",
+        # ada.lovelace@...), and a word's prefixes are those of its longer repeats.
+        indexed = {word[:MAX_PREFIX] for text in texts for word in words(text)}
+        prefixes = {word[:n] for word in indexed for n in range(1, len(word) + 1)}
+        for prefix in prefixes:
+            found.add(self._prefix_token(tenant_id, prefix))
         return found
 
     def query_tokens(self, tenant_id: str, query: str) -> list[str]:

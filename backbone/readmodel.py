@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import operator
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -38,7 +38,7 @@ from backbone import metrics
 from backbone.eventstore import Lease, ServiceApplication
 from backbone.follower import Follower, PositionMoved, Recorded
 from backbone.logging import get_logger
-from backbone.sqltypes import creating_tables, server_engine
+from backbone.sqltypes import creating_tables, json_text, server_engine
 
 log = get_logger(__name__)
 
@@ -241,6 +241,15 @@ def value(conn: Connection, table: sa.Table, column: str, key: dict[str, Any]) -
     return conn.execute(_select_statement(table, column, tuple(key)), _key_params(key)).scalar()
 
 
+def prefetch(conn: Connection, table: sa.Table, columns: Sequence[str], keys: Iterable[Any]) -> None:
+    """Read `columns` of the rows of `table` whose (one-column) primary key is in `keys`, in one
+    query, for `value` to answer from while a batch is in memory (`BatchWriter.prefetch`: what a
+    batch's events will read, asked for before they are projected); on a plain connection,
+    nothing (`value` reads as it goes)."""
+    if isinstance(conn, BatchWriter):
+        conn.prefetch(table, columns, keys)
+
+
 class BatchWriter:
     """A connection for projecting a whole batch: what a projection writes with `upsert`,
     `update`, `insert` and `delete` (and `UPDATE ... WHERE <primary key> = <value>` statements)
@@ -261,6 +270,9 @@ class BatchWriter:
         self.staging = staging
         self._tables: dict[sa.Table, _Pending] = {}
         self._owned: dict[sa.Table, _Owned] = {}  # see `replace`
+        # Rows read ahead (`prefetch`) by table and key: their columns as the table held them
+        # when read; forgotten at every flush (the table then holds what the memory did).
+        self._read: dict[sa.Table, dict[Any, dict[str, Any]]] = {}
 
     def _pending(self, table: sa.Table) -> _Pending:
         if self._owned and table in self._owned:  # another kind of write to those rows' table
@@ -357,13 +369,45 @@ class BatchWriter:
             pending = self._pending(table)
         pending.deletes.setdefault(columns, []).append(_key_params(where))
 
+    def prefetch(self, table: sa.Table, columns: Sequence[str], keys: Iterable[Any]) -> None:
+        """See the module's `prefetch`. Keys already read, or whose rows are in memory, are
+        not read again; a table keyed by several columns is not read ahead."""
+        pending = self._pending(table)
+        if len(pending.primary_key) != 1:
+            return
+        [name] = pending.primary_key
+        read = self._read.setdefault(table, {})
+        wanted = list({k for k in keys if k not in read and pending.find(((name,), k)) is None})
+        columns = tuple(dict.fromkeys((name, *columns)))
+        for first in range(0, len(wanted), 500):
+            chunk = wanted[first : first + 500]
+            query = sa.select(*[table.c[c] for c in columns]).where(table.c[name].in_(chunk))
+            for found in self.conn.execute(query).mappings():
+                read[found[name]] = dict(found)
+            for missing in set(chunk) - read.keys():
+                read[missing] = {}  # no such row (yet): `value` asks the table again
+
     def value(self, table: sa.Table, column: str, key: dict[str, Any]) -> Any:
         pending = self._pending(table)
         keys = tuple(key)
         row = pending.find((keys, _key_of(keys)(key))) if keys == pending.primary_key else None
         if row is not None and row.kind != _UPDATE and column in row.values:
             return row.values[column]
-        self.flush()
+        untouched = keys == pending.primary_key and not pending.deletes and table not in self._owned
+        if untouched and self._read:
+            # Read ahead, and the row is in the table: as read, unless an update in memory set
+            # the column since (the update then applies to it).
+            ahead = self._read.get(table, {}).get(_key_of(keys)(key))
+            if ahead and column in ahead:
+                if row is None:
+                    return ahead[column]
+                if column in row.values:
+                    return row.values[column]
+        if row is not None or not untouched:
+            self.flush()  # what the memory holds may change the answer: written first
+        # else nothing in memory touches this row (the memory holds rows by their whole key):
+        # the table's answer is the answer, and the batch stays in memory (a payment's projection
+        # reads the amount paid so far, once per payment)
         return self.conn.execute(_select_statement(table, column, keys), _key_params(key)).scalar()
 
     def execute(self, statement: Any, *args: Any, **kwargs: Any) -> Any:
@@ -373,6 +417,7 @@ class BatchWriter:
         return self.conn.execute(statement, *args, **kwargs)
 
     def flush(self) -> None:
+        self._read.clear()
         for table, owned in self._owned.items():
             self._flush_owned(table, owned)
         self._owned.clear()
@@ -727,6 +772,7 @@ class Projection(Follower):
             # the first row it cannot write twice (a booking's search tokens are inserted).
             self.read_model.advance(conn, self.name, batch[-1].position, previous=previous, lease=lease)
             writer = BatchWriter(conn)
+            self.read_ahead(writer, batch)
             for recorded in batch:
                 self.project(writer, recorded)  # type: ignore[arg-type]
             writer.flush()
@@ -734,6 +780,13 @@ class Projection(Follower):
             self._purge_due = True
         if self._purge_due:
             self._purge_due = not self.read_model.purge()
+
+    def read_ahead(self, writer: BatchWriter, batch: Sequence[Recorded]) -> None:
+        """What the batch's events will read, in one query per table, if the projection
+        function says how (its `read_ahead(writer, batch)` attribute, with `prefetch`)."""
+        ahead = getattr(self.project, "read_ahead", None)
+        if ahead is not None:
+            ahead(writer, batch)
 
     def _apply_and_announce(self, batch: Sequence[Recorded], previous: int, lease: Lease | None) -> None:
         self.apply(batch, previous, lease)
@@ -746,9 +799,11 @@ class Projection(Follower):
 
 def _engine(url: str) -> Engine:
     if url.startswith("sqlite") and ":memory:" in url:
-        return sa.create_engine(url, connect_args={"check_same_thread": False}, poolclass=StaticPool)
+        return sa.create_engine(
+            url, connect_args={"check_same_thread": False}, poolclass=StaticPool, json_serializer=json_text
+        )
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"timeout": 30})
+        engine = sa.create_engine(url, connect_args={"timeout": 30}, json_serializer=json_text)
 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _: Any) -> None:
@@ -763,4 +818,4 @@ def _engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return server_engine(url, pool_size=5, max_overflow=5)
+    return server_engine(url, pool_size=5, max_overflow=5, json_serializer=json_text)

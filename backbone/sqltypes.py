@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 from uuid import UUID
 
+import orjson
 import sqlalchemy as sa
 
 
@@ -32,6 +33,13 @@ class UtcDateTime(sa.types.TypeDecorator):
 
 def jsonable(value: Any) -> Any:
     """Event data (Decimal, datetime, UUID inside lists and dicts) as plain JSON values."""
+    kind = type(value)  # the exact types first: a projection calls this for every event
+    if kind is str or kind is int or kind is bool or kind is float or value is None:
+        return value
+    if kind is dict:
+        return {k if type(k) is str else str(k): jsonable(v) for k, v in value.items()}
+    if kind is list:
+        return [jsonable(v) for v in value]
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -43,17 +51,25 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def json_text(value: Any) -> str:
+    """The text of a JSON column (the engines' `json_serializer`): orjson's, a tenth of the
+    standard library's CPU; the same values read back."""
+    return orjson.dumps(value).decode()
+
+
 POOL_OPTIONS = ("pool_size", "max_overflow")
 
 
-def server_engine(url: str, pool_size: int, max_overflow: int) -> sa.Engine:
+def server_engine(url: str, pool_size: int, max_overflow: int, **engine_options: Any) -> sa.Engine:
     """An engine for a database server (PostgreSQL). The URL may carry its pool's size as
     `pool_size` and `max_overflow` (see `StoreSettings.views_url`): taken from it here, since
     they are options of the pool, not of the connection; the others (sslmode, ...) go to libpq."""
     parsed = sa.engine.make_url(url)
     pool = {name: int(parsed.query[name]) for name in POOL_OPTIONS if name in parsed.query}
     options = {"pool_size": pool_size, "max_overflow": max_overflow, **pool}
-    return sa.create_engine(parsed.difference_update_query(POOL_OPTIONS), pool_pre_ping=True, **options)
+    return sa.create_engine(
+        parsed.difference_update_query(POOL_OPTIONS), pool_pre_ping=True, **options, **engine_options
+    )
 
 
 T = TypeVar("T")

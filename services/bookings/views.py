@@ -33,7 +33,7 @@ from backbone.blindindex import BlindIndex, open_column
 from backbone.context import Cause
 from backbone.follower import Recorded
 from backbone.personal import Personal, UnknownSubject, Vault, encrypt
-from backbone.readmodel import replace, update, upsert, value
+from backbone.readmodel import prefetch, replace, update, upsert, value
 from backbone.sqltypes import UtcDateTime, jsonable
 from services.bookings import history
 from services.bookings.customers import CustomerAccount
@@ -466,7 +466,27 @@ def projector(vault: Vault) -> Callable[[Connection, Recorded], None]:
         if isinstance(recorded.event, Booking.Event):
             _record_history(recorded.event, conn, sealer)
 
+    apply.read_ahead = _read_ahead  # type: ignore[attr-defined]
     return apply
+
+
+def _read_ahead(conn: Connection, batch: Sequence[Recorded]) -> None:
+    """What a batch's events read from `bookings` (`_booking_value`: a payment's amount paid so
+    far, the tenant of changed customer details), in one query rather than one per event
+    (`Projection.read_ahead`)."""
+    placed: set[UUID] = set()
+    wanted: set[str] = set()
+    for recorded in batch:
+        event = recorded.event
+        if isinstance(event, Booking.Placed):
+            placed.add(event.originator_id)
+        elif (
+            isinstance(event, Booking.PaymentRecorded | Booking.Modified)
+            and event.originator_id not in placed
+        ):
+            wanted.add(str(event.originator_id))
+    if wanted:
+        prefetch(conn, bookings, ("amount_paid", "tenant_id"), wanted)
 
 
 # ----------------------------------------------------------------------------- queries

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backbone.readmodel import BatchWriter, delete, insert, replace, update, upsert, value
+from backbone.readmodel import BatchWriter, delete, insert, prefetch, replace, update, upsert, value
 
 metadata = sa.MetaData()
 rows = sa.Table(
@@ -36,6 +36,7 @@ steps = st.lists(
         st.tuples(st.just("update-all"), st.sampled_from(["x", "y"])),  # no key: runs in order
         st.tuples(st.just("set"), ids, st.sampled_from(["paid", "gone"]), st.integers(0, 9)),
         st.tuples(st.just("add-value"), ids, st.integers(1, 5)),
+        st.tuples(st.just("read-ahead"), st.lists(ids, max_size=3)),  # as a batch's start does
         st.tuples(st.just("delete-status"), st.sampled_from(["new", "old", "paid", "before"])),
         st.tuples(st.just("reindex"), ids, st.lists(st.sampled_from(["t1", "t2", "t3"]), max_size=3)),
         st.tuples(st.just("drop-tokens"), ids),
@@ -72,6 +73,8 @@ def run(conn, step) -> None:
         if amount is not None:
             update(conn, rows, {"row_id": step[1]}, {"amount": amount + step[2]})
         return amount
+    elif kind == "read-ahead":
+        prefetch(conn, rows, ("amount", "status"), step[1])
     elif kind == "delete-status":
         delete(conn, rows, {"status": step[1]})
     elif kind == "reindex":  # as a projection replaces a row's search tokens
@@ -121,7 +124,7 @@ def table_after(steps_, batched: bool) -> tuple[list, list, list]:
     return found, indexed, read
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps)
 def test_a_batch_writer_leaves_the_same_rows_as_each_statement_in_turn(steps_):
     assert table_after(steps_, batched=True) == table_after(steps_, batched=False)
@@ -162,3 +165,50 @@ def test_rows_replaced_by_owner_are_written_in_one_statement_and_new_owners_dele
             "t9"
         ]
     assert [s.split()[0] for s in written] == ["INSERT"]  # r7 was new in this batch: no DELETE
+
+
+def test_reading_a_row_not_in_memory_leaves_the_batch_in_memory():
+    """As a payment's projection does: the amount paid so far read, then updated, row after row:
+    the reads go to the table, the updates are written together at the end."""
+    engine = sa.create_engine("sqlite+pysqlite:///:memory:")
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(rows), [{"row_id": f"r{n}", "status": "new", "amount": n} for n in range(20)])
+    statements = []
+    sa.event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    with engine.begin() as conn:
+        writer = BatchWriter(conn)
+        for n in range(20):
+            paid = value(writer, rows, "amount", {"row_id": f"r{n}"})
+            update(writer, rows, {"row_id": f"r{n}"}, {"amount": paid + 100})
+        assert value(writer, rows, "amount", {"row_id": "r3"}) == 103  # in memory: written first
+        writer.flush()
+    written = [s.split()[0] for s in statements]
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(rows.c.amount).order_by(rows.c.amount)).scalars().all() == [
+            n + 100 for n in range(20)
+        ]
+    assert written == ["SELECT"] * 20 + ["UPDATE", "SELECT"]  # one UPDATE for the twenty rows
+
+
+def test_rows_read_ahead_answer_the_batch_in_one_query():
+    """`prefetch` before a batch of payments: one SELECT for all of them, then one UPDATE."""
+    engine = sa.create_engine("sqlite+pysqlite:///:memory:")
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(rows), [{"row_id": f"r{n}", "status": "new", "amount": n} for n in range(20)])
+    statements = []
+    sa.event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    with engine.begin() as conn:
+        writer = BatchWriter(conn)
+        prefetch(writer, rows, ("amount",), [f"r{n}" for n in range(20)] + ["absent"])
+        for n in [*range(20), 3]:  # r3 paid twice: the second read sees the first payment
+            paid = value(writer, rows, "amount", {"row_id": f"r{n}"})
+            update(writer, rows, {"row_id": f"r{n}"}, {"amount": paid + 100})
+        assert value(writer, rows, "amount", {"row_id": "absent"}) is None
+        writer.flush()
+    written = [s.split()[0] for s in statements]
+    with engine.connect() as conn:
+        amounts = conn.execute(sa.select(rows.c.amount).order_by(rows.c.row_id)).scalars().all()
+    assert sorted(amounts) == sorted([n + 100 for n in range(20) if n != 3] + [203])
+    assert written == ["SELECT", "SELECT", "UPDATE"]  # read ahead; "absent" asked again; written

@@ -114,3 +114,36 @@ async def test_a_rebuild_decodes_each_stored_event_as_the_mapper_does(harness):
     for mine, theirs in zip(decoded, expected, strict=True):
         assert type(mine.event) is type(theirs.event)
         assert vars(mine.event) == vars(theirs.event)
+
+
+async def test_a_rebuild_pauses_the_garbage_collector_for_each_page_only(harness, tmp_path):
+    """Paused while a page is projected (`ops.rebuild._collector_paused`), on again between
+    pages, after the rebuild, and after a projection that fails."""
+    import gc
+
+    for email in ("ada@example.com", "bob@example.com"):
+        await harness.send(place(TENANT, email, starts_at=harness.now + timedelta(days=7)))
+    project = views.projector(harness.app.vault)
+    seen: list[bool] = []
+
+    def watching(conn, recorded):
+        seen.append(gc.isenabled())
+        project(conn, recorded)
+
+    def failing(conn, recorded):
+        raise RuntimeError("a projection's bug")
+
+    rebuilt = ReadModel(f"sqlite+pysqlite:///{tmp_path / 'views.sqlite3'}", views.metadata)
+    try:
+        assert gc.isenabled()
+        broken = Projection(harness.app, rebuilt, "bookings.views", failing)
+        crashing = Rebuild(harness.app, rebuilt, [broken], batch_size=1)
+        with pytest.raises(RuntimeError, match="a projection's bug"):
+            crashing.run(fresh=True)
+        assert gc.isenabled()
+        projection = Projection(harness.app, rebuilt, "bookings.views", watching)
+        report = Rebuild(harness.app, rebuilt, [projection], batch_size=1).run(fresh=True)
+        assert report.switched and report.applied >= 2
+        assert seen and not any(seen) and gc.isenabled()
+    finally:
+        rebuilt.close()
