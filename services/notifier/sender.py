@@ -21,9 +21,17 @@ whose attempt was recorded but whose transaction had not reached the end of DATA
 again too, but were never delivered: no copy. Nothing else can produce a second copy: a
 replayed or redelivered event finds its email already queued (see `handlers.queue`).
 
-The sender wakes up when the inbox stores a new email, and waits for the read model to show it
-by waiting for the projection's progress (in this process: no polling); it looks for due
-retries once a second otherwise.
+The sender claims what this process just queued without waiting for the read model: it sees
+the emails' `Queued` (and an operator's `RetryRequested`) events as they are committed
+(`ServiceApplication.add_event_listener`), wakes at once, and records their attempts by id
+(`Notifier.start_attempts`, which reads them from the event store and takes only those still
+due). Once a second, and when it starts, it also scans the read model for what is due (its
+own projection caught up first, so that it does not offer what was just sent): retries whose
+backoff is over, interrupted attempts whose lease ran out, emails queued by another instance,
+any this process queued that a direct claim missed. Nothing on the way from the inbox to the
+SMTP server waits for the projection or for a clock. Before, every email waited for the
+projection to show it, and every save (the sender's own attempts and answers included) was
+followed by a scan.
 
 A 5xx reply parks the email at once; a 4xx reply or a connection problem is retried with
 exponential backoff (`DeliveryPolicy`), so an SMTP server that is down for minutes loses
@@ -45,8 +53,11 @@ two senders, and throughput grows with instances. (SQLite: one process per store
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from contextlib import AbstractContextManager, nullcontext
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -86,6 +97,13 @@ FRESH_SECONDS = 1.0
 steady trickle of emails (one batch per cancellation), the NOOP was one more round trip before
 every batch. A server closing a connection is seen at once (`is_connected`); one that vanished
 without closing it makes at most that batch's emails fail for now and be retried."""
+
+SCAN_EVERY_SECONDS = 1.0
+"""How often the read model is scanned for due emails that no event of this process announced
+(retries, interrupted attempts, another instance's emails)."""
+
+DUE_EVENTS = (Email.Queued, Email.RetryRequested)
+"""Events that make an email due at once: the sender claims it as soon as one is saved here."""
 
 KEEP_IDLE_SECONDS = 30.0
 """How long an SMTP connection is kept open without work: the next email needs no new
@@ -155,7 +173,13 @@ class Sender:
         self.connections = connections
         self.count_every = count_every
         self._key = sealing_private_key
-        self._wakeup = Wakeup(notifier)
+        # Woken by emails saved due in this process (`_saw`), not by every save: the sender's
+        # own attempts and answers do not make it look again.
+        self._wakeup = Wakeup(notifier, every_save=False)
+        self._fresh: OrderedDict[UUID, None] = OrderedDict()  # ids announced, oldest first
+        self._fresh_lock = threading.Lock()
+        self._fresh_bound = 10 * batch_size  # beyond: left to the scan
+        notifier.add_event_listener(self._saw)
         self._templates: dict[UUID, str] = {}  # of the batch in flight, for the metrics
         # Open connections kept between batches, each with when (monotonic) it was last used.
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
@@ -164,20 +188,30 @@ class Sender:
 
     async def run(self) -> None:
         self._wakeup.bind()
+        scanned_at = float("-inf")  # when the read model was last scanned (monotonic)
         while True:
             _raise_if_cancelled()
             try:
-                # Whatever was saved before now, this cycle sees: only a save made after it
-                # (an email queued meanwhile, or this batch's own attempts and answers) makes the
-                # next sleep end at once. Before, every batch was followed by two empty cycles.
+                # Whatever was announced before now, this cycle takes: only an email saved due
+                # after it makes the next sleep end at once.
                 self._wakeup.clear()
-                await self._read_model_caught_up()
-                with context.working():  # the batch's log lines share a correlation id
-                    emails, prepared = await run_sync(self._claim_and_prepare)  # one thread hop
-                    if emails and await self.deliver(emails, prepared):
-                        metrics.stalled.labels(self.name).set(0)
-                        self._busy_at = time.monotonic()
-                        continue
+                fresh = self._take_fresh()
+                if fresh:
+                    with context.working():  # the batch's log lines share a correlation id
+                        emails, prepared = await run_sync(self._start_and_prepare, fresh)  # one hop
+                        if await self.deliver(emails, prepared):
+                            self._busy_at = time.monotonic()
+                if time.monotonic() - scanned_at >= SCAN_EVERY_SECONDS:
+                    await self._read_model_caught_up()
+                    with context.working():
+                        emails, prepared = await run_sync(self._claim_and_prepare)  # one thread hop
+                        scanned_at = time.monotonic()
+                        if emails and await self.deliver(emails, prepared):
+                            self._busy_at = time.monotonic()
+                            scanned_at = float("-inf")  # a backlog, perhaps: look again at once
+                if fresh or scanned_at == float("-inf"):
+                    metrics.stalled.labels(self.name).set(0)
+                    continue
                 if time.monotonic() - self._busy_at > KEEP_IDLE_SECONDS:
                     await self._close_idle()  # nothing to send for a while: none kept open
                 if time.monotonic() - self._counted_at >= COUNT_EVERY_SECONDS:
@@ -196,7 +230,26 @@ class Sender:
                     log.warning("a store is unavailable; the sender retries shortly", error=str(error))
                 else:
                     log.exception("sender cycle failed; retrying shortly")
-            await self._wakeup.sleep(1.0)
+            await self._wakeup.sleep(SCAN_EVERY_SECONDS)
+
+    def _saw(self, events: Sequence[Any]) -> None:
+        """Listener of every save in this process (in the saving thread, after the commit):
+        note the emails it made due and wake the sender."""
+        ids = [event.originator_id for event in events if isinstance(event, DUE_EVENTS)]
+        if not ids:
+            return
+        with self._fresh_lock:
+            for email_id in ids:
+                self._fresh[email_id] = None
+            while len(self._fresh) > self._fresh_bound:  # the scan finds those dropped
+                self._fresh.popitem(last=False)
+        self._wakeup.set_threadsafe()
+
+    def _take_fresh(self) -> list[UUID]:
+        """Up to a batch of the emails announced since the last call, oldest first."""
+        with self._fresh_lock:
+            count = min(self.batch_size, len(self._fresh))
+            return [self._fresh.popitem(last=False)[0] for _ in range(count)]
 
     async def watch_queue(self) -> None:
         """The queue gauges (`notifier_email_queue_depth`, `notifier_emails_in_log`) every
@@ -358,6 +411,13 @@ class Sender:
             emails_total.labels(template, _label(outcome)).inc()
 
     # ------------------------------------------------------------------- the store side
+
+    def _start_and_prepare(self, email_ids: list[UUID]) -> tuple[list[Email], list[_Ready | Outcome]]:
+        """The attempts of those of these emails that are still due, recorded (blocking; no
+        read model involved: another sender that claimed one first makes it not due, see
+        `Notifier.start_attempts`), then `_prepared`."""
+        emails = self.notifier.start_attempts(email_ids)
+        return emails, self._prepared(emails) if emails else []
 
     def _claim_and_prepare(self) -> tuple[list[Email], list[_Ready | Outcome]]:
         """`_claim`, then `_prepared` (blocking): the claimed emails and what to do with each."""
