@@ -1,8 +1,8 @@
 """Delivering queued emails over SMTP, each exactly once as far as SMTP allows.
 
-One batch at a time:
+One batch at a time (per loop, see below):
 
-1. the due emails (read model) get an attempt each, recorded in ONE transaction before any of
+1. the due emails get an attempt each, recorded in ONE transaction before any of
    them is sent (`Notifier.start_attempts`);
 2. they are rendered, the whole batch in one worker thread (its tenants' branding read once),
    and sent over a few SMTP connections in parallel (`SMTP_CONNECTIONS`; kept open from one
@@ -24,14 +24,16 @@ replayed or redelivered event finds its email already queued (see `handlers.queu
 The sender claims what this process just queued without waiting for the read model: it sees
 the emails' `Queued` (and an operator's `RetryRequested`) events as they are committed
 (`ServiceApplication.add_event_listener`), wakes at once, and records their attempts by id
-(`Notifier.start_attempts`, which reads them from the event store and takes only those still
-due). Once a second, and when it starts, it also scans the read model for what is due (its
-own projection caught up first, so that it does not offer what was just sent): retries whose
+(`Notifier.start_attempts` reads them from the event store and takes only those still due,
+so an email another sender claimed first is not attempted twice). Beside it, once a second
+and when it starts, a second loop scans the read model for what is due, once the projection
+shows everything stored so far (so that it does not offer what was just sent): retries whose
 backoff is over, interrupted attempts whose lease ran out, emails queued by another instance,
-any this process queued that a direct claim missed. Nothing on the way from the inbox to the
-SMTP server waits for the projection or for a clock. Before, every email waited for the
-projection to show it, and every save (the sender's own attempts and answers included) was
-followed by a scan.
+any this process queued that a direct claim missed (an outage). Nothing on the way from the
+inbox to the SMTP server waits for the projection or for a clock. (Before, every email waited
+for the projection to show it, and every save, the sender's own attempts and answers
+included, was followed by a scan.) While both loops deliver, up to twice `SMTP_CONNECTIONS`
+connections are open.
 
 A 5xx reply parks the email at once; a 4xx reply or a connection problem is retried with
 exponential backoff (`DeliveryPolicy`), so an SMTP server that is down for minutes loses
@@ -55,9 +57,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from contextlib import AbstractContextManager, nullcontext
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -180,47 +182,45 @@ class Sender:
         self._fresh_lock = threading.Lock()
         self._fresh_bound = 10 * batch_size  # beyond: left to the scan
         notifier.add_event_listener(self._saw)
-        self._templates: dict[UUID, str] = {}  # of the batch in flight, for the metrics
+        self._templates: dict[UUID, str] = {}  # of the emails in flight, for the metrics
         # Open connections kept between batches, each with when (monotonic) it was last used.
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
         self._busy_at = time.monotonic()  # when the last batch was delivered
         self._counted_at = float("-inf")  # when the gauge was last refreshed
 
     async def run(self) -> None:
+        """Two loops side by side: the emails this process just queued, claimed at once; and
+        once a second, whatever the read model shows due (it waits for the projection, which
+        the first never does)."""
         self._wakeup.bind()
-        scanned_at = float("-inf")  # when the read model was last scanned (monotonic)
+        try:
+            await asyncio.gather(self._loop(self._send_fresh, self._wakeup), self._loop(self._scan, None))
+        finally:
+            for smtp, _ in self._idle:
+                smtp.close()
+
+    async def _loop(self, step: Callable[[], Awaitable[bool]], wakeup: Wakeup | None) -> None:
+        """`step` again at once while it finds work; otherwise after `SCAN_EVERY_SECONDS`, or
+        as soon as `wakeup` is set."""
         while True:
             _raise_if_cancelled()
             try:
-                # Whatever was announced before now, this cycle takes: only an email saved due
-                # after it makes the next sleep end at once.
-                self._wakeup.clear()
-                fresh = self._take_fresh()
-                if fresh:
-                    with context.working():  # the batch's log lines share a correlation id
-                        emails, prepared = await run_sync(self._start_and_prepare, fresh)  # one hop
-                        if await self.deliver(emails, prepared):
-                            self._busy_at = time.monotonic()
-                if time.monotonic() - scanned_at >= SCAN_EVERY_SECONDS:
-                    await self._read_model_caught_up()
-                    with context.working():
-                        emails, prepared = await run_sync(self._claim_and_prepare)  # one thread hop
-                        scanned_at = time.monotonic()
-                        if emails and await self.deliver(emails, prepared):
-                            self._busy_at = time.monotonic()
-                            scanned_at = float("-inf")  # a backlog, perhaps: look again at once
-                if fresh or scanned_at == float("-inf"):
+                if wakeup is not None:
+                    # Whatever was announced before now, this step takes: only an email saved
+                    # due after it makes the next sleep end at once.
+                    wakeup.clear()
+                if await step():
                     metrics.stalled.labels(self.name).set(0)
+                    self._busy_at = time.monotonic()
                     continue
-                if time.monotonic() - self._busy_at > KEEP_IDLE_SECONDS:
-                    await self._close_idle()  # nothing to send for a while: none kept open
-                if time.monotonic() - self._counted_at >= COUNT_EVERY_SECONDS:
-                    await run_sync(self._count)
-                    self._counted_at = time.monotonic()
+                if wakeup is None:  # housekeeping, once a second
+                    if time.monotonic() - self._busy_at > KEEP_IDLE_SECONDS:
+                        await self._close_idle()  # nothing to send for a while: none kept open
+                    if time.monotonic() - self._counted_at >= COUNT_EVERY_SECONDS:
+                        await run_sync(self._count)
+                        self._counted_at = time.monotonic()
                 metrics.stalled.labels(self.name).set(0)
             except asyncio.CancelledError:
-                for smtp, _ in self._idle:
-                    smtp.close()
                 raise
             except Exception as error:  # the store or read model is down, most likely: retry
                 cause = await run_sync(cause_of, error, self.notifier.unreachable_stores)
@@ -230,7 +230,29 @@ class Sender:
                     log.warning("a store is unavailable; the sender retries shortly", error=str(error))
                 else:
                     log.exception("sender cycle failed; retrying shortly")
-            await self._wakeup.sleep(SCAN_EVERY_SECONDS)
+            if wakeup is not None:
+                await wakeup.sleep(SCAN_EVERY_SECONDS)
+            else:
+                await asyncio.sleep(SCAN_EVERY_SECONDS)
+
+    async def _send_fresh(self) -> bool:
+        """Deliver a batch of the emails announced by `_saw` (those still due); False if none
+        was announced. A failure leaves them to the scan."""
+        fresh = self._take_fresh()
+        if not fresh:
+            return False
+        with context.working():  # the batch's log lines share a correlation id
+            emails, prepared = await run_sync(self._start_and_prepare, fresh)  # one thread hop
+            await self.deliver(emails, prepared)
+        return True
+
+    async def _scan(self) -> bool:
+        """Deliver a batch of what the read model shows due, once it shows everything stored so
+        far; False if nothing was."""
+        await self._read_model_caught_up()
+        with context.working():
+            emails, prepared = await run_sync(self._claim_and_prepare)  # one thread hop
+            return bool(emails) and await self.deliver(emails, prepared)
 
     def _saw(self, events: Sequence[Any]) -> None:
         """Listener of every save in this process (in the saving thread, after the commit):
@@ -407,7 +429,7 @@ class Sender:
                 log.exception("cannot record delivery results; retrying", pause_seconds=pause)
                 await asyncio.sleep(pause)
         for outcome in outcomes:
-            template = self._templates.get(outcome.email_id, "unknown")
+            template = self._templates.pop(outcome.email_id, "unknown")
             emails_total.labels(template, _label(outcome)).inc()
 
     # ------------------------------------------------------------------- the store side
@@ -470,7 +492,7 @@ class Sender:
     def _prepare(self, emails: list[Email]) -> list[_Ready | Outcome]:
         """Each email rendered with its tenant's branding, or why it will not be sent (in a
         thread: the whole batch in one call, rather than one hand-over to a thread per email)."""
-        self._templates = {email.id: email.template for email in emails}
+        self._templates.update((email.id, email.template) for email in emails)
         now = self.notifier.clock()
         brandings: dict[str, Any] = {}
         prepared: list[_Ready | Outcome] = []
