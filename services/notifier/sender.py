@@ -10,8 +10,7 @@ One batch at a time (per loop, see below):
 3. each server answer is recorded as soon as it comes: a recorder task commits whatever
    answers have arrived since its last commit (group commit), waiting at most
    `RECORD_LINGER_SECONDS` for more while others are in flight, so no answer waits longer than
-   that and one commit, however many emails are in flight. The batch's last commit goes on
-   while the next batch is claimed and sent (`RECORDERS`).
+   that and one commit, however many emails are in flight.
 
 What remains is the protocol's own window: if the process dies after the server accepted a
 message (its 250 reply to the end of DATA) and before that answer's commit (at most
@@ -94,10 +93,6 @@ RECORD_LINGER_SECONDS = 0.02
 batch are still in flight (the batch's last answers are committed at once). Recording every
 answer on its own cost more CPU than sending the email; waiting adds at most this to the
 window in which a crash makes an email go out twice (see above)."""
-
-RECORDERS = 2
-"""Batches whose answers may be being recorded at once: a batch's last commit does not hold up
-the next batch, but commits slower than sending (a slow store) make the sender wait."""
 
 FRESH_SECONDS = 1.0
 """A connection used this recently is used again without asking the server first (NOOP): at a
@@ -188,7 +183,6 @@ class Sender:
         self._fresh_bound = 10 * batch_size  # beyond: left to the scan
         notifier.add_event_listener(self._saw)
         self._templates: dict[UUID, str] = {}  # of the emails in flight, for the metrics
-        self._recorders: set[asyncio.Task[None]] = set()  # batches whose answers are being recorded
         # Open connections kept between batches, each with when (monotonic) it was last used.
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
         self._busy_at = time.monotonic()  # when the last batch was delivered
@@ -202,9 +196,6 @@ class Sender:
         try:
             await asyncio.gather(self._loop(self._send_fresh, self._wakeup), self._loop(self._scan, None))
         finally:
-            # Answers received are recorded even when we are being stopped (see `deliver`).
-            if self._recorders:
-                await asyncio.shield(asyncio.gather(*self._recorders, return_exceptions=True))
             for smtp, _ in self._idle:
                 smtp.close()
 
@@ -320,21 +311,13 @@ class Sender:
         ]
         try:
             await asyncio.gather(*workers)
-        except BaseException:
+        finally:
             for worker in workers:
                 worker.cancel()
             results.put_nowait(None)
             # Answers already received are recorded even when we are being stopped: each one
             # recorded is one email that will not be sent again after the restart.
             await asyncio.shield(recorder)
-            raise
-        results.put_nowait(None)
-        # The last answers' commit goes on while the next batch is claimed and sent: it is
-        # not on the way of the emails queued meanwhile. At most `RECORDERS` of them at once.
-        self._recorders.add(recorder)
-        recorder.add_done_callback(self._recorders.discard)
-        while len(self._recorders) >= RECORDERS:
-            await asyncio.wait(set(self._recorders), return_when=asyncio.FIRST_COMPLETED)
         log.info(
             "batch delivered",
             emails=len(emails),
