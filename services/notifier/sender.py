@@ -1,6 +1,6 @@
 """Delivering queued emails over SMTP, each exactly once as far as SMTP allows.
 
-One batch at a time (per loop, see below):
+One batch at a time (whichever of its two loops claimed it, see below):
 
 1. the due emails get an attempt each, recorded in ONE transaction before any of
    them is sent (`Notifier.start_attempts`);
@@ -32,8 +32,8 @@ backoff is over, interrupted attempts whose lease ran out, emails queued by anot
 any this process queued that a direct claim missed (an outage). Nothing on the way from the
 inbox to the SMTP server waits for the projection or for a clock. (Before, every email waited
 for the projection to show it, and every save, the sender's own attempts and answers
-included, was followed by a scan.) While both loops deliver, up to twice `SMTP_CONNECTIONS`
-connections are open.
+included, was followed by a scan.) The two loops take turns: one batch is attempted at a
+time, so a kill interrupts at most one batch.
 
 A 5xx reply parks the email at once; a 4xx reply or a connection problem is retried with
 exponential backoff (`DeliveryPolicy`), so an SMTP server that is down for minutes loses
@@ -183,6 +183,9 @@ class Sender:
         self._fresh_bound = 10 * batch_size  # beyond: left to the scan
         notifier.add_event_listener(self._saw)
         self._templates: dict[UUID, str] = {}  # of the emails in flight, for the metrics
+        # One batch attempted at a time, whichever loop claimed it: a kill interrupts at most
+        # one batch's emails (those are the only ones that can be sent twice).
+        self._one_batch = asyncio.Lock()
         # Open connections kept between batches, each with when (monotonic) it was last used.
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
         self._busy_at = time.monotonic()  # when the last batch was delivered
@@ -241,18 +244,20 @@ class Sender:
         fresh = self._take_fresh()
         if not fresh:
             return False
-        with context.working():  # the batch's log lines share a correlation id
-            emails, prepared = await run_sync(self._start_and_prepare, fresh)  # one thread hop
-            await self.deliver(emails, prepared)
+        async with self._one_batch:
+            with context.working():  # the batch's log lines share a correlation id
+                emails, prepared = await run_sync(self._start_and_prepare, fresh)  # one thread hop
+                await self.deliver(emails, prepared)
         return True
 
     async def _scan(self) -> bool:
         """Deliver a batch of what the read model shows due, once it shows everything stored so
         far; False if nothing was."""
         await self._read_model_caught_up()
-        with context.working():
-            emails, prepared = await run_sync(self._claim_and_prepare)  # one thread hop
-            return bool(emails) and await self.deliver(emails, prepared)
+        async with self._one_batch:
+            with context.working():
+                emails, prepared = await run_sync(self._claim_and_prepare)  # one thread hop
+                return bool(emails) and await self.deliver(emails, prepared)
 
     def _saw(self, events: Sequence[Any]) -> None:
         """Listener of every save in this process (in the saving thread, after the commit):
