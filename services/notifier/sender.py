@@ -222,7 +222,9 @@ class Sender:
                     if time.monotonic() - self._counted_at >= COUNT_EVERY_SECONDS:
                         await run_sync(self._count)
                         self._counted_at = time.monotonic()
-                metrics.stalled.labels(self.name).set(0)
+                    # (Only the scan, which reads the stores every time, says all is well when
+                    # idle: the other loop, idle, has not looked.)
+                    metrics.stalled.labels(self.name).set(0)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # the store or read model is down, most likely: retry
