@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,6 +77,7 @@ class Service:
         for worker in self.workers:
             self._tasks.append(asyncio.create_task(worker(), name=getattr(worker, "__name__", "worker")))
         self._tasks.append(asyncio.create_task(self._follow_erasures(), name="erasures"))
+        self._tasks.append(asyncio.create_task(give_back_free_memory(), name="malloc trim"))
         self._tasks.append(asyncio.create_task(self._watch_lag(), name="lag"))
         log.info("service started", service=self.name, tracing=tracing.enabled())
 
@@ -294,6 +296,36 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     except (OSError, AttributeError):
         return False
     return bool(mallopt(-8, arenas))  # M_ARENA_MAX (malloc.h)
+
+
+MALLOC_TRIM_SECONDS = 60.0
+"""How often a service hands the memory glibc keeps free back to the system (`malloc_trim`).
+glibc returns free memory only from the top of a heap: what SQLite's page caches and the
+caches' evictions free in the middle stays in the process, counted in its RSS, until reused
+(a soak's bookings: 161 MB free but kept for 53 MB in use; one `malloc_trim(0)` gave 123 MB
+back in 25 ms). Once a minute costs a few milliseconds of a worker thread."""
+
+
+def malloc_trim() -> bool:
+    """glibc's `malloc_trim(0)`: free pages of every arena back to the system (`madvise`),
+    not only the top of each heap. False where there is no glibc or nothing was given back."""
+    import ctypes
+
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return False
+    return bool(trim(0))
+
+
+async def give_back_free_memory(interval: float = MALLOC_TRIM_SECONDS) -> None:
+    """`malloc_trim` every `interval` seconds, in a worker thread (it holds each arena's lock
+    while it walks it: the event loop's allocations do not wait on it for long)."""
+    while True:
+        await asyncio.sleep(interval)
+        began = time.perf_counter()
+        released = await asyncio.to_thread(malloc_trim)
+        log.debug("malloc trimmed", released=released, ms=round((time.perf_counter() - began) * 1000, 1))
 
 
 def serve(build: Callable[[], Service]) -> None:
