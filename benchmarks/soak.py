@@ -818,6 +818,43 @@ async def read_all(load: Load, owned: list[tuple[str, Customer]], patience: floa
     await asyncio.gather(*(reader() for _ in range(inflight)))
 
 
+LAGS = (
+    "outbox_lag_notifications",
+    "projection_lag_notifications",
+    "follower_lag_notifications",
+    "inbox_lag_messages",
+)
+
+
+async def lags(load: Load) -> dict[str, float]:
+    """Every lag gauge of every service (`GET /metrics`): what each has still to catch up on."""
+    found = {}
+    for name in ("accounts", "bookings", "notifier"):
+        async with load.http.get(f"{load.system.services[name].url}/metrics") as response:
+            text = await response.text()
+        for line in text.splitlines():
+            if line.startswith(LAGS):
+                metric, _, value = line.rpartition(" ")
+                found[f"{name} {metric}"] = float(value)
+    return found
+
+
+async def caught_up(load: Load, patience: float) -> float:
+    """Wait until every service has caught up with what the fill sent (every lag gauge at 0
+    twice in a row, measured every `lag_interval_seconds`), so that the warm-up and the
+    measurement start from a service with no backlog: what the fill left to do (the
+    notifier's inbox, the relays, the projections) would otherwise run into the measurement
+    as memory that first rises, then falls. Returns the seconds; gives up after `patience`."""
+    began, zero_in_a_row, behind = time.monotonic(), 0, {}
+    while zero_in_a_row < 2 and time.monotonic() - began < patience:
+        behind = {k: v for k, v in (await lags(load)).items() if v > 0}
+        zero_in_a_row = 0 if behind else zero_in_a_row + 1
+        await asyncio.sleep(5.0)
+    if behind:
+        note(f"still behind after {patience:.0f} s: {behind}")
+    return time.monotonic() - began
+
+
 async def find_max(load: Load, seconds: float, inflight: int) -> dict[str, float]:
     """Each path alone, as fast as it goes with `inflight` actions waiting at once (a closed
     loop), for `seconds`; the commands and the emails until they are all answered/received."""
@@ -892,6 +929,8 @@ async def soak(
             filled = await fill(load, args.fill, reads, patience, args.inflight) if args.fill else None
             if filled is not None:
                 note(f"{args.fill} bookings placed and answered, {reads} of them read, in {filled:.0f} s")
+                behind = await caught_up(load, args.patience)
+                note(f"every service caught up with the fill {behind:.0f} s later")
             maxima = {path: value for path, (value, _) in MAXIMA.items()}
             source = {path: why for path, (_, why) in MAXIMA.items()}
             if args.find_max:
