@@ -54,15 +54,28 @@ def positions_table(metadata: sa.MetaData) -> sa.Table:
     )
 
 
+REBUILD_PAGE_CACHE_MIB = 64
+"""SQLite's page cache per connection, by default: a rebuild writes rows keyed by hashes
+(search tokens) all over the tables' B-trees, and with a small cache it slows down as the
+tables outgrow it."""
+SERVING_PAGE_CACHE_MIB = 8
+"""A running service's page cache per connection (`ReadModel(..., page_cache_mib=)`). In WAL
+mode a connection drops its whole cache when it begins a transaction after another one
+committed, and the projection commits every few hundred milliseconds: a serving
+connection's cache lives for a request or a batch, not longer. At 64 MiB each the pooled
+connections took turns filling theirs (bookings' SQLite held 90-100 MB, 234 MB at its
+peak) and left glibc's heap that large (see "Memory over a soak" in docs/performance.md)."""
+
+
 class ReadModel:
     """The tables of one service's read models, in their own database (or SQLite file)."""
 
-    def __init__(self, url: str, metadata: sa.MetaData):
+    def __init__(self, url: str, metadata: sa.MetaData, page_cache_mib: int = REBUILD_PAGE_CACHE_MIB):
         self.url = url
         self.metadata = metadata
         existing = metadata.tables.get("projection_positions")  # a second ReadModel on it
         self.positions = existing if existing is not None else positions_table(metadata)
-        self.engine = _engine(url)
+        self.engine = _engine(url, page_cache_mib)
 
     def create(self) -> None:
         """Create the tables. Tables of another shape than the code's (a deployment added a
@@ -797,7 +810,7 @@ class Projection(Follower):
             self._purge_due = not await self.blocking(self.read_model.purge)
 
 
-def _engine(url: str) -> Engine:
+def _engine(url: str, page_cache_mib: int = REBUILD_PAGE_CACHE_MIB) -> Engine:
     if url.startswith("sqlite") and ":memory:" in url:
         return sa.create_engine(
             url, connect_args={"check_same_thread": False}, poolclass=StaticPool, json_serializer=json_text
@@ -811,10 +824,8 @@ def _engine(url: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")  # derived state: rebuildable
             cursor.execute("PRAGMA secure_delete=ON")  # scrubbed personal data: zeroed, not freed
-            # Pages in memory: 64 MiB, not 2. A rebuild writes rows keyed by hashes (search
-            # tokens) all over the tables' B-trees, and with a small cache it slows down as
-            # the tables outgrow it.
-            cursor.execute("PRAGMA cache_size=-65536")
+            # Pages in memory (SQLite's default: 2 MiB): see REBUILD_PAGE_CACHE_MIB.
+            cursor.execute(f"PRAGMA cache_size={-1024 * int(page_cache_mib)}")
             cursor.close()
 
         return engine

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,6 +77,7 @@ class Service:
         for worker in self.workers:
             self._tasks.append(asyncio.create_task(worker(), name=getattr(worker, "__name__", "worker")))
         self._tasks.append(asyncio.create_task(self._follow_erasures(), name="erasures"))
+        self._tasks.append(asyncio.create_task(give_back_free_memory(), name="malloc trim"))
         self._tasks.append(asyncio.create_task(self._watch_lag(), name="lag"))
         log.info("service started", service=self.name, tracing=tracing.enabled())
 
@@ -310,6 +312,38 @@ def freeze_startup_objects() -> int:
     gc.collect()
     gc.freeze()
     return gc.get_freeze_count()
+
+
+MALLOC_TRIM_SECONDS = 60.0
+"""How often a service hands the memory glibc keeps free back to the system (`malloc_trim`).
+glibc returns free memory only from the top of a heap: what SQLite's page caches and the
+caches' evictions free in the middle stays in the process, counted in its RSS, until reused
+(a soak's bookings: 161 MB free but kept for 53 MB in use; one `malloc_trim(0)` gave 123 MB
+back in 25 ms)."""
+
+
+def malloc_trim() -> bool:
+    """glibc's `malloc_trim(0)`: free pages of every arena back to the system (`madvise`),
+    not only the top of each heap. False where there is no glibc or nothing was given back."""
+    import ctypes
+
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return False
+    return bool(trim(0))
+
+
+async def give_back_free_memory(interval: float = MALLOC_TRIM_SECONDS) -> None:
+    """`malloc_trim` every `interval` seconds, in a worker thread. It holds each arena's lock
+    while it walks it, so an allocation from that arena waits meanwhile: 139 ms to give back
+    270 MB left free in pieces, 1-13 ms where there is little to give back (tests on the
+    loaded 2-core VM). Logged at debug level with its duration."""
+    while True:
+        await asyncio.sleep(interval)
+        began = time.perf_counter()
+        released = await asyncio.to_thread(malloc_trim)
+        log.debug("malloc trimmed", released=released, ms=round((time.perf_counter() - began) * 1000, 1))
 
 
 def serve(build: Callable[[], Service]) -> None:

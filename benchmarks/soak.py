@@ -68,6 +68,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from benchmarks.latency import mail_server
 from benchmarks.reads import cpu_seconds, infrastructure, percentile
+from services.bookings.reads import SUMMARIES
 from tests.support.bookings import pay, place, record
 from tests.support.system import (
     REPO,
@@ -310,9 +311,12 @@ if _directory:
                 if isinstance(value, (dict, list, set, collections.deque)) and len(value) >= 200:
                     caches[f"{type(obj).__qualname__}.{attribute}"] += len(value)
         found["containers"] = dict(caches.most_common(12))
-        # What the largest of them hold, in bytes (everything reachable from the container
-        # that is not a module, class or function; what two containers share counts in both).
+        # What the largest of them hold, in bytes: everything reachable from the container
+        # that is not a module, class or function (what two containers share counts in both),
+        # estimated from SAMPLE of its entries times its length. Walking every entry took
+        # minutes once the read caches were full, holding the GIL and a set of millions of ids.
         skip = (type, type(sys), type(_probe), type(len))
+        SAMPLE = 300
         sizes = {}
         for obj in gc.get_objects():
             try:
@@ -324,15 +328,18 @@ if _directory:
             for attribute, value in list(attributes.items()):
                 label = f"{type(obj).__qualname__}.{attribute}"
                 if label in found["containers"] and len(value) >= 200 and label not in sizes:
-                    seen, todo, total = set(), [value], 0
-                    while todo and len(seen) < 2_000_000:
+                    entries = list(value)  # (a dict's keys; their values below)
+                    sample = entries[:: max(1, len(entries) // SAMPLE)][:SAMPLE]
+                    todo = sample + ([value[k] for k in sample] if isinstance(value, dict) else [])
+                    seen, total = {id(value), id(entries), id(sample), id(todo)}, 0
+                    while todo and len(seen) < 500_000:
                         item = todo.pop()
                         if id(item) in seen or isinstance(item, skip):
                             continue
                         seen.add(id(item))
                         total += sys.getsizeof(item)
                         todo.extend(gc.get_referents(item))
-                    sizes[label] = total
+                    sizes[label] = sys.getsizeof(value) + total * len(entries) // max(1, len(sample))
         found["container_bytes"] = sizes
         return found
 
@@ -442,6 +449,7 @@ class Customer:
     account_id: str | None = None
     bookings: list[str] = field(default_factory=list)
     placed: list[float] = field(default_factory=list)  # when each of `bookings` was sent (monotonic)
+    filler: bool = False  # owns the fill's bookings (`fill`); not one of the load's customers
 
     def shown(self, settle: float) -> list[str]:
         """The bookings sent at least `settle` seconds ago (the service has shown them)."""
@@ -514,6 +522,7 @@ class Load:
         self.http = http
         self.mail = mail
         self.customers: list[Customer] = []
+        self.fillers: list[Customer] = []  # own the bookings `fill` reads; the load leaves them be
         self.claimed: dict[str, Customer] = {}  # waiting for their verification email
         self.to_cancel: deque[tuple[float, str, Customer]] = deque()  # placed at, booking, owner
         self.to_pay: list[str] = []
@@ -621,7 +630,7 @@ class Load:
         status, _ = await self._call("GET", url, headers=reader.headers)
         return status
 
-    async def claim(self) -> int:
+    async def claim(self, filler: bool = False) -> int:
         self._claims += 1
         address = f"c{self._claims}-{uuid.uuid4().hex[:8]}@soak.example"
         status, _ = await self._call(
@@ -630,7 +639,7 @@ class Load:
             json={"email": address, "name": "Soak Customer"},
         )
         if status == 202:
-            self.claimed[address] = Customer(address)
+            self.claimed[address] = Customer(address, filler=filler)
         return status
 
     async def verify(self, customer: Customer, token: str) -> int:
@@ -644,7 +653,7 @@ class Load:
         customer.account_id = verified["account_id"]
         status = await self.log_in(customer)
         if status == 200:
-            self.customers.append(customer)
+            (self.fillers if customer.filler else self.customers).append(customer)
         return status
 
     async def log_in(self, customer: Customer | None = None) -> int:
@@ -751,21 +760,104 @@ async def seed(load: Load, customers: int) -> None:
     await until(lambda: len(load.customers) >= customers, 600, f"{customers} customers verified")
 
 
-async def fill(load: Load, n: int, patience: float) -> float:
-    """`n` PlaceBooking commands for guests (no account: no customer of the load lists them),
-    sent at once, until all are answered; returns the seconds. The service's caches of
-    aggregates and of recent events are bounded by their number of entries and grow with every
-    new booking: at the soak's rates they fill only after an hour or more, so a soak that does
-    not fill them first measures them filling (see "Memory over a soak" in docs/performance.md)."""
-    ids, began = [], time.monotonic()
+FILLERS = 10  # customers who own the bookings the fill reads (1,000 each for 10,000)
+
+
+async def fill(load: Load, n: int, reads: int, patience: float, inflight: int) -> float:
+    """`n` PlaceBooking commands sent at once, until all are answered, then `reads` of those
+    bookings read once each by their owner; returns the seconds. The service's caches are
+    bounded by their number of entries and grow with every new booking (aggregates, recent
+    events, bookings as relayed) and every booking read (its row, its summary): at the soak's
+    rates they fill only after an hour or more, so a soak that does not fill them first
+    measures them filling (see "Memory over a soak" in docs/performance.md).
+
+    The `reads` bookings belong to `FILLERS` customers of their own (claimed, verified, logged
+    in), whom the load then leaves alone: its customers' listings stay as short as without a
+    fill. The others are guests' (no account: no customer lists them)."""
+    began = time.monotonic()
+    reads = min(reads, n)
+    if reads:
+        for _ in range(FILLERS):
+            await load._timed("claim", lambda: load.claim(filler=True))
+        await until(
+            lambda: len(load.fillers) >= FILLERS, 600, f"{FILLERS} customers to own the fill verified"
+        )
+    ids, owned = [], []
     starts = datetime.now(UTC) + timedelta(days=20)
     for i in range(n):
-        body = place(TENANT, f"guest-{i}@fill.example", starts_at=starts + timedelta(minutes=i % 10_000))
+        at = starts + timedelta(minutes=i % 10_000)
+        if i < reads:
+            owner = load.fillers[i % FILLERS]
+            body = place(TENANT, owner.email, starts_at=at, account_id=owner.account_id)
+            owned.append((body["booking_id"], owner))
+        else:
+            body = place(TENANT, f"guest-{i}@fill.example", starts_at=at)
         await load._send(body, "fill")
         ids.append(body["command_id"])
     await load.producer.flush()
     note(f"{n} PlaceBooking commands sent to fill the caches in {time.monotonic() - began:.0f} s")
     await until(lambda: load.answered.issuperset(ids), patience, f"{n} commands answered")
+    if owned:
+        note(f"{n} answered after {time.monotonic() - began:.0f} s; their owners read {len(owned)} of them")
+        await read_all(load, owned, patience, inflight)
+    return time.monotonic() - began
+
+
+async def read_all(load: Load, owned: list[tuple[str, Customer]], patience: float, inflight: int) -> None:
+    """Each booking read once by its owner (`GET /v1/me/bookings/{id}`: its row and its summary
+    cached), `inflight` at once; a booking not shown yet (404: the projection is behind) is
+    read again until it is, within `patience` seconds."""
+    todo = deque(owned)
+    deadline = time.monotonic() + patience
+
+    async def reader() -> None:
+        while todo:
+            booking_id, owner = todo.popleft()
+            url = f"{load.system.bookings.url}/v1/me/bookings/{booking_id}"
+            status, _ = await load._call("GET", url, headers=owner.headers)
+            if status == 404 and time.monotonic() < deadline:
+                todo.append((booking_id, owner))
+                await asyncio.sleep(0.2)
+            elif status != 200:
+                raise RuntimeError(f"reading a filled booking: {status}")
+
+    await asyncio.gather(*(reader() for _ in range(inflight)))
+
+
+LAGS = (
+    "outbox_lag_notifications",
+    "projection_lag_notifications",
+    "follower_lag_notifications",
+    "inbox_lag_messages",
+)
+
+
+async def lags(load: Load) -> dict[str, float]:
+    """Every lag gauge of every service (`GET /metrics`): what each has still to catch up on."""
+    found = {}
+    for name in ("accounts", "bookings", "notifier"):
+        async with load.http.get(f"{load.system.services[name].url}/metrics") as response:
+            text = await response.text()
+        for line in text.splitlines():
+            if line.startswith(LAGS):
+                metric, _, value = line.rpartition(" ")
+                found[f"{name} {metric}"] = float(value)
+    return found
+
+
+async def caught_up(load: Load, patience: float) -> float:
+    """Wait until every service has caught up with what the fill sent (every lag gauge at 0
+    twice in a row, measured every `lag_interval_seconds`), so that the warm-up and the
+    measurement start from a service with no backlog: what the fill left to do (the
+    notifier's inbox, the relays, the projections) would otherwise run into the measurement
+    as memory that first rises, then falls. Returns the seconds; gives up after `patience`."""
+    began, zero_in_a_row, behind = time.monotonic(), 0, {}
+    while zero_in_a_row < 2 and time.monotonic() - began < patience:
+        behind = {k: v for k, v in (await lags(load)).items() if v > 0}
+        zero_in_a_row = 0 if behind else zero_in_a_row + 1
+        await asyncio.sleep(5.0)
+    if behind:
+        note(f"still behind after {patience:.0f} s: {behind}")
     return time.monotonic() - began
 
 
@@ -838,9 +930,13 @@ async def soak(
             await ready.wait()
             note(f"services ready; {args.customers} customers claim, verify and log in")
             await seed(load, args.customers)
-            filled = await fill(load, args.fill, max(args.patience, args.fill / 10)) if args.fill else None
+            reads = min(args.fill, SUMMARIES if args.fill_reads is None else args.fill_reads)
+            patience = max(args.patience, args.fill / 10)
+            filled = await fill(load, args.fill, reads, patience, args.inflight) if args.fill else None
             if filled is not None:
-                note(f"{args.fill} bookings placed and answered in {filled:.0f} s")
+                note(f"{args.fill} bookings placed and answered, {reads} of them read, in {filled:.0f} s")
+                behind = await caught_up(load, args.patience)
+                note(f"every service caught up with the fill {behind:.0f} s later")
             maxima = {path: value for path, (value, _) in MAXIMA.items()}
             source = {path: why for path, (_, why) in MAXIMA.items()}
             if args.find_max:
@@ -926,7 +1022,9 @@ async def soak(
         "maxima": maxima,
         "rates_achieved": achieved,
         "measured_seconds": round(seconds, 1),
-        "filled": {"bookings": args.fill, "seconds": round(filled, 1)} if filled is not None else None,
+        "filled": {"bookings": args.fill, "read": reads, "seconds": round(filled, 1)}
+        if filled is not None
+        else None,
         "load_average": {
             "min": round(min(marks["load"]), 1),
             "mean": round(sum(marks["load"]) / len(marks["load"]), 1),
@@ -1115,6 +1213,12 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=0,
         help="PlaceBooking commands (guests') sent at once before the warm-up, to fill the caches",
+    )
+    parser.add_argument(
+        "--fill-reads",
+        type=int,
+        help=f"of the --fill bookings, how many their owners read once (default {SUMMARIES:,}: as many as "
+        "the read caches keep)",
     )
     parser.add_argument("--inflight", type=int, default=32, help="actions per path waiting at once")
     for path in PATHS:

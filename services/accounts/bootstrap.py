@@ -10,7 +10,7 @@ from backbone.http import create_api
 from backbone.inbox import Inbox
 from backbone.outbox import OutboxRelay
 from backbone.personal import Vault
-from backbone.readmodel import Projection, ReadModel
+from backbone.readmodel import SERVING_PAGE_CACHE_MIB, Projection, ReadModel
 from backbone.runtime import Service, attach
 from backbone.subjectkeys import SubjectKeyReceiver
 from contracts.catalog import ALL_EVENTS, Catalog
@@ -44,7 +44,7 @@ def bootstrap(settings: AccountsSettings | None = None) -> Service:
         env=store_env(store, SERVICE),
         vault=vault,
     )
-    read_model = ReadModel(store.views_url(SERVICE), views.metadata)
+    read_model = ReadModel(store.views_url(SERVICE), views.metadata, page_cache_mib=SERVING_PAGE_CACHE_MIB)
     signing_key = load_signing_key(settings.signing_key_path())
     broker = bus.make_broker(
         settings.kafka_bootstrap_servers, client_id=SERVICE, security=settings.kafka_security()

@@ -10,7 +10,7 @@ from backbone.http import create_api
 from backbone.inbox import Inbox
 from backbone.outbox import OutboxRelay
 from backbone.personal import Vault
-from backbone.readmodel import ReadModel
+from backbone.readmodel import SERVING_PAGE_CACHE_MIB, ReadModel
 from backbone.runtime import Service, attach
 from backbone.subjectkeys import SubjectKeyReceiver
 from contracts.catalog import ALL_COMMANDS, ALL_EVENTS, Catalog
@@ -42,7 +42,7 @@ def bootstrap(settings: BookingsSettings | None = None) -> Service:
     bookings = Bookings(env=store_env(store, SERVICE), vault=vault)
     # Events are believed from their owners, commands from the publishers registered here.
     bus_keys.verifier.lookup = publishers.lookup(bookings)
-    read_model = ReadModel(store.views_url(SERVICE), views.metadata)
+    read_model = ReadModel(store.views_url(SERVICE), views.metadata, page_cache_mib=SERVING_PAGE_CACHE_MIB)
     reads = CustomerReads(read_model, bookings.clock, ReadCache(), vault=vault)
     projection = reads.projection(bookings, f"{SERVICE}.views", erases=views.erases)
     broker = bus.make_broker(

@@ -9,7 +9,7 @@ from backbone.eventstore import store_env
 from backbone.http import create_api
 from backbone.inbox import Inbox
 from backbone.personal import Vault
-from backbone.readmodel import Projection, ReadModel
+from backbone.readmodel import SERVING_PAGE_CACHE_MIB, Projection, ReadModel
 from backbone.runtime import Service, attach
 from backbone.subjectkeys import SubjectKeyReceiver
 from contracts.catalog import ALL_EVENTS, Catalog
@@ -41,7 +41,7 @@ def bootstrap(settings: NotifierSettings | None = None) -> Service:
         default_business_name=renderer.default_name,
         portal_url=settings.portal_url,
     )
-    read_model = ReadModel(store.views_url(SERVICE), views.metadata)
+    read_model = ReadModel(store.views_url(SERVICE), views.metadata, page_cache_mib=SERVING_PAGE_CACHE_MIB)
     projection = Projection(notifier, read_model, f"{SERVICE}.views", views.projector(vault))
     eraser = Eraser(notifier, read_model)
     private_key, _ = load_sealing_keys(settings.sealing_key_path())

@@ -1,7 +1,10 @@
 """`backbone.runtime.limit_malloc_arenas`: a service's threads share at most MALLOC_ARENAS of
 glibc's malloc arenas (each its own otherwise), so that memory one thread frees is reused by the
 others rather than kept (see "Memory over a soak" in docs/performance.md). Checked in a fresh process, as
-a service starts: threads allocate, then glibc's own report (malloc_info) counts the heaps."""
+a service starts: threads allocate, then glibc's own report (malloc_info) counts the heaps.
+
+`backbone.runtime.malloc_trim`, which a running service calls every MALLOC_TRIM_SECONDS: the
+memory glibc keeps free in the middle of its heap goes back to the system (RSS falls)."""
 
 import subprocess
 import sys
@@ -62,3 +65,28 @@ def test_a_malloc_arena_max_in_the_environment_wins():
 
     limited, count = heaps("limit", {**os.environ, "MALLOC_ARENA_MAX": "3"})
     assert limited == "False" and count <= 3
+
+
+TRIM_CHILD = """
+import gc
+from backbone.runtime import malloc_trim
+def rss():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+held = [b"x" * 32768 for _ in range(2048)]  # 64 MiB in malloc's heap (below its mmap threshold)
+del held[:-1]  # all but the last: the top of the heap stays in use, so free() gives nothing back
+gc.collect()
+kept = rss()
+print(malloc_trim(), kept, rss())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_malloc_trim_gives_back_what_glibc_keeps_free():
+    done = subprocess.run(
+        [sys.executable, "-c", TRIM_CHILD], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    released, kept, after = done.stdout.split()
+    assert released == "True"
+    assert int(kept) - int(after) > 48 * 2**20  # most of the 64 MiB freed
