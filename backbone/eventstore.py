@@ -354,7 +354,6 @@ class ServiceApplication(Application[UUID]):
         creating_tables(lambda: super(ServiceApplication, self).__init__(env))
         self.vault.on_erased(self.forget_erased)  # erased by another instance (shared vault)
         self._listeners: list[Callable[[], None]] = []
-        self._event_listeners: list[Callable[[list[Any]], None]] = []
         self._caches: list[MutableMapping[UUID, Any]] = []  # of aggregates, beside the library's
         self._recent: OrderedDict[int, Any] = OrderedDict()  # notification id -> domain event
         self._recent_lock = threading.Lock()
@@ -546,14 +545,6 @@ class ServiceApplication(Application[UUID]):
         with self._listeners_lock:
             self._listeners.append(listener)
 
-    def add_event_listener(self, listener: Callable[[list[Any]], None]) -> None:
-        """`listener(events)` after every save made in this process, with the domain events
-        just committed, in the saving thread, before the plain listeners: for a follower that
-        acts on what was saved without waiting to read it back (the notifier's sender). It
-        must be quick and must not raise."""
-        with self._listeners_lock:
-            self._event_listeners.append(listener)
-
     def recorded_events(self, notifications: Sequence[Any]) -> list[Any]:
         """The domain events of these notifications (see `recorded_event`), the keys of the
         personal data they hold read in one query first."""
@@ -583,11 +574,6 @@ class ServiceApplication(Application[UUID]):
                     self._recent.popitem(last=False)
             with self._listeners_lock:
                 listeners = list(self._listeners)
-                event_listeners = list(self._event_listeners)
-            if event_listeners:
-                events = [recording.domain_event for recording in recordings]
-                for event_listener in event_listeners:
-                    event_listener(events)
             for listener in listeners:
                 listener()
 

@@ -75,15 +75,12 @@ def read_log(app: ServiceApplication, after: int, limit: int) -> list[Recorded]:
 
 
 class Wakeup:
-    """Sleep until a timeout, or until the application saved something in this process
-    (`every_save`; otherwise only when `set_threadsafe` is called, e.g. by a listener that
-    looks at what was saved)."""
+    """Sleep until a timeout, or until the application saved something in this process."""
 
-    def __init__(self, app: ServiceApplication, every_save: bool = True):
+    def __init__(self, app: ServiceApplication):
         self._event = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        if every_save:
-            app.add_listener(self.set_threadsafe)
+        app.add_listener(self._set_threadsafe)
 
     def bind(self) -> None:
         """Call from the event loop that will sleep (saves happen in worker threads)."""
@@ -102,8 +99,7 @@ class Wakeup:
             await asyncio.wait_for(self._event.wait(), timeout=seconds)
         self._event.clear()
 
-    def set_threadsafe(self) -> None:
-        """`set`, from any thread."""
+    def _set_threadsafe(self) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._event.set)

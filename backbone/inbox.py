@@ -22,10 +22,7 @@ between batches; one that changed in the store since (another instance, the HTTP
 brought forward from the store, and one touched by a batch that was not stored is dropped.
 
 Kafka's own committed offsets are only a hint for monitoring: on start and on every
-rebalance the consumer seeks to the positions in its store. So they are sent by a task of
-their own, at most once every `HINT_EVERY_SECONDS` (the last positions of a burst included),
-never on the way of the next batch: at a trickle of small batches, a commit request per batch
-was a broker round trip before every batch. A write that loses a race with
+rebalance the consumer seeks to the positions in its store. A write that loses a race with
 another instance (same partition, after a rebalance) fails and changes nothing: each
 partition's position is stored only if it is still the one the batch started from.
 
@@ -59,7 +56,7 @@ from uuid import UUID
 
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import IllegalStateError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, Tracking
 from faststream import AckPolicy
@@ -88,7 +85,6 @@ Prefetch = Callable[[dict[str, Any]], Iterable[UUID]]
 anything missing is read when asked for, anything malformed is ignored)."""
 
 CACHE_SIZE = 20_000  # aggregates kept between batches, least recently committed out first
-HINT_EVERY_SECONDS = 1.0  # Kafka's committed offsets (a monitoring hint) sent at most this often
 Authorize = Callable[[Any, Command, UnitOfWork], "tuple[str, str] | None"]
 """(record, command, uow) -> (reason code, detail) if its publisher may not send it."""
 
@@ -168,8 +164,6 @@ class Inbox:
         self._watcher: asyncio.Task[None] | None = None
         self._checked_at = 0.0  # monotonic time of the last check (`_check_positions`)
         self._lag_labels: set[TP] = set()  # partitions `inbox_lag_messages` reports
-        self._hint: dict[TP, int] = {}  # positions stored, not yet committed to Kafka (a hint)
-        self._hinting: asyncio.Task[None] | None = None  # sends `_hint` (see `_commit_hint`)
         self.subscriber = broker.subscriber(
             *self.topics,
             group_id=name,
@@ -326,8 +320,6 @@ class Inbox:
         async with self._lock:  # let the batch in flight finish before the partitions go
             tps = {(tp.topic, tp.partition) for tp in revoked}
             self._forget(tps)
-            for tp in tps:  # no hint for partitions another consumer holds now
-                self._hint.pop(tp, None)
             for tp in tps & set(self.stalled):  # another instance checks it now
                 self._unstall(tp)
 
@@ -687,23 +679,12 @@ class Inbox:
                 log.info("not seeking", partition=tp, reason=str(error))
 
     async def _commit_hint(self, positions: dict[TP, int], consumer: Any) -> None:
-        """Note the stored positions for Kafka's committed offsets (a monitoring hint, see the
-        module docstring): a task sends them at once, then what came meanwhile at most every
-        `HINT_EVERY_SECONDS`, and ends when nothing more came."""
         if not positions or not isinstance(consumer, AIOKafkaConsumer):
             return
-        self._hint.update(positions)
-        if self._hinting is None or self._hinting.done():
-            self._hinting = asyncio.create_task(self._send_hints(consumer))
-
-    async def _send_hints(self, consumer: AIOKafkaConsumer) -> None:
-        while self._hint:
-            positions, self._hint = self._hint, {}
-            try:
-                await consumer.commit({TopicPartition(*tp): n for tp, n in positions.items()})
-            except Exception as error:  # a rebalance, the consumer stopping: only a hint
-                log.info("offset commit (monitoring hint) skipped", reason=f"{type(error).__name__}: {error}")
-            await asyncio.sleep(HINT_EVERY_SECONDS)
+        try:
+            await consumer.commit({TopicPartition(*tp): n for tp, n in positions.items()})
+        except (CommitFailedError, IllegalStateError, KafkaError) as error:
+            log.info("offset commit (monitoring hint) skipped", reason=str(error))
 
     def _wrap(self, model: type[Message], handler: Handler) -> Handler:
         if issubclass(model, Command):

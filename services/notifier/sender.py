@@ -1,8 +1,8 @@
 """Delivering queued emails over SMTP, each exactly once as far as SMTP allows.
 
-One batch at a time (whichever of its two loops claimed it, see below):
+One batch at a time:
 
-1. the due emails get an attempt each, recorded in ONE transaction before any of
+1. the due emails (read model) get an attempt each, recorded in ONE transaction before any of
    them is sent (`Notifier.start_attempts`);
 2. they are rendered, the whole batch in one worker thread (its tenants' branding read once),
    and sent over a few SMTP connections in parallel (`SMTP_CONNECTIONS`; kept open from one
@@ -21,19 +21,9 @@ whose attempt was recorded but whose transaction had not reached the end of DATA
 again too, but were never delivered: no copy. Nothing else can produce a second copy: a
 replayed or redelivered event finds its email already queued (see `handlers.queue`).
 
-The sender claims what this process just queued without waiting for the read model: it sees
-the emails' `Queued` (and an operator's `RetryRequested`) events as they are committed
-(`ServiceApplication.add_event_listener`), wakes at once, and records their attempts by id
-(`Notifier.start_attempts` reads them from the event store and takes only those still due,
-so an email another sender claimed first is not attempted twice). Beside it, once a second
-and when it starts, a second loop scans the read model for what is due, once the projection
-shows everything stored so far (so that it does not offer what was just sent): retries whose
-backoff is over, interrupted attempts whose lease ran out, emails queued by another instance,
-any this process queued that a direct claim missed (an outage). Nothing on the way from the
-inbox to the SMTP server waits for the projection or for a clock. (Before, every email waited
-for the projection to show it, and every save, the sender's own attempts and answers
-included, was followed by a scan.) The two loops take turns: one batch is attempted at a
-time, so a kill interrupts at most one batch.
+The sender wakes up when the inbox stores a new email, and waits for the read model to show it
+by waiting for the projection's progress (in this process: no polling); it looks for due
+retries once a second otherwise.
 
 A 5xx reply parks the email at once; a 4xx reply or a connection problem is retried with
 exponential backoff (`DeliveryPolicy`), so an SMTP server that is down for minutes loses
@@ -55,10 +45,7 @@ two senders, and throughput grows with instances. (SQLite: one process per store
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -99,13 +86,6 @@ FRESH_SECONDS = 1.0
 steady trickle of emails (one batch per cancellation), the NOOP was one more round trip before
 every batch. A server closing a connection is seen at once (`is_connected`); one that vanished
 without closing it makes at most that batch's emails fail for now and be retried."""
-
-SCAN_EVERY_SECONDS = 1.0
-"""How often the read model is scanned for due emails that no event of this process announced
-(retries, interrupted attempts, another instance's emails)."""
-
-DUE_EVENTS = (Email.Queued, Email.RetryRequested)
-"""Events that make an email due at once: the sender claims it as soon as one is saved here."""
 
 KEEP_IDLE_SECONDS = 30.0
 """How long an SMTP connection is kept open without work: the next email needs no new
@@ -175,57 +155,38 @@ class Sender:
         self.connections = connections
         self.count_every = count_every
         self._key = sealing_private_key
-        # Woken by emails saved due in this process (`_saw`), not by every save: the sender's
-        # own attempts and answers do not make it look again.
-        self._wakeup = Wakeup(notifier, every_save=False)
-        self._fresh: OrderedDict[UUID, None] = OrderedDict()  # ids announced, oldest first
-        self._fresh_lock = threading.Lock()
-        self._fresh_bound = 10 * batch_size  # beyond: left to the scan
-        notifier.add_event_listener(self._saw)
-        self._templates: dict[UUID, str] = {}  # of the emails in flight, for the metrics
-        # One batch attempted at a time, whichever loop claimed it: a kill interrupts at most
-        # one batch's emails (those are the only ones that can be sent twice).
-        self._one_batch = asyncio.Lock()
+        self._wakeup = Wakeup(notifier)
+        self._templates: dict[UUID, str] = {}  # of the batch in flight, for the metrics
         # Open connections kept between batches, each with when (monotonic) it was last used.
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
         self._busy_at = time.monotonic()  # when the last batch was delivered
         self._counted_at = float("-inf")  # when the gauge was last refreshed
 
     async def run(self) -> None:
-        """Two loops side by side: the emails this process just queued, claimed at once; and
-        once a second, whatever the read model shows due (it waits for the projection, which
-        the first never does)."""
         self._wakeup.bind()
-        try:
-            await asyncio.gather(self._loop(self._send_fresh, self._wakeup), self._loop(self._scan, None))
-        finally:
-            for smtp, _ in self._idle:
-                smtp.close()
-
-    async def _loop(self, step: Callable[[], Awaitable[bool]], wakeup: Wakeup | None) -> None:
-        """`step` again at once while it finds work; otherwise after `SCAN_EVERY_SECONDS`, or
-        as soon as `wakeup` is set."""
         while True:
             _raise_if_cancelled()
             try:
-                if wakeup is not None:
-                    # Whatever was announced before now, this step takes: only an email saved
-                    # due after it makes the next sleep end at once.
-                    wakeup.clear()
-                if await step():
-                    metrics.stalled.labels(self.name).set(0)
-                    self._busy_at = time.monotonic()
-                    continue
-                if wakeup is None:  # housekeeping, once a second
-                    if time.monotonic() - self._busy_at > KEEP_IDLE_SECONDS:
-                        await self._close_idle()  # nothing to send for a while: none kept open
-                    if time.monotonic() - self._counted_at >= COUNT_EVERY_SECONDS:
-                        await run_sync(self._count)
-                        self._counted_at = time.monotonic()
-                    # (Only the scan, which reads the stores every time, says all is well when
-                    # idle: the other loop, idle, has not looked.)
-                    metrics.stalled.labels(self.name).set(0)
+                # Whatever was saved before now, this cycle sees: only a save made after it
+                # (an email queued meanwhile, or this batch's own attempts and answers) makes the
+                # next sleep end at once. Before, every batch was followed by two empty cycles.
+                self._wakeup.clear()
+                await self._read_model_caught_up()
+                with context.working():  # the batch's log lines share a correlation id
+                    emails, prepared = await run_sync(self._claim_and_prepare)  # one thread hop
+                    if emails and await self.deliver(emails, prepared):
+                        metrics.stalled.labels(self.name).set(0)
+                        self._busy_at = time.monotonic()
+                        continue
+                if time.monotonic() - self._busy_at > KEEP_IDLE_SECONDS:
+                    await self._close_idle()  # nothing to send for a while: none kept open
+                if time.monotonic() - self._counted_at >= COUNT_EVERY_SECONDS:
+                    await run_sync(self._count)
+                    self._counted_at = time.monotonic()
+                metrics.stalled.labels(self.name).set(0)
             except asyncio.CancelledError:
+                for smtp, _ in self._idle:
+                    smtp.close()
                 raise
             except Exception as error:  # the store or read model is down, most likely: retry
                 cause = await run_sync(cause_of, error, self.notifier.unreachable_stores)
@@ -235,50 +196,7 @@ class Sender:
                     log.warning("a store is unavailable; the sender retries shortly", error=str(error))
                 else:
                     log.exception("sender cycle failed; retrying shortly")
-            if wakeup is not None:
-                await wakeup.sleep(SCAN_EVERY_SECONDS)
-            else:
-                await asyncio.sleep(SCAN_EVERY_SECONDS)
-
-    async def _send_fresh(self) -> bool:
-        """Deliver a batch of the emails announced by `_saw` (those still due); False if none
-        was announced. A failure leaves them to the scan."""
-        fresh = self._take_fresh()
-        if not fresh:
-            return False
-        async with self._one_batch:
-            with context.working():  # the batch's log lines share a correlation id
-                emails, prepared = await run_sync(self._start_and_prepare, fresh)  # one thread hop
-                await self.deliver(emails, prepared)
-        return True
-
-    async def _scan(self) -> bool:
-        """Deliver a batch of what the read model shows due, once it shows everything stored so
-        far; False if nothing was."""
-        await self._read_model_caught_up()
-        async with self._one_batch:
-            with context.working():
-                emails, prepared = await run_sync(self._claim_and_prepare)  # one thread hop
-                return bool(emails) and await self.deliver(emails, prepared)
-
-    def _saw(self, events: Sequence[Any]) -> None:
-        """Listener of every save in this process (in the saving thread, after the commit):
-        note the emails it made due and wake the sender."""
-        ids = [event.originator_id for event in events if isinstance(event, DUE_EVENTS)]
-        if not ids:
-            return
-        with self._fresh_lock:
-            for email_id in ids:
-                self._fresh[email_id] = None
-            while len(self._fresh) > self._fresh_bound:  # the scan finds those dropped
-                self._fresh.popitem(last=False)
-        self._wakeup.set_threadsafe()
-
-    def _take_fresh(self) -> list[UUID]:
-        """Up to a batch of the emails announced since the last call, oldest first."""
-        with self._fresh_lock:
-            count = min(self.batch_size, len(self._fresh))
-            return [self._fresh.popitem(last=False)[0] for _ in range(count)]
+            await self._wakeup.sleep(1.0)
 
     async def watch_queue(self) -> None:
         """The queue gauges (`notifier_email_queue_depth`, `notifier_emails_in_log`) every
@@ -436,17 +354,10 @@ class Sender:
                 log.exception("cannot record delivery results; retrying", pause_seconds=pause)
                 await asyncio.sleep(pause)
         for outcome in outcomes:
-            template = self._templates.pop(outcome.email_id, "unknown")
+            template = self._templates.get(outcome.email_id, "unknown")
             emails_total.labels(template, _label(outcome)).inc()
 
     # ------------------------------------------------------------------- the store side
-
-    def _start_and_prepare(self, email_ids: list[UUID]) -> tuple[list[Email], list[_Ready | Outcome]]:
-        """The attempts of those of these emails that are still due, recorded (blocking; no
-        read model involved: another sender that claimed one first makes it not due, see
-        `Notifier.start_attempts`), then `_prepared`."""
-        emails = self.notifier.start_attempts(email_ids)
-        return emails, self._prepared(emails) if emails else []
 
     def _claim_and_prepare(self) -> tuple[list[Email], list[_Ready | Outcome]]:
         """`_claim`, then `_prepared` (blocking): the claimed emails and what to do with each."""
@@ -499,7 +410,7 @@ class Sender:
     def _prepare(self, emails: list[Email]) -> list[_Ready | Outcome]:
         """Each email rendered with its tenant's branding, or why it will not be sent (in a
         thread: the whole batch in one call, rather than one hand-over to a thread per email)."""
-        self._templates.update((email.id, email.template) for email in emails)
+        self._templates = {email.id: email.template for email in emails}
         now = self.notifier.clock()
         brandings: dict[str, Any] = {}
         prepared: list[_Ready | Outcome] = []

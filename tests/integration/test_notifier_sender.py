@@ -132,42 +132,6 @@ async def test_each_email_is_delivered_once_with_its_message_id(tmp_path, mail_s
     assert row["status"] == SENT and row["subject"] == "Welcome to Bookings" and row["sent_at"]
 
 
-async def test_an_email_queued_here_is_sent_without_waiting_for_the_read_model(tmp_path, mail_server):
-    """The sender claims what this process queued as it is saved (`Sender._saw`): with the
-    projection not running at all, the read model never shows the email, and it is sent once."""
-    harness = Harness(tmp_path, mail_server.port)
-    sender = asyncio.create_task(harness.sender.run())  # no projection
-    try:
-        queued = [harness.queue(f"direct{i}@example.com") for i in range(3)]
-        for email in queued:
-            await harness.until(email.id, SENT, patience=5)  # the scan would wait 10 s for it
-        await asyncio.sleep(0.5)  # anything sent twice would show now
-        with harness.read_model.engine.connect() as conn:
-            assert all(views.email_row(conn, email.id) is None for email in queued)
-        assert [harness.notifier.email(email.id).attempts for email in queued] == [1] * 3
-    finally:
-        sender.cancel()
-        await asyncio.gather(sender, return_exceptions=True)
-        harness.notifier.close()
-        harness.read_model.close()
-    assert sorted(m.rcpt_tos[0] for m in mail_server.messages) == [f"direct{i}@example.com" for i in range(3)]
-
-
-async def test_an_email_another_instance_queued_is_found_by_the_scan(tmp_path, mail_server):
-    """An email this process did not queue (another instance's inbox, here a second notifier
-    on the same store) is found in the read model by the scan, once a second."""
-    harness = Harness(tmp_path, mail_server.port)
-    other = Harness(tmp_path, mail_server.port)  # same store, its own application
-    async with harness.running():
-        email = other.queue("elsewhere@example.com")
-        sent = await harness.until(email.id, SENT, patience=10)
-        await asyncio.sleep(0.5)
-    other.notifier.close()
-    other.read_model.close()
-    assert sent.attempts == 1
-    assert [m.rcpt_tos[0] for m in mail_server.messages] == ["elsewhere@example.com"]
-
-
 async def test_a_temporary_refusal_is_retried_with_backoff_until_accepted(tmp_path, mail_server):
     mail_server.fail_recipient("later@example.com", temporary=True)
     harness = Harness(tmp_path, mail_server.port)

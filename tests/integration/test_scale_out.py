@@ -78,7 +78,6 @@ SEND_BATCH = 20  # the notifier's: what one kill can interrupt at most
 LEASE = 20  # seconds before an interrupted email is sent again (longer than any SMTP exchange)
 
 
-@pytest.mark.timeout(900 + COMMANDS // 5)  # 15 min + 1 s per 5 commands: 1k -> 18 min, 20k -> 82 min
 class Publisher(threading.Thread):
     """The commands published in chunks spread over `seconds`, in order, from a thread."""
 
@@ -102,6 +101,7 @@ class Publisher(threading.Thread):
             raise AssertionError(f"publishing the commands failed: {self.failure!r}") from self.failure
 
 
+@pytest.mark.timeout(900 + COMMANDS // 5)  # 15 min + 1 s per 5 commands: 1k -> 18 min, 20k -> 82 min
 def test_three_instances_of_each_service_killed_at_random_lose_nothing_and_do_nothing_twice(
     tmp_path, kafka_bootstrap_servers, postgres, mail_server
 ):
