@@ -167,15 +167,21 @@ def test_rows_replaced_by_owner_are_written_in_one_statement_and_new_owners_dele
     assert [s.split()[0] for s in written] == ["INSERT"]  # r7 was new in this batch: no DELETE
 
 
-def test_reading_a_row_not_in_memory_leaves_the_batch_in_memory():
-    """As a payment's projection does: the amount paid so far read, then updated, row after row:
-    the reads go to the table, the updates are written together at the end."""
+def _twenty_rows_recorded() -> tuple[sa.Engine, list[str]]:
+    """An in-memory table of rows r0..r19 (amount n), and the SQL run on it from now on."""
     engine = sa.create_engine("sqlite+pysqlite:///:memory:")
     metadata.create_all(engine)
     with engine.begin() as conn:
         conn.execute(sa.insert(rows), [{"row_id": f"r{n}", "status": "new", "amount": n} for n in range(20)])
-    statements = []
+    statements: list[str] = []
     sa.event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    return engine, statements
+
+
+def test_reading_a_row_not_in_memory_leaves_the_batch_in_memory():
+    """As a payment's projection does: the amount paid so far read, then updated, row after row:
+    the reads go to the table, the updates are written together at the end."""
+    engine, statements = _twenty_rows_recorded()
     with engine.begin() as conn:
         writer = BatchWriter(conn)
         for n in range(20):
@@ -193,12 +199,7 @@ def test_reading_a_row_not_in_memory_leaves_the_batch_in_memory():
 
 def test_rows_read_ahead_answer_the_batch_in_one_query():
     """`prefetch` before a batch of payments: one SELECT for all of them, then one UPDATE."""
-    engine = sa.create_engine("sqlite+pysqlite:///:memory:")
-    metadata.create_all(engine)
-    with engine.begin() as conn:
-        conn.execute(sa.insert(rows), [{"row_id": f"r{n}", "status": "new", "amount": n} for n in range(20)])
-    statements = []
-    sa.event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    engine, statements = _twenty_rows_recorded()
     with engine.begin() as conn:
         writer = BatchWriter(conn)
         prefetch(writer, rows, ("amount",), [f"r{n}" for n in range(20)] + ["absent"])
