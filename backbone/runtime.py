@@ -286,16 +286,23 @@ MALLOC_ARENA_MAX in the environment (read by glibc itself) wins."""
 def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     """Caps glibc's malloc arenas (mallopt M_ARENA_MAX); call before threads start. False
     where there is no glibc (musl, macOS) or MALLOC_ARENA_MAX is set."""
-    import ctypes
     import os
 
-    if os.environ.get("MALLOC_ARENA_MAX"):
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    mallopt = _glibc("mallopt")
+    if mallopt is None or os.environ.get("MALLOC_ARENA_MAX"):
         return False
     return bool(mallopt(-8, arenas))  # M_ARENA_MAX (malloc.h)
+
+
+def _glibc(name: str) -> Any:
+    """A function of the C library this process runs on, or None where it has none by that
+    name (musl, macOS: these tunings are glibc's)."""
+    import ctypes
+
+    try:
+        return getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):
+        return None
 
 
 def freeze_startup_objects() -> int:
@@ -325,13 +332,8 @@ back in 25 ms)."""
 def malloc_trim() -> bool:
     """glibc's `malloc_trim(0)`: free pages of every arena back to the system (`madvise`),
     not only the top of each heap. False where there is no glibc or nothing was given back."""
-    import ctypes
-
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return False
-    return bool(trim(0))
+    trim = _glibc("malloc_trim")
+    return trim is not None and bool(trim(0))
 
 
 async def give_back_free_memory(interval: float = MALLOC_TRIM_SECONDS) -> None:
