@@ -23,6 +23,12 @@ read or write, a group it may not use). Retrying will not fix it and the message
 blame: only an operator can, by granting it. `classify` treats it like an outage (stall and
 retry, never dead-letter), `cause_of` names it "denied", and the service's access check
 (`backbone.kafkaacl`, `backbone.runtime.Access`) logs it as an error and keeps /ready at 503.
+
+A fourth is a *conflict*: a handler's write to a store it shares with other instances (a
+subject key in the vault, a row of a read model) lost a race, a unique key taken a moment
+before. Every store answers, yet the message is not to blame: read again, the row is there.
+`is_conflict` names it; the inbox applies the batch again a few times before it believes the
+message is the cause (`backbone.inbox.CONFLICT_ATTEMPTS`).
 """
 
 from __future__ import annotations
@@ -114,6 +120,29 @@ def is_denied(error: BaseException) -> bool:
 # Errors of the event store that are about the data written, not the store's health: a
 # conflicting version or position (another writer won a race). Never infrastructure by type.
 _NOT_BY_TYPE: tuple[type[BaseException], ...] = (_ESIntegrityError,)
+
+
+def _conflict_types() -> tuple[type[BaseException], ...]:
+    import sqlite3
+
+    import sqlalchemy.exc as sa_exc
+
+    types: list[type[BaseException]] = [_ESIntegrityError, sa_exc.IntegrityError, sqlite3.IntegrityError]
+    try:
+        import psycopg
+
+        types.append(psycopg.IntegrityError)
+    except ImportError:  # pragma: no cover - only where PostgreSQL is used
+        pass
+    return tuple(types)
+
+
+CONFLICTS: tuple[type[BaseException], ...] = _conflict_types()
+
+
+def is_conflict(error: BaseException) -> bool:
+    """Is this (or anything in its cause chain) a write that lost a race on a unique key?"""
+    return any(isinstance(e, CONFLICTS) for e in causes(error))
 
 
 def causes(error: BaseException) -> Iterator[BaseException]:

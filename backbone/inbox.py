@@ -12,7 +12,9 @@ effects live. For each batch taken from Kafka the inbox:
    function `(message, uow)`; commands go through their receipt (`backbone.commands`);
 3. dead-letters what cannot be decoded or applied while every store answers (the partition
    keeps flowing); a failure while a store does not answer is an outage, never the message's
-   fault: the batch is retried with backoff until the store is back (`backbone.faults`);
+   fault: the batch is retried with backoff until the store is back (`backbone.faults`), and
+   a handler's write that lost a race with another instance's is applied again
+   (`CONFLICT_ATTEMPTS`);
 4. saves every changed aggregate together with the new positions in ONE transaction.
 
 Before applying a batch the inbox reads every aggregate it will need in one query (the unit of
@@ -69,7 +71,7 @@ from backbone.bus import H_SOURCE, H_SOURCE_POSITION
 from backbone.commands import CommandHandler, CommandReceipt, apply_command, record_failure, refuse_command
 from backbone.domain import DomainError
 from backbone.eventstore import ServiceApplication
-from backbone.faults import classify, is_denied, is_infrastructure
+from backbone.faults import classify, is_conflict, is_denied, is_infrastructure
 from backbone.logging import get_logger
 from backbone.personal import UnknownSubject
 from backbone.topiclife import PartitionLife, Verdict, check, life_suffix, log_bounds, topic_ids
@@ -85,6 +87,9 @@ Prefetch = Callable[[dict[str, Any]], Iterable[UUID]]
 anything missing is read when asked for, anything malformed is ignored)."""
 
 CACHE_SIZE = 20_000  # aggregates kept between batches, least recently committed out first
+# A record whose handler lost a race on a unique key is applied again (the whole batch, after
+# the usual pause) this many times in all before it is believed to be the cause: dead-lettered.
+CONFLICT_ATTEMPTS = 3
 Authorize = Callable[[Any, Command, UnitOfWork], "tuple[str, str] | None"]
 """(record, command, uow) -> (reason code, detail) if its publisher may not send it."""
 
@@ -154,6 +159,7 @@ class Inbox:
         # How long a message may wait for its subject's key before it is dead-lettered.
         self.key_patience_seconds = key_patience_seconds
         self._key_waits: dict[tuple[str, int, int], float] = {}
+        self._conflicts: dict[tuple[str, int, int], int] = {}  # attempts that lost a race, per record
         self._next: dict[TP, int] = {}
         self._sources: dict[tuple[str, TP], int] = {}
         self._lock = asyncio.Lock()
@@ -207,7 +213,15 @@ class Inbox:
                 self._failures += 1
                 pause = min(30.0, 0.2 * 2**self._failures)
                 metrics.stalled.labels(self.name).set(1)
-                cause = "denied" if is_denied(error) else "outage" if is_infrastructure(error) else "failure"
+                cause = (
+                    "denied"
+                    if is_denied(error)
+                    else "outage"
+                    if is_infrastructure(error)
+                    else "conflict"
+                    if is_conflict(error)
+                    else "failure"
+                )
                 metrics.retries.labels(self.name, cause).inc()
                 if isinstance(error, UnknownSubject):  # its key is on the way: not an error
                     pause = min(pause, 2.0)
@@ -215,6 +229,13 @@ class Inbox:
                 elif cause == "denied":  # an ACL (say, its dead letters' topic): for an operator to grant
                     log.error(
                         "Kafka denies this service; the batch will be retried until it is granted",
+                        inbox=self.name,
+                        pause_seconds=pause,
+                        error=f"{type(error).__name__}: {error}",
+                    )
+                elif cause == "conflict":  # a race with another instance: the retry reads its row
+                    log.warning(
+                        "a write conflicted with another instance's; the batch will be applied again",
                         inbox=self.name,
                         pause_seconds=pause,
                         error=f"{type(error).__name__}: {error}",
@@ -565,6 +586,18 @@ class Inbox:
         plan.dead.append(deadletters.DeadLetter(record, deadletters.UNKNOWN_SUBJECT, str(error)))
         return True
 
+    def _may_retry_conflict(self, record: Any) -> bool:
+        """A handler lost a race on a unique key (`backbone.faults.is_conflict`): the batch is
+        applied again, up to CONFLICT_ATTEMPTS times for the same record, before the record is
+        believed to be the cause (a conflict it makes on every attempt) and dead-lettered."""
+        coords = _coords(record)
+        attempts = self._conflicts.get(coords, 0) + 1
+        if attempts < CONFLICT_ATTEMPTS:
+            self._conflicts[coords] = attempts
+            return True
+        self._conflicts.pop(coords, None)
+        return False
+
     def _apply_one(self, record: Any, plan: _Plan) -> None:
         try:
             message = self.catalog.decode(record.value)
@@ -598,6 +631,7 @@ class Inbox:
                     handler(message, plan.uow)
                 plan.applied += 1
                 self._key_waits.pop(_coords(record), None)
+                self._conflicts.pop(_coords(record), None)
             except UnknownSubject as error:
                 if not self._out_of_patience(record, error, plan):
                     raise
@@ -607,6 +641,8 @@ class Inbox:
                     raise
                 if outage is not None:  # a store is down: stall and retry, never blame the message
                     raise outage from error
+                if is_conflict(error) and self._may_retry_conflict(record):
+                    raise  # another instance wrote the same row a moment ago: read again
                 # Every store answers: a bug or a broken invariant, this message only.
                 log.exception("handler failed; dead-lettering", inbox=self.name)
                 detail = f"{type(error).__name__}: {error}"

@@ -45,7 +45,8 @@ stalled = Gauge(
 retries = Counter(
     "consumer_retries_total",
     "Retries of the same work after a failure, by cause: outage (a store or the broker did not "
-    "answer) or failure (everything answered; see the logs).",
+    "answer), denied (the broker refuses this service), conflict (a write lost a race with "
+    "another instance's) or failure (everything answered; see the logs).",
     ["consumer", "cause"],
     registry=REGISTRY,
 )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import psycopg
 import pytest
 import sqlalchemy.exc
 from eventsourcing.persistence import IntegrityError, OperationalError
 
-from backbone.faults import StoreUnavailable, classify, is_infrastructure, probe_all
+from backbone.faults import StoreUnavailable, classify, is_conflict, is_infrastructure, probe_all
 
 
 def _raised_from(outer: BaseException, inner: BaseException) -> BaseException:
@@ -38,6 +40,21 @@ def _raised_from(outer: BaseException, inner: BaseException) -> BaseException:
 )
 def test_errors_that_say_a_store_could_not_be_reached(error, infrastructure):
     assert is_infrastructure(error) is infrastructure
+
+
+@pytest.mark.parametrize(
+    ("error", "conflict"),
+    [
+        (IntegrityError("version conflict"), True),  # eventsourcing's
+        (sqlalchemy.exc.IntegrityError("INSERT", {}, sqlite3.IntegrityError("UNIQUE constraint failed")), True),
+        (psycopg.errors.UniqueViolation("duplicate key value violates unique constraint"), True),
+        (_raised_from(RuntimeError("handler"), sqlite3.IntegrityError("UNIQUE")), True),
+        (sqlalchemy.exc.OperationalError("SELECT", {}, Exception("connection refused")), False),
+        (ValueError("bad amount"), False),
+    ],
+)
+def test_writes_that_lost_a_race_on_a_unique_key(error, conflict):
+    assert is_conflict(error) is conflict
 
 
 def test_an_unknown_failure_is_an_outage_only_if_a_store_does_not_answer():

@@ -355,3 +355,83 @@ async def test_any_failure_while_a_store_does_not_answer_is_an_outage(harness, m
     await inbox.apply([record(CMDS, 0, 0, place_booking())])
     assert [dict(r.headers)["dlq-reason"] for r in dead] == [b"handler_failed"]
     assert app.position("bookings.inbox@bookings.commands/0") == 1
+
+
+# ---------------------------------------------------------------- races are not bad messages
+
+
+def _shared_table(tmp_path):
+    """A table other instances write too, with a unique key (like the vault's subject keys)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite+pysqlite:///{tmp_path / 'shared.db'}")
+    table = sa.Table("keys", sa.MetaData(), sa.Column("subject", sa.String, primary_key=True))
+    table.metadata.create_all(engine)
+    return engine, table
+
+
+async def test_a_handler_that_lost_a_race_on_a_unique_key_is_applied_again_not_dead_lettered(
+    harness, monkeypatch, tmp_path
+):
+    import sqlalchemy as sa
+    import sqlalchemy.exc
+
+    from contracts.bookings import PlaceBooking
+
+    app, inbox, dead, _ = harness
+    engine, table = _shared_table(tmp_path)
+    placed = inbox.handlers[PlaceBooking]
+    raced = []
+
+    def first_use_of_a_key(command, uow):
+        # Read, then insert what was not there: between the two, another instance inserts the
+        # same key (once). The second attempt reads its row and goes on.
+        with engine.begin() as conn:
+            found = conn.execute(sa.select(table).where(table.c.subject == "staff")).first()
+            if found is None:
+                if not raced:
+                    raced.append(True)
+                    with engine.begin() as other:
+                        other.execute(table.insert().values(subject="staff"))
+                conn.execute(table.insert().values(subject="staff"))
+        placed(command, uow)
+
+    monkeypatch.setitem(inbox.handlers, PlaceBooking, first_use_of_a_key)
+    command = place_booking()
+    with pytest.raises(sqlalchemy.exc.IntegrityError):
+        await inbox.apply([record(CMDS, 0, 0, command)])
+    assert dead == [] and app.position("bookings.inbox@bookings.commands/0") is None
+
+    outcome = await inbox.apply([record(CMDS, 0, 0, command)])  # the consumer's retry
+    assert outcome.stored and outcome.applied == 1 and dead == []
+    assert app.repository.get(uuid.UUID(command["booking_id"])).version == 1
+
+
+async def test_a_record_that_conflicts_on_every_attempt_is_dead_lettered_on_the_third(
+    harness, monkeypatch, tmp_path
+):
+    import sqlalchemy.exc
+
+    from backbone.inbox import CONFLICT_ATTEMPTS
+    from contracts.bookings import PlaceBooking
+
+    app, inbox, dead, _ = harness
+    engine, table = _shared_table(tmp_path)
+    with engine.begin() as conn:
+        conn.execute(table.insert().values(subject="taken"))
+
+    def always_the_same_key(command, uow):
+        with engine.begin() as conn:  # a bug: inserts a key it never reads first
+            conn.execute(table.insert().values(subject="taken"))
+
+    monkeypatch.setitem(inbox.handlers, PlaceBooking, always_the_same_key)
+    command = place_booking()
+    for _ in range(CONFLICT_ATTEMPTS - 1):
+        with pytest.raises(sqlalchemy.exc.IntegrityError):
+            await inbox.apply([record(CMDS, 0, 0, command)])
+        assert dead == []
+    outcome = await inbox.apply([record(CMDS, 0, 0, command)])
+    assert outcome.stored and [dict(r.headers)["dlq-reason"] for r in dead] == [b"handler_failed"]
+    assert app.position("bookings.inbox@bookings.commands/0") == 1
+    receipt = app.repository.get(CommandReceipt.create_id(uuid.UUID(command["command_id"])))
+    assert receipt.outcome["reason_code"] == "internal_error"
