@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -55,6 +55,8 @@ from backbone.sqltypes import UtcDateTime, creating_tables, server_engine
 from contracts.personal import SUBJECT_KEY_CONSUMERS, Sealed, SubjectKey
 
 log = get_logger(__name__)
+
+R = TypeVar("R")
 
 ERASED_TEXT = "[erased]"
 CACHE_SIZE = 100_000  # keys kept in memory (32 bytes each); the rest are read from the vault
@@ -176,10 +178,14 @@ class Vault:
 
     def key_for(self, subject_id: UUID) -> bytes:
         """The key of a subject of this service, created on first use. Raises KeyError if
-        the subject was erased (nothing new may be written about it)."""
+        the subject was erased (nothing new may be written about it). Another instance on the
+        same vault creating it at the same moment is no error: its key is the one used."""
         key = self._lookup(subject_id)
         if key is not None:
             return key
+        return _once_more_on_conflict(lambda: self._key_for(subject_id))
+
+    def _key_for(self, subject_id: UUID) -> bytes:
         with self.engine.begin() as conn:
             row = conn.execute(self._select_row, {"subject": str(subject_id)}).first()
             if row is not None:
@@ -203,8 +209,10 @@ class Vault:
         `seal` would one by one): one disk sync for a batch of new subjects instead of one each.
         Known subjects (own, copies, erased) are left as they are."""
         unseen = {s for s in subject_ids if self._lookup(s) is None}
-        if not unseen:
-            return
+        if unseen:
+            _once_more_on_conflict(lambda: self._create_keys(unseen))
+
+    def _create_keys(self, unseen: set[UUID]) -> None:
         with self.engine.begin() as conn:
             known = {
                 UUID(row)
@@ -271,6 +279,9 @@ class Vault:
 
     def accept_all(self, records: Sequence[SubjectKey]) -> None:
         """`accept` for many records, in one transaction (a batch from a keys topic)."""
+        _once_more_on_conflict(lambda: self._accept_all(records))
+
+    def _accept_all(self, records: Sequence[SubjectKey]) -> None:
         with self.engine.begin() as conn:
             for record in records:
                 row = conn.execute(self._select_row, {"subject": str(record.subject_id)}).first()
@@ -310,8 +321,12 @@ class Vault:
 
     def erase(self, subject_id: UUID) -> None:
         """Destroy a subject's key here. Idempotent."""
-        with self.engine.begin() as conn:
-            self._erase_in(conn, subject_id, self.service, published=False)
+
+        def erase_in_one_transaction() -> None:
+            with self.engine.begin() as conn:
+                self._erase_in(conn, subject_id, self.service, published=False)
+
+        _once_more_on_conflict(erase_in_one_transaction)
         with self._lock:
             self._cache[subject_id] = None
             self._erasures_seen.add(subject_id)  # handled here already
@@ -464,6 +479,23 @@ class Vault:
                 .where(self._subject(subject_id))
                 .values(key=None, erased_at=now, published=published)
             )
+
+
+def _once_more_on_conflict(work: Callable[[], R]) -> R:
+    """`work()`, one vault transaction that reads rows and then inserts those it did not find,
+    run once more if another instance sharing the vault inserted one of them in between (a
+    unique-key conflict): the second run reads that row and uses it. Without this, two
+    instances sealing a new subject at the same moment (the tenant's staff address, for the
+    first cancellations of a burst) made one of them fail, and its inbox dead-letter the event
+    that needed the key: found by tests/integration/test_scale_out.py."""
+    try:
+        return work()
+    except sa.exc.IntegrityError as error:
+        log.info(
+            "a subject key was written by another instance at the same moment; reading it",
+            error=str(error.orig),
+        )
+        return work()
 
 
 def encrypt(key: bytes, subject_id: UUID, plaintext: str) -> str:
