@@ -467,7 +467,12 @@ class BatchWriter:
         self._tables.clear()
 
     def _set_based(
-        self, table: sa.Table, kind: str, keys: tuple[str, ...], columns: tuple[str, ...], rows: list[dict[str, Any]]
+        self,
+        table: sa.Table,
+        kind: str,
+        keys: tuple[str, ...],
+        columns: tuple[str, ...],
+        rows: list[dict[str, Any]],
     ) -> bool:
         """PostgreSQL, many rows upserted or updated: `COPY` them into a temporary table, then
         one `INSERT ... SELECT ... ON CONFLICT DO UPDATE` (or `UPDATE ... FROM`) for all of
@@ -477,7 +482,11 @@ class BatchWriter:
         keys are distinct (the latest row per key), as the statement run row by row needs.
         False (nothing done) on other databases or for a few rows."""
         changed = [c for c in columns if c not in keys]
-        if self.dialect.name != "postgresql" or len(rows) < SET_BASED_ROWS or not (changed or kind == _UPSERT):
+        if (
+            self.dialect.name != "postgresql"
+            or len(rows) < SET_BASED_ROWS
+            or not (changed or kind == _UPSERT)
+        ):
             return False
         quote = self.dialect.identifier_preparer.quote
         translate = self.conn.get_execution_options().get("schema_translate_map") or {}
@@ -486,11 +495,15 @@ class BatchWriter:
         batch = f"pg_temp.{quote('batch_' + table.name)}"
         names = ", ".join(quote(c) for c in columns)
         convert = [table.c[c].type.dialect_impl(self.dialect).bind_processor(self.dialect) for c in columns]
-        self.conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {batch} AS SELECT {names} FROM {target} WITH NO DATA")
+        self.conn.exec_driver_sql(
+            f"CREATE TEMPORARY TABLE {batch} AS SELECT {names} FROM {target} WITH NO DATA"  # noqa: S608
+        )
         cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         with cursor.copy(f"COPY {batch} ({names}) FROM STDIN") as copy:
             for row in rows:
-                copy.write_row([f(row[c]) if f is not None else row[c] for c, f in zip(columns, convert, strict=True)])
+                copy.write_row(
+                    [f(row[c]) if f is not None else row[c] for c, f in zip(columns, convert, strict=True)]
+                )
         if kind == _UPSERT:
             action = (
                 "DO UPDATE SET " + ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in changed)
@@ -498,11 +511,12 @@ class BatchWriter:
                 else "DO NOTHING"
             )
             on = ", ".join(quote(k) for k in keys)
-            sql = f"INSERT INTO {target} ({names}) SELECT {names} FROM {batch} ON CONFLICT ({on}) {action}"
+            # Identifiers only, quoted by the dialect, from the table's definition: no values.
+            sql = f"INSERT INTO {target} ({names}) SELECT {names} FROM {batch} ON CONFLICT ({on}) {action}"  # noqa: S608
         else:
             assigned = ", ".join(f"{quote(c)} = b.{quote(c)}" for c in changed)
             match = " AND ".join(f"t.{quote(k)} = b.{quote(k)}" for k in keys)
-            sql = f"UPDATE {target} AS t SET {assigned} FROM {batch} AS b WHERE {match}"
+            sql = f"UPDATE {target} AS t SET {assigned} FROM {batch} AS b WHERE {match}"  # noqa: S608
         self.conn.exec_driver_sql(sql)
         self.conn.exec_driver_sql(f"DROP TABLE {batch}")
         return True

@@ -548,7 +548,9 @@ class SQLiteShadow(Shadow):
         self.live_path = live
         self.path = live.with_name(live.name + ".rebuild")
         self.where = str(self.path)
-        shadow = ReadModel(f"sqlite+pysqlite:///{self.path}", self.live.metadata, page_cache_mib=SHADOW_PAGE_CACHE_MIB)
+        shadow = ReadModel(
+            f"sqlite+pysqlite:///{self.path}", self.live.metadata, page_cache_mib=SHADOW_PAGE_CACHE_MIB
+        )
 
         @sa.event.listens_for(shadow.engine, "connect")
         def _unsynced(dbapi_conn: Any, _: Any) -> None:
