@@ -67,6 +67,19 @@ connections took turns filling theirs (bookings' SQLite held 90-100 MB, 234 MB a
 peak) and left glibc's heap that large (see "Memory over a soak" in docs/performance.md)."""
 
 
+AFTER_REBUILD = "made_after_rebuild"
+"""`sa.Index(..., info={AFTER_REBUILD: True})`: an index no projection reads through (it serves
+queries only). A rebuild's shadow is filled without it, and makes it once it has caught up, from
+the whole table in one sort (`ops.rebuild`), rather than putting an entry in for every row as
+it comes: keyed by hashes or UUIDs, those entries land all over the index's B-tree, and the
+rebuild's CPU per event grew with the log once the index outgrew the page cache."""
+
+
+SET_BASED_ROWS = 100
+"""From how many rows of one shape a `BatchWriter` on PostgreSQL upserts or updates them in one
+statement (`BatchWriter._set_based`) rather than one per row."""
+
+
 class ReadModel:
     """The tables of one service's read models, in their own database (or SQLite file)."""
 
@@ -441,6 +454,8 @@ class BatchWriter:
             for row in (*pending.inserts.values(), *pending.rows.values()):
                 shapes.setdefault((row.kind, row.keys, tuple(row.values)), []).append(row.values)
             for (kind, keys, columns), group in shapes.items():
+                if kind != _INSERT and self._set_based(table, kind, keys, columns, group):
+                    continue
                 if kind == _UPSERT:
                     self._many(_upsert_statement(self.dialect.name, table, columns, keys), columns, group)
                 elif kind == _INSERT:
@@ -450,6 +465,61 @@ class BatchWriter:
                     params = [_update_params({k: r[k] for k in keys}, r) for r in group]
                     self._many(_update_statement(table, keys, changed), tuple(params[0]), params)
         self._tables.clear()
+
+    def _set_based(
+        self,
+        table: sa.Table,
+        kind: str,
+        keys: tuple[str, ...],
+        columns: tuple[str, ...],
+        rows: list[dict[str, Any]],
+    ) -> bool:
+        """PostgreSQL, many rows upserted or updated: `COPY` them into a temporary table, then
+        one `INSERT ... SELECT ... ON CONFLICT DO UPDATE` (or `UPDATE ... FROM`) for all of
+        them. psycopg's `executemany` sends them in one pipeline, but the server still runs one
+        statement per row: half of a rebuild's wall clock waited for it. The values go through
+        the column types' conversions as SQLAlchemy's would (JSON as its text, ...), and the
+        keys are distinct (the latest row per key), as the statement run row by row needs.
+        False (nothing done) on other databases or for a few rows."""
+        changed = [c for c in columns if c not in keys]
+        if (
+            self.dialect.name != "postgresql"
+            or len(rows) < SET_BASED_ROWS
+            or not (changed or kind == _UPSERT)
+        ):
+            return False
+        quote = self.dialect.identifier_preparer.quote
+        translate = self.conn.get_execution_options().get("schema_translate_map") or {}
+        schema = translate.get(table.schema, table.schema)
+        target = f"{quote(schema)}.{quote(table.name)}" if schema else quote(table.name)
+        batch = f"pg_temp.{quote('batch_' + table.name)}"
+        names = ", ".join(quote(c) for c in columns)
+        convert = [table.c[c].type.dialect_impl(self.dialect).bind_processor(self.dialect) for c in columns]
+        self.conn.exec_driver_sql(
+            f"CREATE TEMPORARY TABLE {batch} AS SELECT {names} FROM {target} WITH NO DATA"  # noqa: S608
+        )
+        cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(f"COPY {batch} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(
+                    [f(row[c]) if f is not None else row[c] for c, f in zip(columns, convert, strict=True)]
+                )
+        if kind == _UPSERT:
+            action = (
+                "DO UPDATE SET " + ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in changed)
+                if changed
+                else "DO NOTHING"
+            )
+            on = ", ".join(quote(k) for k in keys)
+            # Identifiers only, quoted by the dialect, from the table's definition: no values.
+            sql = f"INSERT INTO {target} ({names}) SELECT {names} FROM {batch} ON CONFLICT ({on}) {action}"  # noqa: S608
+        else:
+            assigned = ", ".join(f"{quote(c)} = b.{quote(c)}" for c in changed)
+            match = " AND ".join(f"t.{quote(k)} = b.{quote(k)}" for k in keys)
+            sql = f"UPDATE {target} AS t SET {assigned} FROM {batch} AS b WHERE {match}"  # noqa: S608
+        self.conn.exec_driver_sql(sql)
+        self.conn.exec_driver_sql(f"DROP TABLE {batch}")
+        return True
 
     def _many(self, statement: Any, names: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
         """Run `statement` once per row. On SQLite straight through the driver (SQLAlchemy's
