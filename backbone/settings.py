@@ -257,6 +257,15 @@ class ServiceSettings(BaseSettings):
     lag_interval_seconds: float = Field(
         default=5.0, gt=0, description="How often the lag gauges are measured (whatever the consumers do)."
     )
+    gil_switch_interval_ms: float = Field(
+        default=1.0,
+        gt=0,
+        le=100,
+        description="How long a thread may hold Python's GIL while another waits for it "
+        "(`sys.setswitchinterval`; Python's default 5 ms). The event loop gives the GIL up at every "
+        "socket read and write and SQLite statement, and then waits this long for it behind the "
+        "worker threads: see `backbone.runtime.SWITCH_INTERVAL_MS`.",
+    )
 
     audit_api_token: SecretStr | None = Field(
         default=None,
