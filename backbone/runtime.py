@@ -275,17 +275,6 @@ def attach(service: Service) -> Service:
     return service
 
 
-SWITCH_INTERVAL_MS = 1.0
-"""Python's GIL switch interval a service runs with (`ServiceSettings.gil_switch_interval_ms`,
-Python's default 5 ms). A thread that gave the GIL up (a socket read or write, an SQLite
-statement, `os.urandom`) waits up to this long to get it back from a thread that computes.
-The event loop gives it up a dozen times per HTTP request, so under load each request queued
-behind the confirm's, the projection's and the relay's threads for up to 5 ms a time: on the
-profile of `benchmarks.latency` (py-spy `--idle`, 50 cancels/s), half of the event loop's busy
-time was spent in calls that only wait for the GIL back. Measured in docs/performance.md
-("Cancel -> email", issue 10 goal 3, round 6)."""
-
-
 MALLOC_ARENAS = 2
 """glibc's malloc arenas a service's process may use (its default: 8 per core). Each thread
 allocating at once gets an arena of its own, and memory freed in one is reused by that one
@@ -364,7 +353,13 @@ def serve(build: Callable[[], Service]) -> None:
     limit_malloc_arenas()
     service = build()
     configure(service.name, service.settings.log_level, service.settings.log_format)
-    sys.setswitchinterval(service.settings.gil_switch_interval_ms / 1000)  # see SWITCH_INTERVAL_MS
+    # A thread that gave the GIL up (a socket read or write, an SQLite statement, os.urandom)
+    # waits up to the switch interval to get it back from a thread that computes. The event
+    # loop gives it up a dozen times per HTTP request: at Python's 5 ms, under load each request
+    # queued behind the confirms', the projection's and the relay's threads again and again (on
+    # py-spy's `--idle` profile of `benchmarks.latency` at 50 cancels/s, half of the loop's busy
+    # time was in calls that only wait for the GIL back). docs/performance.md, "Cancel -> email".
+    sys.setswitchinterval(service.settings.gil_switch_interval_ms / 1000)
     freeze_startup_objects()
     uvicorn.run(
         service.api,

@@ -264,7 +264,7 @@ class ServiceSettings(BaseSettings):
         description="How long a thread may hold Python's GIL while another waits for it "
         "(`sys.setswitchinterval`; Python's default 5 ms). The event loop gives the GIL up at every "
         "socket read and write and SQLite statement, and then waits this long for it behind the "
-        "worker threads: see `backbone.runtime.SWITCH_INTERVAL_MS`.",
+        "worker threads (`backbone.runtime.serve`).",
     )
 
     audit_api_token: SecretStr | None = Field(
