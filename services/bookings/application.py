@@ -277,9 +277,11 @@ class Bookings(ServiceApplication):
 
         def attempt() -> Booking:
             booking = self.staff_booking(tenant_id, booking_id)
-            if booking.status == STOP and booking.cancellation and booking.cancellation.get(
-                "based_on_version"
-            ) == booking_version:
+            if (
+                booking.status == STOP
+                and booking.cancellation
+                and booking.cancellation.get("based_on_version") == booking_version
+            ):
                 return booking  # the same confirmation again
             self._same_version(booking, booking_version)
             booking.cancel(
