@@ -354,11 +354,9 @@ def serve(build: Callable[[], Service]) -> None:
     service = build()
     configure(service.name, service.settings.log_level, service.settings.log_format)
     # A thread that gave the GIL up (a socket read or write, an SQLite statement, os.urandom)
-    # waits up to the switch interval to get it back from a thread that computes. The event
-    # loop gives it up a dozen times per HTTP request: at Python's 5 ms, under load each request
-    # queued behind the confirms', the projection's and the relay's threads again and again (on
-    # py-spy's `--idle` profile of `benchmarks.latency` at 50 cancels/s, half of the loop's busy
-    # time was in calls that only wait for the GIL back). docs/performance.md, "Cancel -> email".
+    # waits up to the switch interval to get it back from a thread that computes; the event
+    # loop gives it up a dozen times per HTTP request. A setting, so that a deployment can
+    # trade a little CPU for shorter waits (docs/performance.md, "Cancel -> email").
     sys.setswitchinterval(service.settings.gil_switch_interval_ms / 1000)
     freeze_startup_objects()
     uvicorn.run(
