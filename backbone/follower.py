@@ -19,6 +19,13 @@ pool, and a follower queued behind them would make them wait out their patience.
 for a follower waits for its progress (`wait_past` from a thread, `reached` on the event loop),
 woken as each batch is handled, never by polling.
 
+A follower whose handling is all blocking (a projection: `handles_in_thread`) reads and handles
+its batches in that thread, woken there by the save itself: between a save and its handling
+the event loop is not involved. Before, each batch went thread -> loop -> thread -> loop (the
+wake-up, the read, the handling), and under HTTP load every pass through the loop queued
+behind the requests it was answering: a customer's confirm waited for the projection through
+three of them (issue 10 goal 3, docs/performance.md).
+
 With several instances of a service on one store, a follower runs only where it leads
 (`backbone.leadership`): the others stand by and take over within seconds when the leader
 dies. Its position moves by compare-and-set from where the batch started, under its lease
@@ -77,10 +84,11 @@ def read_log(app: ServiceApplication, after: int, limit: int) -> list[Recorded]:
 class Wakeup:
     """Sleep until a timeout, or until the application saved something in this process."""
 
-    def __init__(self, app: ServiceApplication):
+    def __init__(self, app: ServiceApplication, listen: bool = True):
         self._event = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        app.add_listener(self._set_threadsafe)
+        if listen:  # (not for a follower woken in its thread: a callback on the loop per save)
+            app.add_listener(self._set_threadsafe)
 
     def bind(self) -> None:
         """Call from the event loop that will sleep (saves happen in worker threads)."""
@@ -115,11 +123,14 @@ class Follower(ABC):
     name: str
     poll_interval = 0.5
     max_pause = 30.0
+    handles_in_thread = False
+    """True where `handle_in_thread` does all of a batch's work: batches are then read and
+    handled in the follower's own thread, woken there by a save (`_drain`), not by the loop."""
 
     def __init__(self, app: ServiceApplication, batch_size: int = 500):
         self.app = app
         self.batch_size = batch_size
-        self._wakeup = Wakeup(app)
+        self._wakeup = Wakeup(app, listen=not self.handles_in_thread)
         self._stopping = asyncio.Event()
         self.position = 0
         self.failures = 0
@@ -128,6 +139,10 @@ class Follower(ABC):
         self._thread: ThreadPoolExecutor | None = None  # see `blocking`
         self._progress = threading.Condition()  # notified whenever `position` moves
         self._step = asyncio.Event()  # set (and replaced) whenever `position` moves
+        self._saved = threading.Event()  # set by every save in this process (`_drain` waits on it)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        if self.handles_in_thread:
+            app.add_listener(self._saved.set)
 
     def lead_with(self, leadership: Leadership) -> None:
         """Run only while `leadership` holds (several instances on one store)."""
@@ -174,6 +189,10 @@ class Follower(ABC):
     def _moved_to(self, position: int) -> None:
         """`_announce`, and wakes the tasks waiting (`reached`): on the event loop."""
         self._announce(position)
+        self._stepped()
+
+    def _stepped(self) -> None:
+        """Wakes the tasks waiting (`reached`): on the event loop."""
         step, self._step = self._step, asyncio.Event()
         step.set()
 
@@ -196,6 +215,38 @@ class Follower(ABC):
     async def handle(self, batch: Sequence[Recorded]) -> None:
         """Handle the batch and make `batch[-1].position` durable before returning."""
 
+    def handle_in_thread(self, batch: Sequence[Recorded]) -> None:
+        """`handle`, blocking, in the follower's thread (where `handles_in_thread`): handle the
+        batch, make `batch[-1].position` durable, then `_announce` it."""
+        raise NotImplementedError
+
+    def _drain(self, patience: float) -> bool:
+        """In the follower's thread: handle every batch there is; if there was none, wait up
+        to `patience` seconds for a save in this process and handle what is there then. True
+        if it handled any. Returns to the loop once caught up (its `idle`, `caught_up`, a stop
+        or a lost leadership are the loop's)."""
+        loop = self._loop
+        assert loop is not None
+        handled = False
+        for waited in (False, True):
+            if waited:
+                if handled or self._stopping.is_set():
+                    break
+                loop.call_soon_threadsafe(self.caught_up.set)  # (before a wait of up to `patience`)
+                if not self._saved.wait(patience):  # (`stop` sets it after `_stopping`)
+                    break
+            self._saved.clear()  # a save from now on ends the next wait at once
+            while not self._stopping.is_set() and self.leadership.held:
+                batch = read_log(self.app, self.position, self.batch_size)
+                if not batch:
+                    break
+                loop.call_soon_threadsafe(self.caught_up.clear)
+                with context.working():  # the batch's log lines share a correlation id
+                    self.handle_in_thread(batch)
+                handled = True
+                loop.call_soon_threadsafe(self._stepped)  # (`wait_past` was woken by the handler)
+        return handled
+
     async def idle(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
         """Called when the follower has caught up (e.g. to flush side work)."""
 
@@ -216,6 +267,7 @@ class Follower(ABC):
                 self._thread = None
 
     async def _follow(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._moved_to(await self.blocking(self.load_position))
         log.info("follower started", follower=self.name, position=self.position)
         reload = False
@@ -224,6 +276,12 @@ class Follower(ABC):
                 if reload:
                     self._moved_to(await self.blocking(self.load_position))
                     reload = False
+                if self.handles_in_thread:
+                    await self.blocking(self._drain, self.poll_interval)
+                    await self.idle()
+                    self._moving()
+                    self.caught_up.set()
+                    continue
                 batch = await self.blocking(read_log, self.app, self.position, self.batch_size)
                 if batch:
                     self.caught_up.clear()
@@ -285,3 +343,4 @@ class Follower(ABC):
     def stop(self) -> None:
         self._stopping.set()
         self._wakeup.set()
+        self._saved.set()

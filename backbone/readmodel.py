@@ -838,11 +838,17 @@ class Projection(Follower):
         super().report_lag(lag)
         metrics.projection_lag.labels(self.name).set(lag)
 
+    handles_in_thread = True  # read, applied and announced in its thread (`Follower._drain`)
+
     async def handle(self, batch: Sequence[Recorded]) -> None:
         await self.blocking(self._apply_and_announce, batch, self.position, self.leadership.lease)
         self._moved_to(batch[-1].position)  # before the lag metric's query
         head = await self.blocking(self.app.head)
         metrics.projection_lag.labels(self.name).set(head - batch[-1].position)
+
+    def handle_in_thread(self, batch: Sequence[Recorded]) -> None:
+        self._apply_and_announce(batch, self.position, self.leadership.lease)
+        metrics.projection_lag.labels(self.name).set(self.app.head() - batch[-1].position)
 
     def apply(
         self, batch: Sequence[Recorded], previous: int | None = None, lease: Lease | None = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -352,6 +353,11 @@ def serve(build: Callable[[], Service]) -> None:
     limit_malloc_arenas()
     service = build()
     configure(service.name, service.settings.log_level, service.settings.log_format)
+    # A thread that gave the GIL up (a socket read or write, an SQLite statement, os.urandom)
+    # waits up to the switch interval to get it back from a thread that computes; the event
+    # loop gives it up a dozen times per HTTP request. A setting, so that a deployment can
+    # trade a little CPU for shorter waits (docs/performance.md, "Cancel -> email").
+    sys.setswitchinterval(service.settings.gil_switch_interval_ms / 1000)
     freeze_startup_objects()
     uvicorn.run(
         service.api,

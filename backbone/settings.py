@@ -257,6 +257,16 @@ class ServiceSettings(BaseSettings):
     lag_interval_seconds: float = Field(
         default=5.0, gt=0, description="How often the lag gauges are measured (whatever the consumers do)."
     )
+    gil_switch_interval_ms: float = Field(
+        default=5.0,
+        gt=0,
+        le=100,
+        description="How long a thread may hold Python's GIL while another waits for it "
+        "(`sys.setswitchinterval`; 5 ms, Python's default). The event loop gives the GIL up at "
+        "every socket read and write and SQLite statement, and then waits up to this long for it "
+        "behind the worker threads (`backbone.runtime.serve`). 1 ms was tried for issue 10 goal 3 "
+        "and not shown to help on the shared VM (docs/performance.md): left at Python's default.",
+    )
 
     audit_api_token: SecretStr | None = Field(
         default=None,

@@ -9,10 +9,12 @@ same request sent twice (a double click, a retry after a timeout) gets the first
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -44,6 +46,22 @@ for _moved in (CustomerAccount, TenantPolicy, TenantStatuses):
 
 Clock = Callable[[], datetime]
 A = TypeVar("A")
+
+_POLICIES_SEEN: contextvars.ContextVar[dict[str, TenantPolicy] | None] = contextvars.ContextVar(
+    "bookings_policies_seen", default=None
+)
+
+
+@contextlib.contextmanager
+def _one_look_at_policies() -> Iterator[None]:
+    """Within it, `Bookings.policy` loads a tenant's policy once: a customer's confirmed
+    cancellation asked for it twice (the customer admitted, then the rule), each a read of the
+    event store behind the writers (issue 10 goal 3). One attempt of a use case (`_retrying`)."""
+    token = _POLICIES_SEEN.set({})
+    try:
+        yield
+    finally:
+        _POLICIES_SEEN.reset(token)
 
 
 class CustomerRefused(Exception):
@@ -166,9 +184,15 @@ class Bookings(ServiceApplication):
         return account
 
     def policy(self, tenant_id: str) -> TenantPolicy:
-        return self._read_only(TenantPolicy, TenantPolicy.create_id(tenant_id)) or TenantPolicy.default(
+        seen = _POLICIES_SEEN.get()
+        if seen is not None and tenant_id in seen:
+            return seen[tenant_id]
+        policy = self._read_only(TenantPolicy, TenantPolicy.create_id(tenant_id)) or TenantPolicy.default(
             tenant_id
         )
+        if seen is not None:
+            seen[tenant_id] = policy
+        return policy
 
     def _read_only(self, cls: type[A], aggregate_id: UUID) -> A | None:
         """`find` for an aggregate that is only read, never changed: the repository's cached
@@ -253,9 +277,11 @@ class Bookings(ServiceApplication):
 
         def attempt() -> Booking:
             booking = self.staff_booking(tenant_id, booking_id)
-            if booking.status == STOP and booking.cancellation and booking.cancellation.get(
-                "based_on_version"
-            ) == booking_version:
+            if (
+                booking.status == STOP
+                and booking.cancellation
+                and booking.cancellation.get("based_on_version") == booking_version
+            ):
                 return booking  # the same confirmation again
             self._same_version(booking, booking_version)
             booking.cancel(
@@ -358,7 +384,8 @@ class Bookings(ServiceApplication):
     def _retrying(attempt: Callable[[], A]) -> A:
         for _ in range(3):  # a concurrent save (e.g. a command): read again, check again
             try:
-                return attempt()
+                with _one_look_at_policies():
+                    return attempt()
             except IntegrityError:
                 continue
         raise ChangedMeanwhile("The booking kept changing; please look at it again.")

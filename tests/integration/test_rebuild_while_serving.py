@@ -131,14 +131,14 @@ class HeldProjection(Projection):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.go = asyncio.Event()
+        self.go = threading.Event()  # (a projection handles its batches in its own thread)
         self.go.set()
         self.moved = 0
 
-    async def handle(self, batch):
-        await self.go.wait()
+    def handle_in_thread(self, batch):
+        self.go.wait()
         try:
-            await super().handle(batch)
+            super().handle_in_thread(batch)
         except PositionMoved:
             self.moved += 1
             raise

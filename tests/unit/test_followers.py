@@ -131,3 +131,48 @@ async def test_a_follower_moves_while_every_thread_of_the_shared_pool_waits_for_
         await task
         loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix="asyncio"))  # for the next tests
         shared.shutdown()
+
+
+class CountingInThread(Counting):
+    """A follower whose handling is all blocking, like a projection: read, handled and
+    announced in its own thread."""
+
+    handles_in_thread = True
+
+    def handle_in_thread(self, batch: Sequence[Recorded]) -> None:
+        self.handled += [r.position for r in batch]
+        self.commit_position(batch[-1].position)
+        self._announce(batch[-1].position)
+
+
+async def test_a_follower_handling_in_its_thread_is_woken_there_while_the_loop_is_busy(app):
+    """A save wakes the follower in its own thread, and a request waiting for it (`wait_past`)
+    is answered with the event loop blocked all along: nothing between the save and the
+    handling goes through the loop (where HTTP requests queue under load). The loop's waiters
+    (`reached`) are woken once it runs again."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    follower = CountingInThread(app)
+    follower.poll_interval = 3600  # only the save in this process can wake it in time
+    task = asyncio.create_task(follower.run())
+    await asyncio.wait_for(follower.caught_up.wait(), timeout=30)
+    assert follower.handled == list(range(1, 11))
+    head = app.head()
+    on_loop = asyncio.create_task(follower.reached(head + 2, 30))
+    await asyncio.sleep(0)
+
+    def save_then_wait() -> bool:
+        thing = Thing()
+        thing.touch()
+        app.save(thing)
+        return follower.wait_past(head, 30)
+
+    with ThreadPoolExecutor(1) as request:
+        assert request.submit(save_then_wait).result(timeout=30) is True  # (blocks the loop)
+    assert follower.handled == list(range(1, 13))
+    assert app.position("things.counter") == head + 2
+    assert await on_loop is True
+    await asyncio.wait_for(follower.caught_up.wait(), timeout=30)
+    follower.stop()
+    await asyncio.wait_for(task, 30)
+    assert follower.failures == 0
