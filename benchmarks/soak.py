@@ -889,15 +889,18 @@ async def seed(load: Load, customers: int) -> None:
 
 
 FILLERS = 10  # customers who own the bookings the fill reads (1,000 each for 10,000)
+AGGREGATES = 10_000  # eventsourcing's aggregate cache in bookings (AGGREGATE_CACHE_MAXSIZE)
 
 
-async def fill(load: Load, n: int, reads: int, patience: float, inflight: int) -> float:
-    """`n` PlaceBooking commands sent at once, until all are answered, then `reads` of those
-    bookings read once each by their owner; returns the seconds. The service's caches are
+async def fill(load: Load, n: int, reads: int, patience: float, inflight: int, payments: int = 0) -> float:
+    """`n` PlaceBooking commands sent at once, until all are answered, then `payments`
+    RecordPayment commands for as many of the guests' bookings, until answered, then `reads` of
+    those bookings read once each by their owner; returns the seconds. The service's caches are
     bounded by their number of entries and grow with every new booking (aggregates, recent
-    events, bookings as relayed) and every booking read (its row, its summary): at the soak's
-    rates they fill only after an hour or more, so a soak that does not fill them first
-    measures them filling (see "Memory over a soak" in docs/performance.md).
+    events, bookings as relayed), every booking a command loads again (eventsourcing's
+    aggregate cache: a payment's or a cancellation's) and every booking read (its row, its
+    summary): at the soak's rates they fill only after an hour or more, so a soak that does not
+    fill them first measures them filling (see "Memory over a soak" in docs/performance.md).
 
     The `reads` bookings belong to `FILLERS` customers of their own (claimed, verified, logged
     in), whom the load then leaves alone: its customers' listings stay as short as without a
@@ -910,7 +913,7 @@ async def fill(load: Load, n: int, reads: int, patience: float, inflight: int) -
         await until(
             lambda: len(load.fillers) >= FILLERS, 600, f"{FILLERS} customers to own the fill verified"
         )
-    ids, owned = [], []
+    ids, owned, guests = [], [], []
     starts = datetime.now(UTC) + timedelta(days=20)
     for i in range(n):
         at = starts + timedelta(minutes=i % 10_000)
@@ -920,11 +923,21 @@ async def fill(load: Load, n: int, reads: int, patience: float, inflight: int) -
             owned.append((body["booking_id"], owner))
         else:
             body = place(TENANT, f"guest-{i}@fill.example", starts_at=at)
+            guests.append(body["booking_id"])
         await load._send(body, "fill")
         ids.append(body["command_id"])
     await load.producer.flush()
     note(f"{n} PlaceBooking commands sent to fill the caches in {time.monotonic() - began:.0f} s")
     await until(lambda: load.answered.issuperset(ids), patience, f"{n} commands answered")
+    if payments:
+        paid = []
+        for booking_id in guests[:payments]:
+            body = pay(TENANT, booking_id, "1.00")
+            await load._send(body, "fill payment")
+            paid.append(body["command_id"])
+        await load.producer.flush()
+        await until(lambda: load.answered.issuperset(paid), patience, f"{len(paid)} payments answered")
+        note(f"{len(paid)} of the fill's bookings paid after {time.monotonic() - began:.0f} s")
     if owned:
         note(f"{n} answered after {time.monotonic() - began:.0f} s; their owners read {len(owned)} of them")
         await read_all(load, owned, patience, inflight)
@@ -1062,7 +1075,10 @@ async def soak(
             await seed(load, args.customers)
             reads = min(args.fill, SUMMARIES if args.fill_reads is None else args.fill_reads)
             patience = max(args.patience, args.fill / 10)
-            filled = await fill(load, args.fill, reads, patience, args.inflight) if args.fill else None
+            payments = min(max(0, args.fill - reads), args.fill_payments)
+            filled = (
+                await fill(load, args.fill, reads, patience, args.inflight, payments) if args.fill else None
+            )
             if filled is not None:
                 note(f"{args.fill} bookings placed and answered, {reads} of them read, in {filled:.0f} s")
                 behind = await caught_up(load, args.patience)
@@ -1169,7 +1185,7 @@ async def soak(
         "maxima_measured": found_max,
         "rates_achieved": achieved,
         "measured_seconds": round(seconds, 1),
-        "filled": {"bookings": args.fill, "read": reads, "seconds": round(filled, 1)}
+        "filled": {"bookings": args.fill, "read": reads, "paid": payments, "seconds": round(filled, 1)}
         if filled is not None
         else None,
         "load_average": {
@@ -1391,6 +1407,13 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         help=f"of the --fill bookings, how many their owners read once (default {SUMMARIES:,}: as many as "
         "the read caches keep)",
+    )
+    parser.add_argument(
+        "--fill-payments",
+        type=int,
+        default=AGGREGATES,
+        help=f"of the --fill bookings (guests'), how many are paid once (default {AGGREGATES:,}: as many "
+        "aggregates as eventsourcing's cache keeps)",
     )
     parser.add_argument("--inflight", type=int, default=32, help="actions per path waiting at once")
     for path in PATHS:
