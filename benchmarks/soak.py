@@ -560,11 +560,13 @@ class Mail:
         for entry in os.scandir(self.directory):
             if entry.name in self._read or not entry.name.endswith(".eml"):
                 continue
-            self._read.add(entry.name)
             with open(entry.path, "rb") as file:
                 message = email.message_from_binary_file(file, policy=email.policy.default)
             subject = str(message["Subject"] or "")
             kind = next((k for k, pattern in KIND_OF_SUBJECT if pattern.match(subject)), "other")
+            if kind == "other" and time.time() - entry.stat().st_mtime < 5:
+                continue  # perhaps still being written (the catcher writes in place): next scan
+            self._read.add(entry.name)
             self.kinds[kind] += 1
             addresses = getattr(message["To"], "addresses", ())
             to = addresses[0].addr_spec if addresses else ""
