@@ -480,9 +480,9 @@ class Tally:
     `late`: answers that a write the soak saw confirmed is not shown yet (404 for a booking
     whose PlaceBooking was answered, 403 `not_verified` for a customer accounts verified), by
     answer; each is looked at again until shown (`shown_after`: seconds from the confirmation
-    to the first answer that shows it) or counted in `failed` as "... never shown" after
-    `LATE_PATIENCE` seconds. For commands (place, pay) `latencies` are from the send to the
-    outcome on `bookings.command-outcomes`."""
+    to the first answer that shows it) or counted in `failed` ("404, not shown 60 s after") if
+    still not shown `LATE_PATIENCE` seconds after the write. For commands (place, pay)
+    `latencies` are from the send to the outcome on `bookings.command-outcomes`."""
 
     started: int = 0
     ok: int = 0
