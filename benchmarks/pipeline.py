@@ -665,6 +665,7 @@ async def _soak(quick: bool, servers: str, root: Path) -> list[Row]:
     from benchmarks import soak
 
     quick_args = ["--duration", "20", "--warmup", "5", "--customers", "8", "--patience", "30"]
+    quick_args += ["--find-max-seconds", "2"]  # (the maxima are measured first, each path alone)
     # In full: the caches filled first (bounded by entries, they would fill during the soak:
     # growth to a bound, not a leak), then 2 minutes for the followers to catch up.
     args = soak.arguments(quick_args if quick else ["--fill", "20000", "--warmup", "120"])

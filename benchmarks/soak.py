@@ -1,8 +1,9 @@
 """Memory over a soak: does each service's resident memory stay flat under a steady mixed load?
 
-    python -m benchmarks.soak                     # 10 minutes measured, SQLite stores
-    python -m benchmarks.soak --quick             # 60 s measured
-    python -m benchmarks.soak --find-max          # measure each path's maximum first, then run at half
+    python -m benchmarks.soak                     # maxima measured, then 10 minutes at half of them
+    python -m benchmarks.soak --quick             # 60 s measured (each maximum measured for 2 s)
+    python -m benchmarks.soak --fill 20000        # the services' caches filled first (docs/performance.md)
+    python -m benchmarks.soak --recorded-maxima   # at half of the maxima written down on 2026-11-30
     python -m benchmarks.soak --store postgres    # the stores on PostgreSQL
     python -m benchmarks.soak --json
 
@@ -28,9 +29,21 @@ up to `--inflight` per path wait at once, beyond that an action is counted as sk
 
 Rates: each path alone at its maximum takes the machine (the services share its two cores),
 so the six paths together run at half of each one's maximum divided by six (`mixed_rates`):
-the machine about half used in all. The maxima are those measured on 2026-11-30
-(the 2-core development VM, `MAXIMA`) or, with `--find-max`, measured here first, each path
-alone for a few seconds; `--scale` chooses the fraction (0.5), `--<path>-rate` sets one rate.
+the machine about half used in all. The maxima are measured in the same run, on the same
+services, after the fill and before the warm-up (`find_max`: each path alone, flat out, for
+`--find-max-seconds`), so that "half" is half of what this machine and this code do today,
+under whatever else the machine runs then (the load average is printed with them);
+`--recorded-maxima` uses those written down on 2026-11-30 instead (`MAXIMA`: they were 15
+to 40 times what the customers' reads over HTTP achieve after a fill, which saturated
+bookings); `--scale` chooses the fraction (0.5), `--<path>-rate` sets one rate.
+
+What counts as done: a PlaceBooking when its outcome arrives on `bookings.command-outcomes`
+(its latency is until then); a booking is read or cancelled only once its PlaceBooking was
+answered, a customer reads only once accounts verified them. The read model may show either a
+moment later (the projection's delay; an account reaches bookings through accounts' events),
+so a 404 or a 403 `not_verified` then is counted as "not yet shown" and looked at again until
+it is (the delay is printed), and as a failure only if it still is not a minute later. Every
+other answer than 200/202 is a failure, counted by status and the problem's `code`.
 
 After `--warmup` seconds of that load, each service's resident set (VmRSS of its process and
 any children, /proc) is sampled every `--interval` seconds for `--duration` seconds. Printed per
@@ -45,7 +58,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import bisect
 import contextlib
 import email
 import email.policy
@@ -82,7 +94,13 @@ from tests.support.system import (
 TENANT = "bench-soak"
 PASSWORD = "kayak-at-dawn-on-a-still-lake"  # noqa: S105 - the customers' password, a test value
 TOLERANCE = 0.10  # the goal: RSS within ±10 %
-SETTLE = 15.0  # seconds after its command before a booking is read or cancelled (it is shown by then)
+# A booking is read or cancelled once its PlaceBooking was answered (the outcome is published
+# after the booking is stored), a customer reads once verified. The read model may show either a
+# little later (the projection's delay; the account reaches bookings through accounts' events):
+# a 404 or "not_verified" 403 then is looked at again every RECHECK seconds, and counted as a
+# failure only if still so LATE_PATIENCE seconds after the write was confirmed.
+RECHECK = 1.0
+LATE_PATIENCE = 60.0
 
 # Each path's maximum on the 2-core development VM, as measured under other work
 # (2026-11-30); the soak runs at `--scale` (half) of them unless `--find-max` measures them.
@@ -447,20 +465,24 @@ class Customer:
     email: str
     headers: dict[str, str] = field(default_factory=dict)
     account_id: str | None = None
-    bookings: list[str] = field(default_factory=list)
-    placed: list[float] = field(default_factory=list)  # when each of `bookings` was sent (monotonic)
+    bookings: list[str] = field(default_factory=list)  # whose PlaceBooking was answered
+    answered: list[float] = field(default_factory=list)  # when each of `bookings` was (monotonic)
+    verified_at: float = 0.0  # when accounts answered the verification (monotonic)
     filler: bool = False  # owns the fill's bookings (`fill`); not one of the load's customers
-
-    def shown(self, settle: float) -> list[str]:
-        """The bookings sent at least `settle` seconds ago (the service has shown them)."""
-        return self.bookings[: bisect.bisect_right(self.placed, time.monotonic() - settle)]
 
 
 @dataclass
 class Tally:
-    """What one path did: actions started, answered well, answered otherwise (by status or
-    error), skipped (too many still waiting), idle (nothing to act on yet: no booking old enough
-    to cancel...), and the latencies of the good answers."""
+    """What one path did: actions started, answered well, answered otherwise (by status and
+    the problem's `code`, or error), skipped (too many still waiting), idle (nothing to act on
+    yet: no booking answered to cancel...), and the latencies of the good answers.
+
+    `late`: answers that a write the soak saw confirmed is not shown yet (404 for a booking
+    whose PlaceBooking was answered, 403 `not_verified` for a customer accounts verified), by
+    answer; each is looked at again until shown (`shown_after`: seconds from the confirmation
+    to the first answer that shows it) or counted in `failed` ("404, not shown 60 s after") if
+    still not shown `LATE_PATIENCE` seconds after the write. For commands (place, pay)
+    `latencies` are from the send to the outcome on `bookings.command-outcomes`."""
 
     started: int = 0
     ok: int = 0
@@ -468,6 +490,8 @@ class Tally:
     idle: int = 0
     failed: Counter[str] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
+    late: Counter[str] = field(default_factory=Counter)
+    shown_after: list[float] = field(default_factory=list)
 
     def snapshot(self) -> tuple[int, int, int]:
         return self.started, self.ok, self.skipped
@@ -480,6 +504,44 @@ KIND_OF_SUBJECT = (
     ("cancelled (staff)", re.compile(r"^Booking .* cancelled")),
 )
 TOKEN = re.compile(r"token=([A-Za-z0-9_\-.~%]+)")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP answer as the load counts it: its status and, for a problem, its `code`; `late`
+    is when the write it depends on was confirmed (monotonic), if the answer may be the read
+    model not showing it yet (see `Tally.late`); `url` and `headers` to look again, `then`
+    what to do once it is shown."""
+
+    status: int
+    code: str | None = None
+    late: float | None = None
+    url: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    then: Any = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.status} {self.code}" if self.code else str(self.status)
+
+
+def answer_of(
+    status: int,
+    body: Any,
+    late: float | None = None,
+    url: str = "",
+    headers: dict[str, str] | None = None,
+    then: Any = None,
+) -> int | Answer:
+    """`status` for a 200 or 202, else its `Answer` (`body`: the problem, if any); `late` kept
+    only where the answer may be the read model not showing a confirmed write yet (a 404, a
+    403 `not_verified`), with what `Load.recheck` needs to look again (`then` once shown)."""
+    if status in (200, 202):
+        return status
+    code = body.get("code") if isinstance(body, dict) else None
+    if not (status == 404 or (status == 403 and code == "not_verified")):
+        late = None
+    return Answer(status, code, late, url, headers or {}, then)
 
 
 class Mail:
@@ -498,11 +560,13 @@ class Mail:
         for entry in os.scandir(self.directory):
             if entry.name in self._read or not entry.name.endswith(".eml"):
                 continue
-            self._read.add(entry.name)
             with open(entry.path, "rb") as file:
                 message = email.message_from_binary_file(file, policy=email.policy.default)
             subject = str(message["Subject"] or "")
             kind = next((k for k, pattern in KIND_OF_SUBJECT if pattern.match(subject)), "other")
+            if kind == "other" and time.time() - entry.stat().st_mtime < 5:
+                continue  # perhaps still being written (the catcher writes in place): next scan
+            self._read.add(entry.name)
             self.kinds[kind] += 1
             addresses = getattr(message["To"], "addresses", ())
             to = addresses[0].addr_spec if addresses else ""
@@ -524,9 +588,12 @@ class Load:
         self.customers: list[Customer] = []
         self.fillers: list[Customer] = []  # own the bookings `fill` reads; the load leaves them be
         self.claimed: dict[str, Customer] = {}  # waiting for their verification email
-        self.to_cancel: deque[tuple[float, str, Customer]] = deque()  # placed at, booking, owner
+        self.to_cancel: deque[tuple[float, str, Customer]] = deque()  # answered at, booking, owner
         self.to_pay: list[str] = []
         self.commands: dict[str, str] = {}  # command id -> kind
+        self.sent_at: dict[str, float] = {}  # command id -> when sent (perf_counter), until answered
+        self.placing: dict[str, tuple[str, Customer]] = {}  # PlaceBooking's command id -> booking, owner
+        self.rechecks: set[asyncio.Task[None]] = set()  # answers looked at again (`Tally.late`)
         self.outcomes: Counter[str] = Counter()  # "<kind> <outcome>"
         self.answered: set[str] = set()
         self.cancelled = 0
@@ -541,6 +608,7 @@ class Load:
     async def _send(self, body: dict[str, Any], kind: str) -> None:
         key, value, headers = record(body)
         self.commands[body["command_id"]] = kind
+        self.sent_at[body["command_id"]] = time.perf_counter()
         await self.producer.send(
             self.system.topic("bookings.commands"),
             value,
@@ -556,13 +624,22 @@ class Load:
         self._turn += 1
         starts = datetime.now(UTC) + timedelta(days=5 + self._turn % 50, hours=self._turn % 24)
         body = place(TENANT, owner.email, starts_at=starts, account_id=owner.account_id)
+        self.placing[body["command_id"]] = (body["booking_id"], owner)
         await self._send(body, "place")
-        owner.bookings.append(body["booking_id"])
-        owner.placed.append(time.monotonic())
+
+    def _placed(self, command_id: str, outcome: str | None) -> None:
+        """A PlaceBooking of the load answered: the booking is stored; its owner may read it,
+        and it may be cancelled or paid (the read model shows it then, or a little later)."""
+        booking_id, owner = self.placing.pop(command_id)
+        if outcome != "accepted":
+            return
+        now = time.monotonic()
+        owner.bookings.append(booking_id)
+        owner.answered.append(now)
         if len(self.to_cancel) < self.cancel_buffer:
-            self.to_cancel.append((time.monotonic(), body["booking_id"], owner))
+            self.to_cancel.append((now, booking_id, owner))
         else:
-            self.to_pay.append(body["booking_id"])
+            self.to_pay.append(booking_id)
 
     async def pay(self) -> None:
         if not self.to_pay:
@@ -584,10 +661,16 @@ class Load:
                 for records in batch.values():
                     for r in records:
                         body = json.loads(r.value)
-                        kind = self.commands.get(body.get("command_id", ""))
-                        if kind and body["command_id"] not in self.answered:
-                            self.answered.add(body["command_id"])
+                        command_id = body.get("command_id", "")
+                        kind = self.commands.get(command_id)
+                        if kind and command_id not in self.answered:
+                            self.answered.add(command_id)
                             self.outcomes[f"{kind} {body.get('outcome')}"] += 1
+                            sent = self.sent_at.pop(command_id, None)
+                            if kind in self.tallies and sent is not None:
+                                self.tallies[kind].latencies.append((time.perf_counter() - sent) * 1000)
+                            if command_id in self.placing:
+                                self._placed(command_id, body.get("outcome"))
         finally:
             await consumer.stop()
 
@@ -596,39 +679,79 @@ class Load:
     async def _call(self, method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
         async with self.http.request(method, url, **kwargs) as response:
             body = await response.read()
-            return response.status, (
-                json.loads(body) if body and response.content_type == "application/json" else None
-            )
+            parsed = body and response.content_type in ("application/json", "application/problem+json")
+            return response.status, json.loads(body) if parsed else None
 
-    async def cancel(self) -> int:
-        if not self.to_cancel or time.monotonic() - self.to_cancel[0][0] < SETTLE:
-            raise LookupError("no booking old enough to cancel yet")
-        _, booking_id, owner = self.to_cancel.popleft()
+    async def cancel(self) -> int | Answer:
+        if not self.to_cancel:
+            raise LookupError("no booking answered to cancel yet")
+        answered, booking_id, owner = self.to_cancel.popleft()
         path = f"{self.system.bookings.url}/v1/me/bookings/{booking_id}"
         status, quote = await self._call("GET", f"{path}/cancellation-quote", headers=owner.headers)
         if status != 200:
-            return status
+            late = {404: answered, 403: owner.verified_at}.get(status)
+            # Shown later: back in the queue, to be cancelled then.
+            again = lambda: self.to_cancel.appendleft((answered, booking_id, owner))  # noqa: E731
+            return self._answer(status, quote, late, f"{path}/cancellation-quote", owner, again)
         confirm = quote["confirm"]
-        status, _ = await self._call(
+        status, confirmed = await self._call(
             "POST", self.system.bookings.url + confirm["href"], headers=owner.headers, json=confirm["body"]
         )
         if status == 200:
             self.cancelled += 1
-        return status
+        return self._answer(status, confirmed)
 
-    async def read(self) -> int:
-        readers = [
-            c for c in self.customers if c.placed and c.placed[0] < time.monotonic() - SETTLE and c.headers
-        ]
+    async def read(self) -> int | Answer:
+        readers = [c for c in self.customers if c.bookings and c.headers]
         if not readers:
-            raise LookupError("no customer with bookings yet")
+            raise LookupError("no customer with an answered booking yet")
         self._reads += 1
         reader = random.choice(readers)  # noqa: S311
         url = f"{self.system.bookings.url}/v1/me/bookings"
+        late = reader.verified_at
         if self._reads % 2:
-            url += f"/{random.choice(reader.shown(SETTLE))}"  # noqa: S311
-        status, _ = await self._call("GET", url, headers=reader.headers)
-        return status
+            n = random.randrange(len(reader.bookings))  # noqa: S311
+            url += f"/{reader.bookings[n]}"
+            late = max(late, reader.answered[n])
+        status, body = await self._call("GET", url, headers=reader.headers)
+        return self._answer(status, body, late, url, reader)
+
+    def _answer(
+        self,
+        status: int,
+        body: Any,
+        late: float | None = None,
+        url: str = "",
+        customer: Customer | None = None,
+        then: Any = None,
+    ) -> int | Answer:
+        return answer_of(status, body, late, url, customer.headers if customer else {}, then)
+
+    async def recheck(self, path: str, answer: Answer) -> None:
+        """Look at what `answer` did not show yet every `RECHECK` s until shown (the delay from
+        the confirmed write into `Tally.shown_after`), for at most `LATE_PATIENCE` s from it."""
+        tally = self.tallies[path]
+        assert answer.late is not None
+        while True:
+            await asyncio.sleep(RECHECK)
+            try:
+                status, body = await self._call("GET", answer.url, headers=answer.headers)
+            except Exception as error:
+                tally.failed[f"{type(error).__name__} looking again"] += 1
+                return
+            if status == 200:
+                tally.shown_after.append(time.monotonic() - answer.late)
+                if answer.then is not None:
+                    answer.then()
+                return
+            code = body.get("code") if isinstance(body, dict) else None
+            again = Answer(status, code)
+            if (status, code) != (answer.status, answer.code):
+                tally.failed[f"{again.label} looking again"] += 1
+                return
+            if time.monotonic() - answer.late > LATE_PATIENCE:
+                tally.failed[f"{answer.label}, not shown {LATE_PATIENCE:.0f} s after"] += 1
+                return
 
     async def claim(self, filler: bool = False) -> int:
         self._claims += 1
@@ -651,6 +774,7 @@ class Load:
         if status != 200:
             return status
         customer.account_id = verified["account_id"]
+        customer.verified_at = time.monotonic()
         status = await self.log_in(customer)
         if status == 200:
             (self.fillers if customer.filler else self.customers).append(customer)
@@ -707,9 +831,15 @@ class Load:
             return
         if status in (None, 200, 202):
             tally.ok += 1
-            tally.latencies.append((time.perf_counter() - began) * 1000)
+            if path not in ("place", "pay"):  # (theirs: until the outcome, `consume_outcomes`)
+                tally.latencies.append((time.perf_counter() - began) * 1000)
+        elif isinstance(status, Answer) and status.late is not None:
+            tally.late[status.label] += 1
+            task = asyncio.create_task(self.recheck(path, status))
+            self.rechecks.add(task)
+            task.add_done_callback(self.rechecks.discard)
         else:
-            tally.failed[str(status)] += 1
+            tally.failed[status.label if isinstance(status, Answer) else str(status)] += 1
 
     async def paced(self, path: str, rate: float, until: float, inflight: int) -> None:
         """Start action N at N / rate seconds until `until` (monotonic): an open load."""
@@ -761,15 +891,18 @@ async def seed(load: Load, customers: int) -> None:
 
 
 FILLERS = 10  # customers who own the bookings the fill reads (1,000 each for 10,000)
+AGGREGATES = 10_000  # eventsourcing's aggregate cache in bookings (AGGREGATE_CACHE_MAXSIZE)
 
 
-async def fill(load: Load, n: int, reads: int, patience: float, inflight: int) -> float:
-    """`n` PlaceBooking commands sent at once, until all are answered, then `reads` of those
-    bookings read once each by their owner; returns the seconds. The service's caches are
+async def fill(load: Load, n: int, reads: int, patience: float, inflight: int, payments: int = 0) -> float:
+    """`n` PlaceBooking commands sent at once, until all are answered, then `payments`
+    RecordPayment commands for as many of the guests' bookings, until answered, then `reads` of
+    those bookings read once each by their owner; returns the seconds. The service's caches are
     bounded by their number of entries and grow with every new booking (aggregates, recent
-    events, bookings as relayed) and every booking read (its row, its summary): at the soak's
-    rates they fill only after an hour or more, so a soak that does not fill them first
-    measures them filling (see "Memory over a soak" in docs/performance.md).
+    events, bookings as relayed), every booking a command loads again (eventsourcing's
+    aggregate cache: a payment's or a cancellation's) and every booking read (its row, its
+    summary): at the soak's rates they fill only after an hour or more, so a soak that does not
+    fill them first measures them filling (see "Memory over a soak" in docs/performance.md).
 
     The `reads` bookings belong to `FILLERS` customers of their own (claimed, verified, logged
     in), whom the load then leaves alone: its customers' listings stay as short as without a
@@ -782,7 +915,7 @@ async def fill(load: Load, n: int, reads: int, patience: float, inflight: int) -
         await until(
             lambda: len(load.fillers) >= FILLERS, 600, f"{FILLERS} customers to own the fill verified"
         )
-    ids, owned = [], []
+    ids, owned, guests = [], [], []
     starts = datetime.now(UTC) + timedelta(days=20)
     for i in range(n):
         at = starts + timedelta(minutes=i % 10_000)
@@ -792,11 +925,21 @@ async def fill(load: Load, n: int, reads: int, patience: float, inflight: int) -
             owned.append((body["booking_id"], owner))
         else:
             body = place(TENANT, f"guest-{i}@fill.example", starts_at=at)
+            guests.append(body["booking_id"])
         await load._send(body, "fill")
         ids.append(body["command_id"])
     await load.producer.flush()
     note(f"{n} PlaceBooking commands sent to fill the caches in {time.monotonic() - began:.0f} s")
     await until(lambda: load.answered.issuperset(ids), patience, f"{n} commands answered")
+    if payments:
+        paid = []
+        for booking_id in guests[:payments]:
+            body = pay(TENANT, booking_id, "1.00")
+            await load._send(body, "fill payment")
+            paid.append(body["command_id"])
+        await load.producer.flush()
+        await until(lambda: load.answered.issuperset(paid), patience, f"{len(paid)} payments answered")
+        note(f"{len(paid)} of the fill's bookings paid after {time.monotonic() - began:.0f} s")
     if owned:
         note(f"{n} answered after {time.monotonic() - began:.0f} s; their owners read {len(owned)} of them")
         await read_all(load, owned, patience, inflight)
@@ -863,7 +1006,10 @@ async def caught_up(load: Load, patience: float) -> float:
 
 async def find_max(load: Load, seconds: float, inflight: int) -> dict[str, float]:
     """Each path alone, as fast as it goes with `inflight` actions waiting at once (a closed
-    loop), for `seconds`; the commands and the emails until they are all answered/received."""
+    loop), for `seconds`; the commands and the emails until they are all answered/received, the
+    claims until each is followed through (the emailed link followed with a password, then a
+    login: two password hashes or more, as in the soak), so that the verifications do not run
+    into the logins' turn."""
     found: dict[str, float] = {}
     load.cancel_buffer = 200  # the placements below fill it for the cancellations' turn
 
@@ -894,13 +1040,12 @@ async def find_max(load: Load, seconds: float, inflight: int) -> dict[str, float
     found["place"] = await burst("place", load.place, n)
     found["pay"] = await burst("pay", load.pay, n)
     note(f"maxima so far: {found}")
-    claims, began = max(20, int(seconds * 10)), time.monotonic()
+    claims, began = max(10, int(seconds * 4)), time.monotonic()
+    verified = len(load.customers)
     await asyncio.gather(*(load._timed("claim", load.claim) for _ in range(claims)))
-    total = load.tallies["claim"].ok
-    await until(lambda: load.mail.kinds["verify"] >= total, 300, "verification emails")
+    await until(lambda: len(load.customers) >= verified + claims, 600, f"{claims} claims followed through")
     found["claim"] = claims / (time.monotonic() - began)
     note(f"maxima so far: {found}")
-    await asyncio.sleep(max(0.0, load.to_cancel[0][0] + SETTLE - time.monotonic()))
     found["login"] = await closed("login", load.log_in, 4)
     found["read"] = await closed("read", load.read, inflight)
     note(f"maxima so far: {found}")
@@ -932,17 +1077,32 @@ async def soak(
             await seed(load, args.customers)
             reads = min(args.fill, SUMMARIES if args.fill_reads is None else args.fill_reads)
             patience = max(args.patience, args.fill / 10)
-            filled = await fill(load, args.fill, reads, patience, args.inflight) if args.fill else None
+            payments = min(max(0, args.fill - reads), args.fill_payments)
+            filled = (
+                await fill(load, args.fill, reads, patience, args.inflight, payments) if args.fill else None
+            )
             if filled is not None:
                 note(f"{args.fill} bookings placed and answered, {reads} of them read, in {filled:.0f} s")
                 behind = await caught_up(load, args.patience)
                 note(f"every service caught up with the fill {behind:.0f} s later")
             maxima = {path: value for path, (value, _) in MAXIMA.items()}
             source = {path: why for path, (_, why) in MAXIMA.items()}
-            if args.find_max:
+            found_max = None
+            if not args.recorded_maxima:
+                began, load_before = time.monotonic(), os.getloadavg()[0]
                 measured = await find_max(load, args.find_max_seconds, args.inflight)
                 maxima.update(measured)
-                source.update({path: "measured here (--find-max), each path alone" for path in measured})
+                found_max = {
+                    "when": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "seconds": round(time.monotonic() - began, 1),
+                    "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],
+                }
+                when = f"measured in this run, each path alone, load {load_before:.1f}"
+                source.update({path: when for path in measured})
+                note(f"maxima measured in {found_max['seconds']:.0f} s: {measured}")
+                # What the soak reports is the warm-up's and the measurement's: finding the maxima
+                # ran every path flat out.
+                load.tallies = {name: Tally() for name in load.tallies}
             rates = mixed_rates(maxima, args.scale)
             for path in PATHS:
                 if (chosen := getattr(args, f"{path}_rate")) is not None:
@@ -995,6 +1155,8 @@ async def soak(
             sent = set(load.commands)
             with contextlib.suppress(TimeoutError):
                 await until(lambda: sent <= load.answered, args.patience, "every command answered")
+            if load.rechecks:  # (each ends within LATE_PATIENCE of its write)
+                await asyncio.gather(*list(load.rechecks))
             expected = {
                 "cancelled (customer)": load.cancelled,
                 "cancelled (staff)": load.cancelled,
@@ -1004,6 +1166,8 @@ async def soak(
                 emailed = lambda: all(mail.kinds[k] >= n for k, n in expected.items())  # noqa: E731
                 await until(emailed, args.patience, "every email")
         finally:
+            for task in list(load.rechecks):
+                task.cancel()
             stop_links.set()
             await links
             outcomes.cancel()
@@ -1020,9 +1184,10 @@ async def soak(
         "rates_offered": rates,
         "rates_source": source,
         "maxima": maxima,
+        "maxima_measured": found_max,
         "rates_achieved": achieved,
         "measured_seconds": round(seconds, 1),
-        "filled": {"bookings": args.fill, "read": reads, "seconds": round(filled, 1)}
+        "filled": {"bookings": args.fill, "read": reads, "paid": payments, "seconds": round(filled, 1)}
         if filled is not None
         else None,
         "load_average": {
@@ -1045,6 +1210,12 @@ async def soak(
                 "failed": dict(t.failed),
                 "p50_ms": round(percentile(t.latencies, 50), 1),
                 "p99_ms": round(percentile(t.latencies, 99), 1),
+                "not_yet_shown": dict(t.late),
+                "shown_after_s": {
+                    "n": len(t.shown_after),
+                    "p50": round(percentile(t.shown_after, 50), 1),
+                    "max": round(max(t.shown_after, default=0.0), 1),
+                },
             }
             for path, t in load.tallies.items()
         },
@@ -1158,6 +1329,8 @@ def table(result: dict[str, Any]) -> str:
     for path in PATHS:
         p = result["paths"][path]
         failed = ", ".join(f"{n} x {why}" for why, n in p["failed"].items()) or "0"
+        late = ", ".join(f"{n} x {why}" for why, n in p["not_yet_shown"].items()) or "0"
+        shown = p["shown_after_s"]
         paths.append(
             [
                 path,
@@ -1167,6 +1340,8 @@ def table(result: dict[str, Any]) -> str:
                 p["p50_ms"],
                 p["p99_ms"],
                 failed,
+                late,
+                f"{shown['n']}: {shown['p50']} / {shown['max']}" if shown["n"] else "",
                 p["skipped"],
             ]
         )
@@ -1180,7 +1355,11 @@ def table(result: dict[str, Any]) -> str:
                 rss,
             ),
             markdown(
-                ["path", "max/s", "offered/s", "achieved/s", "p50 ms", "p99 ms", "failed", "skipped"], paths
+                [
+                    *("path", "max/s", "offered/s", "achieved/s", "p50 ms", "p99 ms", "failed"),
+                    *("not yet shown", "shown after, s: n: p50 / max", "skipped"),
+                ],
+                paths,
             ),
         ]
     )
@@ -1202,8 +1381,19 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.5,
         help="fraction of the machine: each path at its maximum x scale / the number of paths",
     )
-    parser.add_argument("--find-max", action="store_true", help="measure each path's maximum here first")
-    parser.add_argument("--find-max-seconds", type=float, default=5.0, help="per path, with --find-max")
+    parser.add_argument(
+        "--find-max",
+        action="store_true",
+        help="measure each path's maximum here first (the default: kept for older command lines)",
+    )
+    parser.add_argument(
+        "--recorded-maxima",
+        action="store_true",
+        help="run at half of the maxima written down on 2026-11-30 (MAXIMA) instead of measuring them",
+    )
+    parser.add_argument(
+        "--find-max-seconds", type=float, default=5.0, help="per path, when measuring the maxima (--quick: 2)"
+    )
     parser.add_argument("--customers", type=int, default=20, help="customers verified before the load")
     parser.add_argument(
         "--patience", type=float, default=180.0, help="seconds to wait for the last answers and emails"
@@ -1219,6 +1409,13 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         help=f"of the --fill bookings, how many their owners read once (default {SUMMARIES:,}: as many as "
         "the read caches keep)",
+    )
+    parser.add_argument(
+        "--fill-payments",
+        type=int,
+        default=AGGREGATES,
+        help=f"of the --fill bookings (guests'), how many are paid once (default {AGGREGATES:,}: as many "
+        "aggregates as eventsourcing's cache keeps)",
     )
     parser.add_argument("--inflight", type=int, default=32, help="actions per path waiting at once")
     for path in PATHS:
@@ -1246,6 +1443,7 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup = min(args.duration, 60.0), min(args.warmup, 20.0)
+        args.find_max_seconds = min(args.find_max_seconds, 2.0)
     return args
 
 

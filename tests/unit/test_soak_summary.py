@@ -1,10 +1,11 @@
-"""The soak benchmark's arithmetic: the RSS summary, its least-squares slope, the mixed rates."""
+"""The soak benchmark's arithmetic: the RSS summary, its least-squares slope, the mixed rates,
+and how it counts the services' answers."""
 
 import os
 
 import pytest
 
-from benchmarks.soak import mixed_rates, rss_bytes, rss_summary, slope_per_minute
+from benchmarks.soak import Answer, answer_of, mixed_rates, rss_bytes, rss_summary, slope_per_minute
 
 MB = 2**20
 
@@ -74,3 +75,35 @@ def test_paths_run_together_share_the_fraction_of_the_machine():
 
 def test_a_slow_path_still_runs():
     assert mixed_rates({"claim": 0.3, "read": 10}, 0.5) == {"claim": 0.1, "read": 2.5}
+
+
+def test_a_good_answer_is_its_status():
+    assert answer_of(200, {"bookings": []}, late=5.0) == 200
+    assert answer_of(202, None) == 202
+
+
+def test_a_booking_not_shown_yet_is_late_not_failed():
+    answer = answer_of(404, {"title": "Not found"}, late=12.5, url="/v1/me/bookings/b", headers={"a": "b"})
+    assert isinstance(answer, Answer)
+    assert (answer.late, answer.label) == (12.5, "404")
+    assert (answer.url, answer.headers) == ("/v1/me/bookings/b", {"a": "b"})  # to look again
+
+
+def test_an_account_not_known_yet_is_late_and_labelled_by_its_code():
+    answer = answer_of(403, {"code": "not_verified"}, late=3.0)
+    assert isinstance(answer, Answer) and answer.late == 3.0 and answer.label == "403 not_verified"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "label"),
+    [
+        (403, {"code": "account_archived"}, "403 account_archived"),
+        (403, {"code": "logins_disabled"}, "403 logins_disabled"),
+        (401, {"title": "Unauthorized"}, "401"),
+        (409, {"code": "booking_changed"}, "409 booking_changed"),
+        (429, None, "429"),
+    ],
+)
+def test_every_other_refusal_is_a_failure_by_status_and_code(status, body, label):
+    answer = answer_of(status, body, late=3.0)
+    assert isinstance(answer, Answer) and answer.late is None and answer.label == label
