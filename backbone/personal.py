@@ -113,6 +113,19 @@ subject_keys = sa.Table(
     sa.Column("erased_at", UtcDateTime, nullable=True, index=True),
     sa.Column("published", sa.Boolean, nullable=False, default=False),  # on the keys topic
 )
+# What the relay reads before every batch (`Vault.unpublished`): the few keys not yet on the
+# keys topic, in subject order. Without it the query walked every subject of the vault (the
+# primary key, in subject order) to find them: 15 % of bookings' busy time in a soak with
+# 20,000 bookings, and more as the vault grows. Partial: published rows (nearly all) are not in
+# it. Made on start in vaults created before it (`metadata.create_all` adds no index to a
+# table that exists).
+UNPUBLISHED_INDEX = sa.Index(
+    "ix_subject_keys_unpublished",
+    subject_keys.c.service,
+    subject_keys.c.subject_id,
+    sqlite_where=subject_keys.c.published.is_(False),
+    postgresql_where=subject_keys.c.published.is_(False),
+)
 service_secrets = sa.Table(
     "service_secrets",
     metadata,
@@ -135,6 +148,7 @@ class Vault:
         self._select_key = sa.select(subject_keys.c.key).where(by_subject)
         _migrate_legacy(self.engine, service)
         creating_tables(lambda: metadata.create_all(self.engine))
+        creating_tables(lambda: UNPUBLISHED_INDEX.create(self.engine, checkfirst=True))
         self._cache: OrderedDict[UUID, bytes | None] = OrderedDict()  # most recent last
         self._lock = threading.Lock()
         self._listeners: list[Callable[[list[UUID]], None]] = []
