@@ -579,12 +579,15 @@ def bookings_to_erase(
         )
     ).scalar()
     tokens = list(dict.fromkeys([*earlier_email_tokens, *([token] if token else [])]))
-    mine = bookings.c.account_id == str(account_id)
+    # The tenant in each side of the OR, so that each side is one index's search (as in
+    # `_customer_bookings_query`), never every booking of the tenant.
+    tenant = bookings.c.tenant_id == tenant_id
+    mine = sa.and_(tenant, bookings.c.account_id == str(account_id))
     if tokens:
-        mine = sa.or_(mine, bookings.c.email_token.in_(tokens))
+        mine = sa.or_(mine, sa.and_(tenant, bookings.c.email_token.in_(tokens)))
     rows = conn.execute(
         sa.select(bookings.c.booking_id)
-        .where(bookings.c.tenant_id == tenant_id, bookings.c.placed_position < before_position, mine)
+        .where(mine, bookings.c.placed_position < before_position)
         .order_by(bookings.c.placed_position)
     ).scalars()
     return [UUID(booking_id) for booking_id in rows]
@@ -690,7 +693,9 @@ def staff_bookings(
     (`BlindIndex.query_tokens` of the same text) the beginnings of words of the customer's name
     or email (all of them). `account` is an account id and the blind-index token of its address:
     the bookings made under the account, or with that address."""
-    where = [bookings.c.tenant_id == tenant_id]
+    tenant = bookings.c.tenant_id == tenant_id
+    # One account's bookings name the tenant inside each side of their OR instead (below).
+    where = [tenant] if account is None else []
     if status:
         where.append(bookings.c.status == status)
     if starts_from is not None:
@@ -714,8 +719,12 @@ def staff_bookings(
         where.append(sa.or_(*matches))
     if account is not None:  # one customer's: made under the account, or with its address
         account_id, email_token = account
-        mine = bookings.c.account_id == account_id
-        where.append(sa.or_(mine, bookings.c.email_token == email_token) if email_token else mine)
+        # The tenant in each side of the OR, not beside it: each side one index's search (as
+        # in `_customer_bookings_query`), never every booking of the tenant.
+        mine = sa.and_(tenant, bookings.c.account_id == account_id)
+        where.append(
+            sa.or_(mine, sa.and_(tenant, bookings.c.email_token == email_token)) if email_token else mine
+        )
     total = conn.execute(sa.select(sa.func.count()).select_from(bookings).where(*where)).scalar() or 0
     rows = conn.execute(
         sa.select(bookings).where(*where).order_by(bookings.c.starts_at.desc()).limit(limit).offset(offset)

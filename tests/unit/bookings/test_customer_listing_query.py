@@ -85,3 +85,58 @@ def test_the_listing_answers_the_customers_bookings_each_once_latest_first(conn)
     assert [booking_id for booking_id, _ in with_pre] == [str(uuid.UUID(int=n)) for n in (6, 3, 2, 1)]
     no_email = views.customer_bookings(conn, TENANT, uuid.UUID(ACCOUNT), None, with_pre=False)
     assert [row["code"] for row in no_email] == ["B3", "B1"]
+
+
+def _plans_of(conn, run) -> list[list[str]]:
+    """The SEARCH/SCAN steps of SQLite's plan for each SELECT of bookings that `run` executes."""
+    statements = []
+
+    def keep(_conn, _cursor, statement, parameters, _context, _many):
+        if statement.lstrip().upper().startswith("SELECT") and "FROM bookings" in statement:
+            statements.append((statement, parameters))
+
+    sa.event.listen(conn.engine, "before_cursor_execute", keep)
+    try:
+        run()
+    finally:
+        sa.event.remove(conn.engine, "before_cursor_execute", keep)
+    return [
+        [
+            row[3]
+            for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+            if row[3].startswith(("SEARCH", "SCAN"))
+        ]
+        for statement, parameters in statements
+    ]
+
+
+EACH_SIDE_ONE_SEARCH = [
+    "SEARCH bookings USING INDEX ix_bookings_tenant_account (tenant_id=? AND account_id=?)",
+    "SEARCH bookings USING INDEX ix_bookings_tenant_email_token (tenant_id=? AND email_token=?)",
+]
+
+
+def test_staff_looking_at_one_customer_and_an_erasure_search_each_side_through_an_index(conn):
+    rows = [
+        booking(1, account=ACCOUNT),
+        booking(2, token=TOKEN),
+        booking(3, tenant=OTHER, account=ACCOUNT, token=TOKEN),
+        *(booking(100 + n, token=f"guest-{n}") for n in range(50)),
+    ]
+    conn.execute(sa.insert(views.bookings), rows)
+    found: dict[str, object] = {}
+
+    def staff() -> None:
+        found["staff"] = views.staff_bookings(conn, TENANT, account=(ACCOUNT, TOKEN))
+
+    def erasure() -> None:
+        found["erasure"] = views.bookings_to_erase(conn, TENANT, uuid.UUID(ACCOUNT), 10_000, [TOKEN])
+
+    for plan in _plans_of(conn, staff):  # how many match, then the page
+        assert [step.replace("COVERING INDEX", "INDEX") for step in plan] == EACH_SIDE_ONE_SEARCH, plan
+    staff_rows, total = found["staff"]
+    assert [row["code"] for row in staff_rows] == ["B2", "B1"] and total == 2
+
+    (plan,) = _plans_of(conn, erasure)
+    assert [step.replace("COVERING INDEX", "INDEX") for step in plan] == EACH_SIDE_ONE_SEARCH, plan
+    assert found["erasure"] == [uuid.UUID(int=1), uuid.UUID(int=2)]
