@@ -28,21 +28,6 @@ from services.bookings.customers import CustomerAccount
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request, tmp_path):
-    """A URL of an empty database: a SQLite file, or a new PostgreSQL database."""
-    if request.param == "sqlite":
-        yield f"sqlite+pysqlite:///{tmp_path / 'shared-keys.sqlite3'}"
-        return
-    postgres = request.getfixturevalue("postgres")
-    name = f"vault_{uuid.uuid4().hex[:10]}"
-    postgres.create_database(name)
-    try:
-        yield postgres.sqlalchemy_url(name)
-    finally:
-        postgres.drop_database(name)
-
-
 def rows(url: str, statement: str) -> list[tuple]:
     engine = sa.create_engine(url)
     try:

@@ -21,21 +21,6 @@ from backbone.personal import Vault
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request, tmp_path):
-    """A URL of an empty database: a SQLite file, or a new PostgreSQL database."""
-    if request.param == "sqlite":
-        yield f"sqlite+pysqlite:///{tmp_path / 'shared-keys.sqlite3'}"
-        return
-    postgres = request.getfixturevalue("postgres")
-    name = f"vault_{uuid.uuid4().hex[:10]}"
-    postgres.create_database(name)
-    try:
-        yield postgres.sqlalchemy_url(name)
-    finally:
-        postgres.drop_database(name)
-
-
 @pytest.fixture
 def instances(database):
     """Two instances of the notifier's vault on one database."""
