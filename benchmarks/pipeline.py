@@ -18,6 +18,11 @@ then measures, in one run on that broker:
                the pipe, and the service process's CPU time per command (a figure that a
                machine busy with other work does not distort as it does rates). Every outcome
                must be "accepted": a run whose commands were refused measures nothing;
+* floor:       the least CPU the design needs per PlaceBooking, per RecordPayment and per
+               rebuilt event, whatever the code around it (benchmarks.floor: each signature,
+               seal, keyed hash and row done directly by its library), so the highest rate one
+               process can reach on this machine, with its ratio to the pipe; the rebuild's
+               floor is measured on the log and read model of the 100k rebuild (--quick: 10k);
 * rebuild:     the bookings read model rebuilt from 10k, 100k and 1M events (--quick: 2k and
                10k) by `ops.rebuild` (shadow + switch), on each store of --stores (PostgreSQL: a
                local throw-away server unless POSTGRES_HOST names one), with the CPU time per
@@ -319,7 +324,13 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def rebuild(
-    servers: str, store: str, sizes: list[int], root: Path, postgres: Any, report: Any = print
+    servers: str,
+    store: str,
+    sizes: list[int],
+    root: Path,
+    postgres: Any,
+    report: Any = print,
+    floor_at: int | None = None,
 ) -> list[Row]:
     """The bookings read model rebuilt from each number of events in `sizes` (one booking
     written by the service's own handler, the rest copies of its events: `_write_copies`), on
@@ -330,22 +341,50 @@ def rebuild(
     The rebuild runs in a process state of its own (the store opened afresh), as an
     operator's `booking-accounts rebuild` does: nothing it reads is still in memory. Its CPU
     time per event (this process's, which does nothing else meanwhile) is printed beside the
-    rate: a machine busy with other work slows the rate, much less the CPU time."""
+    rate: a machine busy with other work slows the rate, much less the CPU time.
+
+    With `floor_at` (SQLite), the log of that size and the read model its rebuild made are
+    measured again by `benchmarks.floor.rebuild`: the least CPU per event the design needs."""
     rows: list[Row] = []
+    measured: list[Row] = []
     label = {"sqlite": "SQLite", "postgres": "PostgreSQL"}[store]
     for n, events in enumerate(sizes):
         setup, row = _rebuild_one(servers, store, label, events, root / f"rebuild-{store}-{n}", postgres)
         rows.append(row)
+        measured.append(row)
         report(_rebuild_line(row), flush=True)
-    if len(rows) > 1:
+        if store == "sqlite" and events == floor_at:
+            rows.append(_rebuild_floor(setup, events, row, report))
+    if len(measured) > 1:
         ratio = Row(f"rebuild, {label}: rate {sizes[-1]:,} / {sizes[0]:,}", sizes[-1], 0.0, "ratio")
-        ratio.ratio = rows[-1].rate / rows[0].rate if rows[0].rate else None
+        ratio.ratio = measured[-1].rate / measured[0].rate if measured[0].rate else None
         rows.append(ratio)
         report(_rebuild_line(ratio), flush=True)
     ready = _ready(setup, label, sizes[-1])
     rows.append(ready)
     report(_rebuild_line(ready), flush=True)
     return rows
+
+
+def _rebuild_floor(setup: Any, events: int, measured: Row, report: Any) -> Row:
+    from benchmarks import floor
+
+    data_dir = Path(setup.services["bookings"]["DATA_DIR"])
+    least = floor.rebuild(data_dir / "bookings-views.sqlite3", data_dir)
+    row = Figure(
+        f"  floor: rebuild, {events:,} events",
+        events,
+        events * least.us / 1e6,
+        "events/s",
+        cpu_ms=least.us / 1000,
+        text=f"{least.per_second:,.0f} events/s",
+        value=least.per_second,
+        figures={"parts_us": least.parts, "measured_us": (measured.cpu_ms or 0) * 1000},
+    )
+    report(_rebuild_line(row), flush=True)
+    for line in floor.lines(least)[1:]:
+        report(f"|{line}", flush=True)
+    return row
 
 
 def _rebuild_line(row: Row) -> str:
@@ -505,9 +544,38 @@ async def measure(
             row.ratio = row.rate / raw.rate if raw else None
             rows.append(row)
             report(_line(row), flush=True)
+    if "floor" in parts:
+        rows += _command_floors(raw, report)
+    floor_at = args.rebuild[-2] if "floor" in parts and len(args.rebuild) > 2 else args.rebuild[-1]
     for store in args.stores.split(",") if "rebuild" in parts else ():
-        rows += await asyncio.to_thread(rebuild, servers, store, args.rebuild, root, postgres, report)
+        rows += await asyncio.to_thread(
+            rebuild,
+            servers,
+            store,
+            args.rebuild,
+            root,
+            postgres,
+            report,
+            floor_at if "floor" in parts else None,
+        )
     rows += await services_parts(parts, args.quick, servers, root, report)
+    return rows
+
+
+def _command_floors(raw: Row | None, report: Any) -> list[Row]:
+    """`benchmarks.floor.commands`: the least CPU per command the design needs, so the highest
+    rate (and ratio to the pipe) one bookings process could reach on this machine."""
+    from benchmarks import floor
+
+    rows: list[Row] = []
+    for least in floor.commands():
+        row = Row(f"  floor: {least.what}, one core", 1000, least.us / 1000, "commands/s")
+        row.cpu_ms = least.us / 1000
+        row.ratio = row.rate / raw.rate if raw else None
+        rows.append(row)
+        report(_line(row), flush=True)
+        for line in floor.lines(least)[1:]:
+            report(f"|{line}", flush=True)
     return rows
 
 
@@ -579,7 +647,7 @@ def main() -> None:
 
 # ------------------------------------------------------------------------------ latency, notifier, soak
 
-PARTS = ("pipe", "e2e", "rebuild", "latency", "notifier", "soak")
+PARTS = ("pipe", "e2e", "floor", "rebuild", "latency", "notifier", "soak")
 LATENCY_RATE = 50.0  # cancellations offered per second (issue 10: p99 at that rate)
 
 
