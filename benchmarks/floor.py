@@ -48,7 +48,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,7 @@ def cpu_us(work: Callable[[], Any], repeat: int = REPEAT) -> float:
 class Floor:
     what: str
     parts: dict[str, float]  # µs per command (or per event), by operation
+    counts: dict[str, int] = field(default_factory=dict)  # what was counted to price them
 
     @property
     def us(self) -> float:
@@ -312,6 +313,13 @@ def rebuild(views: Path, data_dir: Path, page: int = 10_000) -> Floor:
             / max(events, 1),
             f"write {rows / max(events, 1):.1f} rows, in order": write * per,
             "make the indexes": index * per,
+        },
+        {
+            "events": events,
+            "personal_values": personal,
+            "distinct_tokens": distinct_tokens,
+            "sealed_values": sealed_values,
+            "rows": rows,
         },
     )
 
