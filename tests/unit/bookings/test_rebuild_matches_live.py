@@ -253,7 +253,9 @@ async def test_a_rebuild_killed_between_its_two_files_commits_resumes_with_each_
         scratch = tmp_path / "views.sqlite3.rebuild-staging"
         assert job.shadow_position() == 15
         with sa.create_engine(f"sqlite+pysqlite:///{scratch}").connect() as conn:
-            staged = conn.exec_driver_sql("SELECT max(seq) FROM rebuild_replaced_booking_search_tokens").scalar()
+            staged = conn.exec_driver_sql(
+                "SELECT max(seq) FROM rebuild_replaced_booking_search_tokens"
+            ).scalar()
         with job.shadow.read_model.engine.connect() as conn:
             recorded = conn.execute(sa.text("SELECT value FROM rebuild_state WHERE key = 'staged'")).scalar()
         assert staged > int(recorded)  # the fourth page's rows, which the shadow does not account for
