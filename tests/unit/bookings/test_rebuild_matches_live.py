@@ -250,6 +250,7 @@ async def test_a_rebuild_killed_between_its_two_files_commits_resumes_with_each_
         job._apply_to_shadow = dies_at_the_fourth_page_s_shadow_commit
         with pytest.raises(RuntimeError, match="killed"):
             job.run()
+        job.shadow.read_model.close()  # as a killed process's connections are
         scratch = tmp_path / "views.sqlite3.rebuild-staging"
         assert job.shadow_position() == 15
         with sa.create_engine(f"sqlite+pysqlite:///{scratch}").connect() as conn:
