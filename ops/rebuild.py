@@ -386,17 +386,18 @@ class _Staging:
                 )
             return
         with self._scratch_engine().begin() as conn:
-            found = sa.inspect(conn)
-            for name in found.get_table_names():
+            last = 0  # each flush staged writes its number to one table of replacements
+            for name in sa.inspect(conn).get_table_names():
                 if name.startswith(("rebuild_rows_", "rebuild_replaced_")):
                     conn.exec_driver_sql(f'DELETE FROM "{name}" WHERE seq > ?', (self.seq,))  # noqa: S608
                 if name.startswith("rebuild_replaced_"):
-                    last = conn.exec_driver_sql(f'SELECT max(seq) FROM "{name}"').scalar()  # noqa: S608
-                    if (last or 0) < self.seq:  # its rows were not all committed (not a kill -9)
-                        raise OpsError(
-                            f"the unfinished rebuild's staged rows ({self.scratch}) are behind the "
-                            "shadow: start again with --fresh"
-                        )
+                    found_last = conn.exec_driver_sql(f'SELECT max(seq) FROM "{name}"').scalar()  # noqa: S608
+                    last = max(last, found_last or 0)
+            if last < self.seq:  # rows the shadow counts on were never committed (not a kill -9)
+                raise OpsError(
+                    f"the unfinished rebuild's staged rows ({self.scratch}) are behind the shadow: "
+                    "start again with --fresh"
+                )
 
     @contextlib.contextmanager
     def page(self, shadow: Connection) -> Iterator[_Staging | None]:

@@ -301,3 +301,23 @@ async def test_a_rebuild_resumed_after_its_finish_writes_what_came_since_into_th
         assert rows(rebuilt, harness.app.vault) == live
     finally:
         rebuilt.close()
+
+
+async def test_a_rebuild_whose_scratch_file_was_deleted_is_refused_until_started_afresh(harness, tmp_path):
+    """The shadow's pages count on the staged rows in the scratch file: without it, resuming
+    would switch in a table short of search tokens, so it is refused; `fresh` starts again."""
+    from ops.config import OpsError
+
+    await mixed_history(harness)
+    rebuilt = ReadModel(f"sqlite+pysqlite:///{tmp_path / 'views.sqlite3'}", views.metadata)
+    try:
+        projection = Projection(harness.app, rebuilt, "bookings.views", views.projector(harness.app.vault))
+        Rebuild(harness.app, rebuilt, [projection], batch_size=5).run(switch=False)
+        (tmp_path / "views.sqlite3.rebuild-staging").unlink()
+        with pytest.raises(OpsError, match="are gone: start again with --fresh"):
+            Rebuild(harness.app, rebuilt, [projection], batch_size=5).run()
+        report = Rebuild(harness.app, rebuilt, [projection], batch_size=5).run(fresh=True)
+        assert report.switched and report.resumed_from is None
+        assert rows(rebuilt, harness.app.vault) == rows(harness.read_model, harness.app.vault)
+    finally:
+        rebuilt.close()
