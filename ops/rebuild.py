@@ -368,7 +368,8 @@ class _Staging:
         in_shadow = [n for n in found.get_table_names(schema=schema) if n.startswith("rebuild_replaced_")]
         if self.scratch is None:
             for name in in_shadow if not self.finished else ():  # as the shadow's pages left them
-                last = shadow.execute(sa.text(f'SELECT max(seq) FROM "{name}"')).scalar()  # noqa: S608
+                replaced = sa.Table(name, sa.MetaData(), sa.Column("seq", sa.BigInteger))  # its schema mapped
+                last = shadow.execute(sa.select(sa.func.max(replaced.c.seq))).scalar()
                 self.seq = max(self.seq, last or 0)
             return
         if in_shadow:
