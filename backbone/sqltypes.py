@@ -30,6 +30,20 @@ class UtcDateTime(sa.types.TypeDecorator):
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
+    def bind_processor(self, dialect: Any) -> Callable[[Any], Any] | None:
+        """On SQLite, `process_bind_param` and the dialect's DATETIME text ("YYYY-MM-DD
+        HH:MM:SS.ffffff", which SQLAlchemy builds with a `%` format of seven fields) in one
+        step: a rebuild converts millions of timestamps (4 % of its CPU went to the two)."""
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        def process(value: datetime | None) -> str | None:
+            if value is None:
+                return None
+            return value.astimezone(UTC).isoformat(" ", "microseconds")[:-6]  # without "+00:00"
+
+        return process
+
 
 def jsonable(value: Any) -> Any:
     """Event data (Decimal, datetime, UUID inside lists and dicts) as plain JSON values."""

@@ -5,6 +5,8 @@ another schema (PostgreSQL) or another file (SQLite), filled by the service's ow
 functions from the event log in pages (10,000 events by default), each page in one transaction
 together with the shadow's position, its rows put together in memory and written once
 (`backbone.readmodel.BatchWriter`). An interrupted rebuild therefore resumes where it stopped.
+(On SQLite the rows staged until the shadow has caught up, the search tokens, go to a scratch
+file that commits just before the shadow does, which records how far they go: `_Staging`.)
 
 When the shadow has caught up, one short transaction *switches*: it takes the write lock on the
 live tables, puts the shadow's tables in their place (PostgreSQL: moves the tables between
@@ -90,7 +92,7 @@ class Rebuild:
         self.batch_size = batch_size
         self.shadow = _shadow_for(read_model, "_".join(self.names))
         self._read = functools.partial(_Reader(app).read, limit=batch_size)
-        self._staging = _Staging()
+        self._staging = _Staging(self.shadow.scratch if isinstance(self.shadow, SQLiteShadow) else None)
 
     @property
     def label(self) -> str:
@@ -140,6 +142,8 @@ class Rebuild:
         else:
             self._check_fingerprint()
             position = report.resumed_from
+        with self.shadow.read_model.engine.begin() as conn:
+            self._staging.resume(conn)  # where the staged rows stand (see `_Staging`)
         report.head = self.app.head()
         total, target = max(report.head - position, 0), report.head
         # Catch up until what is left is small enough for the switch's short write lock.
@@ -185,8 +189,8 @@ class Rebuild:
 
     def _apply_to_shadow(self, batch: Sequence[Recorded], previous: int) -> None:
         shadow = self.shadow.read_model
-        with shadow.engine.begin() as conn:
-            self._project(conn, batch, self._staging)
+        with shadow.engine.begin() as conn, self._staging.page(conn) as staging:
+            self._project(conn, batch, staging)
             for name in self.names:
                 shadow.advance(conn, name, batch[-1].position, previous=previous)
 
@@ -194,7 +198,7 @@ class Rebuild:
         """The staged rows into their tables, once the shadow has caught up (see `_Staging`),
         and the indexes a shadow is filled without (`AFTER_REBUILD`) made from the whole tables.
         One transaction: a rebuild interrupted here does it again when resumed."""
-        with self.shadow.read_model.engine.begin() as conn:
+        with self._staging.finishing(self.shadow.read_model.engine) as conn:
             self._staging.finish(conn, self.live.metadata)
             found = sa.inspect(conn)
             schema = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
@@ -303,6 +307,13 @@ def _collector_paused() -> Iterator[None]:
 # ------------------------------------------------------------------------------ staging
 
 
+FINISH_SORT_THREADS = 2
+"""Helper threads SQLite's sorter may use for the finish's sorts (the staged rows in their key's
+order, then the index by owner; `PRAGMA threads`, 0 by default). Past its memory (about the
+page cache, `SHADOW_PAGE_CACHE_MIB`) the sorter sorts and merges runs on them: at 1M events
+the finish took 35 s instead of 45 s of wall clock, for about 10 s more CPU."""
+
+
 class _Staging:
     """Rows written by `replace` (search tokens), kept out of their tables until the shadow has
     caught up, then put in at once, in the order of their key.
@@ -314,13 +325,107 @@ class _Staging:
     owner replaced (`rebuild_replaced_<table>`: replacing with no rows deletes). `finish` then
     keeps each owner's rows of its latest replacement and inserts them sorted, in one
     statement: the database sorts once, and the table is written in order, page after page.
-    The staging tables live in the shadow and are written in its pages' transactions, so an
-    interrupted rebuild resumes with them."""
 
-    def __init__(self) -> None:
+    Where the staging tables live: on PostgreSQL, in the shadow's schema, written in its pages'
+    transactions. On SQLite, in a scratch file of their own beside the shadow (`scratch`): in
+    the shadow, their pages (a quarter of its file at 1M events), freed and zeroed by
+    `secure_delete` when the staging tables were dropped, were then copied over the live file by
+    the switch, through its write-ahead log. The scratch file has no write-ahead log, no
+    `secure_delete` and no syncing; `finish` reads it attached to the shadow's connection and
+    then deletes it (the staged tokens of a customer erased meanwhile go with it). Two files
+    commit separately, so the order makes a page's two halves one: the scratch commits first,
+    then the shadow, which records the last `seq` its pages account for (`rebuild_state`,
+    "staged"). A run killed between the two leaves rows of a later `seq` in the scratch file: the
+    next run deletes them (`resume`) and projects that page again. Once `finish` has run (the
+    state says "finished"), later pages write their rows straight into the tables: the staged
+    rows are there, and a replacement must now delete them."""
+
+    SCHEMA = "rebuild_staging"  # the scratch file, attached to the shadow's connection by `finishing`
+
+    def __init__(self, scratch: Path | None = None) -> None:
         self.tables: set[sa.Table] = set()
         self.seq = 0  # of the last flush staged: its rows' `seq` (a resumed run goes on from it)
+        self.finished = False  # the staged rows are in their tables: nothing is staged any more
+        self.scratch = scratch
         self._made: dict[str, tuple[sa.Table, sa.Table]] = {}
+        self._engine: sa.Engine | None = None
+        self._page: Connection | None = None  # the scratch file's transaction of the current page
+        self._attached = False  # the scratch file, to the connection of `finishing`
+
+    # -------------------------------------------------------------- a page at a time
+
+    def resume(self, shadow: Connection) -> None:
+        """Before a run's first page: where the shadow's pages left the staging (see the class
+        docstring); rows the shadow does not account for are deleted from the scratch file."""
+        state = {row.key: row.value for row in shadow.execute(sa.select(rebuild_state))}
+        staged = state.get("staged", "0")
+        self._made.clear()
+        self.tables.clear()
+        self.finished = staged == "finished"
+        self.seq = 0 if self.finished else int(staged)
+        found = sa.inspect(shadow)
+        schema = (shadow.get_execution_options().get("schema_translate_map") or {}).get(None)
+        in_shadow = [n for n in found.get_table_names(schema=schema) if n.startswith("rebuild_replaced_")]
+        if self.scratch is None:
+            for name in in_shadow if not self.finished else ():  # as the shadow's pages left them
+                replaced = sa.Table(name, sa.MetaData(), sa.Column("seq", sa.BigInteger))  # its schema mapped
+                last = shadow.execute(sa.select(sa.func.max(replaced.c.seq))).scalar()
+                self.seq = max(self.seq, last or 0)
+            return
+        if in_shadow:
+            raise OpsError(  # staged in the shadow itself, by an earlier version of this code
+                "the unfinished rebuild was started by an earlier version: start again with --fresh"
+            )
+        if self.finished:
+            self.remove()  # a run killed after the finish, before the file was deleted
+            return
+        if not self.scratch.exists():
+            if self.seq:
+                raise OpsError(
+                    f"the unfinished rebuild's staged rows ({self.scratch}) are gone: start again "
+                    "with --fresh"
+                )
+            return
+        with self._scratch_engine().begin() as conn:
+            last = 0  # each flush staged writes its number to one table of replacements
+            for name in sa.inspect(conn).get_table_names():
+                if name.startswith(("rebuild_rows_", "rebuild_replaced_")):
+                    conn.exec_driver_sql(f'DELETE FROM "{name}" WHERE seq > ?', (self.seq,))  # noqa: S608
+                if name.startswith("rebuild_replaced_"):
+                    found_last = conn.exec_driver_sql(f'SELECT max(seq) FROM "{name}"').scalar()  # noqa: S608
+                    last = max(last, found_last or 0)
+            if last < self.seq:  # rows the shadow counts on were never committed (not a kill -9)
+                raise OpsError(
+                    f"the unfinished rebuild's staged rows ({self.scratch}) are behind the shadow: "
+                    "start again with --fresh"
+                )
+
+    @contextlib.contextmanager
+    def page(self, shadow: Connection) -> Iterator[_Staging | None]:
+        """Around a page of events projected into the shadow (inside its transaction, `shadow`):
+        yields where `replace`'s rows go (None once finished: into their tables). On success
+        the scratch file commits, and the shadow's transaction records the last `seq`, before
+        it commits itself; on failure the scratch file's transaction is rolled back too."""
+        if self.finished:
+            yield None
+            return
+        before = self.seq
+        try:
+            yield self
+            if self.seq != before:
+                shadow.execute(sa.delete(rebuild_state).where(rebuild_state.c.key == "staged"))
+                shadow.execute(sa.insert(rebuild_state).values(key="staged", value=str(self.seq)))
+            if self._page is not None:
+                self._page.commit()
+        except BaseException:
+            if self._page is not None:
+                self._page.rollback()
+            self.seq = before
+            raise
+        finally:
+            if self._page is not None:
+                self._page.close()
+                self._page = None
 
     def write(
         self,
@@ -330,14 +435,15 @@ class _Staging:
         columns: tuple[str, ...],
         rows: dict[tuple[Any, ...], tuple[bool, Sequence[tuple[Any, ...]]]],
     ) -> None:
-        staged, replaced = self._staging_tables(writer.conn, table, owner, columns)
+        target = writer if self.scratch is None else BatchWriter(self._scratch_page())
+        staged, replaced = self._staging_tables(target.conn, table, owner, columns)
         self.tables.add(table)
         self.seq += 1  # one per flush: a page may flush more than once
         seq = (self.seq,)
-        writer.insert_tuples(replaced, (*owner, "seq"), [key + seq for key in rows])
+        target.insert_tuples(replaced, (*owner, "seq"), [key + seq for key in rows])
         found = [key + row + seq for key, (_, given) in rows.items() for row in given]
         if found:
-            writer.insert_tuples(staged, (*owner, *columns, "seq"), found)
+            target.insert_tuples(staged, (*owner, *columns, "seq"), found)
 
     def _staging_tables(
         self, conn: Connection, table: sa.Table, owner: tuple[str, ...], columns: tuple[str, ...]
@@ -358,21 +464,97 @@ class _Staging:
                 sa.Column("seq", sa.BigInteger, nullable=False),
             )
             meta.create_all(conn, checkfirst=True)
-            last = conn.execute(sa.select(sa.func.max(replaced.c.seq))).scalar()
-            self.seq = max(self.seq, last or 0)
             made = self._made[table.name] = (staged, replaced)
         return made
 
+    def _scratch_engine(self) -> sa.Engine:
+        if self._engine is None:
+            assert self.scratch is not None
+            engine = sa.create_engine(f"sqlite+pysqlite:///{self.scratch}", poolclass=sa.pool.NullPool)
+
+            @sa.event.listens_for(engine, "connect")
+            def _pragmas(dbapi_conn: Any, _: Any) -> None:
+                # A rollback journal (a kill -9 mid-commit leaves the file whole); appended rows
+                # need almost nothing journaled. Never synced, nothing to zero: deleted after.
+                dbapi_conn.execute("PRAGMA journal_mode=TRUNCATE")
+                dbapi_conn.execute("PRAGMA synchronous=OFF")
+                dbapi_conn.execute("PRAGMA secure_delete=OFF")
+
+            self._engine = engine
+        return self._engine
+
+    def _scratch_page(self) -> Connection:
+        if self._page is None:
+            self._page = self._scratch_engine().connect()
+            self._page.begin()
+        return self._page
+
+    def remove(self) -> None:
+        """Delete the scratch file (SQLite), with its journal."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+        self._made.clear()
+        if self.scratch is not None:
+            for suffix in ("", "-journal", "-wal", "-shm"):
+                self.scratch.with_name(self.scratch.name + suffix).unlink(missing_ok=True)
+
+    # -------------------------------------------------------------- once caught up
+
+    @contextlib.contextmanager
+    def finishing(self, engine: sa.Engine) -> Iterator[Connection]:
+        """A transaction on the shadow for `finish`, with the scratch file (if any) attached as
+        `SCHEMA`; the scratch file deleted once it has committed."""
+        self._attached = False
+        if self.scratch is None or self.finished:
+            with engine.begin() as conn:
+                yield conn
+            return
+        if self._engine is not None:
+            self._engine.dispose()  # its connections closed: the shadow's reads it alone now
+        engine.dispose()  # the shadow's other connections closed: its journal mode can change
+        with engine.connect() as conn:
+            # The finish's new pages (the token table, then its index: 2 GB at 1M events) go
+            # straight into the file under a rollback journal, which holds only the few pages
+            # it changes; in WAL mode they went through the log first, then were copied again.
+            conn.exec_driver_sql("PRAGMA busy_timeout=0")
+            with contextlib.suppress(sa.exc.OperationalError):  # another connection has it open
+                conn.exec_driver_sql("PRAGMA journal_mode=TRUNCATE")  # (then it stays in WAL mode)
+            conn.exec_driver_sql("PRAGMA busy_timeout=30000")
+            conn.exec_driver_sql(f"PRAGMA threads={FINISH_SORT_THREADS}")
+            conn.commit()
+            if self.scratch.exists():
+                conn.exec_driver_sql(f"ATTACH DATABASE ? AS {self.SCHEMA}", (str(self.scratch),))
+                conn.commit()
+                self._attached = True
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                conn.rollback()
+                if self._attached:
+                    conn.exec_driver_sql(f"DETACH DATABASE {self.SCHEMA}")
+                    self._attached = False
+                conn.exec_driver_sql("PRAGMA threads=0")
+                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+                conn.commit()
+        self.remove()
+
     def finish(self, conn: Connection, metadata: sa.MetaData) -> None:
-        """Put the staged rows in their tables (in the shadow, after its last page)."""
+        """Put the staged rows in their tables (in the shadow, after its last page), and record
+        that they are (`finished`), in the caller's transaction (`finishing`)."""
         found = sa.inspect(conn)
-        schema = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
-        for table in metadata.sorted_tables:
+        if self.scratch is not None:
+            where = schema = self.SCHEMA  # the scratch file, attached: named by its schema
+        else:  # the shadow's own (unqualified; PostgreSQL's schema by the connection's map)
+            where, schema = None, (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
+        staged_anywhere = self.scratch is None or self._attached
+        for table in metadata.sorted_tables if staged_anywhere and not self.finished else ():
             if not found.has_table(f"rebuild_replaced_{table.name}", schema=schema):
                 continue
             meta = sa.MetaData()
-            staged = sa.Table(f"rebuild_rows_{table.name}", meta, autoload_with=conn)
-            replaced = sa.Table(f"rebuild_replaced_{table.name}", meta, autoload_with=conn)
+            staged = sa.Table(f"rebuild_rows_{table.name}", meta, autoload_with=conn, schema=where)
+            replaced = sa.Table(f"rebuild_replaced_{table.name}", meta, autoload_with=conn, schema=where)
             owner = [c.name for c in replaced.columns if c.name != "seq"]
             names = [c.name for c in staged.columns if c.name != "seq"]
             # Owners replaced more than once (their customer's details changed, or were erased):
@@ -384,7 +566,9 @@ class _Staging:
                 meta,
                 *[sa.Column(c, replaced.c[c].type, primary_key=True) for c in owner],
                 sa.Column("seq", sa.BigInteger, nullable=False),
+                schema=where,
             )
+            again.drop(conn, checkfirst=True)  # left by a finish killed before its end (scratch)
             again.create(conn)
             conn.execute(
                 sa.insert(again).from_select(
@@ -407,7 +591,13 @@ class _Staging:
             conn.execute(sa.insert(table).from_select(names, rows))
             for index in indexes:
                 index.create(conn)
-            meta.drop_all(conn)
+            if self.scratch is None:
+                meta.drop_all(conn)
+            else:
+                again.drop(conn)  # the rest goes with the file
+        conn.execute(sa.delete(rebuild_state).where(rebuild_state.c.key == "staged"))
+        conn.execute(sa.insert(rebuild_state).values(key="staged", value="finished"))
+        self.finished = True
         self.tables.clear()
         self._made.clear()
 
@@ -541,12 +731,17 @@ class SQLiteShadow(Shadow):
 
     The shadow's writes are not synced to disk (`synchronous=OFF`): a process that dies
     mid-rebuild loses nothing the operating system has been given, so the rebuild resumes;
-    after a machine crash during a rebuild, start it again with `--fresh`."""
+    after a machine crash during a rebuild, start it again with `--fresh`.
+
+    The rows staged until the shadow has caught up are in a scratch file beside it
+    (`<live>.rebuild-staging`, see `_Staging`), deleted once they are in their tables, and
+    with the shadow (`drop`: after the switch, `--fresh`, `--discard`)."""
 
     def _open(self) -> ReadModel:
         live = Path(sa.engine.make_url(self.live.url).database or "")
         self.live_path = live
         self.path = live.with_name(live.name + ".rebuild")
+        self.scratch = live.with_name(live.name + ".rebuild-staging")  # see `_Staging`
         self.where = str(self.path)
         shadow = ReadModel(
             f"sqlite+pysqlite:///{self.path}", self.live.metadata, page_cache_mib=SHADOW_PAGE_CACHE_MIB
@@ -580,8 +775,9 @@ class SQLiteShadow(Shadow):
 
     def drop(self) -> None:
         self.read_model.close()
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
+        for path in (self.path, self.scratch):
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                path.with_name(path.name + suffix).unlink(missing_ok=True)
         self.read_model = self._open()
 
     @contextlib.contextmanager
