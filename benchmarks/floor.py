@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import sqlalchemy as sa
 
 from backbone.blindindex import MAX_PREFIX, SHORT_PREFIX, BlindIndex, words
 from backbone.personal import Vault, decrypt, encrypt
@@ -106,9 +107,7 @@ def _place_body() -> bytes:
 def _headers(kind: str) -> dict[str, str]:
     from backbone.signing import SIGNED_HEADERS
 
-    values = {name: f"{kind}-{name}" for name in SIGNED_HEADERS}
-    values.update({"message_type": kind, "message_id": str(uuid.uuid4())})
-    return values
+    return {name: f"{kind}-{name}-{uuid.uuid4()}" for name in SIGNED_HEADERS}  # what a signature covers
 
 
 WIDE = (
@@ -117,11 +116,21 @@ WIDE = (
     lambda n: (str(uuid.uuid4()), "bench", "x" * 40, "y" * 60, "z" * 90, "w" * 30, n, n, "a", "b", "c", "d"),
 )
 """A row of a read model's or a store's width: a UUID key and a dozen columns."""
-TOKEN = (
-    "CREATE TABLE t (tenant_id TEXT, token TEXT, booking_id TEXT,"
-    " PRIMARY KEY (tenant_id, token, booking_id)) WITHOUT ROWID; CREATE INDEX t_b ON t (booking_id)",
-    lambda n: ("bench", os.urandom(16).hex(), str(uuid.uuid4())),
-)
+
+
+def _token_table() -> str:
+    """`services.bookings.views.search_tokens`, created under the name `t`."""
+    from sqlalchemy.dialects import sqlite
+    from sqlalchemy.schema import CreateIndex, CreateTable
+
+    from services.bookings.views import search_tokens
+
+    table = search_tokens.to_metadata(sa.MetaData(), name="t")
+    statements = [CreateTable(table)] + [CreateIndex(index) for index in table.indexes]
+    return ";\n".join(str(statement.compile(dialect=sqlite.dialect())) for statement in statements)
+
+
+TOKEN = (_token_table(), lambda n: ("bench", os.urandom(16).hex(), str(uuid.uuid4())))
 """A search-token row, as `services.bookings.views.search_tokens` keeps it."""
 
 
@@ -159,7 +168,8 @@ def commands() -> list[Floor]:
     if not trusted.verifies(body, headers, signature):
         raise RuntimeError("the floor's own signature does not verify")
     verify = cpu_us(lambda: trusted.verifies(body, headers, signature))
-    sign = cpu_us(lambda: bookings.sign(body, _headers("BookingPlaced")))
+    published = _headers("BookingPlaced")
+    sign = cpu_us(lambda: bookings.sign(body, published))
     subject_key = os.urandom(32)
     seal_key = cpu_us(lambda: readers[0].seal_for(subject_key))
     subject = uuid.uuid4()
@@ -207,21 +217,10 @@ def commands() -> list[Floor]:
 # ------------------------------------------------------------------------------ rebuild
 
 
-def _store_file(data_dir: Path) -> Path:
-    for path in sorted(data_dir.glob("*.sqlite3")):
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            if db.execute("SELECT 1 FROM sqlite_master WHERE name='stored_events'").fetchone():
-                return path
-        finally:
-            db.close()
-    raise FileNotFoundError(f"no event store (stored_events) in {data_dir}")
-
-
-def rebuild(views: Path, data_dir: Path, page: int = 10_000) -> Floor:
-    """The floor per event of the log in `data_dir`'s store, whose read model the real rebuild
-    made in `views` (see the module docstring)."""
-    store = sqlite3.connect(f"file:{_store_file(data_dir)}?mode=ro", uri=True)
+def rebuild(views: Path, events_file: Path, page: int = 10_000) -> Floor:
+    """The floor per event of the log in the SQLite event store `events_file`, whose read model
+    the real rebuild made in `views` (see the module docstring)."""
+    store = sqlite3.connect(f"file:{events_file}?mode=ro", uri=True)
     began = time.process_time()
     states, last = [], 0
     while True:

@@ -370,7 +370,7 @@ def _rebuild_floor(setup: Any, events: int, measured: Row, report: Any) -> Row:
     from benchmarks import floor
 
     data_dir = Path(setup.services["bookings"]["DATA_DIR"])
-    least = floor.rebuild(data_dir / "bookings-views.sqlite3", data_dir)
+    least = floor.rebuild(data_dir / "bookings-views.sqlite3", data_dir / "bookings-events.sqlite3")
     row = Figure(
         f"  floor: rebuild, {events:,} events",
         events,
@@ -544,19 +544,13 @@ async def measure(
             row.ratio = row.rate / raw.rate if raw else None
             rows.append(row)
             report(_line(row), flush=True)
+    floor_at = None  # the rebuild's floor: on the 100k log (--quick: the largest, 10k)
     if "floor" in parts:
         rows += _command_floors(raw, report)
-    floor_at = args.rebuild[-2] if "floor" in parts and len(args.rebuild) > 2 else args.rebuild[-1]
+        floor_at = args.rebuild[-2] if len(args.rebuild) > 2 else args.rebuild[-1]
     for store in args.stores.split(",") if "rebuild" in parts else ():
         rows += await asyncio.to_thread(
-            rebuild,
-            servers,
-            store,
-            args.rebuild,
-            root,
-            postgres,
-            report,
-            floor_at if "floor" in parts else None,
+            rebuild, servers, store, args.rebuild, root, postgres, report, floor_at
         )
     rows += await services_parts(parts, args.quick, servers, root, report)
     return rows

@@ -17,7 +17,7 @@ def test_the_rebuild_floor_counts_every_event_row_and_personal_value(tmp_path: P
     events = 200
     setup, measured = pipeline._rebuild_one("127.0.0.1:9", "sqlite", "SQLite", events, tmp_path, None)
     data = Path(setup.services["bookings"]["DATA_DIR"])
-    least = floor.rebuild(data / "bookings-views.sqlite3", data)
+    least = floor.rebuild(data / "bookings-views.sqlite3", data / "bookings-events.sqlite3")
 
     views = sqlite3.connect(data / "bookings-views.sqlite3")
     tables = [
