@@ -23,7 +23,7 @@ Two parts:
   the cost of a row in a batch measured here. Kafka's client work (producing 3 records,
   consuming 1: about 17 and 5 µs each, docs/performance.md) is left out, so the bound is
   generous.
-* `rebuild(views, store)`: per event of a real log, from a read model the real rebuild made of
+* `rebuild(views, events_file)`: per event of a real log, from a read model the real rebuild made of
   it: read the stored events (`SELECT` in pages of 10,000), parse each (orjson), open each
   personal value in it (AES-GCM), one keyed hash per *distinct* search token in the result (a
   token is computed at least once), one AES-GCM seal per sealed column, then every row of
